@@ -1,0 +1,208 @@
+//go:build linux
+
+// Command natrouter turns a container into a home router for the test bed,
+// and prepares peer containers to sit behind one.
+//
+//	natrouter router -mode cone|symmetric|relay-only -wan-net 11.2.0.0/24 \
+//	    -underlay-net 10.2.1.0/24 -lan 192.168.1.1/24 [-flood 10.2.1.10,...] [-relay 11.2.0.10]
+//	natrouter peer -router 10.2.1.2 -lan 192.168.1.10/24 -gateway 192.168.1.1 -- /chat -json ...
+//
+// Why a VXLAN: Docker isolates internal networks with host firewall rules that
+// drop any bridged packet whose address lies outside the network's subnet, so
+// a peer cannot send packets for the simulated internet to its router across
+// a Docker network directly. Router and peers therefore run a private LAN
+// inside a VXLAN carried over the Docker network (only in-subnet UDP on the
+// bridge); the router NATs between that LAN and its WAN interface with
+// nftables. Both sides need CAP_NET_ADMIN; the router also needs the sysctl
+// net.ipv4.ip_forward=1. The router prints "ready ..." on stdout once its
+// rules are installed and runs until SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/google/nftables"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "natrouter:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: natrouter router|peer [flags]")
+	}
+	switch args[0] {
+	case "router":
+		return runRouter(ctx, args[1:], stdout)
+	case "peer":
+		return runPeer(args[1:])
+	default:
+		return fmt.Errorf("unknown command %q (want router or peer)", args[0])
+	}
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+func runRouter(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("router", flag.ContinueOnError)
+	mode := fs.String("mode", envOr("NATROUTER_MODE", "cone"), "cone | symmetric | relay-only [NATROUTER_MODE]")
+	wanNet := fs.String("wan-net", envOr("NATROUTER_WAN_NET", ""), "subnet of the WAN interface [NATROUTER_WAN_NET]")
+	underlayNet := fs.String("underlay-net", envOr("NATROUTER_UNDERLAY_NET", ""), "subnet of the Docker network shared with the peers [NATROUTER_UNDERLAY_NET]")
+	lan := fs.String("lan", envOr("NATROUTER_LAN", ""), "router address and prefix on the VXLAN LAN, e.g. 192.168.1.1/24 [NATROUTER_LAN]")
+	vni := fs.Int("vni", 42, "VXLAN network identifier")
+	flood := fs.String("flood", envOr("NATROUTER_FLOOD", ""), "comma-separated underlay IPs of peers (ARP flooding targets) [NATROUTER_FLOOD]")
+	relays := fs.String("relay", envOr("NATROUTER_RELAY", ""), "comma-separated WAN IPs allowed in relay-only mode [NATROUTER_RELAY]")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	m, err := ParseMode(*mode)
+	if err != nil {
+		return err
+	}
+	_, wn, err := net.ParseCIDR(*wanNet)
+	if err != nil {
+		return fmt.Errorf("-wan-net: %w", err)
+	}
+	_, un, err := net.ParseCIDR(*underlayNet)
+	if err != nil {
+		return fmt.Errorf("-underlay-net: %w", err)
+	}
+	lanIP, lanNet, err := net.ParseCIDR(*lan)
+	if err != nil {
+		return fmt.Errorf("-lan: %w", err)
+	}
+	floodIPs, err := parseIPs(*flood)
+	if err != nil {
+		return fmt.Errorf("-flood: %w", err)
+	}
+	relayIPs, err := parseIPs(*relays)
+	if err != nil {
+		return fmt.Errorf("-relay: %w", err)
+	}
+	if err := checkForwarding(); err != nil {
+		return err
+	}
+	wanIf, wanIP, err := interfaceIn(wn)
+	if err != nil {
+		return fmt.Errorf("wan: %w", err)
+	}
+	underIf, underIP, err := interfaceIn(un)
+	if err != nil {
+		return fmt.Errorf("underlay: %w", err)
+	}
+	if err := setupRouterLAN(underIf, underIP, lanIP, lanNet, *vni, floodIPs); err != nil {
+		return err
+	}
+	rs, err := BuildRuleset(RuleConfig{Mode: m, WANIf: wanIf, LANIf: lanIfName, LANNet: lanNet, Relays: relayIPs})
+	if err != nil {
+		return err
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if err := rs.Install(conn); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ready mode=%s wan=%s/%s lan=%s/%s\n", m, wanIf, wanIP, lanIfName, *lan)
+	<-ctx.Done()
+	conn.DelTable(rs.Table)
+	_ = conn.Flush()
+	return nil
+}
+
+func runPeer(args []string) error {
+	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
+	router := fs.String("router", envOr("NATROUTER_ROUTER", ""), "the router's address on the shared Docker network [NATROUTER_ROUTER]")
+	lan := fs.String("lan", envOr("NATROUTER_LAN", ""), "this peer's address and prefix on the VXLAN LAN [NATROUTER_LAN]")
+	gw := fs.String("gateway", envOr("NATROUTER_GATEWAY", ""), "the router's VXLAN LAN address [NATROUTER_GATEWAY]")
+	vni := fs.Int("vni", 42, "VXLAN network identifier")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cmd := fs.Args()
+	if len(cmd) == 0 {
+		return errors.New("peer: no command to run after the flags (use -- /chat ...)")
+	}
+	routerIP := net.ParseIP(*router)
+	gwIP := net.ParseIP(*gw)
+	if routerIP == nil || gwIP == nil {
+		return errors.New("peer: -router and -gateway must be IP addresses")
+	}
+	lanIP, lanNet, err := net.ParseCIDR(*lan)
+	if err != nil {
+		return fmt.Errorf("-lan: %w", err)
+	}
+	if err := setupPeerLAN(routerIP, lanIP, lanNet, gwIP, *vni); err != nil {
+		return err
+	}
+	return syscall.Exec(cmd[0], cmd, os.Environ())
+}
+
+func parseIPs(s string) ([]net.IP, error) {
+	var out []net.IP
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		ip := net.ParseIP(f)
+		if ip == nil {
+			return nil, fmt.Errorf("bad IP address %q", f)
+		}
+		out = append(out, ip)
+	}
+	return out, nil
+}
+
+func checkForwarding() error {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		return fmt.Errorf("read ip_forward: %w", err)
+	}
+	if strings.TrimSpace(string(b)) != "1" {
+		return errors.New("IPv4 forwarding is off: start the container with sysctl net.ipv4.ip_forward=1")
+	}
+	return nil
+}
+
+// interfaceIn finds the interface holding an IPv4 address inside n.
+func interfaceIn(n *net.IPNet) (string, net.IP, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", nil, err
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && n.Contains(ipn.IP) {
+				return ifc.Name, ipn.IP.To4(), nil
+			}
+		}
+	}
+	return "", nil, fmt.Errorf("no interface with an address in %s", n)
+}
