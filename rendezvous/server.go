@@ -1,0 +1,570 @@
+package rendezvous
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
+)
+
+// ServiceName is the resource-manager service of the server's streams.
+const ServiceName = "p2p-messaging.rendezvous"
+
+// DefaultDisconnectGrace is how long a peer's registrations outlive its
+// last connection to the server.
+const DefaultDisconnectGrace = 2 * time.Second
+
+// sweepInterval is how often expired registrations and idle rate limiters
+// are freed, at the latest.
+const sweepInterval = 30 * time.Second
+
+// ServerOption configures a Server.
+type ServerOption func(*serverConfig) error
+
+type serverConfig struct {
+	dataDir         string
+	log             *slog.Logger
+	reg             prometheus.Registerer
+	limits          Limits
+	exclusivePrefix string
+	grace           time.Duration
+	now             func() time.Time
+}
+
+// WithDataDir persists registrations and the cookie sequence in
+// dir/rendezvous.db. "" (the default) keeps everything in memory.
+func WithDataDir(dir string) ServerOption {
+	return func(c *serverConfig) error { c.dataDir = dir; return nil }
+}
+
+// WithLogger sets the logger; by default the server logs nothing.
+func WithLogger(l *slog.Logger) ServerOption {
+	return func(c *serverConfig) error {
+		if l == nil {
+			return errors.New("nil logger")
+		}
+		c.log = l
+		return nil
+	}
+}
+
+// WithRegisterer registers the server's Prometheus metrics with r.
+func WithRegisterer(r prometheus.Registerer) ServerOption {
+	return func(c *serverConfig) error { c.reg = r; return nil }
+}
+
+// WithLimits replaces the default limits.
+func WithLimits(l Limits) ServerOption {
+	return func(c *serverConfig) error {
+		if err := l.validate(); err != nil {
+			return fmt.Errorf("invalid limits: %w", err)
+		}
+		c.limits = l
+		return nil
+	}
+}
+
+// WithExclusivePrefix makes namespaces starting with prefix exclusive: one
+// peer holds each at a time. The default is UserNamespacePrefix; "" makes
+// no namespace exclusive.
+func WithExclusivePrefix(prefix string) ServerOption {
+	return func(c *serverConfig) error { c.exclusivePrefix = prefix; return nil }
+}
+
+// WithDisconnectGrace sets how long after its last connection closes a
+// peer's registrations are removed (default 2s). d < 0 keeps them until
+// they expire or are unregistered.
+func WithDisconnectGrace(d time.Duration) ServerOption {
+	return func(c *serverConfig) error { c.grace = d; return nil }
+}
+
+// WithClock sets the clock used for registration lifetimes (tests).
+func WithClock(now func() time.Time) ServerOption {
+	return func(c *serverConfig) error {
+		if now == nil {
+			return errors.New("nil clock")
+		}
+		c.now = now
+		return nil
+	}
+}
+
+// Server serves the rendezvous protocol and its watch extension on a host.
+type Server struct {
+	h   host.Host
+	lim Limits
+	cfg serverConfig
+	log *slog.Logger
+	st  *regStore
+	m   *serverMetrics
+	rl  *rateLimiter
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	sub    event.Subscription
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[network.Stream]struct{}
+	grace   map[peer.ID]*time.Timer
+}
+
+// NewServer starts a rendezvous server on h: it loads the store (when a data
+// dir is set) and registers the ProtocolID and WatchProtocolID handlers.
+func NewServer(h host.Host, opts ...ServerOption) (*Server, error) {
+	cfg := serverConfig{
+		log:             slog.New(slog.DiscardHandler),
+		limits:          DefaultLimits(),
+		exclusivePrefix: UserNamespacePrefix,
+		grace:           DefaultDisconnectGrace,
+		now:             time.Now,
+	}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, fmt.Errorf("rendezvous server: %w", err)
+		}
+	}
+	s := &Server{
+		h:       h,
+		lim:     cfg.limits,
+		cfg:     cfg,
+		log:     cfg.log,
+		streams: make(map[network.Stream]struct{}),
+		grace:   make(map[peer.ID]*time.Timer),
+	}
+	s.rl = newRateLimiter(cfg.limits.RequestRate, cfg.limits.RequestBurst)
+
+	now := cfg.now()
+	seq := uint64(max(now.UnixNano(), 0))
+	var (
+		p      *persister
+		loaded []*regEntry
+	)
+	if cfg.dataDir != "" {
+		var stored uint64
+		var err error
+		p, loaded, stored, err = openPersister(cfg.dataDir, now.UnixNano(), cfg.log)
+		if err != nil {
+			return nil, fmt.Errorf("rendezvous server: %w", err)
+		}
+		seq = max(seq, stored)
+	}
+	s.st = newStore(seq, p)
+	s.st.load(loaded)
+
+	m, err := newMetrics(cfg.reg, func() float64 { return float64(s.st.len()) }, func() float64 { return float64(s.st.watchCount()) })
+	if err != nil {
+		if p != nil {
+			p.close()
+		}
+		return nil, fmt.Errorf("rendezvous server: %w", err)
+	}
+	s.m = m
+	s.st.onRemove = func(reason string) {
+		if reason != reasonReplaced {
+			m.removals.WithLabelValues(reason).Inc()
+		}
+	}
+
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if cfg.grace >= 0 {
+		sub, err := h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+		if err != nil {
+			s.cancel()
+			if p != nil {
+				p.close()
+			}
+			return nil, fmt.Errorf("rendezvous server: subscribe to connectedness events: %w", err)
+		}
+		s.sub = sub
+		s.wg.Add(1)
+		go s.watchConnectedness()
+	}
+	s.wg.Add(1)
+	go s.sweeper()
+
+	h.SetStreamHandler(ProtocolID, s.handleStream)
+	h.SetStreamHandler(WatchProtocolID, s.handleWatch)
+	s.log.Info("rendezvous server started", "registrations", len(loaded), "persistent", cfg.dataDir != "")
+	return s, nil
+}
+
+// Close removes the stream handlers, ends open streams, stops the
+// background goroutines and flushes and closes the store.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for p, t := range s.grace {
+		t.Stop()
+		delete(s.grace, p)
+	}
+	streams := make([]network.Stream, 0, len(s.streams))
+	for str := range s.streams {
+		streams = append(streams, str)
+	}
+	s.mu.Unlock()
+
+	s.h.RemoveStreamHandler(ProtocolID)
+	s.h.RemoveStreamHandler(WatchProtocolID)
+	for _, str := range streams {
+		str.Reset()
+	}
+	s.cancel()
+	if s.sub != nil {
+		s.sub.Close()
+	}
+	s.wg.Wait()
+	if s.st.persist != nil {
+		if err := s.st.persist.close(); err != nil {
+			return fmt.Errorf("rendezvous server: close store: %w", err)
+		}
+	}
+	return nil
+}
+
+// Registrations returns the number of live registrations.
+func (s *Server) Registrations() int { return s.st.len() }
+
+// track registers a stream so Close can end it; false if closing.
+func (s *Server) track(str network.Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.streams[str] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(str network.Stream) {
+	s.mu.Lock()
+	delete(s.streams, str)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// handleStream serves one /rendezvous/1.0.0 stream: any number of
+// sequential requests, each answered in order, until the peer closes its
+// side. Anything undecodable resets the stream.
+func (s *Server) handleStream(str network.Stream) {
+	if !s.track(str) {
+		str.Reset()
+		return
+	}
+	defer s.untrack(str)
+	if err := str.Scope().SetService(ServiceName); err != nil {
+		s.log.Debug("rendezvous stream refused by resource manager", "peer", str.Conn().RemotePeer(), "err", err)
+		str.Reset()
+		return
+	}
+	remote := str.Conn().RemotePeer()
+	r := newReader(str)
+	var (
+		req pb.Message
+		d   discoverBuf
+		out []byte
+	)
+	for {
+		if err := str.SetDeadline(time.Now().Add(s.lim.StreamTimeout)); err != nil {
+			str.Reset()
+			return
+		}
+		if err := r.ReadMsg(&req); err != nil {
+			if errors.Is(err, io.EOF) {
+				str.Close()
+				return
+			}
+			s.m.reject(rejectMalformed)
+			s.log.Debug("bad rendezvous request, resetting stream", "peer", remote, "err", err)
+			str.Reset()
+			return
+		}
+		start := time.Now()
+		if req.Type == nil {
+			s.m.reject(rejectMalformed)
+			s.log.Debug("rendezvous request without a type, resetting stream", "peer", remote)
+			str.Reset()
+			return
+		}
+		typ := req.GetType()
+		var status Status
+		switch typ {
+		case pb.Message_REGISTER:
+			resp := s.register(remote, req.GetRegister())
+			status = resp.GetStatus()
+			out = appendServerFrame(out[:0], &pb.Message{
+				Type:             pb.Message_REGISTER_RESPONSE.Enum(),
+				RegisterResponse: resp,
+			})
+		case pb.Message_DISCOVER:
+			var text string
+			status, text = s.discover(remote, req.GetDiscover(), &d)
+			if status == StatusOK {
+				out = d.out
+			} else {
+				out = appendServerFrame(out[:0], &pb.Message{
+					Type: pb.Message_DISCOVER_RESPONSE.Enum(),
+					DiscoverResponse: &pb.Message_DiscoverResponse{
+						Status:     status.Enum(),
+						StatusText: proto.String(text),
+					},
+				})
+			}
+		case pb.Message_UNREGISTER:
+			s.unregister(remote, req.GetUnregister())
+			s.m.requests[typ][StatusOK].Inc()
+			s.m.latency[typ].Observe(time.Since(start).Seconds())
+			continue
+		default:
+			s.m.reject(rejectMalformed)
+			s.log.Debug("unexpected rendezvous message type, resetting stream", "peer", remote, "type", typ)
+			str.Reset()
+			return
+		}
+		if _, err := str.Write(out); err != nil {
+			s.log.Debug("writing rendezvous response", "peer", remote, "err", err)
+			str.Reset()
+			return
+		}
+		s.m.requests[typ][status].Inc()
+		s.m.latency[typ].Observe(time.Since(start).Seconds())
+		if status == StatusOK && typ == pb.Message_DISCOVER && cap(out) > 64<<10 {
+			d.out = nil // do not pin a large page buffer to an idle stream
+		}
+	}
+}
+
+// appendServerFrame appends m with its varint length prefix.
+func appendServerFrame(b []byte, m proto.Message) []byte {
+	size := proto.Size(m)
+	b = protowire.AppendVarint(b, uint64(size))
+	b, _ = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m)
+	return b
+}
+
+func (s *Server) reject(reason string, status Status, text string) *pb.Message_RegisterResponse {
+	s.m.reject(reason)
+	return &pb.Message_RegisterResponse{Status: status.Enum(), StatusText: proto.String(text)}
+}
+
+// register validates and stores one REGISTER.
+func (s *Server) register(remote peer.ID, r *pb.Message_Register) *pb.Message_RegisterResponse {
+	now := s.cfg.now()
+	if !s.rl.allow(remote, now) {
+		s.log.Debug("rate limited", "peer", remote)
+		return s.reject(rejectRateLimit, StatusUnavailable, "too many requests, slow down")
+	}
+	ns := r.GetNs()
+	if text := s.checkNamespace(ns); text != "" {
+		return s.reject(rejectNamespace, StatusInvalidNamespace, text)
+	}
+	ttl := r.GetTtl()
+	if ttl == 0 {
+		ttl = uint64(s.lim.DefaultTTL / time.Second)
+	}
+	minTTL, maxTTL := uint64(s.lim.MinTTL/time.Second), uint64(s.lim.MaxTTL/time.Second)
+	if ttl < minTTL || ttl > maxTTL {
+		return s.reject(rejectTTL, StatusInvalidTTL,
+			fmt.Sprintf("ttl %d s is outside the allowed range %d..%d s", ttl, minTTL, maxTTL))
+	}
+	if text := s.checkRecord(remote, r.GetSignedPeerRecord()); text != "" {
+		s.log.Debug("invalid signed peer record", "peer", remote, "ns", ns, "err", text)
+		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
+	}
+	exclusive := s.cfg.exclusivePrefix != "" && strings.HasPrefix(ns, s.cfg.exclusivePrefix)
+	res := s.st.register(remote, ns, r.GetSignedPeerRecord(), int64(ttl)*int64(time.Second), now.UnixNano(), exclusive, &s.lim)
+	if res.status != StatusOK {
+		reason := map[Status]string{
+			StatusInternalError: rejectStore,
+			StatusUnavailable:   rejectTotalCap,
+		}[res.status]
+		if res.status == StatusNotAuthorized {
+			reason = rejectPeerCap
+			if exclusive && strings.Contains(res.text, "exclusive") {
+				reason = rejectExclusive
+			}
+		}
+		s.log.Debug("registration refused", "peer", remote, "ns", ns, "status", res.status, "err", res.text)
+		return s.reject(reason, res.status, res.text)
+	}
+	s.log.Debug("registered", "peer", remote, "ns", ns, "ttl", ttl)
+	return &pb.Message_RegisterResponse{Status: StatusOK.Enum(), Ttl: proto.Uint64(ttl)}
+}
+
+// checkNamespace returns why ns is not a valid namespace, or "".
+func (s *Server) checkNamespace(ns string) string {
+	switch {
+	case ns == "":
+		return "namespace is empty"
+	case len(ns) > s.lim.MaxNamespaceLen:
+		return fmt.Sprintf("namespace is %d bytes, longer than %d", len(ns), s.lim.MaxNamespaceLen)
+	case !utf8.ValidString(ns):
+		return "namespace is not valid UTF-8"
+	}
+	return ""
+}
+
+// checkRecord returns why b is not a signed peer record of remote, or "".
+func (s *Server) checkRecord(remote peer.ID, b []byte) string {
+	if len(b) == 0 {
+		return "signed peer record is missing"
+	}
+	if len(b) > s.lim.MaxRecordSize {
+		return fmt.Sprintf("signed peer record is %d bytes, larger than %d", len(b), s.lim.MaxRecordSize)
+	}
+	env, rec, err := record.ConsumeEnvelope(b, peer.PeerRecordEnvelopeDomain)
+	if err != nil {
+		return "signed peer record does not verify: " + err.Error()
+	}
+	pr, ok := rec.(*peer.PeerRecord)
+	if !ok {
+		return "signed envelope does not hold a peer record"
+	}
+	signer, err := peer.IDFromPublicKey(env.PublicKey)
+	if err != nil || signer != pr.PeerID {
+		return "peer record was not signed by the peer it names"
+	}
+	if pr.PeerID != remote {
+		return "peer record names another peer than the one registering"
+	}
+	return ""
+}
+
+// discover answers one DISCOVER into d.out.
+func (s *Server) discover(remote peer.ID, r *pb.Message_Discover, d *discoverBuf) (Status, string) {
+	now := s.cfg.now()
+	if !s.rl.allow(remote, now) {
+		s.m.reject(rejectRateLimit)
+		return StatusUnavailable, "too many requests, slow down"
+	}
+	ns := r.GetNs()
+	if ns != "" {
+		if text := s.checkNamespace(ns); text != "" {
+			s.m.reject(rejectNamespace)
+			return StatusInvalidNamespace, text
+		}
+	}
+	limit := s.lim.MaxDiscoverLimit
+	if l := r.GetLimit(); l > 0 && l < uint64(limit) {
+		limit = int(l)
+	}
+	status, text := s.st.discover(ns, r.GetCookie(), limit, now.UnixNano(), d)
+	if status != StatusOK {
+		s.m.reject(rejectCookie)
+		s.log.Debug("discover refused", "peer", remote, "ns", ns, "err", text)
+	}
+	return status, text
+}
+
+// unregister removes one registration; the spec sends no response.
+func (s *Server) unregister(remote peer.ID, r *pb.Message_Unregister) {
+	ns := r.GetNs()
+	if s.st.unregister(remote, ns) {
+		s.log.Debug("unregistered", "peer", remote, "ns", ns)
+	}
+}
+
+// watchConnectedness removes the registrations of peers whose last
+// connection closed and who did not come back within the grace period.
+func (s *Server) watchConnectedness() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case ev, ok := <-s.sub.Out():
+			if !ok {
+				return
+			}
+			e := ev.(event.EvtPeerConnectednessChanged)
+			if e.Connectedness == network.Connected {
+				s.mu.Lock()
+				if t := s.grace[e.Peer]; t != nil {
+					t.Stop()
+					delete(s.grace, e.Peer)
+				}
+				s.mu.Unlock()
+				continue
+			}
+			if e.Connectedness != network.NotConnected || !s.st.hasPeer(e.Peer) {
+				continue
+			}
+			if s.cfg.grace == 0 {
+				s.dropPeer(e.Peer)
+				continue
+			}
+			p := e.Peer
+			s.mu.Lock()
+			if t := s.grace[p]; t != nil {
+				t.Stop()
+			}
+			s.grace[p] = time.AfterFunc(s.cfg.grace, func() { s.graceOver(p) })
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *Server) graceOver(p peer.ID) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.grace, p)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	if s.h.Network().Connectedness(p) == network.Connected {
+		return
+	}
+	s.dropPeer(p)
+}
+
+func (s *Server) dropPeer(p peer.ID) {
+	if n := s.st.removePeer(p, reasonDisconnect); n > 0 {
+		s.log.Debug("peer disconnected, registrations removed", "peer", p, "registrations", n)
+	}
+}
+
+// sweeper frees expired registrations periodically, and soon after a
+// reader has skipped one.
+func (s *Server) sweeper() {
+	defer s.wg.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		case <-s.st.expiredSeen:
+		}
+		now := s.cfg.now()
+		if n := s.st.sweep(now.UnixNano()); n > 0 {
+			s.log.Debug("expired registrations removed", "registrations", n)
+		}
+		s.rl.sweep(now)
+	}
+}

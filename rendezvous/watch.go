@@ -1,0 +1,140 @@
+package rendezvous
+
+import (
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
+)
+
+// watchRequestMax bounds the single WatchRequest: a namespace and framing.
+const watchRequestMax = 1024
+
+// handleWatch serves one watch stream: read one WatchRequest, send the
+// snapshot and SYNCED, then forward events until either side ends it. A
+// subscriber whose queue overflows is reset; it never slows registration.
+func (s *Server) handleWatch(str network.Stream) {
+	if !s.track(str) {
+		str.Reset()
+		return
+	}
+	defer s.untrack(str)
+	remote := str.Conn().RemotePeer()
+	if err := str.Scope().SetService(ServiceName); err != nil {
+		s.log.Debug("watch stream refused by resource manager", "peer", remote, "err", err)
+		str.Reset()
+		return
+	}
+	if err := str.SetDeadline(time.Now().Add(s.lim.StreamTimeout)); err != nil {
+		str.Reset()
+		return
+	}
+	var req pb.WatchRequest
+	if err := newReader(io.LimitReader(str, watchRequestMax)).ReadMsg(&req); err != nil {
+		s.m.reject(rejectMalformed)
+		s.log.Debug("bad watch request, resetting stream", "peer", remote, "err", err)
+		str.Reset()
+		return
+	}
+	ns := req.GetNs()
+	now := s.cfg.now()
+	if !s.rl.allow(remote, now) {
+		s.m.reject(rejectRateLimit)
+		s.refuseWatch(str, ns, StatusUnavailable, "too many requests, slow down")
+		return
+	}
+	if text := s.checkNamespace(ns); text != "" {
+		s.m.reject(rejectNamespace)
+		s.refuseWatch(str, ns, StatusInvalidNamespace, text)
+		return
+	}
+	w := &subscriber{
+		ns:       ns,
+		peer:     remote,
+		events:   make(chan []byte, s.lim.WatchQueue),
+		overflow: make(chan struct{}),
+	}
+	snap, status, text := s.st.subscribe(w, now.UnixNano(), &s.lim)
+	if status != StatusOK {
+		s.m.reject(rejectWatchCap)
+		s.refuseWatch(str, ns, status, text)
+		return
+	}
+	defer s.st.unsubscribe(w)
+	s.log.Debug("watch started", "peer", remote, "ns", ns, "registrations", len(snap))
+
+	// The client sends nothing more; a read returns when it closes or
+	// resets its side, which ends the subscription.
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		var b [1]byte
+		_ = str.SetReadDeadline(time.Time{})
+		for {
+			if _, err := str.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { <-gone }()
+
+	write := func(frame []byte) bool {
+		_ = str.SetWriteDeadline(time.Now().Add(s.lim.StreamTimeout))
+		if _, err := str.Write(frame); err != nil {
+			s.log.Debug("watch write failed", "peer", remote, "ns", ns, "err", err)
+			str.Reset()
+			return false
+		}
+		return true
+	}
+	for _, frame := range snap {
+		if !write(frame) {
+			return
+		}
+	}
+	snap = nil
+	if !write(frameEvent(&pb.WatchEvent{Kind: pb.WatchEvent_SYNCED.Enum(), Ns: proto.String(ns)})) {
+		return
+	}
+	for {
+		select {
+		case frame := <-w.events:
+			if !write(frame) {
+				return
+			}
+		case <-w.overflow:
+			s.m.reject(rejectWatchOverflow)
+			s.log.Debug("watch subscriber too slow, resetting", "peer", remote, "ns", ns)
+			str.Reset()
+			return
+		case <-gone:
+			// The client left: its side is closed or reset.
+			str.Reset()
+			return
+		case <-s.ctx.Done():
+			str.Reset()
+			return
+		}
+	}
+}
+
+// refuseWatch answers a refused subscription with one ERROR event.
+func (s *Server) refuseWatch(str network.Stream, ns string, status Status, text string) {
+	s.log.Debug("watch refused", "peer", str.Conn().RemotePeer(), "ns", ns, "status", status, "err", text)
+	ev := &pb.WatchEvent{
+		Kind:       pb.WatchEvent_ERROR.Enum(),
+		Status:     status.Enum(),
+		StatusText: proto.String(text),
+	}
+	if ns != "" {
+		ev.Ns = proto.String(ns)
+	}
+	if _, err := str.Write(frameEvent(ev)); err != nil {
+		str.Reset()
+		return
+	}
+	str.Close()
+}
