@@ -1,0 +1,329 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
+)
+
+// config is what one run measures.
+type config struct {
+	Clients       int           `json:"clients"`
+	Duration      time.Duration `json:"-"`
+	Warmup        time.Duration `json:"-"`
+	Mix           float64       `json:"register_fraction"`
+	Rate          float64       `json:"paced_rate"`
+	Capacity      []int         `json:"capacity_steps"`
+	DialPar       int           `json:"dial_parallelism"`
+	RecordAddrs   int           `json:"record_addrs"`
+	DiscoverLimit int           `json:"discover_limit"`
+	ChatMessages  int           `json:"chat_messages"`
+	Addr          string        `json:"addr,omitempty"`
+	DaemonPID     int           `json:"-"`
+	DaemonBin     string        `json:"-"`
+	DaemonArgs    []string      `json:"daemon_args,omitempty"`
+	Phases        []string      `json:"phases"`
+	Short         bool          `json:"short"`
+
+	DurationS float64 `json:"duration_s"`
+	WarmupS   float64 `json:"warmup_s"`
+}
+
+func (c *config) phase(name string) bool {
+	for _, p := range c.Phases {
+		if p == name || p == "all" {
+			return true
+		}
+	}
+	return false
+}
+
+// result is one measured row.
+type result struct {
+	Group       string  `json:"group"` // baseline, rendezvous, chat
+	Name        string  `json:"name"`
+	Mode        string  `json:"mode"` // closed loop or paced at a rate
+	Clients     int     `json:"clients"`
+	Ops         int     `json:"ops"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	P50         float64 `json:"p50_ms"`
+	P99         float64 `json:"p99_ms"`
+	Max         float64 `json:"max_ms"`
+	Errors      int     `json:"errors"`
+	FirstError  string  `json:"first_error,omitempty"`
+	ServerCPUUS float64 `json:"server_cpu_us_per_op,omitempty"`
+	ServerRSS   int64   `json:"server_rss_bytes,omitempty"`
+	Baseline    string  `json:"baseline,omitempty"`
+	RatioOf     string  `json:"ratio_of,omitempty"` // ops/s, p50, p99
+	Ratio       float64 `json:"ratio,omitempty"`    // this / baseline
+	Target      string  `json:"target,omitempty"`
+	Pass        *bool   `json:"pass,omitempty"`
+}
+
+// memResult is one memory figure of the daemon.
+type memResult struct {
+	Name      string  `json:"name"`
+	Count     int     `json:"count"` // connections or registrations
+	RSSBytes  int64   `json:"rss_bytes"`
+	PerItem   float64 `json:"bytes_per_item"`
+	Held      int     `json:"answered,omitempty"` // connections that answered a DISCOVER at the end
+	Target    string  `json:"target,omitempty"`
+	Pass      *bool   `json:"pass,omitempty"`
+	Note      string  `json:"note,omitempty"`
+	Available bool    `json:"available"`
+}
+
+// report is the whole run, as -json prints it.
+type report struct {
+	Time      string      `json:"time"`
+	GoVersion string      `json:"go_version"`
+	OS        string      `json:"os"`
+	Arch      string      `json:"arch"`
+	CPUs      int         `json:"cpus"`
+	Command   string      `json:"command"`
+	Config    config      `json:"config"`
+	Sizes     msgSizes    `json:"message_sizes"`
+	Results   []result    `json:"results"`
+	Memory    []memResult `json:"memory"`
+	Notes     []string    `json:"notes,omitempty"`
+	Errors    []string    `json:"errors,omitempty"`
+}
+
+// msgSizes are the rendezvous message sizes the echo baselines copy.
+type msgSizes struct {
+	DiscoverReq  int `json:"discover_request"`
+	DiscoverResp int `json:"discover_response"`
+	RegisterReq  int `json:"register_request"`
+	RegisterResp int `json:"register_response"`
+}
+
+func boolp(b bool) *bool { return &b }
+
+// bench runs the phases of one benchmark.
+type bench struct {
+	cfg    config
+	rep    *report
+	log    io.Writer // progress lines
+	runTag string
+	tmp    string
+}
+
+func newBench(cfg config, log io.Writer) (*bench, error) {
+	var tag [4]byte
+	_, _ = rand.Read(tag[:])
+	tmp, err := os.MkdirTemp("", "p2p-bench-")
+	if err != nil {
+		return nil, err
+	}
+	cfg.DurationS = cfg.Duration.Seconds()
+	cfg.WarmupS = cfg.Warmup.Seconds()
+	return &bench{
+		cfg:    cfg,
+		log:    log,
+		runTag: hex.EncodeToString(tag[:]),
+		tmp:    tmp,
+		rep: &report{
+			Time:      time.Now().UTC().Format(time.RFC3339),
+			GoVersion: runtime.Version(),
+			OS:        runtime.GOOS,
+			Arch:      runtime.GOARCH,
+			CPUs:      runtime.NumCPU(),
+			Config:    cfg,
+		},
+	}, nil
+}
+
+func (b *bench) close() { os.RemoveAll(b.tmp) }
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "bench: "+format+"\n", args...)
+}
+
+func (b *bench) fail(what string, err error) {
+	b.logf("%s: %v", what, err)
+	b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("%s: %v", what, err))
+}
+
+func (b *bench) find(group, name string) *result {
+	for i := range b.rep.Results {
+		if b.rep.Results[i].Group == group && b.rep.Results[i].Name == name {
+			return &b.rep.Results[i]
+		}
+	}
+	return nil
+}
+
+// computeSizes fills the message sizes of a nick lookup and a registration.
+func (b *bench) computeSizes() error {
+	priv, err := newIdentity()
+	if err != nil {
+		return err
+	}
+	rec, err := signedRecord(priv, fakeAddrs(40000, b.cfg.RecordAddrs))
+	if err != nil {
+		return err
+	}
+	ns := b.nick(0)
+	delim := func(m proto.Message) int {
+		n := proto.Size(m)
+		return n + len(protowireVarint(uint64(n)))
+	}
+	reg := registerMsg(ns, rec)
+	b.rep.Sizes = msgSizes{
+		DiscoverReq: delim(discoverMsg(ns, uint64(b.cfg.DiscoverLimit))),
+		DiscoverResp: delim(&pb.Message{
+			Type: pb.Message_DISCOVER_RESPONSE.Enum(),
+			DiscoverResponse: &pb.Message_DiscoverResponse{
+				Registrations: []*pb.Message_Register{reg.Register},
+				Cookie:        make([]byte, 8+len(ns)),
+				Status:        pb.Message_OK.Enum(),
+			},
+		}),
+		RegisterReq: delim(reg),
+		RegisterResp: delim(&pb.Message{
+			Type: pb.Message_REGISTER_RESPONSE.Enum(),
+			RegisterResponse: &pb.Message_RegisterResponse{
+				Status: pb.Message_OK.Enum(), Ttl: proto.Uint64(benchTTL),
+			},
+		}),
+	}
+	return nil
+}
+
+func protowireVarint(v uint64) []byte {
+	var b []byte
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
+
+func (b *bench) nick(i int) string { return nickNS(b.runTag, i) }
+
+// measure runs spec against srv and turns it into a row.
+func (b *bench) measure(ctx context.Context, group, name string, srv *server, spec loadSpec) result {
+	var before, after procSample
+	var okB, okA bool
+	spec.OnStart = func() { before, okB = srv.sample() }
+	spec.OnEnd = func() { after, okA = srv.sample() }
+	lr := runLoad(ctx, spec)
+	r := result{
+		Group: group, Name: name, Mode: "closed loop", Clients: lr.Clients,
+		Ops: lr.Ops, OpsPerSec: lr.OpsPerSec,
+		P50: lr.Latency.P50, P99: lr.Latency.P99, Max: lr.Latency.Max,
+		Errors: lr.Errors, FirstError: lr.FirstErr,
+	}
+	if spec.Rate > 0 {
+		r.Mode = fmt.Sprintf("paced %.0f/s", spec.Rate)
+	}
+	if okB && okA && lr.Ops > 0 {
+		r.ServerCPUUS = (after.CPUSeconds - before.CPUSeconds) / float64(lr.Ops) * 1e6
+		r.ServerRSS = after.RSSBytes
+	}
+	b.logf("%-10s %-28s %-14s %8.0f ops/s  p50 %.3f ms  p99 %.3f ms  errors %d %s",
+		group, name, r.Mode, r.OpsPerSec, r.P50, r.P99, r.Errors, r.FirstError)
+	b.rep.Results = append(b.rep.Results, r)
+	return r
+}
+
+func (b *bench) spec(ops []opFunc, rate float64) loadSpec {
+	return loadSpec{Clients: ops, Warmup: b.cfg.Warmup, Duration: b.cfg.Duration, Rate: rate}
+}
+
+// runBaselines measures the plain TCP and plain libp2p echo servers with
+// the sizes of a DISCOVER and of a REGISTER exchange.
+func (b *bench) runBaselines(ctx context.Context) {
+	sz := b.rep.Sizes
+	type shape struct {
+		suffix    string
+		req, resp int
+		paced     bool
+	}
+	shapes := []shape{
+		{"discover-sized", sz.DiscoverReq, sz.DiscoverResp, true},
+		{"register-sized", sz.RegisterReq, sz.RegisterResp, false},
+	}
+	for _, kind := range []string{"tcp", "libp2p"} {
+		srv, err := startChild(ctx, kind)
+		if err != nil {
+			b.fail(kind+" echo server", err)
+			continue
+		}
+		func() {
+			defer srv.Close()
+			ops, closeFn, err := b.echoClients(ctx, srv, kind)
+			if err != nil {
+				b.fail(kind+" echo clients", err)
+				return
+			}
+			defer closeFn()
+			for _, sh := range shapes {
+				fns := make([]opFunc, len(ops))
+				for i, rw := range ops {
+					c := newEchoClient(rw, sh.req, sh.resp)
+					fns[i] = func(*mrand.Rand) error { return c.do() }
+				}
+				b.measure(ctx, "baseline", kind+"-echo "+sh.suffix, srv, b.spec(fns, 0))
+				if sh.paced && b.cfg.Rate > 0 {
+					b.measure(ctx, "baseline", kind+"-echo "+sh.suffix, srv, b.spec(fns, b.cfg.Rate))
+				}
+				if ctx.Err() != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// echoClients connects cfg.Clients echo clients: plain TCP connections, or
+// lightweight libp2p connections with one echo stream each.
+func (b *bench) echoClients(ctx context.Context, srv *server, kind string) ([]io.ReadWriter, func(), error) {
+	n := b.cfg.Clients
+	rws := make([]io.ReadWriter, n)
+	if kind == "tcp" {
+		closers := make([]io.Closer, 0, n)
+		closeFn := func() {
+			for _, c := range closers {
+				c.Close()
+			}
+		}
+		for i := range n {
+			var d netDialer
+			c, err := d.dial(ctx, srv.HostPort)
+			if err != nil {
+				closeFn()
+				return nil, nil, err
+			}
+			closers = append(closers, c)
+			rws[i] = c
+		}
+		return rws, closeFn, nil
+	}
+	conns, streams, err := connectLite(ctx, srv, n, b.cfg.DialPar, b.cfg.RecordAddrs, EchoProtocolID)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, s := range streams {
+		rws[i] = s
+	}
+	return rws, func() {
+		for _, s := range streams {
+			s.Reset()
+		}
+		closeAll(conns)
+	}, nil
+}
+
+var _ network.MuxedStream

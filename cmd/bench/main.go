@@ -1,0 +1,191 @@
+// Command bench measures the rendezvous daemon and the chat on loopback,
+// each beside a baseline measured in the same run: a plain TCP
+// request/response echo and a plain libp2p stream echo using the same
+// stream strategy as the rendezvous client (one long-lived stream per
+// client, sequential requests, length-prefixed frames).
+//
+// It starts its own daemon (go build of ./cmd/rendezvous, or -daemon-bin)
+// so that daemon CPU and memory can be read from /proc, or targets one
+// given by -addr. Clients are lightweight libp2p connections (TCP, Noise,
+// yamux, each with its own Ed25519 identity) so that ten thousand of them
+// fit in one process.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if kind := os.Getenv(childEnv); kind != "" {
+		if err := serveChild(kind, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+var allPhases = []string{"baseline", "rendezvous", "capacity", "chat"}
+
+func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg config
+	var capacity, phases, daemonArgs string
+	var jsonOut bool
+	fs.IntVar(&cfg.Clients, "clients", 1000, "concurrent client identities for the load phases (each with its own connection)")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each load phase")
+	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured time before each load phase")
+	fs.Float64Var(&cfg.Mix, "mix", 0.1, "fraction of REGISTER in the mixed phase (the rest is DISCOVER)")
+	fs.Float64Var(&cfg.Rate, "rate", 10000, "total requests per second of the paced (latency) phases; 0 skips them")
+	fs.StringVar(&capacity, "capacity", "1000,10000", "comma-separated connection counts at which the daemon's memory is read")
+	fs.IntVar(&cfg.DialPar, "dial-parallelism", 64, "handshakes in flight while connecting clients")
+	fs.IntVar(&cfg.RecordAddrs, "record-addrs", 4, "addresses in each client's signed peer record (1-4)")
+	fs.IntVar(&cfg.DiscoverLimit, "discover-limit", 10, "limit field of each DISCOVER")
+	fs.IntVar(&cfg.ChatMessages, "chat-messages", 2000, "messages per chat measurement")
+	fs.StringVar(&cfg.Addr, "addr", "", "benchmark this running daemon (/ip4/127.0.0.1/tcp/…/p2p/…) instead of starting one")
+	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "with -addr: the daemon's PID, to read its CPU and memory from /proc")
+	fs.StringVar(&cfg.DaemonBin, "daemon-bin", "", "rendezvous daemon binary to start (default: go build ./cmd/rendezvous)")
+	fs.StringVar(&daemonArgs, "daemon-args", "", "extra space-separated flags for the started daemon")
+	fs.StringVar(&phases, "phases", strings.Join(allPhases, ","), "comma-separated phases to run: "+strings.Join(allPhases, ", "))
+	fs.BoolVar(&cfg.Short, "short", false, "a few seconds in total with small numbers (CI: checks that everything runs, not timings)")
+	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: bench [flags]\n\nLoad and latency benchmarks of the rendezvous daemon and the chat, on loopback,\neach beside a TCP and a libp2p echo baseline measured in the same run.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, false, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, false, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.Short {
+		short := map[string]func(){
+			"clients":       func() { cfg.Clients = 50 },
+			"duration":      func() { cfg.Duration = 300 * time.Millisecond },
+			"warmup":        func() { cfg.Warmup = 100 * time.Millisecond },
+			"rate":          func() { cfg.Rate = 1000 },
+			"capacity":      func() { capacity = "100,200" },
+			"chat-messages": func() { cfg.ChatMessages = 50 },
+		}
+		for name, f := range short {
+			if !set[name] {
+				f()
+			}
+		}
+	}
+	for _, s := range strings.Split(capacity, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return cfg, false, fmt.Errorf("invalid -capacity step %q", s)
+		}
+		cfg.Capacity = append(cfg.Capacity, n)
+	}
+	for _, p := range strings.Split(phases, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		known := p == "all"
+		for _, a := range allPhases {
+			known = known || a == p
+		}
+		if !known {
+			return cfg, false, fmt.Errorf("unknown phase %q (want %s)", p, strings.Join(allPhases, ", "))
+		}
+		cfg.Phases = append(cfg.Phases, p)
+	}
+	cfg.DaemonArgs = strings.Fields(daemonArgs)
+	switch {
+	case cfg.Clients < 1:
+		return cfg, false, errors.New("-clients must be at least 1")
+	case cfg.Duration <= 0 || cfg.Warmup < 0:
+		return cfg, false, errors.New("-duration must be positive and -warmup not negative")
+	case cfg.Mix < 0 || cfg.Mix > 1:
+		return cfg, false, errors.New("-mix must be within 0..1")
+	case cfg.RecordAddrs < 1 || cfg.RecordAddrs > 4:
+		return cfg, false, errors.New("-record-addrs must be within 1..4")
+	case cfg.DiscoverLimit < 1:
+		return cfg, false, errors.New("-discover-limit must be at least 1")
+	case cfg.DialPar < 1:
+		return cfg, false, errors.New("-dial-parallelism must be at least 1")
+	case cfg.ChatMessages < 1:
+		return cfg, false, errors.New("-chat-messages must be at least 1")
+	case cfg.Rate < 0:
+		return cfg, false, errors.New("-rate must not be negative")
+	}
+	return cfg, jsonOut, nil
+}
+
+// run parses args, runs the phases and prints the report. It fails when a
+// phase could not run or a request failed, never because of a timing.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, jsonOut, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	b, err := newBench(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	b.rep.Command = "bench " + strings.Join(args, " ")
+	if err := b.computeSizes(); err != nil {
+		return err
+	}
+	if cfg.phase("baseline") {
+		b.runBaselines(ctx)
+	}
+	if cfg.phase("rendezvous") && ctx.Err() == nil {
+		b.runRendezvous(ctx)
+	}
+	if cfg.phase("capacity") && ctx.Err() == nil {
+		b.runCapacity(ctx)
+	}
+	if cfg.phase("chat") && ctx.Err() == nil {
+		b.runChat(ctx)
+	}
+	b.evaluate()
+	if jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(b.rep); err != nil {
+			return err
+		}
+	} else {
+		writeTable(stdout, b.rep)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if len(b.rep.Errors) > 0 {
+		return fmt.Errorf("%d part(s) failed: %s", len(b.rep.Errors), strings.Join(b.rep.Errors, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// evaluate fills each row's baseline ratio and target verdict, and turns
+// failed requests into report errors.
+func (b *bench) evaluate() {
+	rows := b.rep.Results
+	findMode := func(name, mode string) *result {
+		for i := range rows {
+			if rows[i].Name == name && rows[i].Mode == mode {
+				return &rows[i]
+			}
+		}
+		return nil
+	}
+	against := func(r *result, base *result, metric string) {
+		if base == nil {
+			return
+		}
+		r.Baseline = base.Name
+		r.RatioOf = metric
+		var num, den float64
+		switch metric {
+		case "ops/s":
+			num, den = r.OpsPerSec, base.OpsPerSec
+		case "p50":
+			num, den = r.P50, base.P50
+		case "p99":
+			num, den = r.P99, base.P99
+		}
+		if den > 0 {
+			r.Ratio = num / den
+		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		paced := strings.HasPrefix(r.Mode, "paced")
+		switch {
+		case r.Group == "baseline" && strings.HasPrefix(r.Name, "libp2p-echo"):
+			metric := "ops/s"
+			if paced {
+				metric = "p99"
+			}
+			against(r, findMode(strings.Replace(r.Name, "libp2p-", "tcp-", 1), r.Mode), metric)
+		case r.Group == "rendezvous" && r.Name == "DISCOVER":
+			against(r, findMode("libp2p-echo discover-sized", r.Mode), "ops/s")
+			r.Target = "≥ 0.6× libp2p echo and ≥ 50,000/s"
+			r.Pass = boolp(r.Ratio >= 0.6 && r.OpsPerSec >= 50000)
+		case r.Group == "rendezvous" && r.Name == "REGISTER":
+			against(r, findMode("libp2p-echo register-sized", r.Mode), "ops/s")
+			r.Target = "≥ 10,000/s"
+			r.Pass = boolp(r.OpsPerSec >= 10000)
+		case r.Group == "rendezvous" && paced:
+			against(r, findMode("libp2p-echo discover-sized", r.Mode), "p99")
+			r.Target = "p99 ≤ 2 ms at 1,000 clients"
+			r.Pass = boolp(r.P99 <= 2 && r.Clients >= 1000)
+		case r.Group == "rendezvous":
+			against(r, findMode("libp2p-echo discover-sized", r.Mode), "ops/s")
+		}
+		if r.Errors > 0 {
+			b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("%s %s (%s): %d failed requests, first: %s", r.Group, r.Name, r.Mode, r.Errors, r.FirstError))
+		}
+	}
+	b.evaluateChat()
+}
+
+func verdict(p *bool) string {
+	switch {
+	case p == nil:
+		return ""
+	case *p:
+		return "pass"
+	default:
+		return "MISS"
+	}
+}
+
+func num(v float64, format string) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// writeTable prints the report for people.
+func writeTable(w io.Writer, rep *report) {
+	fmt.Fprintf(w, "p2p-messaging bench — %s, %s/%s, %d CPUs, %s (load generator on the same machine)\n",
+		rep.Time, rep.OS, rep.Arch, rep.CPUs, rep.GoVersion)
+	fmt.Fprintf(w, "command: %s\n", rep.Command)
+	fmt.Fprintf(w, "message sizes (bytes, with length prefix): DISCOVER %d→%d, REGISTER %d→%d; echo baselines move the same bytes\n\n",
+		rep.Sizes.DiscoverReq, rep.Sizes.DiscoverResp, rep.Sizes.RegisterReq, rep.Sizes.RegisterResp)
+	if len(rep.Results) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "group\tmeasurement\tmode\tclients\tops/s\tp50 ms\tp99 ms\tmax ms\tsrv CPU µs/op\tvs baseline\ttarget\t\t")
+		for _, r := range rep.Results {
+			vs := ""
+			if r.Baseline != "" && r.Ratio > 0 {
+				vs = fmt.Sprintf("%.2f× %s of %s", r.Ratio, r.RatioOf, r.Baseline)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+				r.Group, r.Name, r.Mode, r.Clients, num(r.OpsPerSec, "%.0f"),
+				num(r.P50, "%.3f"), num(r.P99, "%.3f"), num(r.Max, "%.3f"),
+				num(r.ServerCPUUS, "%.1f"), vs, r.Target, verdict(r.Pass))
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
+	if len(rep.Memory) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "daemon memory\tcount\tanswered\tRSS MiB\tKiB each\ttarget\t\t")
+		for _, m := range rep.Memory {
+			rss, each := "n/a", "n/a"
+			if m.Available {
+				rss = fmt.Sprintf("%.1f", float64(m.RSSBytes)/(1<<20))
+				each = num(m.PerItem/1024, "%.1f")
+			}
+			held := ""
+			if m.Held > 0 {
+				held = fmt.Sprint(m.Held)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", m.Name, m.Count, held, rss, each, m.Target, verdict(m.Pass))
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}

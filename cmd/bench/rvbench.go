@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous"
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
+)
+
+// daemon starts a fresh local daemon (or returns the one given by -addr).
+func (b *bench) daemon(ctx context.Context, label string) (*server, error) {
+	if b.cfg.Addr != "" {
+		return remoteDaemon(b.cfg.Addr, b.cfg.DaemonPID)
+	}
+	if b.cfg.DaemonBin == "" {
+		b.logf("building ./cmd/rendezvous")
+		bin, err := buildDaemon(ctx, b.tmp)
+		if err != nil {
+			return nil, err
+		}
+		b.cfg.DaemonBin = bin
+	}
+	dir, err := mkdirTemp(b.tmp, "daemon-"+label+"-")
+	if err != nil {
+		return nil, err
+	}
+	return startDaemon(ctx, b.cfg.DaemonBin, dir, b.cfg.DaemonArgs, b.log)
+}
+
+// rvClients connects n lightweight rendezvous clients, each with its own
+// identity, connection and long-lived /rendezvous/1.0.0 stream.
+func (b *bench) rvClients(ctx context.Context, srv *server, n, first int) ([]*rvClient, error) {
+	conns, streams, err := connectLite(ctx, srv, n, b.cfg.DialPar, b.cfg.RecordAddrs, rendezvous.ProtocolID)
+	if err != nil {
+		return nil, err
+	}
+	cs := make([]*rvClient, n)
+	for i := range conns {
+		cs[i] = wrapRVClient(conns[i], streams[i], b.nick(first+i))
+	}
+	return cs, nil
+}
+
+func closeRV(cs []*rvClient) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	for _, c := range cs {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			c.Close()
+			<-sem
+		}()
+	}
+	wg.Wait()
+}
+
+// each runs f on every client, at most par at a time, and returns how many
+// succeeded and the first error.
+func each(cs []*rvClient, par int, f func(i int, c *rvClient) error) (int, error) {
+	var ok atomic.Int64
+	var first atomic.Pointer[error]
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(par, len(cs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(cs) {
+					return
+				}
+				if err := f(i, cs[i]); err != nil {
+					err = fmt.Errorf("client %d: %w", i, err)
+					first.CompareAndSwap(nil, &err)
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if e := first.Load(); e != nil {
+		return int(ok.Load()), *e
+	}
+	return int(ok.Load()), nil
+}
+
+var errEmptyDiscover = errors.New("discover returned no registration for a registered nick")
+
+// rvOps builds the per-client operations: a fraction mix of REGISTER
+// (re-registering the client's own nick, signature checked each time), the
+// rest DISCOVER of a random other client's nick (a chat lookup).
+func (b *bench) rvOps(cs []*rvClient, mix float64) []opFunc {
+	n := len(cs)
+	limit := uint64(b.cfg.DiscoverLimit)
+	discs := make([]*pb.Message, n)
+	for i := range cs {
+		discs[i] = discoverMsg(cs[i].ns, limit)
+	}
+	ops := make([]opFunc, n)
+	for i, c := range cs {
+		ops[i] = func(rng *rand.Rand) error {
+			if mix > 0 && (mix >= 1 || rng.Float64() < mix) {
+				return c.register()
+			}
+			got, err := c.discover(discs[rng.IntN(n)])
+			if err != nil {
+				return err
+			}
+			if got == 0 {
+				return errEmptyDiscover
+			}
+			return nil
+		}
+	}
+	return ops
+}
+
+// runRendezvous measures DISCOVER, REGISTER and the configured mix on warm
+// connections, closed loop, and the mix paced at cfg.Rate.
+func (b *bench) runRendezvous(ctx context.Context) {
+	srv, err := b.daemon(ctx, "load")
+	if err != nil {
+		b.fail("start daemon", err)
+		return
+	}
+	defer srv.Close()
+	b.logf("rendezvous daemon %s pid %d; connecting %d clients", srv.Addr, srv.PID, b.cfg.Clients)
+	cs, err := b.rvClients(ctx, srv, b.cfg.Clients, 0)
+	if err != nil {
+		b.fail("rendezvous clients", err)
+		return
+	}
+	defer closeRV(cs)
+	if _, err := each(cs, b.cfg.DialPar, func(_ int, c *rvClient) error { return c.register() }); err != nil {
+		b.fail("initial registrations", err)
+		return
+	}
+	n := fmt.Sprintf("%.0f%% REGISTER", b.cfg.Mix*100)
+	rows := []struct {
+		name string
+		mix  float64
+		rate float64
+	}{
+		{"DISCOVER", 0, 0},
+		{"REGISTER", 1, 0},
+		{"mix " + n, b.cfg.Mix, 0},
+		{"mix " + n, b.cfg.Mix, b.cfg.Rate},
+	}
+	for _, r := range rows {
+		if r.rate == 0 && r.mix > 0 && r.mix < 1 && b.cfg.Short {
+			continue
+		}
+		if r.rate > 0 && b.cfg.Rate <= 0 {
+			continue
+		}
+		b.measure(ctx, "rendezvous", r.name, srv, b.spec(b.rvOps(cs, r.mix), r.rate))
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// runCapacity holds connections on a fresh daemon and reads its memory at
+// each step, then registers every client once.
+func (b *bench) runCapacity(ctx context.Context) {
+	srv, err := b.daemon(ctx, "capacity")
+	if err != nil {
+		b.fail("start daemon", err)
+		return
+	}
+	defer srv.Close()
+	base, haveProc := srv.sample()
+	if !haveProc {
+		b.rep.Notes = append(b.rep.Notes, "daemon memory not available: pass -daemon-pid with -addr, or let the tool start the daemon")
+	}
+	b.rep.Memory = append(b.rep.Memory, memResult{
+		Name: "daemon idle", RSSBytes: base.RSSBytes, Available: haveProc,
+	})
+	var all []*rvClient
+	defer func() { closeRV(all) }()
+	discover := func(c *rvClient) error {
+		_, err := c.discover(discoverMsg(c.ns, 1))
+		return err
+	}
+	for _, step := range b.cfg.Capacity {
+		if step <= len(all) {
+			continue
+		}
+		b.logf("capacity: connecting up to %d clients", step)
+		more, err := b.rvClients(ctx, srv, step-len(all), len(all))
+		if err != nil {
+			b.fail(fmt.Sprintf("capacity at %d connections", step), err)
+			return
+		}
+		all = append(all, more...)
+		// One request on every connection: all are served, and the server
+		// has finished setting each one up before memory is read.
+		held, err := each(all, b.cfg.DialPar, func(_ int, c *rvClient) error { return discover(c) })
+		if err != nil {
+			b.fail(fmt.Sprintf("capacity at %d connections", step), err)
+		}
+		s, _ := srv.sample()
+		m := memResult{
+			Name: "connected clients", Count: len(all), RSSBytes: s.RSSBytes, Held: held, Available: haveProc,
+			Target: "< 64 KiB/conn",
+		}
+		if haveProc {
+			m.PerItem = float64(s.RSSBytes-base.RSSBytes) / float64(len(all))
+			m.Pass = boolp(m.PerItem < 64<<10 && held == len(all))
+		}
+		b.rep.Memory = append(b.rep.Memory, m)
+		b.logf("capacity: %d connections answered %d, daemon RSS %.1f MiB", len(all), held, float64(s.RSSBytes)/(1<<20))
+	}
+	if len(all) == 0 {
+		return
+	}
+	before, _ := srv.sample()
+	ok, err := each(all, b.cfg.DialPar, func(_ int, c *rvClient) error { return c.register() })
+	if err != nil {
+		b.fail("capacity registrations", err)
+	}
+	s, _ := srv.sample()
+	m := memResult{Name: "registrations", Count: ok, RSSBytes: s.RSSBytes, Available: haveProc,
+		Note: "one per connected client, on top of the connections"}
+	if haveProc && ok > 0 {
+		m.PerItem = float64(s.RSSBytes-before.RSSBytes) / float64(ok)
+	}
+	b.rep.Memory = append(b.rep.Memory, m)
+}
