@@ -1,0 +1,179 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/p2p-messaging/p2p-messaging/chat"
+)
+
+// cmdKind is what one input line asks for.
+type cmdKind int
+
+const (
+	cmdNone    cmdKind = iota // empty line: nothing to do
+	cmdSay                    // plain line: text to the current /to target
+	cmdMsg                    // /msg <nick> <text>
+	cmdTo                     // /to <nick>
+	cmdPeers                  // /peers
+	cmdWhois                  // /whois <nick|peer-id>
+	cmdJoin                   // /join <room>
+	cmdHistory                // /history [nick] [n]
+	cmdID                     // /id
+	cmdHelp                   // /help
+	cmdQuit                   // /quit
+)
+
+var (
+	nickRules = fmt.Sprintf("1 to %d letters, digits, '-', '_' or '.'", chat.MaxNickLen)
+	roomRules = fmt.Sprintf("1 to %d letters, digits, '-', '_' or '.'", chat.MaxRoomLen)
+)
+
+// Bounds of /history.
+const (
+	defaultHistory = 20
+	maxHistory     = 1000
+)
+
+// command is one parsed input line.
+type command struct {
+	kind cmdKind
+	nick string // /msg, /to, /whois (nick or peer ID), /history (optional)
+	room string // /join
+	text string // /msg, plain line
+	n    int    // /history
+}
+
+// helpLines documents the commands; /help prints them and the JSON mode
+// returns them in the help event.
+var helpLines = []string{
+	"/msg <nick> <text>       send one message to nick",
+	"/to <nick>               talk to nick: plain lines then go to that peer",
+	"<text>                   send text to the current /to peer (start with // to send a leading /)",
+	"/peers                   online peers with connection kind and round-trip time",
+	"/whois <nick|peer-id>    peer ID, addresses, pinned or not, connection",
+	"/join <room>             leave the current room and join another",
+	"/history [nick] [n]      the last n (default 20) messages with nick (default: the /to peer)",
+	"/id                      own nick, peer ID and shareable multiaddrs",
+	"/help                    this list",
+	"/quit                    unregister, flush and exit",
+}
+
+// parseCommand parses one input line. It is pure: resolving a plain line to
+// the current /to target is the caller's job. Errors are meant for the user.
+func parseCommand(line string) (command, error) {
+	line = strings.TrimRight(line, "\r\n")
+	if !utf8.ValidString(line) {
+		return command{}, errors.New("input is not valid UTF-8")
+	}
+	trimmed := strings.TrimSpace(line)
+	if trimmed == "" {
+		return command{kind: cmdNone}, nil
+	}
+	if !strings.HasPrefix(trimmed, "/") {
+		return command{kind: cmdSay, text: trimmed}, nil
+	}
+	if strings.HasPrefix(trimmed, "//") {
+		// Escape: "//etc" sends the text "/etc".
+		return command{kind: cmdSay, text: trimmed[1:]}, nil
+	}
+	name, rest := cutWord(trimmed)
+	args := strings.Fields(rest)
+	switch strings.ToLower(name) {
+	case "/msg", "/m":
+		nick, text := cutWord(rest)
+		if nick == "" {
+			return command{}, errors.New("usage: /msg <nick> <text>")
+		}
+		if !chat.ValidNick(nick) {
+			return command{}, fmt.Errorf("invalid nick %q: %s", nick, nickRules)
+		}
+		if text == "" {
+			return command{}, fmt.Errorf("usage: /msg <nick> <text> (no text for %s)", nick)
+		}
+		return command{kind: cmdMsg, nick: nick, text: text}, nil
+	case "/to":
+		if len(args) != 1 {
+			return command{}, errors.New("usage: /to <nick>")
+		}
+		if !chat.ValidNick(args[0]) {
+			return command{}, fmt.Errorf("invalid nick %q: %s", args[0], nickRules)
+		}
+		return command{kind: cmdTo, nick: args[0]}, nil
+	case "/peers":
+		if len(args) != 0 {
+			return command{}, errors.New("usage: /peers")
+		}
+		return command{kind: cmdPeers}, nil
+	case "/whois":
+		if len(args) != 1 {
+			return command{}, errors.New("usage: /whois <nick|peer-id>")
+		}
+		return command{kind: cmdWhois, nick: args[0]}, nil
+	case "/join":
+		if len(args) != 1 {
+			return command{}, errors.New("usage: /join <room>")
+		}
+		if !chat.ValidRoom(args[0]) {
+			return command{}, fmt.Errorf("invalid room %q: %s", args[0], roomRules)
+		}
+		return command{kind: cmdJoin, room: args[0]}, nil
+	case "/history":
+		return parseHistory(args)
+	case "/id":
+		if len(args) != 0 {
+			return command{}, errors.New("usage: /id")
+		}
+		return command{kind: cmdID}, nil
+	case "/help", "/?":
+		return command{kind: cmdHelp}, nil
+	case "/quit", "/exit":
+		return command{kind: cmdQuit}, nil
+	default:
+		return command{}, fmt.Errorf("unknown command %s (try /help)", name)
+	}
+}
+
+func parseHistory(args []string) (command, error) {
+	const usage = "usage: /history [nick] [n]"
+	c := command{kind: cmdHistory, n: defaultHistory}
+	if len(args) > 2 {
+		return command{}, errors.New(usage)
+	}
+	for i, a := range args {
+		n, err := strconv.Atoi(a)
+		if err != nil {
+			if i != 0 {
+				return command{}, errors.New(usage)
+			}
+			if !chat.ValidNick(a) {
+				return command{}, fmt.Errorf("invalid nick %q: %s", a, nickRules)
+			}
+			c.nick = a
+			continue
+		}
+		if i == 0 && len(args) == 2 {
+			// "/history 5 bob" is ambiguous; keep the order strict.
+			return command{}, errors.New(usage)
+		}
+		if n < 1 || n > maxHistory {
+			return command{}, fmt.Errorf("history length must be between 1 and %d", maxHistory)
+		}
+		c.n = n
+	}
+	return c, nil
+}
+
+// cutWord splits s into its first whitespace-separated word and the rest,
+// with the rest's surrounding whitespace removed.
+func cutWord(s string) (word, rest string) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexAny(s, " \t")
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], strings.TrimSpace(s[i+1:])
+}
