@@ -771,11 +771,10 @@ func (sc *serverConn) roundTrip(ctx context.Context, req, resp *pb.Message) (net
 // exchange runs one request on rs, bounded by the request timeout, the
 // caller's ctx and the client's life. ok reports whether rs may be reused.
 func (sc *serverConn) exchange(ctx context.Context, rs *reqStream, req, resp *pb.Message) (ok bool, err error) {
-	deadline := time.Now().Add(sc.c.cfg.requestTimeout)
-	if d, has := ctx.Deadline(); has && d.Before(deadline) {
-		deadline = d
-	}
-	if err := rs.s.SetDeadline(deadline); err != nil {
+	// The request timeout is the stream's own bound; the caller's ctx (and
+	// its deadline) bounds it through the reset below, so a ctx error is
+	// reported as such.
+	if err := rs.s.SetDeadline(time.Now().Add(sc.c.cfg.requestTimeout)); err != nil {
 		return false, fmt.Errorf("set deadline: %w", err)
 	}
 	stopCtx := context.AfterFunc(ctx, func() { rs.s.Reset() })
@@ -786,7 +785,7 @@ func (sc *serverConn) exchange(ctx context.Context, rs *reqStream, req, resp *pb
 	}
 	ctxAlive, clientAlive := stopCtx(), stopClient()
 	switch {
-	case err != nil && !ctxAlive:
+	case err != nil && (!ctxAlive || ctx.Err() != nil):
 		return false, ctx.Err()
 	case err != nil && !clientAlive:
 		return false, ErrClientClosed
@@ -853,11 +852,7 @@ func (sc *serverConn) unregister(ctx context.Context, ns string) error {
 	if err != nil {
 		return wrap(err)
 	}
-	deadline := time.Now().Add(sc.c.cfg.requestTimeout)
-	if d, has := ctx.Deadline(); has && d.Before(deadline) {
-		deadline = d
-	}
-	if err := s.SetDeadline(deadline); err != nil {
+	if err := s.SetDeadline(time.Now().Add(sc.c.cfg.requestTimeout)); err != nil {
 		s.Reset()
 		return wrap(err)
 	}
