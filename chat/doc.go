@@ -1,0 +1,81 @@
+// Package chat is the p2p-messaging peer: a libp2p node that registers a
+// nick on rendezvous daemons, finds other nicks, and exchanges text
+// messages with them directly over its own stream protocol.
+//
+// # Wire format
+//
+// Protocol ID /p2p-messaging/chat/1.0.0. A chat stream carries a sequence of
+// frames in both directions. Each frame is an unsigned-varint length prefix
+// followed by that many bytes of a protobuf pb.Frame (chat/pb/chat.proto).
+// A prefix above MaxFrameSize (64 KiB) is rejected before anything is
+// allocated. A Frame holds exactly one of:
+//
+//   - Hello{nick}: the first frame each side writes on a new stream. The
+//     nick is 1-64 bytes of letters, digits, '-', '_' and '.'. The peer's
+//     identity is the Noise-authenticated peer ID of the connection, never
+//     a frame field; the nick is only a claim that the receiver checks
+//     against its pins and the rendezvous daemons (see Names).
+//   - Message{id, sent_unix_ms, text}: id is 16 random bytes (32 hex
+//     characters in the API), sent_unix_ms the sender's clock, text valid
+//     UTF-8 of 1 to MaxTextLen (4096) bytes.
+//   - Ack{id}: the receiver stored Message id. Sent for every Message,
+//     duplicates included.
+//   - Ping{nonce} / Pong{nonce}: liveness and round-trip time. Each side
+//     pings every PingInterval (5 s); a stream on which nothing arrived for
+//     PingTimeout (15 s) is reset and the peer shown offline.
+//
+// Flow: either side opens a stream, both write Hello, then any number of
+// Message/Ack/Ping/Pong frames go either way. One long-lived stream per peer
+// is enough; if both sides opened one at once, both stay usable. A frame
+// that does not decode, is oversized, has no known body, a malformed id,
+// empty, oversized or non-UTF-8 text, or a first frame that is not a Hello
+// resets that stream (the reason is logged at Debug); the node keeps
+// serving. A repeated Hello is ignored. Streams also work over limited
+// (relayed) connections; when a direct connection to the peer appears (hole
+// punch), a new stream is opened on it and the relayed one closed.
+//
+// # Delivery
+//
+// Send stores a message as pending in the history and the outbox (bbolt,
+// DataDir/chat.db) before anything goes on the wire. Every time a stream to
+// the peer comes up, the whole outbox for that peer is (re)sent, oldest
+// first; an Ack removes the message from the outbox and marks it delivered.
+// The receiver stores each message before acknowledging it and remembers the
+// IDs it has seen per peer (the newest MaxSeenPerPeer), so a resend is
+// acknowledged again but never shown twice. Peers with pending messages are
+// retried when they show life (a rendezvous registration, a connection) and
+// otherwise with exponential backoff (RetryInterval doubling up to 1 min).
+//
+// # Names
+//
+// A node registers p2p-messaging/user/<nick> (exclusive on the daemons: a
+// second holder gets E_NOT_AUTHORIZED, reported as ErrNickTaken) and
+// p2p-messaging/room/<room> on every daemon, and advertises both on the DHT
+// (protocol prefix /p2p-messaging). Resolving a nick tries the pinned
+// contacts, then the daemons, then the DHT. The first peer a nick resolves
+// to, or that presents a nick in its Hello that the daemons do not list for
+// another peer, is pinned to it (like SSH's known_hosts). Another peer later
+// claiming a pinned nick, in a Hello or a rendezvous registration, produces
+// an EventWarning; its messages are shown under its peer ID and messages to
+// the nick still go to the pinned peer only.
+//
+// # Presence
+//
+// A peer is online while a chat stream to it is up, or while the daemons
+// list it in a watched namespace (the room, pinned contacts' nicks) and no
+// stream to it failed since. A killed peer's connection closes, its stream
+// ends and a reconnect fails at once, so it shows offline within a second
+// or two (the daemons also drop its registrations when its connection to
+// them closes); a peer whose network is cut misses pings and shows offline
+// after PingTimeout. The node opens streams by itself to room members and
+// contacts the daemons list (up to 64), which gives presence, nicks and
+// round-trip times for them.
+//
+// # Events
+//
+// Events go through an internal queue drained by one goroutine into the
+// Events channel (capacity EventBuffer), so network readers never block on a
+// slow consumer. If the consumer stops reading and the queue reaches 65536
+// events, the oldest are dropped and counted in a warning log; messages and
+// their states remain in the database (History).
+package chat

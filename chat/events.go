@@ -1,0 +1,121 @@
+package chat
+
+import (
+	"log/slog"
+	"sync"
+)
+
+// maxQueuedEvents caps the internal queue behind the Events channel.
+const maxQueuedEvents = 1 << 16
+
+// eventQueue decouples producers (stream readers, watchers, the hole-punch
+// tracer) from the consumer. emit never blocks: it appends to an in-memory
+// queue that one pump goroutine drains into the bounded Events channel. If
+// the consumer stops reading and the queue reaches maxQueuedEvents, the
+// oldest queued event is dropped and counted (a warning is logged). Nothing
+// the UI needs is lost for good that way: messages and their states stay in
+// the database (History).
+type eventQueue struct {
+	log *slog.Logger
+	out chan Event
+
+	mu      sync.Mutex
+	q       []Event
+	dropped uint64
+	closed  bool
+	wake    chan struct{}
+	done    chan struct{}
+	stopped chan struct{}
+}
+
+func newEventQueue(log *slog.Logger) *eventQueue {
+	e := &eventQueue{
+		log:     log,
+		out:     make(chan Event, EventBuffer),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	go e.pump()
+	return e
+}
+
+func (e *eventQueue) emit(ev Event) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	if len(e.q) >= maxQueuedEvents {
+		e.q[0] = nil
+		e.q = e.q[1:]
+		e.dropped++
+		if e.dropped == 1 || e.dropped%1000 == 0 {
+			e.log.Warn("event consumer too slow, dropping oldest events", "dropped", e.dropped)
+		}
+	}
+	e.q = append(e.q, ev)
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (e *eventQueue) pump() {
+	defer close(e.stopped)
+	defer close(e.out)
+	for {
+		e.mu.Lock()
+		var ev Event
+		if len(e.q) > 0 {
+			ev = e.q[0]
+			e.q[0] = nil
+			e.q = e.q[1:]
+		}
+		e.mu.Unlock()
+		if ev == nil {
+			select {
+			case <-e.wake:
+				continue
+			case <-e.done:
+				return
+			}
+		}
+		select {
+		case e.out <- ev:
+		case <-e.done:
+			e.flush(ev)
+			return
+		}
+	}
+}
+
+// flush hands what still fits into the channel buffer, without blocking.
+func (e *eventQueue) flush(first Event) {
+	e.mu.Lock()
+	q := append([]Event{first}, e.q...)
+	e.q = nil
+	e.mu.Unlock()
+	for _, ev := range q {
+		select {
+		case e.out <- ev:
+		default:
+			return
+		}
+	}
+}
+
+// close stops the pump after delivering what the channel buffer can still
+// take without blocking, then closes the Events channel.
+func (e *eventQueue) close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	e.mu.Unlock()
+	close(e.done)
+	<-e.stopped
+}

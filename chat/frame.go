@@ -1,0 +1,132 @@
+package chat
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-msgio/pbio"
+
+	"github.com/p2p-messaging/p2p-messaging/chat/pb"
+)
+
+// Frame validation errors. A frame that fails validation resets the stream.
+var (
+	errNoBody      = errors.New("frame has no known body")
+	errBadID       = errors.New("message id must be 16 bytes")
+	errBadUTF8     = errors.New("text is not valid UTF-8")
+	errTextTooLong = errors.New("text too long")
+	errEmptyText   = errors.New("empty text")
+	errBadNick     = errors.New("invalid nick")
+)
+
+func newID() (string, error) {
+	var b [IDLen]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("message id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+func parseID(s string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != IDLen {
+		return nil, fmt.Errorf("message id %q: %w", s, errBadID)
+	}
+	return b, nil
+}
+
+// ValidNick reports whether s can be used as a nick: 1 to MaxNickLen bytes of
+// letters, digits, '-', '_' and '.'.
+func ValidNick(s string) bool { return validName(s, MaxNickLen) }
+
+// ValidRoom reports whether s can be used as a room name (same alphabet as a
+// nick, up to MaxRoomLen bytes).
+func ValidRoom(s string) bool { return validName(s, MaxRoomLen) }
+
+func validName(s string, max int) bool {
+	if s == "" || len(s) > max || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '-' && r != '_' && r != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+func validateText(text string) error {
+	switch {
+	case text == "":
+		return errEmptyText
+	case len(text) > MaxTextLen:
+		return fmt.Errorf("%w: %d bytes, max %d", errTextTooLong, len(text), MaxTextLen)
+	case !utf8.ValidString(text):
+		return errBadUTF8
+	}
+	return nil
+}
+
+// validateFrame checks a decoded frame against the protocol's rules.
+func validateFrame(f *pb.Frame) error {
+	switch b := f.GetBody().(type) {
+	case *pb.Frame_Hello:
+		if !ValidNick(b.Hello.GetNick()) {
+			return fmt.Errorf("hello: %w", errBadNick)
+		}
+	case *pb.Frame_Message:
+		m := b.Message
+		if len(m.GetId()) != IDLen {
+			return fmt.Errorf("message: %w", errBadID)
+		}
+		if err := validateText(m.GetText()); err != nil {
+			return fmt.Errorf("message: %w", err)
+		}
+	case *pb.Frame_Ack:
+		if len(b.Ack.GetId()) != IDLen {
+			return fmt.Errorf("ack: %w", errBadID)
+		}
+	case *pb.Frame_Ping, *pb.Frame_Pong:
+	default:
+		return errNoBody
+	}
+	return nil
+}
+
+// readFrame reads one length-prefixed frame (at most MaxFrameSize bytes)
+// and validates it.
+func readFrame(r pbio.Reader) (*pb.Frame, error) {
+	f := new(pb.Frame)
+	if err := r.ReadMsg(f); err != nil {
+		return nil, err
+	}
+	if err := validateFrame(f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// DecodeFrames decodes a byte stream of frames, as a chat stream carries,
+// until it ends or a frame is invalid. It returns the number of valid frames
+// and the error that stopped decoding (nil at a clean end). It exists for
+// fuzzing and tools.
+func DecodeFrames(data []byte) (int, error) {
+	r := pbio.NewDelimitedReader(bytes.NewReader(data), MaxFrameSize)
+	n := 0
+	for {
+		_, err := readFrame(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return n, nil
+			}
+			return n, err
+		}
+		n++
+	}
+}

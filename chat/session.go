@@ -1,0 +1,483 @@
+package chat
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio/pbio"
+
+	"github.com/p2p-messaging/p2p-messaging/chat/pb"
+)
+
+// peerState is what the node knows about one remote peer. Guarded by Node.mu.
+type peerState struct {
+	id      peer.ID
+	nick    string // verified nick, "" until known
+	streams map[*chatStream]struct{}
+	regs    map[string]bool // namespaces where rendezvous lists the peer
+	dead    bool            // evidence it is gone (stream lost); cleared by new life
+	online  bool            // last computed presence
+	conn    ConnInfo        // last connection info announced
+	rtt     time.Duration
+	dialing bool
+	backoff time.Duration
+	nextTry time.Time
+}
+
+// peer returns p's state, creating it. Call with n.mu held (or before the
+// node is shared).
+func (n *Node) peer(p peer.ID) *peerState {
+	ps, ok := n.peers[p]
+	if !ok {
+		ps = &peerState{id: p, streams: map[*chatStream]struct{}{}, regs: map[string]bool{}}
+		n.peers[p] = ps
+	}
+	return ps
+}
+
+// updatePresenceLocked recomputes p's presence and emits EventPresence on a
+// change (only for peers whose nick is known).
+func (n *Node) updatePresenceLocked(ps *peerState) {
+	online := len(ps.streams) > 0 || (len(ps.regs) > 0 && !ps.dead)
+	if online == ps.online {
+		return
+	}
+	ps.online = online
+	if ps.nick != "" {
+		n.log.Debug("presence", "peer", ps.id, "peer_nick", ps.nick, "online", online)
+		n.ev.emit(EventPresence{Nick: ps.nick, Peer: ps.id, Online: online})
+	}
+}
+
+// chatStream is one live chat stream. The reader goroutine (runStream) owns
+// its lifetime; writers serialise on wmu and reset the stream on failure,
+// which ends the reader.
+type chatStream struct {
+	s        network.Stream
+	peer     peer.ID
+	limited  bool
+	outgoing bool
+
+	wmu sync.Mutex
+	w   pbio.Writer
+
+	lastRecv  atomic.Int64 // unix nanos of the last frame received
+	lastPing  atomic.Int64 // unix nanos of the last ping sent
+	pingNonce atomic.Uint64
+	timedOut  atomic.Bool
+}
+
+func newChatStream(s network.Stream, outgoing bool) *chatStream {
+	cs := &chatStream{
+		s:        s,
+		peer:     s.Conn().RemotePeer(),
+		limited:  s.Conn().Stat().Limited,
+		outgoing: outgoing,
+		w:        pbio.NewDelimitedWriter(s),
+	}
+	cs.lastRecv.Store(time.Now().UnixNano())
+	return cs
+}
+
+// write sends one frame; a failure resets the stream.
+func (cs *chatStream) write(f *pb.Frame) error {
+	cs.wmu.Lock()
+	defer cs.wmu.Unlock()
+	_ = cs.s.SetWriteDeadline(time.Now().Add(writeTimeout))
+	err := cs.w.WriteMsg(f)
+	_ = cs.s.SetWriteDeadline(time.Time{})
+	if err != nil {
+		cs.s.Reset()
+		return fmt.Errorf("write frame: %w", err)
+	}
+	return nil
+}
+
+// handleStream serves an incoming chat stream.
+func (n *Node) handleStream(s network.Stream) {
+	cs := newChatStream(s, false)
+	if !n.spawn(func() { n.runStream(cs) }) {
+		s.Reset()
+	}
+}
+
+// connect opens a chat stream to p (dialing it if needed) and runs it. With
+// upgrade, it opens a new stream even if one exists (to move off a limited
+// connection).
+func (n *Node) connect(p peer.ID, upgrade bool) {
+	n.mu.Lock()
+	ps := n.peer(p)
+	if n.closed || ps.dialing || (len(ps.streams) > 0 && !upgrade) || p == n.h.ID() {
+		n.mu.Unlock()
+		return
+	}
+	ps.dialing = true
+	n.mu.Unlock()
+
+	ok := n.spawn(func() {
+		err := n.openStream(p)
+		n.mu.Lock()
+		ps.dialing = false
+		if err != nil {
+			if ps.backoff == 0 {
+				ps.backoff = n.cfg.RetryInterval
+			} else {
+				ps.backoff = min(ps.backoff*2, maxBackoff)
+			}
+			ps.nextTry = time.Now().Add(ps.backoff)
+			if len(ps.streams) == 0 && !ps.dead {
+				ps.dead = true
+				n.updatePresenceLocked(ps)
+			}
+		} else {
+			ps.backoff = 0
+		}
+		n.mu.Unlock()
+		if err != nil {
+			n.log.Debug("open chat stream", "peer", p, "err", err)
+		}
+	})
+	if !ok {
+		n.mu.Lock()
+		ps.dialing = false
+		n.mu.Unlock()
+	}
+}
+
+func (n *Node) openStream(p peer.ID) error {
+	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
+	defer cancel()
+	looked := false
+	if n.h.Network().Connectedness(p) != network.Connected && len(n.h.Peerstore().Addrs(p)) == 0 {
+		if !n.lookupAddrs(ctx, p) {
+			return errors.New("no known addresses")
+		}
+		looked = true
+	}
+	ctx = network.WithAllowLimitedConn(ctx, "chat")
+	s, err := n.h.NewStream(ctx, p, ProtocolID)
+	if err != nil && !looked && ctx.Err() == nil {
+		// Stale addresses: look the peer up again and retry once.
+		n.h.Network().Peerstore().ClearAddrs(p)
+		if n.lookupAddrs(ctx, p) {
+			s, err = n.h.NewStream(ctx, p, ProtocolID)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	cs := newChatStream(s, true)
+	if !n.spawn(func() { n.runStream(cs) }) {
+		s.Reset()
+		return ErrClosed
+	}
+	return nil
+}
+
+// runStream runs one chat stream to its end: Hello both ways, then frames
+// until EOF, an error, an invalid frame or a liveness timeout.
+func (n *Node) runStream(cs *chatStream) {
+	p := cs.peer
+	log := n.log.With("peer", p, "outgoing", cs.outgoing)
+	r := pbio.NewDelimitedReader(cs.s, MaxFrameSize)
+	defer r.Close()
+
+	if err := cs.s.Scope().SetService("p2p-messaging-chat"); err != nil {
+		log.Debug("chat stream: resource scope", "err", err)
+		cs.s.Reset()
+		return
+	}
+	if err := cs.write(&pb.Frame{Body: &pb.Frame_Hello{Hello: &pb.Hello{Nick: n.cfg.Nick}}}); err != nil {
+		log.Debug("chat stream: write hello", "err", err)
+		return
+	}
+	_ = cs.s.SetReadDeadline(time.Now().Add(helloTimeout))
+	f, err := readFrame(r)
+	if err != nil {
+		log.Debug("chat stream reset: bad hello", "err", err)
+		cs.s.Reset()
+		return
+	}
+	hello := f.GetHello()
+	if hello == nil {
+		log.Debug("chat stream reset: first frame is not hello")
+		cs.s.Reset()
+		return
+	}
+	_ = cs.s.SetReadDeadline(time.Time{})
+	cs.lastRecv.Store(time.Now().UnixNano())
+	name := n.identify(n.ctx, p, hello.GetNick())
+
+	if !n.streamUp(cs) {
+		cs.s.Reset()
+		return
+	}
+	n.flushOutbox(cs)
+
+	for {
+		f, err := readFrame(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				log.Debug("chat stream closed by peer")
+				cs.s.Close()
+			} else {
+				if cs.timedOut.Load() {
+					log.Debug("chat stream reset: liveness timeout")
+				} else if n.ctx.Err() == nil {
+					log.Debug("chat stream reset", "err", err)
+				}
+				cs.s.Reset()
+			}
+			break
+		}
+		cs.lastRecv.Store(time.Now().UnixNano())
+		if err := n.handleFrame(cs, name, f); err != nil {
+			log.Debug("chat stream reset", "err", err)
+			cs.s.Reset()
+			break
+		}
+	}
+	n.streamDown(cs)
+}
+
+// streamUp registers a stream whose Hello exchange is done.
+func (n *Node) streamUp(cs *chatStream) bool {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return false
+	}
+	ps := n.peer(cs.peer)
+	ps.streams[cs] = struct{}{}
+	ps.dead = false
+	ps.backoff = 0
+	ps.nextTry = time.Time{}
+	n.updatePresenceLocked(ps)
+	// A stream on a direct connection retires those on limited ones.
+	var retire []*chatStream
+	if !cs.limited {
+		for o := range ps.streams {
+			if o != cs && o.limited {
+				retire = append(retire, o)
+			}
+		}
+	}
+	n.mu.Unlock()
+	for _, o := range retire {
+		n.log.Debug("retiring chat stream on limited connection", "peer", cs.peer)
+		o.s.Close()
+	}
+	n.updateConn(cs.peer)
+	return true
+}
+
+// streamDown unregisters a finished stream. When it was the last one the
+// peer counts as gone until it shows new life; a reconnect is tried at once.
+func (n *Node) streamDown(cs *chatStream) {
+	n.mu.Lock()
+	ps := n.peer(cs.peer)
+	delete(ps.streams, cs)
+	last := len(ps.streams) == 0
+	if last {
+		ps.dead = true
+		ps.nextTry = time.Time{}
+		n.updatePresenceLocked(ps)
+	}
+	closed := n.closed
+	n.mu.Unlock()
+	if last && !closed {
+		n.kickRetry()
+	}
+}
+
+// bestStream returns the stream to write to p on: not limited first, then
+// the most recently active.
+func (n *Node) bestStream(p peer.ID) *chatStream {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ps, ok := n.peers[p]
+	if !ok {
+		return nil
+	}
+	var best *chatStream
+	for cs := range ps.streams {
+		if best == nil || (best.limited && !cs.limited) ||
+			(best.limited == cs.limited && cs.lastRecv.Load() > best.lastRecv.Load()) {
+			best = cs
+		}
+	}
+	return best
+}
+
+// flushOutbox (re)sends p's pending messages on cs, oldest first. The
+// receiver deduplicates, so a resend never shows twice.
+func (n *Node) flushOutbox(cs *chatStream) {
+	msgs, err := n.db.pending(cs.peer)
+	if err != nil {
+		n.log.Warn("read outbox", "peer", cs.peer, "err", err)
+		return
+	}
+	for _, m := range msgs {
+		if err := cs.write(messageFrame(m)); err != nil {
+			return
+		}
+	}
+}
+
+func messageFrame(m Message) *pb.Frame {
+	id, _ := hex.DecodeString(m.ID)
+	return &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: id, SentUnixMs: m.Time.UnixMilli(), Text: m.Text}}}
+}
+
+// handleFrame processes one validated frame after the Hello. name is how the
+// peer is shown (its verified nick or its peer ID).
+func (n *Node) handleFrame(cs *chatStream, name string, f *pb.Frame) error {
+	switch b := f.GetBody().(type) {
+	case *pb.Frame_Hello:
+		return nil // a repeated Hello changes nothing
+	case *pb.Frame_Message:
+		m := Message{
+			ID:     hex.EncodeToString(b.Message.GetId()),
+			From:   name,
+			To:     n.cfg.Nick,
+			Peer:   cs.peer,
+			Text:   b.Message.GetText(),
+			Time:   time.UnixMilli(b.Message.GetSentUnixMs()).UTC(),
+			Status: StatusDelivered,
+		}
+		dup, err := n.db.addIncoming(m)
+		if err != nil {
+			// Not stored, so not acknowledged: the sender retries later.
+			n.log.Error("store incoming message", "peer", cs.peer, "err", err)
+			return nil
+		}
+		if !dup {
+			n.ev.emit(EventMessage{Message: m})
+		}
+		return cs.write(&pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: b.Message.GetId()}}})
+	case *pb.Frame_Ack:
+		m, ok, err := n.db.ack(cs.peer, b.Ack.GetId())
+		if err != nil {
+			n.log.Error("store ack", "peer", cs.peer, "err", err)
+			return nil
+		}
+		if ok {
+			n.mu.Lock()
+			if n.pending[cs.peer]--; n.pending[cs.peer] <= 0 {
+				delete(n.pending, cs.peer)
+			}
+			n.mu.Unlock()
+			n.ev.emit(EventDelivered{ID: m.ID, To: m.To})
+		}
+	case *pb.Frame_Ping:
+		return cs.write(&pb.Frame{Body: &pb.Frame_Pong{Pong: &pb.Pong{Nonce: b.Ping.GetNonce()}}})
+	case *pb.Frame_Pong:
+		if b.Pong.GetNonce() == cs.pingNonce.Load() {
+			rtt := time.Duration(time.Now().UnixNano() - cs.lastPing.Load())
+			n.mu.Lock()
+			n.peer(cs.peer).rtt = rtt
+			n.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// kickRetry wakes the retry loop.
+func (n *Node) kickRetry() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// retryLoop opens chat streams to the peers that need one: those with
+// pending messages (with exponential backoff), and room members and
+// contacts the daemons list (for presence and quick sends), up to
+// maxAutoSessions.
+func (n *Node) retryLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		case <-n.kick:
+		}
+		now := time.Now()
+		var todo []peer.ID
+		n.mu.Lock()
+		sessions := 0
+		for _, ps := range n.peers {
+			if len(ps.streams) > 0 {
+				sessions++
+			}
+		}
+		for id, ps := range n.peers {
+			if len(ps.streams) > 0 || ps.dialing || now.Before(ps.nextTry) || id == n.h.ID() {
+				continue
+			}
+			if n.pending[id] > 0 {
+				todo = append(todo, id)
+			} else if len(ps.regs) > 0 && !ps.dead && sessions < maxAutoSessions {
+				todo = append(todo, id)
+				sessions++
+			}
+		}
+		for id := range n.pending {
+			if _, ok := n.peers[id]; !ok {
+				todo = append(todo, id)
+			}
+		}
+		n.mu.Unlock()
+		for _, p := range todo {
+			n.connect(p, false)
+		}
+	}
+}
+
+// pingLoop keeps every chat stream alive and resets those that stayed
+// silent for PingTimeout, so a peer whose network is cut goes offline.
+func (n *Node) pingLoop() {
+	tick := min(time.Second, n.cfg.PingInterval/2)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		var all []*chatStream
+		n.mu.Lock()
+		for _, ps := range n.peers {
+			for cs := range ps.streams {
+				all = append(all, cs)
+			}
+		}
+		n.mu.Unlock()
+		for _, cs := range all {
+			if now.Sub(time.Unix(0, cs.lastRecv.Load())) > n.cfg.PingTimeout {
+				cs.timedOut.Store(true)
+				cs.s.Reset()
+				continue
+			}
+			if now.Sub(time.Unix(0, cs.lastPing.Load())) >= n.cfg.PingInterval {
+				nonce := cs.pingNonce.Add(1)
+				cs.lastPing.Store(now.UnixNano())
+				n.spawn(func() {
+					_ = cs.write(&pb.Frame{Body: &pb.Frame_Ping{Ping: &pb.Ping{Nonce: nonce}}})
+				})
+			}
+		}
+	}
+}

@@ -1,0 +1,431 @@
+package chat
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	bolt "go.etcd.io/bbolt"
+)
+
+// DBFileName is the bbolt database inside the data dir.
+const DBFileName = "chat.db"
+
+// Layout of chat.db (all keys and values are bytes):
+//
+//	contacts/<nick>              -> JSON contactRecord (the pin: nick -> peer ID)
+//	history/<peer>/<seq u64 BE>  -> JSON msgRecord (both directions, in order)
+//	outbox/<peer>/<seq u64 BE>   -> message ID (16 bytes); present while pending
+//	msgidx/<message ID>          -> <peer>\x00<seq u64 BE>, outgoing messages only
+//	seen/<peer>/ids/<message ID> -> <seq u64 BE>   incoming IDs, for dedup
+//	seen/<peer>/order/<seq>      -> <message ID>    oldest first, to bound the set
+//	seen/<peer>/n                -> count of ids (u64 BE)
+var (
+	bktContacts = []byte("contacts")
+	bktHistory  = []byte("history")
+	bktOutbox   = []byte("outbox")
+	bktMsgIdx   = []byte("msgidx")
+	bktSeen     = []byte("seen")
+	bktIDs      = []byte("ids")
+	bktOrder    = []byte("order")
+	keyCount    = []byte("n")
+)
+
+type contactRecord struct {
+	Peer     string    `json:"peer"`
+	Addrs    []string  `json:"addrs,omitempty"`
+	PinnedAt time.Time `json:"pinned_at"`
+}
+
+type contact struct {
+	Nick     string
+	Peer     peer.ID
+	Addrs    []multiaddr.Multiaddr
+	PinnedAt time.Time
+}
+
+type msgRecord struct {
+	ID       string        `json:"id"`
+	From     string        `json:"from"`
+	To       string        `json:"to"`
+	Peer     string        `json:"peer"`
+	Text     string        `json:"text"`
+	Time     time.Time     `json:"time"`
+	Outgoing bool          `json:"outgoing"`
+	Status   MessageStatus `json:"status"`
+}
+
+func (r msgRecord) message() Message {
+	p, _ := peer.Decode(r.Peer)
+	return Message{ID: r.ID, From: r.From, To: r.To, Peer: p, Text: r.Text, Time: r.Time, Outgoing: r.Outgoing, Status: r.Status}
+}
+
+func recordOf(m Message) msgRecord {
+	return msgRecord{ID: m.ID, From: m.From, To: m.To, Peer: m.Peer.String(), Text: m.Text, Time: m.Time, Outgoing: m.Outgoing, Status: m.Status}
+}
+
+type store struct {
+	db      *bolt.DB
+	maxSeen int
+}
+
+func openStore(path string, maxSeen int) (*store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: database in use by another process", path)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bktContacts, bktHistory, bktOutbox, bktMsgIdx, bktSeen} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init %s: %w", path, err)
+	}
+	return &store{db: db, maxSeen: maxSeen}, nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+func u64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+func decodeContact(nick string, v []byte) (contact, error) {
+	var r contactRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return contact{}, fmt.Errorf("contact %q: %w", nick, err)
+	}
+	p, err := peer.Decode(r.Peer)
+	if err != nil {
+		return contact{}, fmt.Errorf("contact %q: %w", nick, err)
+	}
+	c := contact{Nick: nick, Peer: p, PinnedAt: r.PinnedAt}
+	for _, a := range r.Addrs {
+		if m, err := multiaddr.NewMultiaddr(a); err == nil {
+			c.Addrs = append(c.Addrs, m)
+		}
+	}
+	return c, nil
+}
+
+// contact returns the pin for nick.
+func (s *store) contact(nick string) (contact, bool, error) {
+	var c contact
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bktContacts).Get([]byte(nick))
+		if v == nil {
+			return nil
+		}
+		var err error
+		c, err = decodeContact(nick, v)
+		ok = err == nil
+		return err
+	})
+	return c, ok, err
+}
+
+// contacts returns every pin.
+func (s *store) contacts() ([]contact, error) {
+	var out []contact
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktContacts).ForEach(func(k, v []byte) error {
+			c, err := decodeContact(string(k), v)
+			if err != nil {
+				return nil // skip a damaged entry rather than hide all contacts
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// pin records nick -> p unless nick is already pinned. It returns the peer
+// the nick is pinned to after the call.
+func (s *store) pin(nick string, p peer.ID, addrs []multiaddr.Multiaddr, now time.Time) (peer.ID, error) {
+	var pinned peer.ID
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktContacts)
+		if v := b.Get([]byte(nick)); v != nil {
+			c, err := decodeContact(nick, v)
+			if err != nil {
+				return err
+			}
+			pinned = c.Peer
+			return nil
+		}
+		r := contactRecord{Peer: p.String(), PinnedAt: now, Addrs: addrStrings(addrs)}
+		v, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		pinned = p
+		return b.Put([]byte(nick), v)
+	})
+	return pinned, err
+}
+
+// setAddrs updates the last known addresses of a pinned contact.
+func (s *store) setAddrs(nick string, p peer.ID, addrs []multiaddr.Multiaddr) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktContacts)
+		v := b.Get([]byte(nick))
+		if v == nil {
+			return nil
+		}
+		var r contactRecord
+		if err := json.Unmarshal(v, &r); err != nil || r.Peer != p.String() {
+			return err
+		}
+		r.Addrs = addrStrings(addrs)
+		nv, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(nick), nv)
+	})
+}
+
+func addrStrings(addrs []multiaddr.Multiaddr) []string {
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// addOutgoing stores a new outgoing message in the history and the outbox.
+func (s *store) addOutgoing(m Message) error {
+	id, err := parseID(m.ID)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		pk := []byte(m.Peer)
+		hb, err := tx.Bucket(bktHistory).CreateBucketIfNotExists(pk)
+		if err != nil {
+			return err
+		}
+		seq, err := hb.NextSequence()
+		if err != nil {
+			return err
+		}
+		v, err := json.Marshal(recordOf(m))
+		if err != nil {
+			return err
+		}
+		if err := hb.Put(u64(seq), v); err != nil {
+			return err
+		}
+		ob, err := tx.Bucket(bktOutbox).CreateBucketIfNotExists(pk)
+		if err != nil {
+			return err
+		}
+		if err := ob.Put(u64(seq), id); err != nil {
+			return err
+		}
+		idx := append(append(append([]byte{}, pk...), 0), u64(seq)...)
+		return tx.Bucket(bktMsgIdx).Put(id, idx)
+	})
+}
+
+// pending returns p's outbox, oldest first.
+func (s *store) pending(p peer.ID) ([]Message, error) {
+	var out []Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ob := tx.Bucket(bktOutbox).Bucket([]byte(p))
+		hb := tx.Bucket(bktHistory).Bucket([]byte(p))
+		if ob == nil || hb == nil {
+			return nil
+		}
+		return ob.ForEach(func(k, _ []byte) error {
+			v := hb.Get(k)
+			if v == nil {
+				return nil
+			}
+			var r msgRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return nil
+			}
+			out = append(out, r.message())
+			return nil
+		})
+	})
+	return out, err
+}
+
+// pendingPeers returns the peers with a non-empty outbox and their counts.
+func (s *store) pendingPeers() (map[peer.ID]int, error) {
+	out := map[peer.ID]int{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktOutbox).ForEachBucket(func(k []byte) error {
+			n := tx.Bucket(bktOutbox).Bucket(k).Stats().KeyN
+			if n > 0 {
+				out[peer.ID(k)] = n
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ack marks the outgoing message id to p delivered. ok reports whether it
+// was pending until now (false for duplicates, unknown IDs, other peers).
+func (s *store) ack(p peer.ID, id []byte) (m Message, ok bool, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bktMsgIdx).Get(id)
+		pk := []byte(p)
+		if len(idx) != len(pk)+9 || string(idx[:len(pk)]) != string(pk) {
+			return nil // not ours to ack: unknown ID or another peer's message
+		}
+		seq := append([]byte{}, idx[len(pk)+1:]...)
+		ob := tx.Bucket(bktOutbox).Bucket(pk)
+		if ob == nil || ob.Get(seq) == nil {
+			return nil
+		}
+		if err := ob.Delete(seq); err != nil {
+			return err
+		}
+		hb := tx.Bucket(bktHistory).Bucket(pk)
+		if hb == nil {
+			return nil
+		}
+		v := hb.Get(seq)
+		if v == nil {
+			return nil
+		}
+		var r msgRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		r.Status = StatusDelivered
+		nv, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := hb.Put(seq, nv); err != nil {
+			return err
+		}
+		m, ok = r.message(), true
+		return nil
+	})
+	return m, ok, err
+}
+
+// addIncoming stores an incoming message unless its ID was seen from p
+// before; dup reports a duplicate (which must be acknowledged again but not
+// shown).
+func (s *store) addIncoming(m Message) (dup bool, err error) {
+	id, err := parseID(m.ID)
+	if err != nil {
+		return false, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		pk := []byte(m.Peer)
+		sb, err := tx.Bucket(bktSeen).CreateBucketIfNotExists(pk)
+		if err != nil {
+			return err
+		}
+		ids, err := sb.CreateBucketIfNotExists(bktIDs)
+		if err != nil {
+			return err
+		}
+		order, err := sb.CreateBucketIfNotExists(bktOrder)
+		if err != nil {
+			return err
+		}
+		if ids.Get(id) != nil {
+			dup = true
+			return nil
+		}
+		seq, err := order.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := ids.Put(id, u64(seq)); err != nil {
+			return err
+		}
+		if err := order.Put(u64(seq), id); err != nil {
+			return err
+		}
+		// Bound the seen set: forget the oldest IDs beyond maxSeen. The
+		// count lives in seen/<peer>/n so this stays O(1) per message.
+		n := uint64(1)
+		if v := sb.Get(keyCount); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v) + 1
+		}
+		if s.maxSeen > 0 {
+			for n > uint64(s.maxSeen) {
+				k, v := order.Cursor().First()
+				if k == nil {
+					break
+				}
+				k, v = append([]byte{}, k...), append([]byte{}, v...)
+				if err := ids.Delete(v); err != nil {
+					return err
+				}
+				if err := order.Delete(k); err != nil {
+					return err
+				}
+				n--
+			}
+		}
+		if err := sb.Put(keyCount, u64(n)); err != nil {
+			return err
+		}
+		hb, err := tx.Bucket(bktHistory).CreateBucketIfNotExists(pk)
+		if err != nil {
+			return err
+		}
+		hseq, err := hb.NextSequence()
+		if err != nil {
+			return err
+		}
+		v, err := json.Marshal(recordOf(m))
+		if err != nil {
+			return err
+		}
+		return hb.Put(u64(hseq), v)
+	})
+	return dup, err
+}
+
+// history returns the last limit messages exchanged with p, oldest first
+// (limit <= 0: all).
+func (s *store) history(p peer.ID, limit int) ([]Message, error) {
+	var out []Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		hb := tx.Bucket(bktHistory).Bucket([]byte(p))
+		if hb == nil {
+			return nil
+		}
+		c := hb.Cursor()
+		for k, v := c.Last(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Prev() {
+			var r msgRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				continue
+			}
+			out = append(out, r.message())
+		}
+		return nil
+	})
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, err
+}
