@@ -1,0 +1,291 @@
+//go:build e2e
+
+package testbed
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// natSpec places a peer behind a router: the router's address on the shared
+// Docker network, the peer's VXLAN LAN address and the router's LAN address.
+type natSpec struct {
+	Router  string
+	LAN     string
+	Gateway string
+}
+
+// peerSpec describes one chat peer; the harness runs it with `docker run -i`
+// and drives its -json mode through stdin/stdout pipes.
+type peerSpec struct {
+	Nick         string
+	Network      string // compose network key
+	IP           string // static address on that network (IPv4, or IPv6 if IPv6)
+	IPv6         bool
+	NAT          *natSpec
+	Listen       string
+	Rendezvous   []string
+	Room         string
+	Reachability string
+}
+
+// event is one JSON line from a peer's stdout.
+type event map[string]any
+
+func (e event) str(k string) string { s, _ := e[k].(string); return s }
+func (e event) is(kind string) bool { return e.str("event") == kind }
+func (e event) boolean(k string) bool {
+	b, _ := e[k].(bool)
+	return b
+}
+func (e event) num(k string) float64 { f, _ := e[k].(float64); return f }
+
+// peer is one incarnation (container) of a chat peer.
+type peer struct {
+	t         *testing.T
+	spec      peerSpec
+	container string
+	cmd       *exec.Cmd
+	stdin     io.WriteCloser
+	ID        string
+
+	mu      sync.Mutex
+	events  []event
+	changed chan struct{} // closed and replaced on every new event
+	exited  bool
+	stderr  bytes.Buffer
+}
+
+var incarnation = map[string]int{}
+var incarnationMu sync.Mutex
+
+// startPeer runs the peer and waits for its "ready" event.
+func (tp *topology) startPeer(spec peerSpec) *peer {
+	tp.t.Helper()
+	incarnationMu.Lock()
+	incarnation[tp.project+spec.Nick]++
+	gen := incarnation[tp.project+spec.Nick]
+	incarnationMu.Unlock()
+
+	name := fmt.Sprintf("%s_%s_%d", tp.project, spec.Nick, gen)
+	vol := fmt.Sprintf("%s_peer_%s", tp.project, spec.Nick)
+	if gen == 1 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := docker(ctx, "volume", "create", vol)
+		cancel()
+		if err != nil {
+			tp.t.Fatal(err)
+		}
+		tp.mu.Lock()
+		tp.volumes = append(tp.volumes, vol)
+		tp.mu.Unlock()
+	}
+	tp.mu.Lock()
+	tp.containers = append(tp.containers, name)
+	tp.mu.Unlock()
+
+	args := []string{"run", "-i", "--rm", "--name", name, "--network", tp.network(spec.Network), "-v", vol + ":/data"}
+	if spec.IPv6 {
+		args = append(args, "--ip6", spec.IP)
+	} else {
+		args = append(args, "--ip", spec.IP)
+	}
+	chatArgs := []string{"/chat", "-json", "-nick", spec.Nick, "-data-dir", "/data",
+		"-rendezvous", strings.Join(spec.Rendezvous, ","), "-log-level", "debug"}
+	if spec.Listen != "" {
+		chatArgs = append(chatArgs, "-listen", spec.Listen)
+	}
+	if spec.Room != "" {
+		chatArgs = append(chatArgs, "-room", spec.Room)
+	}
+	if spec.Reachability != "" {
+		chatArgs = append(chatArgs, "-reachability", spec.Reachability)
+	}
+	if spec.NAT != nil {
+		args = append(args, "--cap-add", "NET_ADMIN", "--entrypoint", "/natrouter", image,
+			"peer", "-router", spec.NAT.Router, "-lan", spec.NAT.LAN, "-gateway", spec.NAT.Gateway, "--")
+		args = append(args, chatArgs...)
+	} else {
+		args = append(args, "--entrypoint", "/chat", image)
+		args = append(args, chatArgs[1:]...)
+	}
+
+	p := &peer{t: tp.t, spec: spec, container: name, changed: make(chan struct{})}
+	p.cmd = exec.Command("docker", args...)
+	var err error
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		tp.t.Fatal(err)
+	}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.stderr}
+	if err := p.cmd.Start(); err != nil {
+		tp.t.Fatal(err)
+	}
+	go p.read(stdout)
+	tp.t.Cleanup(func() {
+		if tp.t.Failed() {
+			p.mu.Lock()
+			tp.t.Logf("peer %s stderr (tail):\n%s", name, tailString(p.stderr.String(), 40))
+			tp.t.Logf("peer %s events (tail):\n%s", name, p.eventsTail(30))
+			p.mu.Unlock()
+		}
+		p.kill()
+	})
+	ready := p.wait(90*time.Second, 0, func(e event) bool { return e.is("ready") })
+	p.ID = ready.str("peer")
+	return p
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func tailString(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return tail(lines, n)
+}
+
+func (p *peer) eventsTail(n int) string {
+	var lines []string
+	for _, e := range p.events {
+		b, _ := json.Marshal(e)
+		lines = append(lines, string(b))
+	}
+	return tail(lines, n)
+}
+
+func (p *peer) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var e event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			e = event{"event": "_raw", "text": sc.Text()}
+		}
+		p.mu.Lock()
+		p.events = append(p.events, e)
+		close(p.changed)
+		p.changed = make(chan struct{})
+		p.mu.Unlock()
+	}
+	_ = p.cmd.Wait()
+	p.mu.Lock()
+	p.exited = true
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// mark returns the index of the next event, for waits that ignore the past.
+func (p *peer) mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.events)
+}
+
+// wait returns the first event at index >= from that match accepts.
+func (p *peer) wait(timeout time.Duration, from int, match func(event) bool) event {
+	p.t.Helper()
+	e, err := p.tryWait(timeout, from, match)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return e
+}
+
+func (p *peer) tryWait(timeout time.Duration, from int, match func(event) bool) (event, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		for i := from; i < len(p.events); i++ {
+			if match(p.events[i]) {
+				e := p.events[i]
+				p.mu.Unlock()
+				return e, nil
+			}
+		}
+		from = len(p.events)
+		ch, exited := p.changed, p.exited
+		p.mu.Unlock()
+		if exited {
+			return nil, fmt.Errorf("peer %s (%s): %w before the awaited event", p.spec.Nick, p.container, errExited)
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return nil, fmt.Errorf("peer %s: awaited event not seen within %s", p.spec.Nick, timeout)
+		}
+	}
+}
+
+// all returns the events matching match.
+func (p *peer) all(match func(event) bool) []event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []event
+	for _, e := range p.events {
+		if match(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// command writes one command line to the peer's stdin.
+func (p *peer) command(line string) {
+	p.t.Helper()
+	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
+		p.t.Fatalf("peer %s: write %q: %v", p.spec.Nick, line, err)
+	}
+}
+
+// kill removes the container at once (SIGKILL) and waits for the process.
+func (p *peer) kill() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, _ = docker(ctx, "rm", "-f", p.container)
+	p.mu.Lock()
+	ch, exited := p.changed, p.exited
+	p.mu.Unlock()
+	if !exited {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// peers asks for /peers and returns the entry for nick (nil if absent).
+func (p *peer) peerEntry(nick string) map[string]any {
+	p.t.Helper()
+	m := p.mark()
+	p.command("/peers")
+	e := p.wait(30*time.Second, m, func(e event) bool { return e.is("peers") })
+	list, _ := e["peers"].([]any)
+	for _, it := range list {
+		if entry, ok := it.(map[string]any); ok && entry["nick"] == nick {
+			return entry
+		}
+	}
+	return nil
+}
