@@ -1,0 +1,384 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2p-messaging/p2p-messaging/internal/logging"
+	"github.com/p2p-messaging/p2p-messaging/internal/paths"
+	"github.com/p2p-messaging/p2p-messaging/rendezvous"
+)
+
+// envPrefix prefixes the environment variable of every flag:
+// -max-ttl is RENDEZVOUS_MAX_TTL.
+const envPrefix = "RENDEZVOUS_"
+
+// defaultListen is where a daemon started without -listen accepts peers.
+var defaultListen = []string{
+	"/ip4/0.0.0.0/tcp/4001",
+	"/ip4/0.0.0.0/udp/4001/quic-v1",
+	"/ip6/::/tcp/4001",
+	"/ip6/::/udp/4001/quic-v1",
+}
+
+// Defaults sized for a daemon serving at least 10,000 chat clients.
+const (
+	defaultConnsMax   = 16384
+	defaultConnsPerIP = 64
+
+	defaultRelayMaxReservations      = 16384
+	defaultRelayMaxCircuits          = 64
+	defaultRelayMaxReservationsPerIP = 128
+	defaultRelayReservationTTL       = time.Hour
+	// Chat text is small: 1 MiB per direction and 10 minutes per relayed
+	// connection carry thousands of messages, and hole punching usually
+	// replaces the relayed connection within a second.
+	defaultRelayLimitDuration = 10 * time.Minute
+	defaultRelayLimitData     = 1 << 20
+
+	defaultDisconnectGrace = 2 * time.Second
+	shutdownTimeout        = 10 * time.Second
+)
+
+// config is the daemon's parsed and validated configuration.
+type config struct {
+	listen    []ma.Multiaddr
+	announce  []ma.Multiaddr
+	dataDir   string
+	bootstrap []peer.AddrInfo
+	metrics   string // host:port, "" = off
+
+	forcePublic bool
+	logLevel    string
+	logFormat   string
+
+	limits          rendezvous.Limits
+	exclusivePrefix string
+	disconnectGrace time.Duration
+
+	relay relayConfig
+
+	connsMax   int
+	connsPerIP int
+}
+
+type relayConfig struct {
+	enabled               bool
+	infinite              bool
+	maxReservations       int
+	maxCircuits           int
+	maxReservationsPerIP  int
+	maxReservationsPerASN int
+	reservationTTL        time.Duration
+	limitDuration         time.Duration
+	limitData             int64
+}
+
+// byteSize is a flag value in bytes that also accepts KiB/MiB/GiB (and
+// kB/MB/GB) suffixes.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	v, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(v)
+	return nil
+}
+
+func parseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+		{"kB", 1000}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+		{"B", 1},
+	}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q (want bytes, optionally with KiB, MiB or GiB)", s)
+	}
+	return n * mult, nil
+}
+
+// envName is the environment variable of a flag.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads flags from args and, for flags not given on the command
+// line, from the environment (flag > env > default). getenv is os.LookupEnv
+// outside tests.
+func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+
+	def := rendezvous.DefaultLimits()
+	var (
+		listen    = fs.String("listen", strings.Join(defaultListen, ","), "comma-separated multiaddrs to listen on")
+		announce  = fs.String("announce", "", "comma-separated multiaddrs to announce instead of the listen addresses (e.g. the public address behind a port forward)")
+		dataDir   = fs.String("data-dir", "", "directory for the identity key, the registration store and the addrs file (default: "+defaultDataDirHelp()+")")
+		bootstrap = fs.String("bootstrap", "", "comma-separated /p2p multiaddrs of other rendezvous daemons (DHT bootstrap); this daemon's own address is ignored")
+		metrics   = fs.String("metrics", "", "host:port to serve Prometheus /metrics and /healthz on (empty: off)")
+
+		forcePublic = fs.Bool("force-public", false, "consider this host publicly reachable at once; the relay service only starts when the host is public, so a daemon on a public IP wants this")
+		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		logFormat   = fs.String("log-format", "text", "log format: text or json")
+
+		defaultTTL   = fs.Duration("default-ttl", def.DefaultTTL, "registration TTL when a REGISTER carries none")
+		minTTL       = fs.Duration("min-ttl", def.MinTTL, "shortest registration TTL accepted (whole seconds)")
+		maxTTL       = fs.Duration("max-ttl", def.MaxTTL, "longest registration TTL accepted (whole seconds)")
+		maxRegs      = fs.Int("max-registrations", def.MaxRegistrations, "total registrations held; beyond it REGISTER answers E_UNAVAILABLE")
+		maxRegsPeer  = fs.Int("max-registrations-per-peer", def.MaxRegistrationsPerPeer, "registrations one peer may hold")
+		maxDiscover  = fs.Int("max-discover-limit", def.MaxDiscoverLimit, "most registrations in one DISCOVER response (at most 1000)")
+		rate         = fs.Float64("rate", def.RequestRate, "per-peer request rate (requests per second, token bucket)")
+		burst        = fs.Int("burst", def.RequestBurst, "per-peer request burst (token bucket size)")
+		streamTO     = fs.Duration("stream-timeout", def.StreamTimeout, "deadline for each request on a rendezvous stream")
+		maxWatches   = fs.Int("max-watches", def.MaxWatches, "total watch subscriptions")
+		maxWatchPeer = fs.Int("max-watches-per-peer", def.MaxWatchesPerPeer, "watch subscriptions one peer may hold")
+		exclusive    = fs.String("exclusive-prefix", rendezvous.UserNamespacePrefix, "namespace prefix under which one peer at a time may register (empty: none)")
+		grace        = fs.Duration("disconnect-grace", defaultDisconnectGrace, "unregister a peer's registrations this long after its last connection closes (negative: never)")
+
+		relayOn          = fs.Bool("relay", true, "serve circuit relay v2 (starts once the host is publicly reachable)")
+		relayInfinite    = fs.Bool("relay-infinite", false, "no duration or data limit on relayed connections (they are then not marked limited)")
+		relayMaxRes      = fs.Int("relay-max-reservations", defaultRelayMaxReservations, "relay reservations held at once")
+		relayMaxCircuits = fs.Int("relay-max-circuits", defaultRelayMaxCircuits, "relayed connections open at once per peer")
+		relayPerIP       = fs.Int("relay-max-reservations-per-ip", defaultRelayMaxReservationsPerIP, "relay reservations from one IP address (many peers share one NAT)")
+		relayPerASN      = fs.Int("relay-max-reservations-per-asn", defaultRelayMaxReservations, "relay reservations from one autonomous system")
+		relayTTL         = fs.Duration("relay-reservation-ttl", defaultRelayReservationTTL, "lifetime of a relay reservation (clients refresh it)")
+		relayDuration    = fs.Duration("relay-limit-duration", defaultRelayLimitDuration, "longest life of one relayed connection")
+		relayData        = byteSize(defaultRelayLimitData)
+
+		connsMax   = fs.Int("conns-max", defaultConnsMax, "most concurrent connections (resource manager); the connection manager trims from 3/4 of it down to 5/8")
+		connsPerIP = fs.Int("conns-per-ip", defaultConnsPerIP, "most concurrent connections from one IPv4 address or IPv6 /56 (loopback is unlimited)")
+	)
+	fs.Var(&relayData, "relay-limit-data", "most bytes relayed per direction on one relayed connection (e.g. 1MiB)")
+
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: rendezvous [flags]\n\n"+
+			"Rendezvous daemon for p2p-messaging: rendezvous server, circuit relay v2,\n"+
+			"AutoNAT and a Kademlia DHT server. Every flag can also be set through the\n"+
+			"environment variable shown in brackets; a flag on the command line wins.\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			name, usage := flag.UnquoteUsage(f)
+			fmt.Fprintf(fs.Output(), "  -%s %s\t[%s]\n    \t%s", f.Name, name, envName(f.Name), usage)
+			if f.DefValue != "" && f.DefValue != "false" {
+				fmt.Fprintf(fs.Output(), " (default %s)", f.DefValue)
+			}
+			fmt.Fprintln(fs.Output())
+		})
+	}
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		v, ok := getenv(envName(f.Name))
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = fmt.Errorf("invalid value %q for %s: %w", v, envName(f.Name), err)
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+
+	c := &config{
+		metrics:         strings.TrimSpace(*metrics),
+		forcePublic:     *forcePublic,
+		exclusivePrefix: *exclusive,
+		disconnectGrace: *grace,
+		connsMax:        *connsMax,
+		connsPerIP:      *connsPerIP,
+		relay: relayConfig{
+			enabled:               *relayOn,
+			infinite:              *relayInfinite,
+			maxReservations:       *relayMaxRes,
+			maxCircuits:           *relayMaxCircuits,
+			maxReservationsPerIP:  *relayPerIP,
+			maxReservationsPerASN: *relayPerASN,
+			reservationTTL:        *relayTTL,
+			limitDuration:         *relayDuration,
+			limitData:             int64(relayData),
+		},
+	}
+	var err error
+	if _, err = logging.ParseLevel(*logLevel); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	c.logLevel = *logLevel
+	if c.logFormat, err = logging.ParseFormat(*logFormat); err != nil {
+		return nil, fmt.Errorf("-log-format: %w", err)
+	}
+	if c.listen, err = parseMultiaddrs(*listen); err != nil {
+		return nil, fmt.Errorf("-listen: %w", err)
+	}
+	if len(c.listen) == 0 {
+		return nil, errors.New("-listen: no address given")
+	}
+	for _, a := range c.listen {
+		if _, err := a.ValueForProtocol(ma.P_P2P); err == nil {
+			return nil, fmt.Errorf("-listen: %s: a listen address has no /p2p component", a)
+		}
+	}
+	if c.announce, err = parseMultiaddrs(*announce); err != nil {
+		return nil, fmt.Errorf("-announce: %w", err)
+	}
+	if c.bootstrap, err = parseBootstrap(*bootstrap); err != nil {
+		return nil, fmt.Errorf("-bootstrap: %w", err)
+	}
+	if c.dataDir = strings.TrimSpace(*dataDir); c.dataDir == "" {
+		if c.dataDir, err = paths.DaemonDataDir(); err != nil {
+			return nil, fmt.Errorf("default data dir: %w (set -data-dir)", err)
+		}
+	}
+	if c.dataDir, err = filepath.Abs(c.dataDir); err != nil {
+		return nil, fmt.Errorf("-data-dir: %w", err)
+	}
+
+	l := def
+	l.DefaultTTL, l.MinTTL, l.MaxTTL = *defaultTTL, *minTTL, *maxTTL
+	l.MaxRegistrations, l.MaxRegistrationsPerPeer = *maxRegs, *maxRegsPeer
+	l.MaxDiscoverLimit = *maxDiscover
+	l.RequestRate, l.RequestBurst = *rate, *burst
+	l.StreamTimeout = *streamTO
+	l.MaxWatches, l.MaxWatchesPerPeer = *maxWatches, *maxWatchPeer
+	c.limits = l
+
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// validate catches bad values before anything starts. The rendezvous server
+// checks the consistency of its limits again when it is created.
+func (c *config) validate() error {
+	var errs []error
+	positive := func(name string, v int64) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("-%s must be positive, got %d", name, v))
+		}
+	}
+	positiveDur := func(name string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", name, d))
+		}
+	}
+	l := c.limits
+	positiveDur("default-ttl", l.DefaultTTL)
+	positiveDur("min-ttl", l.MinTTL)
+	positiveDur("max-ttl", l.MaxTTL)
+	if l.MinTTL > l.DefaultTTL || l.DefaultTTL > l.MaxTTL {
+		errs = append(errs, fmt.Errorf("ttls must satisfy -min-ttl %v <= -default-ttl %v <= -max-ttl %v", l.MinTTL, l.DefaultTTL, l.MaxTTL))
+	}
+	if l.MinTTL%time.Second != 0 || l.MaxTTL%time.Second != 0 || l.DefaultTTL%time.Second != 0 {
+		errs = append(errs, errors.New("-min-ttl, -default-ttl and -max-ttl must be whole seconds"))
+	}
+	positive("max-registrations", int64(l.MaxRegistrations))
+	positive("max-registrations-per-peer", int64(l.MaxRegistrationsPerPeer))
+	if l.MaxDiscoverLimit < 1 || l.MaxDiscoverLimit > rendezvous.MaxDiscoverLimit {
+		errs = append(errs, fmt.Errorf("-max-discover-limit must be in 1..%d, got %d", rendezvous.MaxDiscoverLimit, l.MaxDiscoverLimit))
+	}
+	if !(l.RequestRate > 0) {
+		errs = append(errs, fmt.Errorf("-rate must be positive, got %v", l.RequestRate))
+	}
+	positive("burst", int64(l.RequestBurst))
+	positiveDur("stream-timeout", l.StreamTimeout)
+	if l.MaxWatches < 0 || l.MaxWatchesPerPeer < 0 {
+		errs = append(errs, errors.New("-max-watches and -max-watches-per-peer must not be negative"))
+	}
+	if len(c.exclusivePrefix) > rendezvous.MaxNamespaceLen {
+		errs = append(errs, fmt.Errorf("-exclusive-prefix is longer than %d bytes", rendezvous.MaxNamespaceLen))
+	}
+	r := c.relay
+	positive("relay-max-reservations", int64(r.maxReservations))
+	positive("relay-max-circuits", int64(r.maxCircuits))
+	positive("relay-max-reservations-per-ip", int64(r.maxReservationsPerIP))
+	positive("relay-max-reservations-per-asn", int64(r.maxReservationsPerASN))
+	positiveDur("relay-reservation-ttl", r.reservationTTL)
+	positiveDur("relay-limit-duration", r.limitDuration)
+	positive("relay-limit-data", r.limitData)
+	if c.connsMax < 64 {
+		errs = append(errs, fmt.Errorf("-conns-max must be at least 64, got %d", c.connsMax))
+	}
+	positive("conns-per-ip", int64(c.connsPerIP))
+	return errors.Join(errs...)
+}
+
+// parseMultiaddrs parses a comma-separated list; blanks are skipped.
+func parseMultiaddrs(s string) ([]ma.Multiaddr, error) {
+	var out []ma.Multiaddr
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		a, err := ma.NewMultiaddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", f, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// parseBootstrap parses /p2p multiaddrs and merges the addresses of one peer.
+func parseBootstrap(s string) ([]peer.AddrInfo, error) {
+	addrs, err := parseMultiaddrs(s)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if _, err := a.ValueForProtocol(ma.P_P2P); err != nil {
+			return nil, fmt.Errorf("%s: missing /p2p/<peer-id>", a)
+		}
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].ID < infos[j].ID })
+	return infos, nil
+}
+
+func defaultDataDirHelp() string {
+	d, err := paths.DaemonDataDir()
+	if err != nil {
+		return "the user config dir's p2p-messaging/rendezvous"
+	}
+	return d
+}
