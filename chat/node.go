@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
 
+	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
@@ -40,6 +41,9 @@ const (
 	maxContactWatch = 32               // contacts whose user namespace we watch
 	dhtAdvertiseMin = 30 * time.Second // retry delay after a failed DHT advertise
 )
+
+// IdentityFileName is the node's private key inside the data dir.
+const IdentityFileName = "identity.key"
 
 // DefaultListenAddrs are the addresses a node listens on when
 // Config.ListenAddrs is empty: TCP and QUIC on all IPv4 and IPv6 interfaces.
@@ -129,7 +133,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, IdentityFileName))
+	key, _, err := identity.LoadOrCreate(filepath.Join(cfg.DataDir, IdentityFileName))
 	if err != nil {
 		return nil, err
 	}
