@@ -32,6 +32,8 @@ type chatNode interface {
 	Close() error
 }
 
+var _ chatNode = (*chat.Node)(nil)
+
 // commandTimeout bounds one command (nick resolution can fall back to the DHT).
 const commandTimeout = 30 * time.Second
 
