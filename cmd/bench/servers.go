@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -84,6 +85,9 @@ func serveChild(kind string, stdin io.Reader, stdout io.Writer) error {
 // tcpHostPort picks the first loopback TCP address.
 func tcpHostPort(addrs []multiaddr.Multiaddr) (string, error) {
 	for _, a := range addrs {
+		if t, _ := peer.SplitAddr(a); t != nil {
+			a = t
+		}
 		if _, err := a.ValueForProtocol(multiaddr.P_TCP); err != nil {
 			continue
 		}
@@ -200,7 +204,7 @@ func startDaemon(ctx context.Context, bin, dataDir string, extra []string, logTo
 		"-listen", "/ip4/127.0.0.1/tcp/0",
 		"-data-dir", dataDir,
 		"-log-format", "json",
-		"-log-level", "warn",
+		"-log-level", "info", // "listening" and "ready" are info records
 	}
 	args = append(args, daemonLoadArgs...)
 	args = append(args, extra...)
@@ -268,7 +272,7 @@ func waitDaemonReady(ctx context.Context, stderr io.Reader, logTo io.Writer) (mu
 		sent := false
 		for {
 			line, err := br.ReadBytes('\n')
-			if len(line) > 0 && sent {
+			if len(line) > 0 && sent && !bytes.Contains(line, []byte(`"level":"INFO"`)) && !bytes.Contains(line, []byte(`"level":"DEBUG"`)) {
 				_, _ = logTo.Write(line)
 			}
 			if !sent && len(line) > 0 {
