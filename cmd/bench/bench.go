@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -130,7 +131,7 @@ func newBench(cfg config, log io.Writer) (*bench, error) {
 	cfg.WarmupS = cfg.Warmup.Seconds()
 	return &bench{
 		cfg:    cfg,
-		log:    log,
+		log:    &lockedWriter{w: log},
 		runTag: hex.EncodeToString(tag[:]),
 		tmp:    tmp,
 		rep: &report{
@@ -142,6 +143,18 @@ func newBench(cfg config, log io.Writer) (*bench, error) {
 			Config:    cfg,
 		},
 	}, nil
+}
+
+// lockedWriter serialises progress lines and daemon log lines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func (b *bench) close() { os.RemoveAll(b.tmp) }
