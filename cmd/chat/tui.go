@@ -190,7 +190,9 @@ func newModel(ctx context.Context, node chatNode, sess *session, start func(cont
 	in.CompletionStyle = r.NewStyle().Faint(true)
 	// The cursor is reverse video, not a colour, so it stays visible under
 	// NO_COLOR too.
-	in.Cursor.Style = lipgloss.NewRenderer(io.Discard, termenv.WithProfile(termenv.ANSI)).NewStyle()
+	cr := lipgloss.NewRenderer(io.Discard)
+	cr.SetColorProfile(termenv.ANSI)
+	in.Cursor.Style = cr.NewStyle()
 	in.Cursor.TextStyle = r.NewStyle()
 	in.Focus()
 
@@ -310,11 +312,12 @@ func (m model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 }
 
 func (m *model) resize(w, h int) {
+	follow := m.following()
 	m.width, m.height = w, h
 	m.input.Width = max(w-lipgloss.Width(m.input.Prompt)-1, 1)
 	m.vp.Width = max(w, 1)
 	m.vp.Height = max(h-2, 1) // status line and input line
-	m.render()
+	m.renderFollow(follow)
 }
 
 func (m model) handleKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
@@ -587,7 +590,15 @@ func (m *model) addLine(l *chatLine) {
 // render rebuilds the pane, following new lines only if the user has not
 // scrolled up.
 func (m *model) render() {
-	follow := m.vp.AtBottom() || m.vp.TotalLineCount() <= m.vp.Height
+	m.renderFollow(m.following())
+}
+
+// following reports whether the pane shows its last line.
+func (m *model) following() bool {
+	return m.vp.AtBottom() || m.vp.TotalLineCount() <= m.vp.Height
+}
+
+func (m *model) renderFollow(follow bool) {
 	var b strings.Builder
 	for i, l := range m.lines {
 		if i > 0 {
@@ -627,9 +638,22 @@ func (m *model) renderLine(l *chatLine) string {
 		body = st.info.Render(text)
 	}
 	line := ts + " " + body
-	if m.vp.Width > 0 && lipgloss.Width(line) > m.vp.Width {
-		// Wrap long lines inside the pane; the style carries no colour.
-		line = st.r.NewStyle().Width(m.vp.Width).Render(line)
+	if w := m.vp.Width; w > 0 && lipgloss.Width(line) > w {
+		// Wrap long lines inside the pane, continuation lines indented
+		// under the text; the wrapping style carries no colour.
+		indent := lipgloss.Width(ts) + 1
+		if w-indent < 10 {
+			indent = 0
+		}
+		wrapped := strings.Split(st.r.NewStyle().Width(w-indent).Render(body), "\n")
+		for i := range wrapped {
+			wrapped[i] = strings.TrimRight(wrapped[i], " ")
+		}
+		pad := strings.Repeat(" ", indent)
+		if indent == 0 {
+			return ts + "\n" + strings.Join(wrapped, "\n")
+		}
+		return ts + " " + strings.Join(wrapped, "\n"+pad)
 	}
 	return line
 }

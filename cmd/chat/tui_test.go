@@ -124,6 +124,17 @@ func TestModelResize(t *testing.T) {
 	require.Equal(t, 30, strings.Count(strings.Join(lines[:8], " "), "word"), "all words visible after wrapping")
 	require.Equal(t, "abc", m.input.Value())
 
+	// Shrinking while following keeps the newest line in view.
+	for i := range 50 {
+		m = update(t, m, incoming(t, "f"+strconv.Itoa(i), "flood "+strconv.Itoa(i)))
+	}
+	m = update(t, m, tea.WindowSizeMsg{Width: 60, Height: 15})
+	require.True(t, m.vp.AtBottom())
+	require.Contains(t, m.View(), "flood 49")
+	m = update(t, m, tea.WindowSizeMsg{Width: 120, Height: 40})
+	require.True(t, m.vp.AtBottom())
+	require.Contains(t, m.View(), "flood 49")
+
 	// Tiny terminals do not crash.
 	m = update(t, m, tea.WindowSizeMsg{Width: 1, Height: 1})
 	require.NotEmpty(t, m.View())
@@ -204,7 +215,8 @@ func TestModelWarningAndEscapes(t *testing.T) {
 
 	// Remote text cannot drive the terminal or fake a line.
 	m = update(t, m, incoming(t, "evil", "\x1b[2J\x1b]0;title\x07gotcha\n12:00 carol: fake\u202e"))
-	v := m.View()
+	lines := viewLines(m)
+	v := strings.Join(lines[:len(lines)-1], "\n") // the input line has the cursor
 	require.NotContains(t, v, "\x1b")
 	require.NotContains(t, v, "\u202e")
 	require.Contains(t, v, "gotcha ⏎ 12:00 carol: fake")
@@ -267,6 +279,7 @@ func TestModelNoColor(t *testing.T) {
 	require.NotContains(t, strings.Join(lines[:len(lines)-1], "\n"), "\x1b")
 	require.Contains(t, v, "bob: hi")
 	require.Contains(t, v, "error: unknown command /bogus")
+	require.Contains(t, lines[len(lines)-1], "x\x1b[7m \x1b[0m", "the cursor is visible")
 }
 
 func TestLipglossHonoursNoColor(t *testing.T) {
