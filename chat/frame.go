@@ -1,8 +1,10 @@
 package chat
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,19 +12,20 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/libp2p/go-msgio/pbio"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/p2p-messaging/p2p-messaging/chat/pb"
 )
 
 // Frame validation errors. A frame that fails validation resets the stream.
 var (
-	errNoBody      = errors.New("frame has no known body")
-	errBadID       = errors.New("message id must be 16 bytes")
-	errBadUTF8     = errors.New("text is not valid UTF-8")
-	errTextTooLong = errors.New("text too long")
-	errEmptyText   = errors.New("empty text")
-	errBadNick     = errors.New("invalid nick")
+	errNoBody        = errors.New("frame has no known body")
+	errBadID         = errors.New("message id must be 16 bytes")
+	errBadUTF8       = errors.New("text is not valid UTF-8")
+	errTextTooLong   = errors.New("text too long")
+	errEmptyText     = errors.New("empty text")
+	errBadNick       = errors.New("invalid nick")
+	errFrameTooLarge = errors.New("frame too large")
 )
 
 func newID() (string, error) {
@@ -99,12 +102,40 @@ func validateFrame(f *pb.Frame) error {
 	return nil
 }
 
-// readFrame reads one length-prefixed frame (at most MaxFrameSize bytes)
-// and validates it.
-func readFrame(r pbio.Reader) (*pb.Frame, error) {
-	f := new(pb.Frame)
-	if err := r.ReadMsg(f); err != nil {
+// frameReader reads length-prefixed frames: an unsigned varint length, at
+// most MaxFrameSize (checked before allocating), then a protobuf Frame.
+type frameReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+func newFrameReader(r io.Reader) *frameReader {
+	return &frameReader{r: bufio.NewReaderSize(r, 4096)}
+}
+
+// next reads and validates one frame. It returns io.EOF only at a clean end
+// between frames; a stream cut inside a frame gives io.ErrUnexpectedEOF.
+func (fr *frameReader) next() (*pb.Frame, error) {
+	n, err := binary.ReadUvarint(fr.r)
+	if err != nil {
 		return nil, err
+	}
+	if n > MaxFrameSize {
+		return nil, fmt.Errorf("%w: %d bytes, max %d", errFrameTooLarge, n, MaxFrameSize)
+	}
+	if uint64(cap(fr.buf)) < n {
+		fr.buf = make([]byte, n)
+	}
+	buf := fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	f := new(pb.Frame)
+	if err := proto.Unmarshal(buf, f); err != nil {
+		return nil, fmt.Errorf("decode frame: %w", err)
 	}
 	if err := validateFrame(f); err != nil {
 		return nil, err
@@ -117,10 +148,10 @@ func readFrame(r pbio.Reader) (*pb.Frame, error) {
 // and the error that stopped decoding (nil at a clean end). It exists for
 // fuzzing and tools.
 func DecodeFrames(data []byte) (int, error) {
-	r := pbio.NewDelimitedReader(bytes.NewReader(data), MaxFrameSize)
+	r := newFrameReader(bytes.NewReader(data))
 	n := 0
 	for {
-		_, err := readFrame(r)
+		_, err := r.next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return n, nil

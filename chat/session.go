@@ -187,8 +187,7 @@ func (n *Node) openStream(p peer.ID) error {
 func (n *Node) runStream(cs *chatStream) {
 	p := cs.peer
 	log := n.log.With("peer", p, "outgoing", cs.outgoing)
-	r := pbio.NewDelimitedReader(cs.s, MaxFrameSize)
-	defer r.Close()
+	r := newFrameReader(cs.s)
 
 	if err := cs.s.Scope().SetService("p2p-messaging-chat"); err != nil {
 		log.Debug("chat stream: resource scope", "err", err)
@@ -200,7 +199,7 @@ func (n *Node) runStream(cs *chatStream) {
 		return
 	}
 	_ = cs.s.SetReadDeadline(time.Now().Add(helloTimeout))
-	f, err := readFrame(r)
+	f, err := r.next()
 	if err != nil {
 		log.Debug("chat stream reset: bad hello", "err", err)
 		cs.s.Reset()
@@ -223,7 +222,7 @@ func (n *Node) runStream(cs *chatStream) {
 	n.flushOutbox(cs)
 
 	for {
-		f, err := readFrame(r)
+		f, err := r.next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				log.Debug("chat stream closed by peer")

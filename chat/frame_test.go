@@ -1,0 +1,258 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio/pbio"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/chat/pb"
+)
+
+func encode(t testing.TB, frames ...*pb.Frame) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := pbio.NewDelimitedWriter(&buf)
+	for _, f := range frames {
+		require.NoError(t, w.WriteMsg(f))
+	}
+	return buf.Bytes()
+}
+
+func helloF(nick string) *pb.Frame {
+	return &pb.Frame{Body: &pb.Frame_Hello{Hello: &pb.Hello{Nick: nick}}}
+}
+
+func msgF(id []byte, text string) *pb.Frame {
+	return &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: id, SentUnixMs: 1700000000000, Text: text}}}
+}
+
+var id16 = bytes.Repeat([]byte{7}, IDLen)
+
+// badUTF8Msg encodes a Message frame whose text is not UTF-8 (the protobuf
+// library refuses to marshal one, so it is built by hand).
+func badUTF8Msg(text string) []byte {
+	var m []byte
+	m = protowire.AppendTag(m, 1, protowire.BytesType)
+	m = protowire.AppendBytes(m, id16)
+	m = protowire.AppendTag(m, 3, protowire.BytesType)
+	m = protowire.AppendString(m, text)
+	var f []byte
+	f = protowire.AppendTag(f, 2, protowire.BytesType)
+	f = protowire.AppendBytes(f, m)
+	return append(rawPrefix(uint64(len(f))), f...)
+}
+
+// rawPrefix is a length prefix with no body behind it.
+func rawPrefix(n uint64) []byte { return binary.AppendUvarint(nil, n) }
+
+func TestValidateFrame(t *testing.T) {
+	cases := []struct {
+		name string
+		f    *pb.Frame
+		err  error
+	}{
+		{"hello", helloF("bob"), nil},
+		{"hello bad nick", helloF("bob smith"), errBadNick},
+		{"hello empty nick", helloF(""), errBadNick},
+		{"hello long nick", helloF(strings.Repeat("a", MaxNickLen+1)), errBadNick},
+		{"message", msgF(id16, "hi"), nil},
+		{"message max text", msgF(id16, strings.Repeat("a", MaxTextLen)), nil},
+		{"message text too long", msgF(id16, strings.Repeat("a", MaxTextLen+1)), errTextTooLong},
+		{"message invalid utf8", &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: id16, Text: "a\xffb"}}}, errBadUTF8},
+		{"message empty", msgF(id16, ""), errEmptyText},
+		{"message short id", msgF(id16[:3], "hi"), errBadID},
+		{"ack", &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id16}}}, nil},
+		{"ack no id", &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{}}}, errBadID},
+		{"ping", &pb.Frame{Body: &pb.Frame_Ping{Ping: &pb.Ping{Nonce: 1}}}, nil},
+		{"empty", &pb.Frame{}, errNoBody},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := validateFrame(c.f)
+			if c.err == nil {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, c.err)
+			}
+		})
+	}
+}
+
+func TestDecodeFramesLimits(t *testing.T) {
+	n, err := DecodeFrames(encode(t, helloF("a"), msgF(id16, "x")))
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	// A prefix above MaxFrameSize fails before the body is read.
+	n, err = DecodeFrames(append(encode(t, helloF("a")), rawPrefix(MaxFrameSize+1)...))
+	require.ErrorIs(t, err, errFrameTooLarge)
+	require.Equal(t, 1, n)
+
+	// A frame of exactly MaxFrameSize is accepted by the reader (and then
+	// rejected by validation because the text is too long).
+	big := msgF(id16, strings.Repeat("a", MaxFrameSize-40))
+	b := encode(t, big)
+	require.LessOrEqual(t, proto.Size(big), MaxFrameSize)
+	_, err = DecodeFrames(b)
+	require.ErrorIs(t, err, errTextTooLong)
+
+	// A stream cut inside a frame is not a clean end.
+	_, err = DecodeFrames(b[:100])
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	_, err = DecodeFrames([]byte("0"))
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	f.Add(encode(f, helloF("alice")))
+	f.Add(encode(f, helloF("alice"), msgF(id16, "hi"), &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id16}}}))
+	f.Add(encode(f, &pb.Frame{Body: &pb.Frame_Pong{Pong: &pb.Pong{Nonce: 9}}}))
+	f.Add(rawPrefix(MaxFrameSize + 1))
+	f.Add(rawPrefix(1 << 62))
+	f.Add([]byte{0x05, 'h', 'e', 'l', 'l', 'o'})
+	f.Add(badUTF8Msg("\xff\xfe"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := DecodeFrames(data)
+		if n < 0 {
+			t.Fatal("negative count")
+		}
+		if err == nil && len(data) > 0 && n == 0 {
+			t.Fatal("bytes consumed without a frame or an error")
+		}
+	})
+}
+
+// rawPeer is a plain libp2p host that speaks the chat protocol by hand.
+func rawPeer(t testing.TB) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics(), libp2p.ForceReachabilityPublic())
+	require.NoError(t, err)
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func rawStream(t testing.TB, h host.Host, n *Node) network.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, h.Connect(ctx, peer.AddrInfo{ID: n.ID(), Addrs: n.h.Addrs()}))
+	s, err := h.NewStream(ctx, n.ID(), ProtocolID)
+	require.NoError(t, err)
+	require.NoError(t, s.SetDeadline(time.Now().Add(10*time.Second)))
+	return s
+}
+
+// expectReset reads until the stream ends and expects a reset (not a clean
+// close). The node's Hello may or may not arrive before the reset.
+func expectReset(t *testing.T, s network.Stream) {
+	t.Helper()
+	r := pbio.NewDelimitedReader(s, MaxFrameSize)
+	var f pb.Frame
+	for {
+		err := r.ReadMsg(&f)
+		if err == nil {
+			continue // e.g. an Ack for a valid frame before the bad one
+		}
+		require.False(t, errors.Is(err, io.EOF), "want a reset, got a clean close")
+		require.ErrorIs(t, err, network.ErrReset)
+		return
+	}
+}
+
+func TestInvalidFramesResetOneStream(t *testing.T) {
+	alice := newNode(t, nil, "alice", "")
+	raw := rawPeer(t)
+	long := strings.Repeat("a", MaxTextLen+1)
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		{"oversized prefix", rawPrefix(MaxFrameSize + 1)},
+		{"oversized after hello", append(encode(t, helloF("mallory")), rawPrefix(10<<20)...)},
+		{"garbage", []byte{0x05, 'h', 'e', 'l', 'l', 'o'}},
+		{"empty frame", rawPrefix(0)},
+		{"first frame not hello", encode(t, msgF(id16, "hi"))},
+		{"invalid utf8", append(encode(t, helloF("mallory")), badUTF8Msg("bad\xc3\x28")...)},
+		{"text too long", encode(t, helloF("mallory"), msgF(id16, long))},
+		{"bad id", encode(t, helloF("mallory"), msgF([]byte{1, 2, 3}, "hi"))},
+		{"bad hello nick", encode(t, helloF("mal lory"))},
+		{"ack without id", encode(t, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{}}})},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := rawStream(t, raw, alice.Node)
+			_, err := s.Write(c.data)
+			require.NoError(t, err)
+			expectReset(t, s)
+		})
+	}
+	require.Zero(t, alice.rec.count(func(e Event) bool { _, ok := e.(EventMessage); return ok }))
+
+	// The node keeps serving: a well-formed stream gets its message acked.
+	s := rawStream(t, raw, alice.Node)
+	_, err := s.Write(encode(t, helloF("mallory"), msgF(id16, "fine now")))
+	require.NoError(t, err)
+	r := pbio.NewDelimitedReader(s, MaxFrameSize)
+	var f pb.Frame
+	require.NoError(t, r.ReadMsg(&f))
+	require.Equal(t, "alice", f.GetHello().GetNick())
+	require.NoError(t, r.ReadMsg(&f))
+	require.Equal(t, id16, f.GetAck().GetId())
+	alice.rec.wait(t, 5*time.Second, isMessage("fine now"))
+
+	// A duplicate is acknowledged again but not shown twice.
+	_, err = s.Write(encode(t, msgF(id16, "fine now")))
+	require.NoError(t, err)
+	require.NoError(t, r.ReadMsg(&f))
+	require.Equal(t, id16, f.GetAck().GetId())
+	require.NoError(t, s.CloseWrite())
+	for r.ReadMsg(&f) == nil {
+	}
+	require.Equal(t, 1, alice.rec.count(isMessage("fine now")))
+}
+
+func FuzzChatStream(f *testing.F) {
+	f.Add(encode(f, helloF("mallory"), msgF(id16, "hi")))
+	f.Add(encode(f, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ping{Ping: &pb.Ping{Nonce: 3}}}))
+	f.Add(encode(f, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id16}}}))
+	f.Add(append(encode(f, helloF("mallory")), rawPrefix(MaxFrameSize+1)...))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	alice := newNode(f, nil, "alice", "")
+	raw := rawPeer(f)
+	hello := encode(f, helloF("mallory"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := rawStream(t, raw, alice.Node)
+		defer s.Reset()
+		if _, err := s.Write(data); err == nil {
+			_ = s.CloseWrite()
+			r := pbio.NewDelimitedReader(s, MaxFrameSize)
+			var fr pb.Frame
+			for r.ReadMsg(&fr) == nil {
+			}
+		}
+		// Whatever that did, the node still serves a new stream.
+		s2 := rawStream(t, raw, alice.Node)
+		defer s2.Reset()
+		_, err := s2.Write(hello)
+		require.NoError(t, err)
+		var fr pb.Frame
+		require.NoError(t, pbio.NewDelimitedReader(s2, MaxFrameSize).ReadMsg(&fr))
+		require.Equal(t, "alice", fr.GetHello().GetNick())
+	})
+}
