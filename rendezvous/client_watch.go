@@ -52,8 +52,9 @@ type WatchEvent struct {
 // current members, then one WatchSynced follows once every server has sent
 // its snapshot (or failed to), then changes as they happen. A server whose
 // watch breaks keeps its peers listed (no spurious departures) until it is
-// back, resubscribed and reconciled with its new snapshot, or until their
-// TTL runs out. The channel is closed when ctx is done or the client closes.
+// back, resubscribed and reconciled with its new snapshot, until a live
+// server reports their departure, or until their TTL runs out. The channel
+// is closed when ctx is done or the client closes.
 func (c *Client) Watch(ctx context.Context, ns string) (<-chan WatchEvent, error) {
 	if err := checkNamespace(ns); err != nil {
 		return nil, fmt.Errorf("watch %q: %w", ns, err)
@@ -333,7 +334,7 @@ func (st *watchState) apply(u watchUpdate) []WatchEvent {
 			delete(srv.snapshot, u.id)
 		}
 		if p := st.peers[u.id]; p != nil {
-			delete(p.on, u.server)
+			st.leave(p, u.server)
 			evs = st.changed(u.id, u.server, evs)
 		}
 	case updSynced:
@@ -345,7 +346,7 @@ func (st *watchState) apply(u watchUpdate) []WatchEvent {
 					continue
 				}
 				if _, ok := srv.snapshot[id]; !ok {
-					delete(p.on, u.server)
+					st.leave(p, u.server)
 					evs = st.changed(id, u.server, evs)
 				}
 			}
@@ -360,6 +361,19 @@ func (st *watchState) apply(u watchUpdate) []WatchEvent {
 		evs = st.maybeSynced(evs)
 	}
 	return evs
+}
+
+// leave records that a live server no longer lists p. What servers that
+// are down last said about p is older than this news, so it goes too: a
+// peer that unregistered (from every server) departs at once, even while
+// one of its servers is unreachable. A peer only a down server listed stays.
+func (st *watchState) leave(p *watchedPeer, server peer.ID) {
+	delete(p.on, server)
+	for sid := range p.on {
+		if !st.servers[sid].up {
+			delete(p.on, sid)
+		}
+	}
 }
 
 func (st *watchState) maybeSynced(evs []WatchEvent) []WatchEvent {

@@ -237,3 +237,33 @@ func ctAddr(t *testing.T, s string) ma.Multiaddr {
 	require.NoError(t, err)
 	return a
 }
+
+// A live server's departure news outranks what a down server last said;
+// a peer listed only by a down server stays.
+func TestClientWatchStateDownServer(t *testing.T) {
+	s1, s2 := peer.ID("s1"), peer.ID("s2")
+	p, q := peer.ID("p"), peer.ID("q")
+	now := time.Unix(1000, 0)
+	reg := func(id peer.ID) Registration {
+		return Registration{Namespace: "ns", Peer: peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{ctAddr(t, "/ip4/127.0.0.1/tcp/1")}}, TTL: time.Hour}
+	}
+	st := newWatchState("ns", []peer.ID{s1, s2})
+	for _, s := range []peer.ID{s1, s2} {
+		st.apply(watchUpdate{server: s, kind: updSubscribed})
+		st.apply(watchUpdate{server: s, kind: updRegistered, reg: reg(p), at: now})
+		st.apply(watchUpdate{server: s, kind: updSynced})
+	}
+	st.apply(watchUpdate{server: s1, kind: updRegistered, reg: reg(q), at: now})
+	require.Empty(t, st.apply(watchUpdate{server: s1, kind: updDown}), "no spurious departure")
+	evs := st.apply(watchUpdate{server: s2, kind: updUnregistered, id: p})
+	require.Len(t, evs, 1)
+	require.Equal(t, WatchUnregistered, evs[0].Kind)
+	require.Equal(t, p, evs[0].Registration.Peer.ID)
+	require.Contains(t, st.peers, q, "q, listed only by the down server, stays")
+	// s1 comes back without q: reconciled away.
+	st.apply(watchUpdate{server: s1, kind: updSubscribed})
+	evs = st.apply(watchUpdate{server: s1, kind: updSynced})
+	require.Len(t, evs, 1)
+	require.Equal(t, WatchUnregistered, evs[0].Kind)
+	require.Equal(t, q, evs[0].Registration.Peer.ID)
+}
