@@ -143,12 +143,12 @@ func (s *session) exec(ctx context.Context, c command) any {
 	case cmdWhois:
 		w, err := s.node.Whois(ctx, c.nick)
 		if err != nil {
-			return errorResult{fmt.Errorf("whois %s: %w", c.nick, err)}
+			return errorResult{withContext(err, "whois", c.nick)}
 		}
 		return whoisResult{Whois: w}
 	case cmdJoin:
 		if err := s.node.Join(ctx, c.room); err != nil {
-			return errorResult{fmt.Errorf("join %s: %w", c.room, err)}
+			return errorResult{withContext(err, "join", c.room)}
 		}
 		return joinedResult{Room: s.node.Room()}
 	case cmdHistory:
@@ -161,7 +161,7 @@ func (s *session) exec(ctx context.Context, c command) any {
 		}
 		msgs, err := s.node.History(with, c.n)
 		if err != nil {
-			return errorResult{fmt.Errorf("history with %s: %w", with, err)}
+			return errorResult{withContext(err, "history with", with)}
 		}
 		return historyResult{With: with, Messages: msgs}
 	case cmdID:
@@ -178,7 +178,16 @@ func (s *session) exec(ctx context.Context, c command) any {
 func (s *session) send(ctx context.Context, nick, text string) any {
 	m, err := s.node.Send(ctx, nick, text)
 	if err != nil {
-		return errorResult{fmt.Errorf("send to %s: %w", nick, err)}
+		return errorResult{withContext(err, "send to", nick)}
 	}
 	return sentResult{Message: m}
+}
+
+// withContext names the operation and its argument in err unless the node's
+// error already does.
+func withContext(err error, op, arg string) error {
+	if strings.Contains(err.Error(), arg) {
+		return err
+	}
+	return fmt.Errorf("%s %s: %w", op, arg, err)
 }

@@ -217,8 +217,8 @@ func newModel(ctx context.Context, node chatNode, sess *session, start func(cont
 	m.vp.KeyMap.Down.SetKeys("ctrl+down")
 	m.vp.KeyMap.PageUp.SetKeys("pgup")
 	m.vp.KeyMap.PageDown.SetKeys("pgdown")
-	m.vp.KeyMap.HalfPageUp.SetKeys("ctrl+u")
-	m.vp.KeyMap.HalfPageDown.SetKeys("ctrl+d")
+	m.vp.KeyMap.HalfPageUp.SetEnabled(false) // ctrl+u/ctrl+d edit the input
+	m.vp.KeyMap.HalfPageDown.SetEnabled(false)
 	m.vp.KeyMap.Left.SetEnabled(false)
 	m.vp.KeyMap.Right.SetEnabled(false)
 	m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("connecting as %s (%s)… /help lists the commands", self.nick, shortID(self.id))})
@@ -328,7 +328,7 @@ func (m model) handleKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		line := m.input.Value()
 		m.input.Reset()
 		return m.submit(line)
-	case tea.KeyPgUp, tea.KeyPgDown, tea.KeyCtrlUp, tea.KeyCtrlDown, tea.KeyCtrlU, tea.KeyCtrlD:
+	case tea.KeyPgUp, tea.KeyPgDown, tea.KeyCtrlUp, tea.KeyCtrlDown:
 		var cmd tea.Cmd
 		m.vp, cmd = m.vp.Update(k)
 		return m, cmd
