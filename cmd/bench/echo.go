@@ -98,6 +98,10 @@ func (c *echoClient) do() error {
 	if _, err := c.rw.Write(c.req); err != nil {
 		return err
 	}
+	return c.readResp()
+}
+
+func (c *echoClient) readResp() error {
 	n, err := binary.ReadUvarint(c.br)
 	if err != nil {
 		return err

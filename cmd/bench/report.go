@@ -96,7 +96,7 @@ func writeTable(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "message sizes (bytes, with length prefix): DISCOVER %d→%d, REGISTER %d→%d; echo baselines move the same bytes\n\n",
 		rep.Sizes.DiscoverReq, rep.Sizes.DiscoverResp, rep.Sizes.RegisterReq, rep.Sizes.RegisterResp)
 	if len(rep.Results) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "group\tmeasurement\tmode\tclients\tops/s\tp50 ms\tp99 ms\tmax ms\tsrv CPU µs/op\tvs baseline\ttarget\t\t")
 		for _, r := range rep.Results {
 			vs := ""
@@ -112,7 +112,7 @@ func writeTable(w io.Writer, rep *report) {
 		fmt.Fprintln(w)
 	}
 	if len(rep.Memory) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "daemon memory\tcount\tanswered\tRSS MiB\tKiB each\ttarget\t\t")
 		for _, m := range rep.Memory {
 			rss, each := "n/a", "n/a"
