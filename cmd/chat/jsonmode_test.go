@@ -56,3 +56,33 @@ func TestReadLinesStops(t *testing.T) {
 	close(stop) // nobody reads any more: the reader must not block forever
 	<-done
 }
+
+// FuzzStdin feeds arbitrary bytes through the -json input path (bounded line
+// reader and command parser): nothing panics, no line exceeds the bound, and
+// input without overlong lines comes through byte for byte.
+func FuzzStdin(f *testing.F) {
+	f.Add([]byte("/msg bob hi\n/peers\n"))
+	f.Add([]byte("no newline at the end"))
+	f.Add([]byte("\xff\xfe\n/join \x00\n\r\n"))
+	f.Add([]byte(strings.Repeat("z", maxLineLen+1) + "\n/id\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		lines := make(chan inputLine)
+		stop := make(chan struct{})
+		defer close(stop)
+		go readLines(strings.NewReader(string(in)), lines, stop)
+		var b strings.Builder
+		tooLong := false
+		for l := range lines {
+			if l.tooLong {
+				tooLong = true
+				continue
+			}
+			require.LessOrEqual(t, len(l.text), maxLineLen)
+			b.WriteString(l.text)
+			_, _ = parseCommand(l.text)
+		}
+		if !tooLong {
+			require.Equal(t, string(in), b.String())
+		}
+	})
+}
