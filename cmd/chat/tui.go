@@ -176,6 +176,11 @@ type model struct {
 	seq     int
 	peers   map[string]*peerState
 	fatal   error
+
+	// Input history, recalled with Up and Down.
+	hist    []string
+	histPos int    // len(hist) = the line being edited
+	draft   string // the line being edited while browsing history
 }
 
 func newModel(ctx context.Context, node chatNode, sess *session, start func(context.Context) error, self selfInfo, r *lipgloss.Renderer) model {
@@ -327,7 +332,11 @@ func (m model) handleKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case tea.KeyEnter:
 		line := m.input.Value()
 		m.input.Reset()
+		m.remember(line)
 		return m.submit(line)
+	case tea.KeyUp, tea.KeyDown:
+		m.browseHistory(k.Type == tea.KeyUp)
+		return m, nil
 	case tea.KeyPgUp, tea.KeyPgDown, tea.KeyCtrlUp, tea.KeyCtrlDown:
 		var cmd tea.Cmd
 		m.vp, cmd = m.vp.Update(k)
@@ -336,6 +345,40 @@ func (m model) handleKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	var cmd tea.Cmd
 	m.input, cmd = m.input.Update(k)
 	return m, cmd
+}
+
+// maxInputHistory bounds the lines Up and Down recall.
+const maxInputHistory = 200
+
+func (m *model) remember(line string) {
+	if strings.TrimSpace(line) != "" && (len(m.hist) == 0 || m.hist[len(m.hist)-1] != line) {
+		m.hist = append(m.hist, line)
+		if len(m.hist) > maxInputHistory {
+			m.hist = m.hist[len(m.hist)-maxInputHistory:]
+		}
+	}
+	m.histPos, m.draft = len(m.hist), ""
+}
+
+func (m *model) browseHistory(back bool) {
+	switch {
+	case back && m.histPos > 0:
+		if m.histPos == len(m.hist) {
+			m.draft = m.input.Value()
+		}
+		m.histPos--
+		m.input.SetValue(m.hist[m.histPos])
+	case !back && m.histPos < len(m.hist):
+		m.histPos++
+		if m.histPos == len(m.hist) {
+			m.input.SetValue(m.draft)
+		} else {
+			m.input.SetValue(m.hist[m.histPos])
+		}
+	default:
+		return
+	}
+	m.input.CursorEnd()
 }
 
 // submit runs one typed line.
@@ -422,7 +465,7 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		for _, l := range v.Lines {
 			m.addLine(&chatLine{kind: lineInfo, text: l})
 		}
-		m.addLine(&chatLine{kind: lineInfo, text: "PgUp/PgDn scroll the messages; Ctrl-C quits"})
+		m.addLine(&chatLine{kind: lineInfo, text: "PgUp/PgDn (or Ctrl-Up/Ctrl-Down) scroll the messages; Up/Down recall earlier input; Ctrl-C quits"})
 	case quitResult:
 		return m, tea.Quit
 	}

@@ -222,6 +222,23 @@ func TestModelWarningAndEscapes(t *testing.T) {
 	require.Contains(t, v, "gotcha ⏎ 12:00 carol: fake")
 }
 
+func TestModelInputHistory(t *testing.T) {
+	m := testModel(t, nil)
+	up, down := tea.KeyMsg{Type: tea.KeyUp}, tea.KeyMsg{Type: tea.KeyDown}
+	m = update(t, m, typeText("/peers"), tea.KeyMsg{Type: tea.KeyEnter}, typeText("/id"), tea.KeyMsg{Type: tea.KeyEnter}, typeText("draft"))
+	m = update(t, m, up)
+	require.Equal(t, "/id", m.input.Value())
+	m = update(t, m, up, up)
+	require.Equal(t, "/peers", m.input.Value())
+	m = update(t, m, down)
+	require.Equal(t, "/id", m.input.Value())
+	m = update(t, m, down, down)
+	require.Equal(t, "draft", m.input.Value(), "the unfinished line comes back")
+	// An incoming message while browsing does not change the input either.
+	m = update(t, m, up, incoming(t, "h1", "hey"))
+	require.Equal(t, "/id", m.input.Value())
+}
+
 func TestModelQuit(t *testing.T) {
 	m := testModel(t, nil)
 	_, cmd := m.Update(tea.KeyMsg{Type: tea.KeyCtrlC})
