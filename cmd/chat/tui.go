@@ -166,16 +166,15 @@ type model struct {
 	width  int
 	height int
 
-	self    selfInfo
-	ready   bool
-	readyAt time.Time
-	lines   []*chatLine
-	byID    map[string]*chatLine
-	bySeq   map[int]*chatLine
-	early   map[string]bool // delivered before the send result arrived
-	seq     int
-	peers   map[string]*peerState
-	fatal   error
+	self  selfInfo
+	ready bool
+	lines []*chatLine
+	byID  map[string]*chatLine
+	bySeq map[int]*chatLine
+	early map[string]bool // delivered before the send result arrived
+	seq   int
+	peers map[string]*peerState
+	fatal error
 
 	// Input history, recalled with Up and Down.
 	hist    []string
