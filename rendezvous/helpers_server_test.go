@@ -1,7 +1,9 @@
 package rendezvous
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -165,3 +167,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 	defer func() { <-c.mu }()
 	c.now = c.now.Add(d)
 }
+
+var ioEOF = io.EOF
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
