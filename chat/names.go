@@ -278,8 +278,11 @@ func (n *Node) onWatch(ctx context.Context, ns, nick string, ev watchEvent) {
 		if len(ev.peer.Addrs) > 0 {
 			n.h.Peerstore().AddAddrs(p, ev.peer.Addrs, peerstore.AddressTTL)
 		}
+		// A registration is not proof of life (the daemons keep a killed
+		// peer listed for a moment, and watches replay snapshots): a peer
+		// we saw die stays offline until a new stream to it comes up,
+		// which the retry loop now attempts.
 		ps.regs[ns] = true
-		ps.dead = false
 		ps.nextTry = time.Time{}
 		ps.backoff = 0
 	case watchUnregistered:

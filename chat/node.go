@@ -39,7 +39,7 @@ const (
 	maxBackoff      = time.Minute      // outbox retry backoff cap
 	maxAutoSessions = 64               // room members / contacts we connect to unasked
 	maxContactWatch = 32               // contacts whose user namespace we watch
-	dhtAdvertiseMin = 30 * time.Second // retry delay after a failed DHT advertise
+	dhtAdvertiseMax = 30 * time.Second // longest retry delay after a failed DHT advertise
 )
 
 // IdentityFileName is the node's private key inside the data dir.
@@ -316,10 +316,11 @@ func (n *Node) Start(ctx context.Context) error {
 			if errors.Is(err, errNotAuthorized) {
 				return fmt.Errorf("register nick %q: %w", n.cfg.Nick, ErrNickTaken)
 			}
-			return fmt.Errorf("register nick %q: %w", n.cfg.Nick, err)
+			// No daemon answered: run on the DHT and keep trying.
+			n.registerLater(userNS(n.cfg.Nick), err)
 		}
 		if err := n.rdv.Register(ctx, roomNS(room), n.cfg.RegisterTTL); err != nil {
-			return fmt.Errorf("register room %q: %w", room, err)
+			n.registerLater(roomNS(room), err)
 		}
 		n.startRoomWatch(room)
 		contacts, err := n.db.contacts()
@@ -341,6 +342,44 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
+// registerLater retries a registration that no daemon accepted, with
+// backoff, until it succeeds, a daemon refuses it (E_NOT_AUTHORIZED: a
+// warning), it is no longer wanted (left room) or the node closes. Once it
+// succeeds the rendezvous client keeps it alive.
+func (n *Node) registerLater(ns string, first error) {
+	n.log.Warn("no rendezvous daemon accepted the registration; retrying in the background", "ns", ns, "err", first)
+	n.ev.emit(EventWarning{Text: fmt.Sprintf("rendezvous unavailable (%v); using the DHT and retrying", first)})
+	n.spawn(func() {
+		backoff := time.Second
+		for {
+			t := time.NewTimer(backoff)
+			select {
+			case <-n.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			backoff = min(backoff*2, dhtAdvertiseMax)
+			if ns != userNS(n.cfg.Nick) && ns != roomNS(n.Room()) {
+				return
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
+			err := n.rdv.Register(ctx, ns, n.cfg.RegisterTTL)
+			cancel()
+			switch {
+			case err == nil:
+				n.log.Info("registered", "ns", ns)
+				return
+			case errors.Is(err, errNotAuthorized):
+				n.warn(n.cfg.Nick, n.h.ID(), fmt.Sprintf("the rendezvous daemons refuse %q: another peer holds it", ns))
+				return
+			default:
+				n.log.Debug("register retry", "ns", ns, "err", err)
+			}
+		}
+	})
+}
+
 // advertise keeps ns advertised on the DHT until the node closes or
 // stopAdvertise(ns).
 func (n *Node) advertise(ns string) {
@@ -357,15 +396,23 @@ func (n *Node) advertise(ns string) {
 	n.mu.Unlock()
 	n.spawn(func() {
 		defer cancel()
+		backoff := time.Second
 		for {
 			actx, acancel := context.WithTimeout(ctx, time.Minute)
 			ttl, err := n.disc.Advertise(actx, ns)
 			acancel()
-			wait := dhtAdvertiseMin
+			wait := ttl * 7 / 8
 			if err != nil {
+				// Usually an empty routing table right after start.
 				n.log.Debug("dht advertise", "ns", ns, "err", err)
-			} else if ttl > 0 {
-				wait = ttl * 7 / 8
+				wait = backoff
+				backoff = min(backoff*2, dhtAdvertiseMax)
+			} else {
+				backoff = time.Second
+				n.log.Debug("dht advertised", "ns", ns, "ttl", ttl)
+			}
+			if wait <= 0 {
+				wait = dhtAdvertiseMax
 			}
 			t := time.NewTimer(wait)
 			select {
@@ -435,7 +482,7 @@ func (n *Node) Join(ctx context.Context, room string) error {
 	}
 	if started && n.rdv != nil {
 		if err := n.rdv.Register(ctx, roomNS(room), n.cfg.RegisterTTL); err != nil {
-			return fmt.Errorf("register room %q: %w", room, err)
+			n.registerLater(roomNS(room), err)
 		}
 		uctx, cancel := context.WithTimeout(ctx, unregisterLimit)
 		if err := n.rdv.Unregister(uctx, roomNS(old)); err != nil {

@@ -426,7 +426,7 @@ func (n *Node) retryLoop() {
 			}
 			if n.pending[id] > 0 {
 				todo = append(todo, id)
-			} else if len(ps.regs) > 0 && !ps.dead && sessions < maxAutoSessions {
+			} else if len(ps.regs) > 0 && sessions < maxAutoSessions {
 				todo = append(todo, id)
 				sessions++
 			}

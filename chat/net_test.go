@@ -1,0 +1,143 @@
+package chat
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/stretchr/testify/require"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous"
+)
+
+// A peer that stops answering (its network cut) goes offline after
+// PingTimeout even though its connection stays up.
+func TestPresenceOfflineWhenPeerGoesSilent(t *testing.T) {
+	alice := newNode(t, nil, "alice", "")
+	raw := rawPeer(t)
+	s := rawStream(t, raw, alice.Node)
+	defer s.Reset()
+	_, err := s.Write(encode(t, helloF("silent")))
+	require.NoError(t, err)
+	alice.rec.wait(t, 5*time.Second, isPresence("silent", true))
+	start := time.Now()
+	// The raw peer never answers the pings.
+	alice.rec.wait(t, 3*alice.cfg.PingTimeout, isPresence("silent", false))
+	took := time.Since(start)
+	t.Logf("offline after %s (ping timeout %s)", took, alice.cfg.PingTimeout)
+	require.GreaterOrEqual(t, took, alice.cfg.PingTimeout-time.Second)
+	require.Equal(t, network.Connected, alice.h.Network().Connectedness(raw.ID()), "the connection itself stayed up")
+}
+
+// With every rendezvous daemon gone, nicks still resolve through the DHT.
+func TestResolveThroughDHT(t *testing.T) {
+	boot, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.ForceReachabilityPublic(), libp2p.DisableMetrics())
+	require.NoError(t, err)
+	d, err := dht.New(boot, dht.Mode(dht.ModeServer), dht.ProtocolPrefix("/p2p-messaging"), dht.BootstrapPeers())
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close(); boot.Close() })
+	bootInfo := peer.AddrInfo{ID: boot.ID(), Addrs: boot.Addrs()}
+	withDHT := func(c *Config) {
+		c.DisableDHT = false
+		c.Rendezvous = []peer.AddrInfo{bootInfo} // a daemon with no rendezvous server: DHT only
+	}
+	alice := newNode(t, nil, "alice", "", withDHT)
+	bob := newNode(t, nil, "bob", "", withDHT)
+	var m Message
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		m, err = alice.Send(ctx, "bob", "found you in the DHT")
+		return err == nil
+	}, 30*time.Second, 200*time.Millisecond, "last error: %v", err)
+	require.Equal(t, bob.ID(), m.Peer)
+	bob.rec.wait(t, 10*time.Second, isMessage("found you in the DHT"))
+	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+}
+
+// Text works over a limited relayed connection, and when a direct
+// connection appears the chat moves to a new stream on it.
+func TestRelayedThenDirect(t *testing.T) {
+	rh, err := libp2p.New(
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ForceReachabilityPublic(),
+		libp2p.DisableMetrics(),
+		// Loopback relay addresses are fine in this test.
+		libp2p.EnableRelayService(relay.WithReservationAddressFilter(func(multiaddr.Multiaddr) bool { return true })),
+	)
+	require.NoError(t, err)
+	srv, err := rendezvous.NewServer(rh)
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close(); rh.Close() })
+	r := &rdvServer{h: rh, srv: srv, info: peer.AddrInfo{ID: rh.ID(), Addrs: rh.Addrs()}}
+
+	alice := newNode(t, r, "alice", "")
+	// Bob is in another room, so alice learns none of his direct addresses.
+	bob := newNode(t, r, "bob", "", func(c *Config) {
+		c.Reachability = ReachabilityPrivate
+		c.Room = "elsewhere"
+	})
+	direct := bob.h.Addrs()
+	// AutoRelay does not announce loopback relay addresses; build the
+	// circuit address by hand and wait for bob's reservation.
+	circuit := r.info.Addrs[0].Encapsulate(multiaddr.StringCast("/p2p/" + rh.ID().String() + "/p2p-circuit"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.Eventually(t, func() bool {
+		alice.h.Peerstore().ClearAddrs(bob.ID())
+		return alice.h.Connect(ctx, peer.AddrInfo{ID: bob.ID(), Addrs: []multiaddr.Multiaddr{circuit}}) == nil
+	}, 20*time.Second, 50*time.Millisecond, "no relayed connection")
+	m, err := alice.Send(ctx, bob.ID().String(), "over the relay")
+	require.NoError(t, err)
+	bob.rec.wait(t, 10*time.Second, isMessage("over the relay"))
+	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+	cs := alice.bestStream(bob.ID())
+	require.NotNil(t, cs)
+	require.True(t, cs.limited, "first stream runs on the limited relayed connection")
+	alice.rec.wait(t, 5*time.Second, func(e Event) bool {
+		c, ok := e.(EventConn)
+		return ok && c.Peer == bob.ID() && c.Conn.Kind == ConnRelayed && c.Conn.Limited
+	})
+
+	// A direct connection appears (as after a hole punch).
+	var directLoop []multiaddr.Multiaddr
+	for _, a := range direct {
+		if !isRelayed(a) {
+			directLoop = append(directLoop, a)
+		}
+	}
+	require.NoError(t, alice.h.Connect(network.WithForceDirectDial(ctx, "test"), peer.AddrInfo{ID: bob.ID(), Addrs: directLoop}))
+	alice.rec.wait(t, 10*time.Second, func(e Event) bool {
+		c, ok := e.(EventConn)
+		return ok && c.Peer == bob.ID() && c.Conn.Kind == ConnDirect && !c.Conn.Limited
+	})
+	require.Eventually(t, func() bool {
+		alice.mu.Lock()
+		defer alice.mu.Unlock()
+		ps := alice.peers[bob.ID()]
+		if len(ps.streams) == 0 {
+			return false
+		}
+		for s := range ps.streams {
+			if s.limited {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 20*time.Millisecond, "chat did not move off the relayed stream")
+	m2, err := alice.Send(ctx, bob.ID().String(), "now direct")
+	require.NoError(t, err)
+	bob.rec.wait(t, 10*time.Second, isMessage("now direct"))
+	alice.rec.wait(t, 10*time.Second, isDelivered(m2.ID))
+	back, err := bob.Send(ctx, "alice", "direct back")
+	require.NoError(t, err)
+	alice.rec.wait(t, 10*time.Second, isMessage("direct back"))
+	bob.rec.wait(t, 10*time.Second, isDelivered(back.ID))
+	require.Equal(t, 1, bob.rec.count(isMessage("over the relay")), "no duplicate after the move")
+}
