@@ -171,3 +171,5 @@ func (c *fakeClock) Advance(d time.Duration) {
 var ioEOF = io.EOF
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+type hostLike = host.Host

@@ -1,0 +1,282 @@
+package rendezvous
+
+import (
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
+)
+
+// TestRestartPersistence: a new server on the same data dir lists the live
+// registrations, drops the expired ones and honours cookies issued before.
+func TestRestartPersistence(t *testing.T) {
+	dir := t.TempDir()
+	clock := newFakeClock()
+	h := newTestHost(t)
+	s1, err := NewServer(h, WithDataDir(dir), WithClock(clock.Now), WithDisconnectGrace(-1))
+	require.NoError(t, err)
+
+	ch := newTestHost(t)
+	connect(t, ch, h)
+	rs := openRaw(t, ch, h.ID(), ProtocolID)
+	require.Equal(t, pb.Message_OK, rs.register("room", signedRecord(t, ch), 0).GetStatus())
+	require.Equal(t, pb.Message_OK, rs.register("short", signedRecord(t, ch), 120).GetStatus())
+	require.Equal(t, pb.Message_OK, rs.register("gone", signedRecord(t, ch), 0).GetStatus())
+	rs.unregister("gone")
+	ps := fakePeers(t, 5)
+	inject(t, s1, "room", ps...)
+	first := rs.discover("room", 3, nil)
+	require.Len(t, first.Registrations, 3)
+	all := rs.discover("", 0, nil)
+	require.Len(t, all.Registrations, 7)
+	require.NoError(t, s1.Close())
+
+	clock.Advance(5 * time.Minute) // "short" expires while the server is down
+	s2, err := NewServer(h, WithDataDir(dir), WithClock(clock.Now), WithDisconnectGrace(-1))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s2.Close()) }()
+	require.Equal(t, 6, s2.Registrations())
+
+	rs = openRaw(t, ch, h.ID(), ProtocolID)
+	rest := rs.discover("room", 0, first.Cookie)
+	require.Equal(t, pb.Message_OK, rest.GetStatus(), "a cookie from before the restart stays valid")
+	require.Len(t, rest.Registrations, 3, "and continues where it left off")
+	require.Equal(t, append(peersOf(t, first), peersOf(t, rest)...), append([]peer.ID{ch.ID()}, ids(ps)...))
+	require.Empty(t, rs.discover("", 0, all.Cookie).Registrations)
+	require.Empty(t, rs.discover("gone", 0, nil).Registrations)
+	require.Empty(t, rs.discover("short", 0, nil).Registrations)
+	d := rs.discover("room", 0, nil)
+	require.Equal(t, uint64(7200-300), d.Registrations[0].GetTtl())
+
+	// New registrations get sequence numbers after every issued cookie.
+	p := newFakePeer(t)
+	inject(t, s2, "room", p)
+	require.Equal(t, []peer.ID{p.id}, peersOf(t, rs.discover("room", 0, rest.Cookie)))
+}
+
+// TestRestartMemoryOnly: without a data dir, sequence numbers still grow
+// across restarts (they start from the clock), so an old cookie never
+// hides new registrations.
+func TestRestartMemoryOnly(t *testing.T) {
+	h := newTestHost(t)
+	s1, err := NewServer(h)
+	require.NoError(t, err)
+	inject(t, s1, "room", newFakePeer(t))
+	ch := newTestHost(t)
+	connect(t, ch, h)
+	old := openRaw(t, ch, h.ID(), ProtocolID).discover("room", 0, nil).Cookie
+	require.NoError(t, s1.Close())
+
+	s2, err := NewServer(h)
+	require.NoError(t, err)
+	defer s2.Close()
+	p := newFakePeer(t)
+	inject(t, s2, "room", p)
+	require.Equal(t, []peer.ID{p.id}, peersOf(t, openRaw(t, ch, h.ID(), ProtocolID).discover("room", 0, old)))
+}
+
+func ids(ps []fakePeer) []peer.ID {
+	out := make([]peer.ID, len(ps))
+	for i, p := range ps {
+		out[i] = p.id
+	}
+	return out
+}
+
+func TestUnregisterOnDisconnect(t *testing.T) {
+	s, sh := startServer(t, WithDisconnectGrace(20*time.Millisecond))
+	ch := newTestHost(t)
+	connect(t, ch, sh)
+	rs := openRaw(t, ch, sh.ID(), ProtocolID)
+	require.Equal(t, pb.Message_OK, rs.register("room", signedRecord(t, ch), 0).GetStatus())
+	require.Equal(t, pb.Message_OK, rs.register("lobby", signedRecord(t, ch), 0).GetStatus())
+	stay := newTestHost(t)
+	connect(t, stay, sh)
+	require.Equal(t, pb.Message_OK, openRaw(t, stay, sh.ID(), ProtocolID).register("room", signedRecord(t, stay), 0).GetStatus())
+	require.Equal(t, 3, s.Registrations())
+
+	require.NoError(t, ch.Network().ClosePeer(sh.ID()))
+	require.Eventually(t, func() bool { return s.Registrations() == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.True(t, s.st.hasPeer(stay.ID()))
+}
+
+// TestDisconnectGraceReconnect: a peer that comes back within the grace
+// period keeps its registrations.
+func TestDisconnectGraceReconnect(t *testing.T) {
+	s, sh := startServer(t, WithDisconnectGrace(time.Hour))
+	ch := newTestHost(t)
+	connect(t, ch, sh)
+	require.Equal(t, pb.Message_OK, openRaw(t, ch, sh.ID(), ProtocolID).register("room", signedRecord(t, ch), 0).GetStatus())
+
+	require.NoError(t, ch.Network().ClosePeer(sh.ID()))
+	pending := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.grace[ch.ID()] != nil
+	}
+	require.Eventually(t, pending, 5*time.Second, 5*time.Millisecond)
+	connect(t, ch, sh)
+	require.Eventually(t, func() bool { return !pending() }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, 1, s.Registrations())
+}
+
+func TestDisconnectGraceDisabled(t *testing.T) {
+	s, sh := startServer(t, WithDisconnectGrace(-1))
+	ch := newTestHost(t)
+	connect(t, ch, sh)
+	require.Equal(t, pb.Message_OK, openRaw(t, ch, sh.ID(), ProtocolID).register("room", signedRecord(t, ch), 0).GetStatus())
+	require.NoError(t, ch.Network().ClosePeer(sh.ID()))
+	require.Eventually(t, func() bool { return sh.Network().Connectedness(ch.ID()) != 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, 1, s.Registrations())
+	require.Nil(t, s.sub, "no connectedness subscription when disabled")
+}
+
+// watchStream is a raw watch subscription.
+type watchStream struct{ *rawStream }
+
+func openWatch(t testing.TB, from, to interface{ ID() peer.ID }, ns string) *watchStream {
+	t.Helper()
+	rs := openRaw(t, from.(hostLike), to.ID(), WatchProtocolID)
+	rs.send(&pb.WatchRequest{Ns: proto.String(ns)})
+	return &watchStream{rs}
+}
+
+func (w *watchStream) next() *pb.WatchEvent {
+	w.t.Helper()
+	var ev pb.WatchEvent
+	require.NoError(w.t, w.r.ReadMsg(&ev))
+	return &ev
+}
+
+func TestWatch(t *testing.T) {
+	clock := newFakeClock()
+	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond))
+	early := newFakePeer(t)
+	inject(t, s, "room", early)
+	inject(t, s, "elsewhere", newFakePeer(t))
+
+	wh := newTestHost(t)
+	connect(t, wh, sh)
+	w := openWatch(t, wh, sh, "room")
+	ev := w.next()
+	require.Equal(t, pb.WatchEvent_REGISTERED, ev.GetKind())
+	require.Equal(t, "room", ev.GetRegistration().GetNs())
+	require.Equal(t, uint64(DefaultTTL/time.Second), ev.GetRegistration().GetTtl())
+	require.Equal(t, []peer.ID{early.id}, peersOf(t, &pb.Message_DiscoverResponse{Registrations: []*pb.Message_Register{ev.Registration}}))
+	require.Equal(t, pb.WatchEvent_SYNCED, w.next().GetKind())
+
+	// Arrival over the wire.
+	a := newTestHost(t)
+	connect(t, a, sh)
+	ra := openRaw(t, a, sh.ID(), ProtocolID)
+	require.Equal(t, pb.Message_OK, ra.register("room", signedRecord(t, a), 300).GetStatus())
+	ev = w.next()
+	require.Equal(t, pb.WatchEvent_REGISTERED, ev.GetKind())
+	require.Equal(t, uint64(300), ev.GetRegistration().GetTtl())
+	require.Equal(t, signedRecord(t, a)[:0], ev.GetRegistration().GetSignedPeerRecord()[:0])
+
+	// Departure by unregister.
+	ra.unregister("room")
+	ev = w.next()
+	require.Equal(t, pb.WatchEvent_UNREGISTERED, ev.GetKind())
+	require.Equal(t, "room", ev.GetNs())
+	got, err := peer.IDFromBytes(ev.GetPeer())
+	require.NoError(t, err)
+	require.Equal(t, a.ID(), got)
+
+	// Departure by disconnect.
+	require.Equal(t, pb.Message_OK, ra.register("room", signedRecord(t, a), 0).GetStatus())
+	require.Equal(t, pb.WatchEvent_REGISTERED, w.next().GetKind())
+	require.NoError(t, a.Network().ClosePeer(sh.ID()))
+	ev = w.next()
+	require.Equal(t, pb.WatchEvent_UNREGISTERED, ev.GetKind())
+	got, _ = peer.IDFromBytes(ev.GetPeer())
+	require.Equal(t, a.ID(), got)
+
+	// Departure by expiry.
+	clock.Advance(DefaultTTL + time.Second)
+	s.st.sweep(clock.Now().UnixNano())
+	ev = w.next()
+	require.Equal(t, pb.WatchEvent_UNREGISTERED, ev.GetKind())
+	got, _ = peer.IDFromBytes(ev.GetPeer())
+	require.Equal(t, early.id, got)
+
+	// The client leaving ends the subscription on the server.
+	require.Equal(t, 1, s.st.watchCount())
+	w.s.Reset()
+	require.Eventually(t, func() bool { return s.st.watchCount() == 0 }, 5*time.Second, 5*time.Millisecond)
+}
+
+func TestWatchRefused(t *testing.T) {
+	lim := DefaultLimits()
+	lim.MaxWatchesPerPeer = 2
+	lim.MaxWatches = 3
+	s, sh := startServer(t, WithLimits(lim))
+	a, b := newTestHost(t), newTestHost(t)
+	connect(t, a, sh)
+	connect(t, b, sh)
+
+	for _, ns := range []string{"", string(make([]byte, 256)), "\xff"} {
+		ev := openWatch(t, a, sh, ns).next()
+		require.Equal(t, pb.WatchEvent_ERROR, ev.GetKind())
+		require.Equal(t, pb.Message_E_INVALID_NAMESPACE, ev.GetStatus())
+		require.NotEmpty(t, ev.GetStatusText())
+	}
+
+	for range 2 {
+		require.Equal(t, pb.WatchEvent_SYNCED, openWatch(t, a, sh, "room").next().GetKind())
+	}
+	ev := openWatch(t, a, sh, "room").next()
+	require.Equal(t, pb.WatchEvent_ERROR, ev.GetKind())
+	require.Equal(t, pb.Message_E_UNAVAILABLE, ev.GetStatus(), "per-peer cap")
+
+	require.Equal(t, pb.WatchEvent_SYNCED, openWatch(t, b, sh, "room").next().GetKind())
+	ev = openWatch(t, b, sh, "room").next()
+	require.Equal(t, pb.Message_E_UNAVAILABLE, ev.GetStatus(), "total cap")
+	require.Equal(t, 3, s.st.watchCount())
+}
+
+// TestWatchSlowSubscriber: a subscriber whose queue overflows is dropped;
+// registration never waits for it.
+func TestWatchSlowSubscriber(t *testing.T) {
+	st := newStore(0, nil)
+	lim := DefaultLimits()
+	slow := &subscriber{ns: "room", events: make(chan []byte, 2), overflow: make(chan struct{})}
+	fast := &subscriber{ns: "room", events: make(chan []byte, 100), overflow: make(chan struct{})}
+	_, status, _ := st.subscribe(slow, 0, &lim)
+	require.Equal(t, StatusOK, status)
+	_, status, _ = st.subscribe(fast, 0, &lim)
+	require.Equal(t, StatusOK, status)
+	for _, p := range fakePeers(t, 5) {
+		require.Equal(t, StatusOK, st.register(p.id, "room", p.rec, int64(time.Hour), 0, false, &lim).status)
+	}
+	select {
+	case <-slow.overflow:
+	default:
+		t.Fatal("slow subscriber not marked")
+	}
+	require.Len(t, slow.events, 2)
+	require.Len(t, fast.events, 5)
+}
+
+// TestWatchSlowSubscriberReset: over the wire, the server resets a watch
+// stream whose reader does not keep up, and keeps serving.
+func TestWatchSlowSubscriberReset(t *testing.T) {
+	lim := DefaultLimits()
+	lim.WatchQueue = 1
+	s, sh := startServer(t, WithLimits(lim))
+	wh := newTestHost(t)
+	connect(t, wh, sh)
+	w := openWatch(t, wh, sh, "room")
+	require.Equal(t, pb.WatchEvent_SYNCED, w.next().GetKind())
+	// Without reading, flood events until the server gives up on us.
+	require.Eventually(t, func() bool {
+		inject(t, s, "room", fakePeers(t, 20)...)
+		return s.st.watchCount() == 0
+	}, 20*time.Second, time.Millisecond)
+	require.Equal(t, pb.Message_OK, openRaw(t, wh, sh.ID(), ProtocolID).discover("room", 0, nil).GetStatus())
+}
