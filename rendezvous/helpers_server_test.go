@@ -173,3 +173,12 @@ var ioEOF = io.EOF
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 type hostLike = host.Host
+
+// newUnmanagedHost is newTestHost without per-test cleanup, for fuzz
+// targets that share hosts across iterations.
+func newUnmanagedHost(t testing.TB) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	require.NoError(t, err)
+	return h
+}
