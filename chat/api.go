@@ -56,7 +56,7 @@ func (n *Node) Send(ctx context.Context, nick, text string) (Message, error) {
 	n.mu.Unlock()
 	n.ev.emit(EventSent{ID: m.ID, To: nick})
 	if cs := n.bestStream(p); cs != nil {
-		n.spawn(func() { _ = cs.write(messageFrame(m)) })
+		cs.kick()
 	} else {
 		n.connect(p, false)
 	}

@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -255,4 +256,49 @@ func TestHistoryAfterRestart(t *testing.T) {
 	require.Equal(t, "always", last[0].Text)
 	_, err = n.History("stranger", 0)
 	require.True(t, errors.Is(err, ErrUnknownNick))
+}
+
+func TestManyMessagesInOrder(t *testing.T) {
+	r := newRendezvous(t)
+	alice := newNode(t, r, "alice", "")
+	bob := newNode(t, r, "bob", "")
+	const count = 50
+	var last Message
+	for i := range count {
+		last = send(t, alice, "bob", fmt.Sprintf("msg %02d", i))
+	}
+	alice.rec.wait(t, 10*time.Second, isDelivered(last.ID))
+	bob.rec.wait(t, 10*time.Second, isMessage(fmt.Sprintf("msg %02d", count-1)))
+	var got []string
+	for _, e := range bob.rec.all() {
+		if m, ok := e.(EventMessage); ok {
+			got = append(got, m.Message.Text)
+		}
+	}
+	require.Len(t, got, count)
+	for i, text := range got {
+		require.Equal(t, fmt.Sprintf("msg %02d", i), text)
+	}
+}
+
+// A peer killed without unregistering goes offline, messages to it stay
+// pending, and it gets them exactly once after it restarts.
+func TestKilledPeerRestartsAndGetsOutbox(t *testing.T) {
+	r := newRendezvous(t)
+	alice := newNode(t, r, "alice", "")
+	bobDir := t.TempDir()
+	bob := newNode(t, r, "bob", bobDir)
+	m := send(t, alice, "bob", "first")
+	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+
+	require.NoError(t, bob.h.Close()) // the process dies: no unregister
+	alice.rec.wait(t, 5*time.Second, isPresence("bob", false))
+	bob.Close() // release the database as the dead process would
+	pend := send(t, alice, "bob", "while dead")
+
+	bob = newNode(t, r, "bob", bobDir)
+	bob.rec.wait(t, 15*time.Second, isMessage("while dead"))
+	alice.rec.wait(t, 10*time.Second, isDelivered(pend.ID))
+	require.Equal(t, 1, bob.rec.count(func(e Event) bool { _, ok := e.(EventMessage); return ok }))
+	require.Equal(t, 1, alice.rec.count(isDelivered(pend.ID)))
 }

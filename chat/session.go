@@ -69,6 +69,9 @@ type chatStream struct {
 	wmu sync.Mutex
 	w   pbio.Writer
 
+	kickw chan struct{} // wakes the message writer
+	done  chan struct{} // closed when the stream has ended
+
 	lastRecv  atomic.Int64 // unix nanos of the last frame received
 	lastPing  atomic.Int64 // unix nanos of the last ping sent
 	pingNonce atomic.Uint64
@@ -82,6 +85,8 @@ func newChatStream(s network.Stream, outgoing bool) *chatStream {
 		limited:  s.Conn().Stat().Limited,
 		outgoing: outgoing,
 		w:        pbio.NewDelimitedWriter(s),
+		kickw:    make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
 	cs.lastRecv.Store(time.Now().UnixNano())
 	return cs
@@ -185,6 +190,7 @@ func (n *Node) openStream(p peer.ID) error {
 // runStream runs one chat stream to its end: Hello both ways, then frames
 // until EOF, an error, an invalid frame or a liveness timeout.
 func (n *Node) runStream(cs *chatStream) {
+	defer close(cs.done)
 	p := cs.peer
 	log := n.log.With("peer", p, "outgoing", cs.outgoing)
 	r := newFrameReader(cs.s)
@@ -219,7 +225,8 @@ func (n *Node) runStream(cs *chatStream) {
 		cs.s.Reset()
 		return
 	}
-	n.flushOutbox(cs)
+	cs.kick()
+	n.spawn(func() { n.messageWriter(cs) })
 
 	for {
 		f, err := r.next()
@@ -316,18 +323,45 @@ func (n *Node) bestStream(p peer.ID) *chatStream {
 	return best
 }
 
-// flushOutbox (re)sends p's pending messages on cs, oldest first. The
-// receiver deduplicates, so a resend never shows twice.
-func (n *Node) flushOutbox(cs *chatStream) {
-	msgs, err := n.db.pending(cs.peer)
-	if err != nil {
-		n.log.Warn("read outbox", "peer", cs.peer, "err", err)
-		return
+// kick wakes the stream's message writer.
+func (cs *chatStream) kick() {
+	select {
+	case cs.kickw <- struct{}{}:
+	default:
 	}
-	for _, m := range msgs {
-		if err := cs.write(messageFrame(m)); err != nil {
+}
+
+// messageWriter sends the peer's outbox on cs, oldest first: everything
+// pending when the stream comes up (a resend after a reconnect; the
+// receiver deduplicates), then each new message when Send kicks it. One
+// writer per stream keeps messages in order.
+func (n *Node) messageWriter(cs *chatStream) {
+	sent := map[string]struct{}{}
+	for {
+		select {
+		case <-cs.kickw:
+		case <-cs.done:
+			return
+		case <-n.ctx.Done():
 			return
 		}
+		msgs, err := n.db.pending(cs.peer)
+		if err != nil {
+			n.log.Warn("read outbox", "peer", cs.peer, "err", err)
+			continue
+		}
+		still := make(map[string]struct{}, len(msgs))
+		for _, m := range msgs {
+			still[m.ID] = struct{}{}
+			if _, ok := sent[m.ID]; ok {
+				continue
+			}
+			if err := cs.write(messageFrame(m)); err != nil {
+				return // the stream is reset; the next one resends
+			}
+			sent[m.ID] = struct{}{}
+		}
+		sent = still // forget acknowledged IDs
 	}
 }
 

@@ -1,0 +1,148 @@
+package chat
+
+import (
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEventQueueNeverBlocksAndDropsOldest(t *testing.T) {
+	q := newEventQueue(slog.New(slog.DiscardHandler))
+	total := maxQueuedEvents + EventBuffer + 500
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range total {
+			q.emit(EventSent{ID: fmt.Sprint(i)})
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("emit blocked without a consumer")
+	}
+	// Read until the newest event, then close.
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != fmt.Sprint(total-1) {
+		got = append(got, (<-q.out).(EventSent).ID)
+	}
+	q.close()
+	_, open := <-q.out
+	require.False(t, open, "closed after close")
+	q.mu.Lock()
+	dropped := q.dropped
+	q.mu.Unlock()
+	require.NotZero(t, dropped)
+	require.Equal(t, fmt.Sprint(total-1), got[len(got)-1], "the newest event survives")
+	for i := 1; i < len(got); i++ {
+		var a, b int
+		fmt.Sscan(got[i-1], &a)
+		fmt.Sscan(got[i], &b)
+		require.Less(t, a, b, "order kept")
+	}
+}
+
+func TestStoreSeenIsBoundedAndDeduplicates(t *testing.T) {
+	s, err := openStore(filepath.Join(t.TempDir(), DBFileName), 3)
+	require.NoError(t, err)
+	defer s.close()
+	p := randPeer(t)
+	ids := make([]string, 5)
+	for i := range ids {
+		ids[i], err = newID()
+		require.NoError(t, err)
+		dup, err := s.addIncoming(Message{ID: ids[i], Peer: p, Text: "m", Time: time.Now()})
+		require.NoError(t, err)
+		require.False(t, dup)
+	}
+	// The newest three are remembered (checking them changes nothing)...
+	for i := 4; i >= 2; i-- {
+		dup, err := s.addIncoming(Message{ID: ids[i], Peer: p, Text: "m", Time: time.Now()})
+		require.NoError(t, err)
+		require.True(t, dup, "id %d", i)
+	}
+	// ...the oldest is forgotten.
+	dup, err := s.addIncoming(Message{ID: ids[0], Peer: p, Text: "m", Time: time.Now()})
+	require.NoError(t, err)
+	require.False(t, dup)
+	// Other peers have their own sets.
+	dup, err = s.addIncoming(Message{ID: ids[4], Peer: randPeer(t), Text: "m", Time: time.Now()})
+	require.NoError(t, err)
+	require.False(t, dup)
+}
+
+func TestStorePinAndOutbox(t *testing.T) {
+	path := filepath.Join(t.TempDir(), DBFileName)
+	s, err := openStore(path, 10)
+	require.NoError(t, err)
+	a, b := randPeer(t), randPeer(t)
+	got, err := s.pin("bob", a, nil, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, a, got)
+	got, err = s.pin("bob", b, nil, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, a, got, "a pin is never replaced")
+
+	id, _ := newID()
+	require.NoError(t, s.addOutgoing(Message{ID: id, Peer: a, To: "bob", Text: "x", Outgoing: true}))
+	pp, err := s.pendingPeers()
+	require.NoError(t, err)
+	require.Equal(t, map[peer.ID]int{a: 1}, pp)
+	raw, _ := parseID(id)
+	_, ok, err := s.ack(b, raw)
+	require.NoError(t, err)
+	require.False(t, ok, "another peer cannot ack it")
+	require.NoError(t, s.close())
+
+	// Reopen: the pin and the pending message survive.
+	s, err = openStore(path, 10)
+	require.NoError(t, err)
+	defer s.close()
+	c, ok, err := s.contact("bob")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, a, c.Peer)
+	m, ok, err := s.ack(a, raw)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, StatusDelivered, m.Status)
+	_, ok, err = s.ack(a, raw)
+	require.NoError(t, err)
+	require.False(t, ok, "a second ack changes nothing")
+	pending, err := s.pending(a)
+	require.NoError(t, err)
+	require.Empty(t, pending)
+}
+
+func TestOpenStoreInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), DBFileName)
+	s, err := openStore(path, 10)
+	require.NoError(t, err)
+	defer s.close()
+	_, err = openStore(path, 10)
+	require.ErrorContains(t, err, "in use")
+}
+
+func TestValidNames(t *testing.T) {
+	for _, ok := range []string{"alice", "Bob_2", "élodie", "a.b-c"} {
+		require.True(t, ValidNick(ok), ok)
+	}
+	for _, bad := range []string{"", "a b", "a/b", "a\x00", string(make([]byte, MaxNickLen+1)), "\xff"} {
+		require.False(t, ValidNick(bad), "%q", bad)
+	}
+}
+
+func randPeer(t *testing.T) peer.ID {
+	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
+	require.NoError(t, err)
+	id, err := peer.IDFromPublicKey(pub)
+	require.NoError(t, err)
+	return id
+}
