@@ -396,18 +396,8 @@ func (s *Server) register(remote peer.ID, r *pb.Message_Register) *pb.Message_Re
 	exclusive := s.cfg.exclusivePrefix != "" && strings.HasPrefix(ns, s.cfg.exclusivePrefix)
 	res := s.st.register(remote, ns, r.GetSignedPeerRecord(), int64(ttl)*int64(time.Second), now.UnixNano(), exclusive, &s.lim)
 	if res.status != StatusOK {
-		reason := map[Status]string{
-			StatusInternalError: rejectStore,
-			StatusUnavailable:   rejectTotalCap,
-		}[res.status]
-		if res.status == StatusNotAuthorized {
-			reason = rejectPeerCap
-			if exclusive && strings.Contains(res.text, "exclusive") {
-				reason = rejectExclusive
-			}
-		}
 		s.log.Debug("registration refused", "peer", remote, "ns", ns, "status", res.status, "err", res.text)
-		return s.reject(reason, res.status, res.text)
+		return s.reject(res.reason, res.status, res.text)
 	}
 	s.log.Debug("registered", "peer", remote, "ns", ns, "ttl", ttl)
 	return &pb.Message_RegisterResponse{Status: StatusOK.Enum(), Ttl: proto.Uint64(ttl)}
@@ -536,8 +526,8 @@ func (s *Server) graceOver(p peer.ID) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
-	if s.h.Network().Connectedness(p) == network.Connected {
-		return
+	if s.h.Network().Connectedness(p) != network.NotConnected {
+		return // came back (possibly only through a relay)
 	}
 	s.dropPeer(p)
 }

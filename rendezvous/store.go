@@ -160,6 +160,7 @@ func (st *regStore) remove(e *regEntry, reason string) {
 type registerResult struct {
 	status Status
 	text   string
+	reason string // rejection reason for metrics; "" when OK
 }
 
 // register adds or replaces the registration of p under ns. exclusive marks
@@ -169,7 +170,7 @@ func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int
 	defer st.mu.Unlock()
 
 	if st.persist != nil && st.persist.failing() {
-		return registerResult{StatusInternalError, "the registration store cannot write to disk"}
+		return registerResult{StatusInternalError, "the registration store cannot write to disk", rejectStore}
 	}
 
 	if exclusive {
@@ -183,7 +184,7 @@ func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int
 					stale = append(stale, e)
 					continue
 				}
-				return registerResult{StatusNotAuthorized, "namespace is exclusive and held by another peer"}
+				return registerResult{StatusNotAuthorized, "namespace is exclusive and held by another peer", rejectExclusive}
 			}
 			for _, e := range stale {
 				st.remove(e, reasonExpired)
@@ -203,11 +204,11 @@ func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int
 			}
 			mine = st.byPeer[p]
 			if len(mine) >= lim.MaxRegistrationsPerPeer {
-				return registerResult{StatusNotAuthorized, "too many registrations for this peer"}
+				return registerResult{StatusNotAuthorized, "too many registrations for this peer", rejectPeerCap}
 			}
 		}
 		if st.count >= lim.MaxRegistrations {
-			return registerResult{StatusUnavailable, "server is full, try again later"}
+			return registerResult{StatusUnavailable, "server is full, try again later", rejectTotalCap}
 		}
 	}
 	// Share the record bytes with the peer's other registrations when equal:
