@@ -65,6 +65,9 @@ type result struct {
 	FirstError  string  `json:"first_error,omitempty"`
 	ServerCPUUS float64 `json:"server_cpu_us_per_op,omitempty"`
 	ServerRSS   int64   `json:"server_rss_bytes,omitempty"`
+	// ClientCPUUS is the load generator's own CPU per operation (this
+	// process: clients, and for chat rows also the in-process nodes).
+	ClientCPUUS float64 `json:"client_cpu_us_per_op,omitempty"`
 	Baseline    string  `json:"baseline,omitempty"`
 	RatioOf     string  `json:"ratio_of,omitempty"` // ops/s, p50, p99
 	Ratio       float64 `json:"ratio,omitempty"`    // this / baseline
@@ -74,15 +77,24 @@ type result struct {
 
 // memResult is one memory figure of the daemon.
 type memResult struct {
-	Name      string  `json:"name"`
-	Count     int     `json:"count"` // connections or registrations
-	RSSBytes  int64   `json:"rss_bytes"`
-	PerItem   float64 `json:"bytes_per_item"`
-	Held      int     `json:"answered,omitempty"` // connections that answered a DISCOVER at the end
-	Target    string  `json:"target,omitempty"`
-	Pass      *bool   `json:"pass,omitempty"`
-	Note      string  `json:"note,omitempty"`
-	Available bool    `json:"available"`
+	Name     string  `json:"name"`
+	Count    int     `json:"count"` // connections or registrations
+	RSSBytes int64   `json:"rss_bytes"`
+	PerItem  float64 `json:"bytes_per_item"`
+	Held     int     `json:"answered,omitempty"` // connections that answered a request after the step
+	Server   string  `json:"server"`             // rendezvous or libp2p-echo
+	// From the daemon's Go collector, when it serves metrics: goroutines
+	// and heap/stack bytes per item over the idle daemon.
+	Go            *goStats `json:"go,omitempty"`
+	GoroutinesPer float64  `json:"goroutines_per_item,omitempty"`
+	HeapPerItem   float64  `json:"heap_bytes_per_item,omitempty"`
+	StackPerItem  float64  `json:"stack_bytes_per_item,omitempty"`
+	Baseline      string   `json:"baseline,omitempty"`
+	Ratio         float64  `json:"ratio,omitempty"` // bytes per item / the baseline's
+	Target        string   `json:"target,omitempty"`
+	Pass          *bool    `json:"pass,omitempty"`
+	Note          string   `json:"note,omitempty"`
+	Available     bool     `json:"available"`
 }
 
 // report is the whole run, as -json prints it.
@@ -227,10 +239,18 @@ func (b *bench) nick(i int) string { return nickNS(b.runTag, i) }
 
 // measure runs spec against srv and turns it into a row.
 func (b *bench) measure(ctx context.Context, group, name string, srv *server, spec loadSpec) result {
-	var before, after procSample
+	var before, after, selfB, selfA procSample
 	var okB, okA bool
-	spec.OnStart = func() { before, okB = srv.sample() }
-	spec.OnEnd = func() { after, okA = srv.sample() }
+	var errB, errA error
+	self := os.Getpid()
+	spec.OnStart = func() {
+		before, okB = srv.sample()
+		selfB, errB = readProc(self)
+	}
+	spec.OnEnd = func() {
+		after, okA = srv.sample()
+		selfA, errA = readProc(self)
+	}
 	lr := runLoad(ctx, spec)
 	r := result{
 		Group: group, Name: name, Mode: "closed loop", Clients: lr.Clients,
@@ -244,6 +264,9 @@ func (b *bench) measure(ctx context.Context, group, name string, srv *server, sp
 	if okB && okA && lr.Ops > 0 {
 		r.ServerCPUUS = (after.CPUSeconds - before.CPUSeconds) / float64(lr.Ops) * 1e6
 		r.ServerRSS = after.RSSBytes
+	}
+	if errA == nil && errB == nil && lr.Ops > 0 {
+		r.ClientCPUUS = (selfA.CPUSeconds - selfB.CPUSeconds) / float64(lr.Ops) * 1e6
 	}
 	b.logf("%-10s %-28s %-14s %8.0f ops/s  p50 %.3f ms  p99 %.3f ms  errors %d %s",
 		group, name, r.Mode, r.OpsPerSec, r.P50, r.P99, r.Errors, r.FirstError)

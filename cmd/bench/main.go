@@ -45,6 +45,16 @@ func main() {
 	}
 }
 
+// explainNotes say how to read the table.
+var explainNotes = []string{
+	"closed loop: every client sends its next request as soon as the answer to the previous one arrives; ops/s is the capacity, and latency there is mostly queueing (clients ÷ ops/s)",
+	"paced: the clients together offer the given rate at even intervals (open loop); latency counts from the scheduled send time, so a stall is not hidden",
+	"srv CPU µs/op is the measured process's user+system CPU over the window from /proc; client CPU µs/op is this process's (clients, and for chat rows the two in-process chat nodes)",
+	"REGISTER re-registers the client's own nick with its signed peer record, which the server checks every time; DISCOVER looks up a random other client's nick (one registration back)",
+	"chat rows use two in-process chat.Nodes with their data in $TMPDIR (fsync'd bbolt); the echo baselines run on the very connection the chat uses",
+	"memory: RSS of the server process over its idle RSS, per connection (each with one open stream that answered a request) and per registration",
+}
+
 var allPhases = []string{"baseline", "rendezvous", "capacity", "chat"}
 
 func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
@@ -166,12 +176,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		b.runRendezvous(ctx)
 	}
 	if cfg.phase("capacity") && ctx.Err() == nil {
+		if cfg.phase("baseline") {
+			b.runCapacityBaseline(ctx)
+		}
 		b.runCapacity(ctx)
 	}
 	if cfg.phase("chat") && ctx.Err() == nil {
 		b.runChat(ctx)
 	}
 	b.evaluate()
+	b.rep.Notes = append(b.rep.Notes, explainNotes...)
 	if jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

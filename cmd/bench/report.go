@@ -97,23 +97,23 @@ func writeTable(w io.Writer, rep *report) {
 		rep.Sizes.DiscoverReq, rep.Sizes.DiscoverResp, rep.Sizes.RegisterReq, rep.Sizes.RegisterResp)
 	if len(rep.Results) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "group\tmeasurement\tmode\tclients\tops/s\tp50 ms\tp99 ms\tmax ms\tsrv CPU µs/op\tvs baseline\ttarget\t\t")
+		fmt.Fprintln(tw, "group\tmeasurement\tmode\tclients\tops/s\tp50 ms\tp99 ms\tmax ms\tsrv CPU µs/op\tclient CPU µs/op\tvs baseline\ttarget\t\t")
 		for _, r := range rep.Results {
 			vs := ""
 			if r.Baseline != "" && r.Ratio > 0 {
 				vs = fmt.Sprintf("%.2f× %s of %s", r.Ratio, r.RatioOf, r.Baseline)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 				r.Group, r.Name, r.Mode, r.Clients, num(r.OpsPerSec, "%.0f"),
 				num(r.P50, "%.3f"), num(r.P99, "%.3f"), num(r.Max, "%.3f"),
-				num(r.ServerCPUUS, "%.1f"), vs, r.Target, verdict(r.Pass))
+				num(r.ServerCPUUS, "%.1f"), num(r.ClientCPUUS, "%.1f"), vs, r.Target, verdict(r.Pass))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
 	if len(rep.Memory) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "daemon memory\tcount\tanswered\tRSS MiB\tKiB each\ttarget\t\t")
+		fmt.Fprintln(tw, "memory\tserver\tcount\tanswered\tRSS MiB\tKiB each\tvs baseline\ttarget\t\theap KiB each\tstack KiB each\tgoroutines each\t")
 		for _, m := range rep.Memory {
 			rss, each := "n/a", "n/a"
 			if m.Available {
@@ -124,7 +124,17 @@ func writeTable(w io.Writer, rep *report) {
 			if m.Held > 0 {
 				held = fmt.Sprint(m.Held)
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", m.Name, m.Count, held, rss, each, m.Target, verdict(m.Pass))
+			vs := ""
+			if m.Baseline != "" {
+				vs = fmt.Sprintf("%.2f× %s", m.Ratio, m.Baseline)
+			}
+			heap, stack, gor := "", "", ""
+			if m.Go != nil {
+				heap = fmt.Sprintf("%.1f", m.HeapPerItem/1024)
+				stack = fmt.Sprintf("%.1f", m.StackPerItem/1024)
+				gor = fmt.Sprintf("%.2f", m.GoroutinesPer)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.Name, m.Server, m.Count, held, rss, each, vs, m.Target, verdict(m.Pass), heap, stack, gor)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)

@@ -156,13 +156,16 @@ func (b *bench) runRendezvous(ctx context.Context) {
 		{"DISCOVER", 0, 0},
 		{"REGISTER", 1, 0},
 		{"mix " + n, b.cfg.Mix, 0},
-		{"mix " + n, b.cfg.Mix, b.cfg.Rate},
+	}
+	if b.cfg.Rate > 0 {
+		rows = append(rows, struct {
+			name string
+			mix  float64
+			rate float64
+		}{"mix " + n, b.cfg.Mix, b.cfg.Rate})
 	}
 	for _, r := range rows {
 		if r.rate == 0 && r.mix > 0 && r.mix < 1 && b.cfg.Short {
-			continue
-		}
-		if r.rate > 0 && b.cfg.Rate <= 0 {
 			continue
 		}
 		b.measure(ctx, "rendezvous", r.name, srv, b.spec(b.rvOps(cs, r.mix), r.rate))
@@ -182,11 +185,12 @@ func (b *bench) runCapacity(ctx context.Context) {
 	}
 	defer srv.Close()
 	base, haveProc := srv.sample()
+	goBase, goErr := b.goStats(ctx, srv)
 	if !haveProc {
 		b.rep.Notes = append(b.rep.Notes, "daemon memory not available: pass -daemon-pid with -addr, or let the tool start the daemon")
 	}
 	b.rep.Memory = append(b.rep.Memory, memResult{
-		Name: "daemon idle", RSSBytes: base.RSSBytes, Available: haveProc,
+		Name: "idle", Server: "rendezvous", RSSBytes: base.RSSBytes, Available: haveProc,
 	})
 	var all []*rvClient
 	defer func() { closeRV(all) }()
@@ -213,12 +217,22 @@ func (b *bench) runCapacity(ctx context.Context) {
 		}
 		s, _ := srv.sample()
 		m := memResult{
-			Name: "connected clients", Count: len(all), RSSBytes: s.RSSBytes, Held: held, Available: haveProc,
+			Name: "connected clients", Server: "rendezvous", Count: len(all), RSSBytes: s.RSSBytes, Held: held, Available: haveProc,
 			Target: "< 64 KiB/conn",
 		}
 		if haveProc {
 			m.PerItem = float64(s.RSSBytes-base.RSSBytes) / float64(len(all))
 			m.Pass = boolp(m.PerItem < 64<<10 && held == len(all))
+			if goErr == nil {
+				if g, err := b.goStats(ctx, srv); err == nil {
+					m.setGo(g, goBase, len(all))
+				}
+			}
+			for _, bm := range b.rep.Memory {
+				if bm.Server == "libp2p-echo" && bm.Count == m.Count && bm.PerItem > 0 {
+					m.Baseline, m.Ratio = "libp2p-echo", m.PerItem/bm.PerItem
+				}
+			}
 		}
 		b.rep.Memory = append(b.rep.Memory, m)
 		b.logf("capacity: %d connections answered %d, daemon RSS %.1f MiB", len(all), held, float64(s.RSSBytes)/(1<<20))
@@ -227,15 +241,92 @@ func (b *bench) runCapacity(ctx context.Context) {
 		return
 	}
 	before, _ := srv.sample()
+	goBefore, goErr := b.goStats(ctx, srv)
 	ok, err := each(all, b.cfg.DialPar, func(_ int, c *rvClient) error { return c.register() })
 	if err != nil {
 		b.fail("capacity registrations", err)
 	}
 	s, _ := srv.sample()
-	m := memResult{Name: "registrations", Count: ok, RSSBytes: s.RSSBytes, Available: haveProc,
+	m := memResult{Name: "registrations", Server: "rendezvous", Count: ok, RSSBytes: s.RSSBytes, Available: haveProc,
 		Note: "one per connected client, on top of the connections"}
 	if haveProc && ok > 0 {
 		m.PerItem = float64(s.RSSBytes-before.RSSBytes) / float64(ok)
 	}
+	if goErr == nil && ok > 0 {
+		if g, err := b.goStats(ctx, srv); err == nil {
+			m.setGo(g, goBefore, ok)
+		}
+	}
 	b.rep.Memory = append(b.rep.Memory, m)
+}
+
+// runCapacityBaseline holds the same connection counts on the plain libp2p
+// echo host (one open echo stream each), for the memory baseline.
+func (b *bench) runCapacityBaseline(ctx context.Context) {
+	srv, err := startChild(ctx, "libp2p")
+	if err != nil {
+		b.fail("libp2p echo server", err)
+		return
+	}
+	defer srv.Close()
+	base, haveProc := srv.sample()
+	b.rep.Memory = append(b.rep.Memory, memResult{Name: "idle", Server: "libp2p-echo", RSSBytes: base.RSSBytes, Available: haveProc})
+	var conns []*liteConn
+	var clients []*echoClient
+	defer func() { closeAll(conns) }()
+	for _, step := range b.cfg.Capacity {
+		if step <= len(conns) {
+			continue
+		}
+		b.logf("capacity baseline: connecting up to %d clients", step)
+		more, streams, err := connectLite(ctx, srv, step-len(conns), b.cfg.DialPar, b.cfg.RecordAddrs, EchoProtocolID)
+		if err != nil {
+			b.fail(fmt.Sprintf("baseline capacity at %d connections", step), err)
+			return
+		}
+		conns = append(conns, more...)
+		for _, s := range streams {
+			clients = append(clients, newEchoClient(s, b.rep.Sizes.DiscoverReq, b.rep.Sizes.DiscoverResp))
+		}
+		var held atomic.Int64
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(b.cfg.DialPar, len(clients)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= len(clients) {
+						return
+					}
+					if clients[i].do() == nil {
+						held.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		s, _ := srv.sample()
+		m := memResult{Name: "connected clients", Server: "libp2p-echo", Count: len(conns), RSSBytes: s.RSSBytes,
+			Held: int(held.Load()), Available: haveProc}
+		if haveProc {
+			m.PerItem = float64(s.RSSBytes-base.RSSBytes) / float64(len(conns))
+		}
+		b.rep.Memory = append(b.rep.Memory, m)
+	}
+}
+
+func (b *bench) goStats(ctx context.Context, srv *server) (goStats, error) {
+	if srv.Metrics == "" {
+		return goStats{}, errors.New("no metrics endpoint")
+	}
+	return scrapeGoStats(ctx, srv.Metrics)
+}
+
+func (m *memResult) setGo(now, base goStats, n int) {
+	m.Go = &now
+	m.GoroutinesPer = float64(now.Goroutines-base.Goroutines) / float64(n)
+	m.HeapPerItem = float64(now.HeapInuse-base.HeapInuse) / float64(n)
+	m.StackPerItem = float64(now.StackInuse-base.StackInuse) / float64(n)
 }

@@ -33,6 +33,7 @@ type server struct {
 	ID       peer.ID // empty for plain TCP
 	PID      int     // 0 when unknown (remote daemon): no /proc figures
 	Addr     multiaddr.Multiaddr
+	Metrics  string // host:port of the daemon's /metrics, if any
 
 	stop func() error
 }
@@ -200,7 +201,12 @@ func buildDaemon(ctx context.Context, dir string) (string, error) {
 // startDaemon runs the rendezvous daemon on loopback with limits opened up
 // for load, and waits for its "listening" and "ready" log records.
 func startDaemon(ctx context.Context, bin, dataDir string, extra []string, logTo io.Writer) (*server, error) {
+	metrics, err := freeLoopbackPort()
+	if err != nil {
+		return nil, err
+	}
 	args := []string{
+		"-metrics", metrics,
 		"-listen", "/ip4/127.0.0.1/tcp/0",
 		"-data-dir", dataDir,
 		"-log-format", "json",
@@ -244,7 +250,7 @@ func startDaemon(ctx context.Context, bin, dataDir string, extra []string, logTo
 		stop()
 		return nil, err
 	}
-	return &server{Name: "rendezvous", HostPort: hp, ID: id, PID: cmd.Process.Pid, Addr: addr, stop: stop}, nil
+	return &server{Name: "rendezvous", HostPort: hp, ID: id, PID: cmd.Process.Pid, Addr: addr, Metrics: metrics, stop: stop}, nil
 }
 
 // daemonLoadArgs lift the daemon's per-peer rate limit and caps so the
