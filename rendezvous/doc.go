@@ -1,0 +1,125 @@
+// Package rendezvous implements the libp2p rendezvous protocol
+// (/rendezvous/1.0.0, spec r3): a server that maps namespaces to the signed
+// peer records of the peers registered under them, and a client that
+// registers, discovers and watches across several such servers.
+//
+// # Wire format
+//
+// Every message on a stream is an unsigned-varint length prefix followed by
+// a protobuf (proto2) Message from pb/rendezvous.proto, whose field numbers
+// are the spec's. A length prefix above MaxMessageSize (1 MiB) ends the
+// stream before anything is allocated for it. proto2 means every field that
+// is set is written, even when zero: the server always writes `type` and
+// `status`, which Rust and Nim peers depend on.
+//
+// A client opens a stream and sends requests one after another; the server
+// answers each in order and keeps the stream open until the client closes
+// its side (one request per stream works the same way). The requests are:
+//
+//   - REGISTER {ns, signedPeerRecord, ttl}: answered by REGISTER_RESPONSE
+//     {status, statusText, ttl}. ns is 1..255 bytes of UTF-8. ttl is in
+//     seconds; absent or 0 means 2 h, otherwise it must lie within the
+//     server's bounds (default 2 min .. 72 h) or the answer is
+//     E_INVALID_TTL. signedPeerRecord is a libp2p signed envelope (domain
+//     "libp2p-peer-record") holding a peer record; its signature must
+//     verify, the record's peer ID must match the signing key, and it must
+//     be the authenticated remote peer of the stream: a peer registers only
+//     itself (else E_INVALID_SIGNED_PEER_RECORD). Registering (peer, ns)
+//     again replaces the previous registration and restarts its TTL. The
+//     granted TTL is returned.
+//   - UNREGISTER {ns}: removes the sender's registration in ns. No response.
+//   - DISCOVER {ns, limit, cookie}: answered by DISCOVER_RESPONSE
+//     {registrations, cookie, status, statusText}. An absent (or empty) ns
+//     lists all namespaces. limit 0 or absent means the maximum (1000);
+//     larger values are clamped. Each registration carries its own ns and
+//     its remaining TTL (rounded up, so a live one never shows 0). An OK
+//     response always carries a cookie, and a page never exceeds
+//     MaxMessageSize: a page of large records may hold fewer than limit.
+//
+// Anything else (an undecodable frame, a message without a type, a response
+// type sent as a request, a truncated frame) resets that stream and is
+// logged at Debug; the server keeps serving everyone, including that peer.
+// Each request must arrive within the stream timeout (default 1 min) after
+// the previous answer, or the stream is reset.
+//
+// Status codes: OK, E_INVALID_NAMESPACE (empty, too long, not UTF-8),
+// E_INVALID_SIGNED_PEER_RECORD, E_INVALID_TTL, E_INVALID_COOKIE,
+// E_NOT_AUTHORIZED (an exclusive namespace held by another peer, or the
+// per-peer cap reached), E_INTERNAL_ERROR (the store cannot write to disk;
+// reads still work), E_UNAVAILABLE (the per-peer request rate exceeded, or
+// the server's total registration cap reached). Non-OK answers carry a
+// human-readable statusText.
+//
+// # Cookies
+//
+// The server numbers every registration with a sequence number that only
+// grows, and keeps each namespace's registrations ordered by it. A cookie is
+// 8 bytes of big-endian sequence number followed by the UTF-8 namespace it
+// was issued for (empty for a discover over all namespaces): the shape the
+// Rust client parses. DISCOVER returns the registrations numbered after the
+// cookie, and a cookie positioned after the last one returned. Paging with
+// the returned cookies therefore yields every registration exactly once, and
+// polling with the last cookie yields only registrations that are new or
+// were refreshed since. A cookie that is malformed, was issued for another
+// namespace, or lies beyond the server's current sequence number is answered
+// with E_INVALID_COOKIE. The sequence number is persisted (and starts no
+// lower than the clock in nanoseconds), so cookies stay valid across
+// restarts and never hide registrations made after one.
+//
+// # Limits
+//
+// Limits holds every bound; DefaultLimits gives: TTL 2 min .. 72 h, default
+// 2 h; namespace 1..255 bytes; 1000 registrations per peer (replacing one
+// does not count twice; the 1001st is E_NOT_AUTHORIZED); 500,000 in total
+// (then E_UNAVAILABLE); 1000 per DISCOVER; a token bucket per peer of 100
+// requests/s with a burst of 1500 (then E_UNAVAILABLE, while other peers
+// are served normally); signed records up to 16 KiB; a 1 min stream
+// timeout; 256 watches per peer and 100,000 in total.
+//
+// Expired registrations disappear from answers at once and are freed by a
+// sweeper that runs every 30 s and soon after a read skipped one.
+//
+// # Store
+//
+// Registrations live in an in-memory index: DISCOVER on an open stream
+// takes a read lock, binary-searches the namespace's sequence-ordered index
+// and writes the stored record bytes straight into a reused buffer, without
+// allocating. With WithDataDir, changes are written through to a bbolt file
+// (rendezvous.db) in small batches by a background writer; Close flushes
+// them. On start the server loads the live registrations, drops the expired
+// ones and restores the sequence number.
+//
+// # Extensions
+//
+// Unregister on disconnect (on by default): when the last connection of a
+// peer that holds registrations closes, its registrations are removed after
+// a grace period (WithDisconnectGrace, default 2 s) unless it reconnected in
+// the meantime. Registrations loaded from disk at start are subject to this
+// only once their peer connects again.
+//
+// Exclusive namespaces: under a prefix (WithExclusivePrefix, default
+// UserNamespacePrefix "p2p-messaging/user/") only one peer may be registered
+// in a namespace at a time. Another peer gets E_NOT_AUTHORIZED until the
+// holder unregisters, disconnects (after the grace period) or expires; the
+// holder may refresh freely. This binds a user name to a key while it is in
+// use.
+//
+// Watch, on its own protocol WatchProtocolID
+// (/p2p-messaging/rendezvous/watch/1.0.0), with the same framing: the client
+// sends one WatchRequest{ns} and then only reads. The server answers with a
+// WatchEvent REGISTERED (the registration with its ns and remaining TTL) for
+// every live registration in ns, one SYNCED, and then REGISTERED (new or
+// refreshed) and UNREGISTERED (peer ID in binary form; by unregister,
+// expiry, disconnect or replacement by the holder of an expired exclusive
+// name) as they happen, until either side closes. A refused request (bad ns,
+// watch caps reached, rate limit) gets one ERROR event with a status and the
+// stream is closed. Each subscriber has a bounded queue (default 1024
+// events); one that falls behind is reset and must resubscribe, so a slow
+// watcher never slows registration.
+//
+// # Metrics
+//
+// WithRegisterer exports rendezvous_registrations, rendezvous_watch_subscribers,
+// rendezvous_requests_total{type,status}, rendezvous_rejections_total{reason},
+// rendezvous_removals_total{reason} and rendezvous_request_duration_seconds{type}.
+package rendezvous
