@@ -184,16 +184,21 @@ func TestShortRun(t *testing.T) {
 		}
 		require.True(t, found, name)
 	}
-	var conns []int
+	conns := map[string][]int{}
 	for _, m := range rep.Memory {
 		if m.Name == "connected clients" {
-			conns = append(conns, m.Count)
+			conns[m.Server] = append(conns[m.Server], m.Count)
 			require.Equal(t, m.Count, m.Held)
 			require.True(t, m.Available)
 			require.Positive(t, m.RSSBytes)
+			if m.Server == "rendezvous" {
+				require.NotNil(t, m.Go, "goroutines and heap from the daemon's /metrics")
+				require.Positive(t, m.GoroutinesPer)
+				require.Equal(t, "libp2p-echo", m.Baseline)
+			}
 		}
 	}
-	require.Equal(t, []int{30, 60}, conns)
+	require.Equal(t, map[string][]int{"rendezvous": {30, 60}, "libp2p-echo": {30, 60}}, conns)
 	require.Positive(t, rep.Sizes.DiscoverResp)
 	require.True(t, strings.HasPrefix(rep.Command, "bench "))
 }
