@@ -91,8 +91,8 @@ func sealOtherDomain(t *testing.T, h interface {
 
 type testRecord struct{ data []byte }
 
-func (r *testRecord) Domain() string                { return "rendezvous-test" }
-func (r *testRecord) Codec() []byte                 { return []byte{0x03, 0x99} }
+func (r *testRecord) Domain() string                 { return "rendezvous-test" }
+func (r *testRecord) Codec() []byte                  { return []byte{0x03, 0x99} }
 func (r *testRecord) MarshalRecord() ([]byte, error) { return r.data, nil }
 func (r *testRecord) UnmarshalRecord(b []byte) error {
 	r.data = b
@@ -239,7 +239,9 @@ func TestPerPeerCap(t *testing.T) {
 	require.Equal(t, MaxRegistrationsPerPeer, s.Registrations())
 }
 
-func nsName(i int) string { return "ns-" + strings.Repeat("x", i%3) + string(rune('a'+i%26)) + "-" + itoa(i) }
+func nsName(i int) string {
+	return "ns-" + strings.Repeat("x", i%3) + string(rune('a'+i%26)) + "-" + itoa(i)
+}
 
 func itoa(i int) string {
 	var b [20]byte

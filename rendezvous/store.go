@@ -68,8 +68,8 @@ const (
 // (discover) only takes the read lock and allocates nothing per regEntry.
 type regStore struct {
 	mu       sync.RWMutex
-	seq      uint64 // last sequence number handed out
-	all      seqIndex  // every regEntry, for discover over all namespaces
+	seq      uint64   // last sequence number handed out
+	all      seqIndex // every regEntry, for discover over all namespaces
 	byNS     map[string]*seqIndex
 	byPeer   map[peer.ID]map[string]*regEntry
 	count    int
