@@ -33,7 +33,7 @@ type seqIndex struct {
 
 func (ix *seqIndex) live() int { return len(ix.entries) - ix.dead }
 
-// after returns the position of the first regEntry with a sequence number
+// after returns the position of the first entry with a sequence number
 // above seq.
 func (ix *seqIndex) after(seq uint64) int {
 	return sort.Search(len(ix.entries), func(i int) bool { return ix.entries[i].seq > seq })
@@ -63,13 +63,13 @@ const (
 	reasonReplaced   = "replaced"
 )
 
-// store is the in-memory registration seqIndex, optionally written through
+// regStore is the in-memory registration index, optionally written through
 // to a bbolt file by a persister. One mutex guards it; the read path
-// (discover) only takes the read lock and allocates nothing per regEntry.
+// (discover) only takes the read lock and allocates nothing per entry.
 type regStore struct {
 	mu       sync.RWMutex
 	seq      uint64   // last sequence number handed out
-	all      seqIndex // every regEntry, for discover over all namespaces
+	all      seqIndex // every entry, for discover over all namespaces
 	byNS     map[string]*seqIndex
 	byPeer   map[peer.ID]map[string]*regEntry
 	count    int
@@ -80,7 +80,7 @@ type regStore struct {
 	persist *persister // nil: memory only
 
 	// expiredSeen is signalled (without blocking) when a reader skips an
-	// expired regEntry, so the sweeper frees it soon.
+	// expired entry, so the sweeper frees it soon.
 	expiredSeen chan struct{}
 	// onRemove is told about every removal, for metrics and logs.
 	onRemove func(reason string)
@@ -128,7 +128,7 @@ func (st *regStore) insert(e *regEntry) {
 	st.count++
 }
 
-// remove takes e out of every seqIndex, persists the deletion and tells the
+// remove takes e out of every index, persists the deletion and tells the
 // namespace's watchers. Callers hold st.mu.
 func (st *regStore) remove(e *regEntry, reason string) {
 	e.dead = true
