@@ -39,7 +39,8 @@
 // Send stores a message as pending in the history and the outbox (bbolt,
 // DataDir/chat.db) before anything goes on the wire. Every time a stream to
 // the peer comes up, the whole outbox for that peer is (re)sent, oldest
-// first; an Ack removes the message from the outbox and marks it delivered.
+// first, by one writer per stream (so messages keep their order); an Ack
+// removes the message from the outbox and marks it delivered.
 // The receiver stores each message before acknowledging it and remembers the
 // IDs it has seen per peer (the newest MaxSeenPerPeer), so a resend is
 // acknowledged again but never shown twice. Peers with pending messages are
@@ -63,13 +64,24 @@
 //
 // A peer is online while a chat stream to it is up, or while the daemons
 // list it in a watched namespace (the room, pinned contacts' nicks) and no
-// stream to it failed since. A killed peer's connection closes, its stream
-// ends and a reconnect fails at once, so it shows offline within a second
-// or two (the daemons also drop its registrations when its connection to
-// them closes); a peer whose network is cut misses pings and shows offline
-// after PingTimeout. The node opens streams by itself to room members and
-// contacts the daemons list (up to 64), which gives presence, nicks and
-// round-trip times for them.
+// stream to it has failed since. A registration alone is not proof of life
+// (the daemons keep a killed peer listed for a moment and watches replay
+// snapshots): once a peer's last stream ends it stays offline until a new
+// stream comes up. The node opens streams by itself to the room members and
+// contacts the daemons list (up to 64), retrying with backoff, which gives
+// presence, nicks and round-trip times for them. A killed peer's connection
+// closes, its stream ends and the reconnect fails at once, so it shows
+// offline within a second (the daemons also drop its registrations when its
+// connection to them closes); a peer whose network is cut misses pings and
+// shows offline after PingTimeout (15 s by default).
+//
+// # Limits
+//
+// MaxFrameSize 64 KiB per frame; MaxTextLen 4096 bytes per message;
+// MaxNickLen 64 bytes; HelloTimeout 10 s for the first frame; at most 4
+// live chat streams per peer (a new one retires the least recently active);
+// the newest MaxSeenPerPeer (10000) incoming IDs per peer kept for
+// deduplication; 10 s per frame write.
 //
 // # Events
 //

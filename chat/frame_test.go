@@ -256,3 +256,38 @@ func FuzzChatStream(f *testing.F) {
 		require.Equal(t, "alice", fr.GetHello().GetNick())
 	})
 }
+
+func TestHelloTimeout(t *testing.T) {
+	alice := newNode(t, nil, "alice", "", func(c *Config) { c.HelloTimeout = 300 * time.Millisecond })
+	raw := rawPeer(t)
+	s := rawStream(t, raw, alice.Node)
+	start := time.Now()
+	expectReset(t, s) // we never send a Hello
+	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestStreamsPerPeerBounded(t *testing.T) {
+	alice := newNode(t, nil, "alice", "")
+	raw := rawPeer(t)
+	var streams []network.Stream
+	for i := range maxStreamsPerPeer + 3 {
+		s := rawStream(t, raw, alice.Node)
+		defer s.Reset()
+		_, err := s.Write(encode(t, helloF("mallory")))
+		require.NoError(t, err)
+		var f pb.Frame
+		require.NoError(t, pbio.NewDelimitedReader(s, MaxFrameSize).ReadMsg(&f), "stream %d", i)
+		streams = append(streams, s)
+		require.Eventually(t, func() bool {
+			alice.mu.Lock()
+			defer alice.mu.Unlock()
+			ps := alice.peers[raw.ID()]
+			return ps != nil && len(ps.streams) == min(i+1, maxStreamsPerPeer)
+		}, 5*time.Second, 10*time.Millisecond)
+	}
+	// The oldest streams were retired: reading them ends well before the
+	// 10 s deadline rawStream set.
+	start := time.Now()
+	_, _ = io.ReadAll(streams[0])
+	require.Less(t, time.Since(start), 5*time.Second)
+}

@@ -30,16 +30,16 @@ import (
 
 // Timeouts and intervals that are not configurable.
 const (
-	helloTimeout    = 10 * time.Second // the first frame must arrive within it
-	writeTimeout    = 10 * time.Second // one frame write
-	dialTimeout     = 15 * time.Second // one connect + stream open attempt
-	verifyTimeout   = 5 * time.Second  // rendezvous look-up verifying a Hello
-	resolveTimeout  = 10 * time.Second // DHT look-up of a nick
-	unregisterLimit = 2 * time.Second  // Close's unregister budget
-	maxBackoff      = time.Minute      // outbox retry backoff cap
-	maxAutoSessions = 64               // room members / contacts we connect to unasked
-	maxContactWatch = 32               // contacts whose user namespace we watch
-	dhtAdvertiseMax = 30 * time.Second // longest retry delay after a failed DHT advertise
+	maxStreamsPerPeer = 4                // live chat streams per peer; a new one retires the oldest
+	writeTimeout      = 10 * time.Second // one frame write
+	dialTimeout       = 15 * time.Second // one connect + stream open attempt
+	verifyTimeout     = 5 * time.Second  // rendezvous look-up verifying a Hello
+	resolveTimeout    = 10 * time.Second // DHT look-up of a nick
+	unregisterLimit   = 2 * time.Second  // Close's unregister budget
+	maxBackoff        = time.Minute      // outbox retry backoff cap
+	maxAutoSessions   = 64               // room members / contacts we connect to unasked
+	maxContactWatch   = 32               // contacts whose user namespace we watch
+	dhtAdvertiseMax   = 30 * time.Second // longest retry delay after a failed DHT advertise
 )
 
 // IdentityFileName is the node's private key inside the data dir.
@@ -117,6 +117,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 2 * time.Second
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = 10 * time.Second
 	}
 	if cfg.RegisterTTL <= 0 {
 		cfg.RegisterTTL = 2 * time.Hour

@@ -204,7 +204,7 @@ func (n *Node) runStream(cs *chatStream) {
 		log.Debug("chat stream: write hello", "err", err)
 		return
 	}
-	_ = cs.s.SetReadDeadline(time.Now().Add(helloTimeout))
+	_ = cs.s.SetReadDeadline(time.Now().Add(n.cfg.HelloTimeout))
 	f, err := r.next()
 	if err != nil {
 		log.Debug("chat stream reset: bad hello", "err", err)
@@ -263,22 +263,33 @@ func (n *Node) streamUp(cs *chatStream) bool {
 	}
 	ps := n.peer(cs.peer)
 	ps.streams[cs] = struct{}{}
+	var retire []*chatStream
+	if len(ps.streams) > maxStreamsPerPeer {
+		// Bound what one peer can hold open: retire the least recently
+		// active stream.
+		var oldest *chatStream
+		for o := range ps.streams {
+			if o != cs && (oldest == nil || o.lastRecv.Load() < oldest.lastRecv.Load()) {
+				oldest = o
+			}
+		}
+		retire = append(retire, oldest)
+	}
 	ps.dead = false
 	ps.backoff = 0
 	ps.nextTry = time.Time{}
 	n.updatePresenceLocked(ps)
 	// A stream on a direct connection retires those on limited ones.
-	var retire []*chatStream
 	if !cs.limited {
 		for o := range ps.streams {
-			if o != cs && o.limited {
+			if o != cs && o.limited && (len(retire) == 0 || retire[0] != o) {
 				retire = append(retire, o)
 			}
 		}
 	}
 	n.mu.Unlock()
 	for _, o := range retire {
-		n.log.Debug("retiring chat stream on limited connection", "peer", cs.peer)
+		n.log.Debug("retiring chat stream", "peer", cs.peer, "limited", o.limited)
 		o.s.Close()
 	}
 	n.updateConn(cs.peer)

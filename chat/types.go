@@ -89,6 +89,9 @@ type Config struct {
 	// RetryInterval is the base of the outbox retry backoff (default 2s;
 	// the backoff doubles up to 1 minute).
 	RetryInterval time.Duration
+	// HelloTimeout bounds the wait for the peer's Hello on a new stream
+	// (default 10s).
+	HelloTimeout time.Duration
 	// RegisterTTL is the TTL asked for registrations (default 2h; the
 	// rendezvous client refreshes before it ends).
 	RegisterTTL time.Duration
