@@ -280,3 +280,24 @@ func TestWatchSlowSubscriberReset(t *testing.T) {
 	}, 20*time.Second, time.Millisecond)
 	require.Equal(t, pb.Message_OK, openRaw(t, wh, sh.ID(), ProtocolID).discover("room", 0, nil).GetStatus())
 }
+
+// TestWatchHalfClose: a client that closes its write side after the
+// request keeps receiving events; sending more data ends the watch.
+func TestWatchHalfClose(t *testing.T) {
+	s, sh := startServer(t)
+	wh := newTestHost(t)
+	connect(t, wh, sh)
+	w := openWatch(t, wh, sh, "room")
+	require.NoError(t, w.s.CloseWrite())
+	require.Equal(t, pb.WatchEvent_SYNCED, w.next().GetKind())
+	p := newFakePeer(t)
+	inject(t, s, "room", p)
+	require.Equal(t, pb.WatchEvent_REGISTERED, w.next().GetKind())
+
+	w2 := openWatch(t, wh, sh, "room")
+	require.Equal(t, pb.WatchEvent_REGISTERED, w2.next().GetKind())
+	require.Equal(t, pb.WatchEvent_SYNCED, w2.next().GetKind())
+	_, err := w2.s.Write([]byte{1})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return s.st.watchCount() == 1 }, 5*time.Second, 5*time.Millisecond)
+}

@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"errors"
 	"io"
 	"time"
 
@@ -66,20 +67,21 @@ func (s *Server) handleWatch(str network.Stream) {
 	defer s.st.unsubscribe(w)
 	s.log.Debug("watch started", "peer", remote, "ns", ns, "registrations", len(snap))
 
-	// The client sends nothing more; a read returns when it closes or
-	// resets its side, which ends the subscription.
+	// The client sends nothing more. A reset, or data after the request,
+	// ends the subscription; a clean half-close (EOF) does not: such a
+	// client still reads.
 	gone := make(chan struct{})
+	readerDone := make(chan struct{})
 	go func() {
-		defer close(gone)
+		defer close(readerDone)
 		var b [1]byte
 		_ = str.SetReadDeadline(time.Time{})
-		for {
-			if _, err := str.Read(b[:]); err != nil {
-				return
-			}
+		_, err := str.Read(b[:])
+		if err == nil || !errors.Is(err, io.EOF) {
+			close(gone)
 		}
 	}()
-	defer func() { <-gone }()
+	defer func() { <-readerDone }()
 
 	write := func(frame []byte) bool {
 		_ = str.SetWriteDeadline(time.Now().Add(s.lim.StreamTimeout))
@@ -111,7 +113,7 @@ func (s *Server) handleWatch(str network.Stream) {
 			str.Reset()
 			return
 		case <-gone:
-			// The client left: its side is closed or reset.
+			// The client reset the stream or broke the protocol.
 			str.Reset()
 			return
 		case <-s.ctx.Done():
