@@ -373,6 +373,10 @@ func (d *daemon) keepConnected(ctx context.Context, ai peer.AddrInfo, wake <-cha
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, bootstrapDialTimeout)
+		// Our own backoff paces the redials; the swarm's dial backoff
+		// (seconds after any failure) would only delay a reconnect to a
+		// daemon that just restarted. Direct dials only: never via a relay.
+		dctx = network.WithForceDirectDial(dctx, "rendezvous bootstrap")
 		err := d.host.Connect(dctx, ai)
 		cancel()
 		if ctx.Err() != nil {
