@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"os"
 	"runtime"
 	"sync"
@@ -276,51 +275,6 @@ func (b *bench) measure(ctx context.Context, group, name string, srv *server, sp
 
 func (b *bench) spec(ops []opFunc, rate float64) loadSpec {
 	return loadSpec{Clients: ops, Warmup: b.cfg.Warmup, Duration: b.cfg.Duration, Rate: rate}
-}
-
-// runBaselines measures the plain TCP and plain libp2p echo servers with
-// the sizes of a DISCOVER and of a REGISTER exchange.
-func (b *bench) runBaselines(ctx context.Context) {
-	sz := b.rep.Sizes
-	type shape struct {
-		suffix    string
-		req, resp int
-		paced     bool
-	}
-	shapes := []shape{
-		{"discover-sized", sz.DiscoverReq, sz.DiscoverResp, true},
-		{"register-sized", sz.RegisterReq, sz.RegisterResp, false},
-	}
-	for _, kind := range []string{"tcp", "libp2p"} {
-		srv, err := startChild(ctx, kind)
-		if err != nil {
-			b.fail(kind+" echo server", err)
-			continue
-		}
-		func() {
-			defer srv.Close()
-			ops, closeFn, err := b.echoClients(ctx, srv, kind)
-			if err != nil {
-				b.fail(kind+" echo clients", err)
-				return
-			}
-			defer closeFn()
-			for _, sh := range shapes {
-				fns := make([]opFunc, len(ops))
-				for i, rw := range ops {
-					c := newEchoClient(rw, sh.req, sh.resp)
-					fns[i] = func(*mrand.Rand) error { return c.do() }
-				}
-				b.measure(ctx, "baseline", kind+"-echo "+sh.suffix, srv, b.spec(fns, 0))
-				if sh.paced && b.cfg.Rate > 0 {
-					b.measure(ctx, "baseline", kind+"-echo "+sh.suffix, srv, b.spec(fns, b.cfg.Rate))
-				}
-				if ctx.Err() != nil {
-					return
-				}
-			}
-		}()
-	}
 }
 
 // echoClients connects cfg.Clients echo clients: plain TCP connections, or

@@ -169,11 +169,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := b.computeSizes(); err != nil {
 		return err
 	}
-	if cfg.phase("baseline") {
-		b.runBaselines(ctx)
-	}
-	if cfg.phase("rendezvous") && ctx.Err() == nil {
-		b.runRendezvous(ctx)
+	if cfg.phase("baseline") || cfg.phase("rendezvous") {
+		b.runLoadPhases(ctx, cfg.phase("baseline"), cfg.phase("rendezvous"))
 	}
 	if cfg.phase("capacity") && ctx.Err() == nil {
 		if cfg.phase("baseline") {

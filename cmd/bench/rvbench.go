@@ -127,54 +127,6 @@ func (b *bench) rvOps(cs []*rvClient, mix float64) []opFunc {
 	return ops
 }
 
-// runRendezvous measures DISCOVER, REGISTER and the configured mix on warm
-// connections, closed loop, and the mix paced at cfg.Rate.
-func (b *bench) runRendezvous(ctx context.Context) {
-	srv, err := b.daemon(ctx, "load")
-	if err != nil {
-		b.fail("start daemon", err)
-		return
-	}
-	defer srv.Close()
-	b.logf("rendezvous daemon %s pid %d; connecting %d clients", srv.Addr, srv.PID, b.cfg.Clients)
-	cs, err := b.rvClients(ctx, srv, b.cfg.Clients, 0)
-	if err != nil {
-		b.fail("rendezvous clients", err)
-		return
-	}
-	defer closeRV(cs)
-	if _, err := each(cs, b.cfg.DialPar, func(_ int, c *rvClient) error { return c.register() }); err != nil {
-		b.fail("initial registrations", err)
-		return
-	}
-	n := fmt.Sprintf("%.0f%% REGISTER", b.cfg.Mix*100)
-	rows := []struct {
-		name string
-		mix  float64
-		rate float64
-	}{
-		{"DISCOVER", 0, 0},
-		{"REGISTER", 1, 0},
-		{"mix " + n, b.cfg.Mix, 0},
-	}
-	if b.cfg.Rate > 0 {
-		rows = append(rows, struct {
-			name string
-			mix  float64
-			rate float64
-		}{"mix " + n, b.cfg.Mix, b.cfg.Rate})
-	}
-	for _, r := range rows {
-		if r.rate == 0 && r.mix > 0 && r.mix < 1 && b.cfg.Short {
-			continue
-		}
-		b.measure(ctx, "rendezvous", r.name, srv, b.spec(b.rvOps(cs, r.mix), r.rate))
-		if ctx.Err() != nil {
-			return
-		}
-	}
-}
-
 // runCapacity holds connections on a fresh daemon and reads its memory at
 // each step, then registers every client once.
 func (b *bench) runCapacity(ctx context.Context) {

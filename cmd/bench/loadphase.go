@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+)
+
+// runLoadPhases measures the echo baselines and the rendezvous daemon.
+// All servers run and all clients stay connected for the whole phase, and
+// each rendezvous measurement runs right after the baselines it is
+// compared with, so that the machine's state (other load, caches) is as
+// alike as possible between a result and its baseline.
+func (b *bench) runLoadPhases(ctx context.Context, baselines, rdv bool) {
+	sz := b.rep.Sizes
+	echoOps := map[string][]io.ReadWriter{}
+	echoSrv := map[string]*server{}
+	if baselines {
+		for _, kind := range []string{"tcp", "libp2p"} {
+			srv, err := startChild(ctx, kind)
+			if err != nil {
+				b.fail(kind+" echo server", err)
+				continue
+			}
+			defer srv.Close()
+			rws, closeFn, err := b.echoClients(ctx, srv, kind)
+			if err != nil {
+				b.fail(kind+" echo clients", err)
+				continue
+			}
+			defer closeFn()
+			echoOps[kind], echoSrv[kind] = rws, srv
+		}
+	}
+	var srv *server
+	var cs []*rvClient
+	if rdv {
+		var err error
+		srv, err = b.daemon(ctx, "load")
+		if err != nil {
+			b.fail("start daemon", err)
+			rdv = false
+		} else {
+			defer srv.Close()
+			b.logf("rendezvous daemon %s pid %d; connecting %d clients", srv.Addr, srv.PID, b.cfg.Clients)
+			cs, err = b.rvClients(ctx, srv, b.cfg.Clients, 0)
+			if err != nil {
+				b.fail("rendezvous clients", err)
+				rdv = false
+			} else {
+				defer closeRV(cs)
+				if _, err := each(cs, b.cfg.DialPar, func(_ int, c *rvClient) error { return c.register() }); err != nil {
+					b.fail("initial registrations", err)
+					rdv = false
+				}
+			}
+		}
+	}
+
+	echo := func(suffix string, req, resp int, rate float64) {
+		for _, kind := range []string{"tcp", "libp2p"} {
+			rws, ok := echoOps[kind]
+			if !ok || ctx.Err() != nil {
+				continue
+			}
+			fns := make([]opFunc, len(rws))
+			for i, rw := range rws {
+				c := newEchoClient(rw, req, resp)
+				fns[i] = func(*rand.Rand) error { return c.do() }
+			}
+			b.measure(ctx, "baseline", kind+"-echo "+suffix, echoSrv[kind], b.spec(fns, rate))
+		}
+	}
+	rv := func(name string, mix, rate float64) {
+		if rdv && ctx.Err() == nil {
+			b.measure(ctx, "rendezvous", name, srv, b.spec(b.rvOps(cs, mix), rate))
+		}
+	}
+	mixName := fmt.Sprintf("mix %.0f%% REGISTER", b.cfg.Mix*100)
+
+	echo("discover-sized", sz.DiscoverReq, sz.DiscoverResp, 0)
+	rv("DISCOVER", 0, 0)
+	echo("register-sized", sz.RegisterReq, sz.RegisterResp, 0)
+	rv("REGISTER", 1, 0)
+	if !b.cfg.Short {
+		rv(mixName, b.cfg.Mix, 0)
+	}
+	if b.cfg.Rate > 0 {
+		echo("discover-sized", sz.DiscoverReq, sz.DiscoverResp, b.cfg.Rate)
+		rv(mixName, b.cfg.Mix, b.cfg.Rate)
+	}
+}
