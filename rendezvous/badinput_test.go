@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,12 @@ func readEnd(t *testing.T, rs *rawStream) error {
 		t.Fatalf("the server must end the stream, not let it hang: %v", err)
 	}
 	return err
+}
+
+// isReset reports a stream reset by the server, whichever layer reports it
+// (a reset seen by Write or CloseWrite comes straight from the muxer).
+func isReset(err error) bool {
+	return errors.Is(err, network.ErrReset) || (err != nil && strings.Contains(err.Error(), "stream reset"))
 }
 
 func frame(b []byte) []byte { return append(varint.ToUvarint(uint64(len(b))), b...) }
@@ -72,14 +79,20 @@ func TestBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rs := openRaw(t, bad, sh.ID(), ProtocolID)
+			// The server may reset as soon as it has read enough, before
+			// our write or half-close completes: those errors are expected.
+			var err error
 			if len(tt.input) > 0 {
-				_, err := rs.s.Write(tt.input)
-				require.NoError(t, err)
+				_, err = rs.s.Write(tt.input)
 			}
-			require.NoError(t, rs.s.CloseWrite())
-			err := readEnd(t, rs)
+			if err == nil {
+				err = rs.s.CloseWrite()
+			}
+			if err == nil {
+				err = readEnd(t, rs)
+			}
 			if tt.reset {
-				require.ErrorIs(t, err, network.ErrReset)
+				require.True(t, isReset(err), "want a reset, got %v", err)
 			} else {
 				require.ErrorIs(t, err, io.EOF)
 			}
