@@ -621,3 +621,74 @@ func TestResourceLimitsSizedForTenThousandClients(t *testing.T) {
 	_, _, fds = resourceLimits(defaultConnsMax, 0)
 	require.GreaterOrEqual(t, fds, defaultConnsMax)
 }
+
+func TestAnnounce(t *testing.T) {
+	d := startRun(t, t.TempDir(), "-announce", "/ip4/11.0.0.1/tcp/4001,/dns4/rdv.example/tcp/4001")
+	var announced []string
+	for _, r := range d.logs.find("announcing") {
+		announced = append(announced, r["addr"].(string))
+	}
+	suffix := "/p2p/" + d.peer.String()
+	require.ElementsMatch(t, []string{"/ip4/11.0.0.1/tcp/4001" + suffix, "/dns4/rdv.example/tcp/4001" + suffix}, announced)
+
+	// Peers learn the announced addresses through identify.
+	h := newClientHost(t)
+	require.NoError(t, h.Connect(context.Background(), d.info()))
+	want := ma.StringCast("/ip4/11.0.0.1/tcp/4001")
+	require.Eventually(t, func() bool {
+		for _, a := range h.Peerstore().Addrs(d.peer) {
+			if a.Equal(want) {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
+func TestHealthzUnhealthyWhileShuttingDown(t *testing.T) {
+	c, err := parseConfig([]string{"-listen", "/ip4/127.0.0.1/tcp/0", "-data-dir", t.TempDir(), "-metrics", "127.0.0.1:0"}, noEnv, io.Discard)
+	require.NoError(t, err)
+	logs := newLogSink()
+	c.logFormat = "json"
+	d, err := startDaemon(context.Background(), c, logs)
+	require.NoError(t, err)
+	defer d.shutdown()
+	url := "http://" + logs.find("metrics")[0]["addr"].(string) + "/healthz"
+
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	d.healthy.Store(false) // what shutdown does first
+	resp, err = http.Get(url)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
+
+func FuzzParseByteSize(f *testing.F) {
+	for _, s := range []string{"1", "1KiB", "2 MiB", "3GB", "", "-1", "9223372036854775807", "1e9", "MiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseByteSize(s)
+		if err == nil && n < 0 {
+			t.Fatalf("%q parsed to negative %d", s, n)
+		}
+	})
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add("-listen", "/ip4/127.0.0.1/tcp/0", "RENDEZVOUS_MAX_TTL", "1h")
+	f.Add("-bootstrap", "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDqvf1rarn59QDCwmmkTb85aG86cQMxtzKY4JtMExipHU", "RENDEZVOUS_RATE", "x")
+	f.Add("-relay-limit-data", "1MiB", "RENDEZVOUS_ANNOUNCE", "/ip6/::1/udp/1/quic-v1")
+	f.Add("-announce", ",,,", "RENDEZVOUS_LISTEN", "")
+	f.Fuzz(func(t *testing.T, flagName, flagValue, envKey, envValue string) {
+		env := mapEnv(map[string]string{envKey: envValue})
+		c, err := parseConfig([]string{flagName, flagValue, "-data-dir", "/nonexistent"}, env, io.Discard)
+		if err == nil && (len(c.listen) == 0 || c.connsMax < 64) {
+			t.Fatalf("invalid config accepted: %+v", c)
+		}
+	})
+}
