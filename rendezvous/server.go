@@ -34,6 +34,9 @@ const DefaultDisconnectGrace = 2 * time.Second
 // are freed, at the latest.
 const sweepInterval = 30 * time.Second
 
+// minSweepGap spaces the sweeps that readers trigger.
+const minSweepGap = time.Second
+
 // ServerOption configures a Server.
 type ServerOption func(*serverConfig) error
 
@@ -539,18 +542,32 @@ func (s *Server) dropPeer(p peer.ID) {
 }
 
 // sweeper frees expired registrations periodically, and soon after a
-// reader has skipped one.
+// reader has skipped one (at most once per minSweepGap, since a sweep walks
+// the whole index under the write lock).
 func (s *Server) sweeper() {
 	defer s.wg.Done()
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
+	var (
+		last    time.Time
+		delayed <-chan time.Time
+	)
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+		case <-delayed:
 		case <-s.st.expiredSeen:
+			if wait := minSweepGap - time.Since(last); wait > 0 {
+				if delayed == nil {
+					delayed = time.After(wait)
+				}
+				continue
+			}
 		}
+		delayed = nil
+		last = time.Now()
 		now := s.cfg.now()
 		if n := s.st.sweep(now.UnixNano()); n > 0 {
 			s.log.Debug("expired registrations removed", "registrations", n)
