@@ -55,7 +55,7 @@ func (n *Node) Send(ctx context.Context, nick, text string) (Message, error) {
 	n.pending[p]++
 	n.mu.Unlock()
 	n.ev.emit(EventSent{ID: m.ID, To: nick})
-	if cs := n.bestStream(p); cs != nil {
+	if cs := n.activeStream(p); cs != nil {
 		cs.kick()
 	} else {
 		n.connect(p, false)

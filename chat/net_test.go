@@ -97,7 +97,7 @@ func TestRelayedThenDirect(t *testing.T) {
 	require.NoError(t, err)
 	bob.rec.wait(t, 10*time.Second, isMessage("over the relay"))
 	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
-	cs := alice.bestStream(bob.ID())
+	cs := alice.activeStream(bob.ID())
 	require.NotNil(t, cs)
 	require.True(t, cs.limited, "first stream runs on the limited relayed connection")
 	alice.rec.wait(t, 5*time.Second, func(e Event) bool {

@@ -22,6 +22,7 @@ type peerState struct {
 	id      peer.ID
 	nick    string // verified nick, "" until known
 	streams map[*chatStream]struct{}
+	active  *chatStream     // the one stream our messages go out on (sticky, for order)
 	regs    map[string]bool // namespaces where rendezvous lists the peer
 	dead    bool            // evidence it is gone (stream lost); cleared by new life
 	online  bool            // last computed presence
@@ -278,6 +279,12 @@ func (n *Node) streamUp(cs *chatStream) bool {
 	ps.dead = false
 	ps.backoff = 0
 	ps.nextTry = time.Time{}
+	// Messages stay on one stream while it lives, so they arrive in order;
+	// they move only off a limited stream or off a stream that ended.
+	if ps.active == nil || (ps.active.limited && !cs.limited) {
+		ps.active = cs
+	}
+	active := ps.active
 	n.updatePresenceLocked(ps)
 	// A stream on a direct connection retires those on limited ones.
 	if !cs.limited {
@@ -292,6 +299,7 @@ func (n *Node) streamUp(cs *chatStream) bool {
 		n.log.Debug("retiring chat stream", "peer", cs.peer, "limited", o.limited)
 		o.s.Close()
 	}
+	active.kick()
 	n.updateConn(cs.peer)
 	return true
 }
@@ -302,6 +310,17 @@ func (n *Node) streamDown(cs *chatStream) {
 	n.mu.Lock()
 	ps := n.peer(cs.peer)
 	delete(ps.streams, cs)
+	var next *chatStream
+	if ps.active == cs {
+		ps.active = nil
+		for o := range ps.streams {
+			if next == nil || (next.limited && !o.limited) ||
+				(next.limited == o.limited && o.lastRecv.Load() > next.lastRecv.Load()) {
+				next = o
+			}
+		}
+		ps.active = next
+	}
 	last := len(ps.streams) == 0
 	if last {
 		ps.dead = true
@@ -310,28 +329,22 @@ func (n *Node) streamDown(cs *chatStream) {
 	}
 	closed := n.closed
 	n.mu.Unlock()
+	if next != nil {
+		next.kick() // it resends everything still pending
+	}
 	if last && !closed {
 		n.kickRetry()
 	}
 }
 
-// bestStream returns the stream to write to p on: not limited first, then
-// the most recently active.
-func (n *Node) bestStream(p peer.ID) *chatStream {
+// activeStream returns the stream our messages to p go out on, or nil.
+func (n *Node) activeStream(p peer.ID) *chatStream {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	ps, ok := n.peers[p]
-	if !ok {
-		return nil
+	if ps, ok := n.peers[p]; ok {
+		return ps.active
 	}
-	var best *chatStream
-	for cs := range ps.streams {
-		if best == nil || (best.limited && !cs.limited) ||
-			(best.limited == cs.limited && cs.lastRecv.Load() > best.lastRecv.Load()) {
-			best = cs
-		}
-	}
-	return best
+	return nil
 }
 
 // kick wakes the stream's message writer.
@@ -342,10 +355,11 @@ func (cs *chatStream) kick() {
 	}
 }
 
-// messageWriter sends the peer's outbox on cs, oldest first: everything
-// pending when the stream comes up (a resend after a reconnect; the
-// receiver deduplicates), then each new message when Send kicks it. One
-// writer per stream keeps messages in order.
+// messageWriter sends the peer's outbox on cs while cs is the peer's
+// active stream, oldest first: everything pending when it becomes active (a
+// resend after a reconnect; the receiver deduplicates), then each new
+// message when Send kicks it. One active stream per peer keeps messages in
+// order.
 func (n *Node) messageWriter(cs *chatStream) {
 	sent := map[string]struct{}{}
 	for {
@@ -356,6 +370,9 @@ func (n *Node) messageWriter(cs *chatStream) {
 		case <-n.ctx.Done():
 			return
 		}
+		if n.activeStream(cs.peer) != cs {
+			continue
+		}
 		msgs, err := n.db.pending(cs.peer)
 		if err != nil {
 			n.log.Warn("read outbox", "peer", cs.peer, "err", err)
@@ -363,14 +380,17 @@ func (n *Node) messageWriter(cs *chatStream) {
 		}
 		still := make(map[string]struct{}, len(msgs))
 		for _, m := range msgs {
-			still[m.ID] = struct{}{}
 			if _, ok := sent[m.ID]; ok {
+				still[m.ID] = struct{}{}
 				continue
+			}
+			if n.activeStream(cs.peer) != cs {
+				break // moved to another stream, which resends
 			}
 			if err := cs.write(messageFrame(m)); err != nil {
 				return // the stream is reset; the next one resends
 			}
-			sent[m.ID] = struct{}{}
+			still[m.ID] = struct{}{}
 		}
 		sent = still // forget acknowledged IDs
 	}
