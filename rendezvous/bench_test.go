@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/multiformats/go-varint"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
@@ -25,7 +26,8 @@ func benchLimits() Limits {
 // in the answer) on an open stream over loopback TCP: client write, server
 // handling, server write, client read of the whole frame.
 func BenchmarkDiscoverWarm(b *testing.B) {
-	s, sh := startServer(b, WithLimits(benchLimits()))
+	reg := prometheus.NewRegistry()
+	s, sh := startServer(b, WithLimits(benchLimits()), WithRegisterer(reg))
 	inject(b, s, "room", fakePeers(b, benchPeers)...)
 	ch := newTestHost(b)
 	connect(b, ch, sh)
@@ -58,6 +60,23 @@ func BenchmarkDiscoverWarm(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		roundTrip()
+	}
+	b.StopTimer()
+	// The server's own time per request (read done to response written),
+	// from its latency histogram.
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "rendezvous_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if h := m.GetHistogram(); h.GetSampleCount() > 0 && m.GetLabel()[0].GetValue() == "DISCOVER" {
+				b.ReportMetric(h.GetSampleSum()/float64(h.GetSampleCount())*1e9, "server-ns/op")
+			}
+		}
 	}
 }
 
