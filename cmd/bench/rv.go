@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-msgio/pbio"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
@@ -17,14 +21,17 @@ import (
 
 // rvClient speaks /rendezvous/1.0.0 on one long-lived stream, as
 // rendezvous.Client does: sequential requests, varint-delimited protobuf.
+// To keep the load generator's own cost low (it shares the machine with
+// the daemon) requests are encoded once and responses are checked with a
+// zero-allocation scan (status, type, number of registrations) instead of
+// a full decode; the server does all of its work either way.
 type rvClient struct {
-	lc  *liteConn
-	s   network.MuxedStream
-	r   pbio.ReadCloser
-	w   pbio.WriteCloser
-	ns  string // the client's own namespace ("nick")
-	reg *pb.Message
-	msg pb.Message // response, reused
+	lc       *liteConn
+	s        network.MuxedStream
+	br       *bufio.Reader
+	buf      []byte
+	ns       string // the client's own namespace ("nick")
+	regFrame []byte
 }
 
 const benchTTL = 7200 // seconds
@@ -36,13 +43,20 @@ func nickNS(tag string, i int) string {
 }
 
 func wrapRVClient(lc *liteConn, s network.MuxedStream, ns string) *rvClient {
-	c := &rvClient{
+	return &rvClient{
 		lc: lc, s: s, ns: ns,
-		r: pbio.NewDelimitedReader(s, rendezvous.MaxMessageSize),
-		w: pbio.NewDelimitedWriter(s),
+		br:       bufio.NewReader(s),
+		regFrame: frame(registerMsg(ns, lc.record)),
 	}
-	c.reg = registerMsg(ns, lc.record)
-	return c
+}
+
+// frame encodes m with its varint length prefix.
+func frame(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("marshal %T: %v", m, err)) // our own messages always marshal
+	}
+	return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
 }
 
 func registerMsg(ns string, rec []byte) *pb.Message {
@@ -63,42 +77,153 @@ func discoverMsg(ns string, limit uint64) *pb.Message {
 	}
 }
 
+// roundTrip writes a request frame and reads the response frame into c.buf.
+func (c *rvClient) roundTrip(req []byte) ([]byte, error) {
+	if _, err := c.s.Write(req); err != nil {
+		return nil, fmt.Errorf("write: %w", err)
+	}
+	n, err := binary.ReadUvarint(c.br)
+	if err != nil {
+		return nil, fmt.Errorf("read length: %w", err)
+	}
+	if n > rendezvous.MaxMessageSize {
+		return nil, fmt.Errorf("response of %d bytes", n)
+	}
+	if uint64(cap(c.buf)) < n {
+		c.buf = make([]byte, n)
+	}
+	c.buf = c.buf[:n]
+	if _, err := io.ReadFull(c.br, c.buf); err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	return c.buf, nil
+}
+
 // register sends REGISTER for the client's namespace and checks the answer.
 func (c *rvClient) register() error {
-	if err := c.w.WriteMsg(c.reg); err != nil {
-		return fmt.Errorf("write register: %w", err)
+	b, err := c.roundTrip(c.regFrame)
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
 	}
-	c.msg.Reset()
-	if err := c.r.ReadMsg(&c.msg); err != nil {
-		return fmt.Errorf("read register response: %w", err)
+	r, err := scanResponse(b)
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
 	}
-	rr := c.msg.GetRegisterResponse()
-	if c.msg.GetType() != pb.Message_REGISTER_RESPONSE || rr == nil {
-		return fmt.Errorf("register: unexpected %s", c.msg.GetType())
+	if r.typ != pb.Message_REGISTER_RESPONSE {
+		return fmt.Errorf("register: unexpected %s", r.typ)
 	}
-	if rr.GetStatus() != pb.Message_OK {
-		return &rendezvous.StatusError{Status: rr.GetStatus(), Text: rr.GetStatusText()}
+	if r.status != pb.Message_OK {
+		return &rendezvous.StatusError{Status: r.status, Text: r.text}
 	}
 	return nil
 }
 
-// discover sends DISCOVER and returns how many registrations came back.
-func (c *rvClient) discover(m *pb.Message) (int, error) {
-	if err := c.w.WriteMsg(m); err != nil {
-		return 0, fmt.Errorf("write discover: %w", err)
+// discover sends a DISCOVER frame and returns how many registrations came
+// back.
+func (c *rvClient) discover(req []byte) (int, error) {
+	b, err := c.roundTrip(req)
+	if err != nil {
+		return 0, fmt.Errorf("discover: %w", err)
 	}
-	c.msg.Reset()
-	if err := c.r.ReadMsg(&c.msg); err != nil {
-		return 0, fmt.Errorf("read discover response: %w", err)
+	r, err := scanResponse(b)
+	if err != nil {
+		return 0, fmt.Errorf("discover: %w", err)
 	}
-	dr := c.msg.GetDiscoverResponse()
-	if c.msg.GetType() != pb.Message_DISCOVER_RESPONSE || dr == nil {
-		return 0, fmt.Errorf("discover: unexpected %s", c.msg.GetType())
+	if r.typ != pb.Message_DISCOVER_RESPONSE {
+		return 0, fmt.Errorf("discover: unexpected %s", r.typ)
 	}
-	if dr.GetStatus() != pb.Message_OK {
-		return 0, &rendezvous.StatusError{Status: dr.GetStatus(), Text: dr.GetStatusText()}
+	if r.status != pb.Message_OK {
+		return 0, &rendezvous.StatusError{Status: r.status, Text: r.text}
 	}
-	return len(dr.Registrations), nil
+	return r.registrations, nil
+}
+
+// scanned is what scanResponse extracts from a response.
+type scanned struct {
+	typ           pb.Message_MessageType
+	status        rendezvous.Status
+	text          string // only filled for a non-OK status
+	registrations int
+}
+
+// scanResponse reads the type, the status and the number of registrations
+// of a REGISTER_RESPONSE or DISCOVER_RESPONSE without decoding the rest.
+// Like a full decode, repeated occurrences of the embedded response merge:
+// the last status wins and registrations add up.
+func scanResponse(b []byte) (scanned, error) {
+	var r scanned
+	typSeen := false
+	// First pass: the type (it may follow the body on the wire).
+	if err := eachField(b, func(num protowire.Number, wt protowire.Type, v []byte, x uint64) error {
+		if num == 1 && wt == protowire.VarintType {
+			r.typ, typSeen = pb.Message_MessageType(x), true
+		}
+		return nil
+	}); err != nil {
+		return r, err
+	}
+	if !typSeen {
+		return r, errors.New("response without a type")
+	}
+	// RegisterResponse (field 3): status=1, statusText=2.
+	// DiscoverResponse (field 6): registrations=1, status=3, statusText=4.
+	bodyField, statusField, textField := protowire.Number(3), protowire.Number(1), protowire.Number(2)
+	if r.typ == pb.Message_DISCOVER_RESPONSE {
+		bodyField, statusField, textField = 6, 3, 4
+	}
+	err := eachField(b, func(num protowire.Number, wt protowire.Type, body []byte, _ uint64) error {
+		if num != bodyField || wt != protowire.BytesType {
+			return nil
+		}
+		return eachField(body, func(num protowire.Number, wt protowire.Type, v []byte, x uint64) error {
+			switch {
+			case num == statusField && wt == protowire.VarintType:
+				r.status = rendezvous.Status(x)
+			case num == textField && wt == protowire.BytesType:
+				r.text = string(v)
+			case r.typ == pb.Message_DISCOVER_RESPONSE && num == 1 && wt == protowire.BytesType:
+				r.registrations++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return r, err
+	}
+	if r.status == pb.Message_OK {
+		r.text = ""
+	}
+	return r, nil
+}
+
+// eachField calls f for every field of the protobuf message b, with the
+// value of a bytes field or of a varint.
+func eachField(b []byte, f func(num protowire.Number, wt protowire.Type, v []byte, x uint64) error) error {
+	for len(b) > 0 {
+		num, wt, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		var v []byte
+		var x uint64
+		switch wt {
+		case protowire.VarintType:
+			x, n = protowire.ConsumeVarint(b)
+		case protowire.BytesType:
+			v, n = protowire.ConsumeBytes(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, wt, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if err := f(num, wt, v, x); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *rvClient) Close() error {

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
-	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
 
 // daemon starts a fresh local daemon (or returns the one given by -addr).
@@ -104,9 +103,9 @@ var errEmptyDiscover = errors.New("discover returned no registration for a regis
 func (b *bench) rvOps(cs []*rvClient, mix float64) []opFunc {
 	n := len(cs)
 	limit := uint64(b.cfg.DiscoverLimit)
-	discs := make([]*pb.Message, n)
+	discs := make([][]byte, n)
 	for i := range cs {
-		discs[i] = discoverMsg(cs[i].ns, limit)
+		discs[i] = frame(discoverMsg(cs[i].ns, limit))
 	}
 	ops := make([]opFunc, n)
 	for i, c := range cs {
@@ -147,7 +146,7 @@ func (b *bench) runCapacity(ctx context.Context) {
 	var all []*rvClient
 	defer func() { closeRV(all) }()
 	discover := func(c *rvClient) error {
-		_, err := c.discover(discoverMsg(c.ns, 1))
+		_, err := c.discover(frame(discoverMsg(c.ns, 1)))
 		return err
 	}
 	for _, step := range b.cfg.Capacity {

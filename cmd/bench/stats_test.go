@@ -5,6 +5,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
 
 func TestPercentile(t *testing.T) {
@@ -61,4 +64,84 @@ func TestMsRounding(t *testing.T) {
 	require.Equal(t, 1.235, ms(1234567*time.Nanosecond))
 	require.Equal(t, 0.001, ms(1*time.Microsecond))
 	require.Equal(t, 0.0, ms(400*time.Nanosecond))
+}
+
+func TestScanResponse(t *testing.T) {
+	reg := &pb.Message_Register{Ns: proto.String("a"), SignedPeerRecord: []byte{1, 2, 3}, Ttl: proto.Uint64(5)}
+	cases := []struct {
+		name string
+		msg  *pb.Message
+		want scanned
+	}{
+		{"register ok", &pb.Message{
+			Type:             pb.Message_REGISTER_RESPONSE.Enum(),
+			RegisterResponse: &pb.Message_RegisterResponse{Status: pb.Message_OK.Enum(), Ttl: proto.Uint64(5)},
+		}, scanned{typ: pb.Message_REGISTER_RESPONSE, status: pb.Message_OK}},
+		{"register refused", &pb.Message{
+			Type: pb.Message_REGISTER_RESPONSE.Enum(),
+			RegisterResponse: &pb.Message_RegisterResponse{
+				Status: pb.Message_E_NOT_AUTHORIZED.Enum(), StatusText: proto.String("taken"),
+			},
+		}, scanned{typ: pb.Message_REGISTER_RESPONSE, status: pb.Message_E_NOT_AUTHORIZED, text: "taken"}},
+		{"discover with two", &pb.Message{
+			Type: pb.Message_DISCOVER_RESPONSE.Enum(),
+			DiscoverResponse: &pb.Message_DiscoverResponse{
+				Registrations: []*pb.Message_Register{reg, reg}, Cookie: []byte("12345678a"),
+				Status: pb.Message_OK.Enum(),
+			},
+		}, scanned{typ: pb.Message_DISCOVER_RESPONSE, status: pb.Message_OK, registrations: 2}},
+		{"discover empty, status omitted", &pb.Message{
+			Type: pb.Message_DISCOVER_RESPONSE.Enum(), DiscoverResponse: &pb.Message_DiscoverResponse{},
+		}, scanned{typ: pb.Message_DISCOVER_RESPONSE}},
+		{"discover error", &pb.Message{
+			Type: pb.Message_DISCOVER_RESPONSE.Enum(),
+			DiscoverResponse: &pb.Message_DiscoverResponse{
+				Status: pb.Message_E_INVALID_COOKIE.Enum(), StatusText: proto.String("bad cookie"),
+			},
+		}, scanned{typ: pb.Message_DISCOVER_RESPONSE, status: pb.Message_E_INVALID_COOKIE, text: "bad cookie"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := proto.Marshal(tc.msg)
+			require.NoError(t, err)
+			got, err := scanResponse(b)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+	_, err := scanResponse(nil)
+	require.Error(t, err, "no type")
+	_, err = scanResponse([]byte{0x08})
+	require.Error(t, err, "truncated varint")
+	_, err = scanResponse([]byte{0x08, 0x04, 0x32, 0x05, 0x0a})
+	require.Error(t, err, "truncated body")
+}
+
+// FuzzScanResponse: the scan never panics and agrees with a full decode
+// on the type of every message that decodes.
+func FuzzScanResponse(f *testing.F) {
+	for _, m := range []*pb.Message{
+		{Type: pb.Message_REGISTER_RESPONSE.Enum(), RegisterResponse: &pb.Message_RegisterResponse{Status: pb.Message_OK.Enum()}},
+		{Type: pb.Message_DISCOVER_RESPONSE.Enum(), DiscoverResponse: &pb.Message_DiscoverResponse{
+			Registrations: []*pb.Message_Register{{Ns: proto.String("x")}}, Status: pb.Message_OK.Enum()}},
+	} {
+		b, err := proto.Marshal(m)
+		require.NoError(f, err)
+		f.Add(b)
+	}
+	f.Add([]byte{0x08, 0x01, 0x1a, 0x02, 0x08, 0xc8, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := scanResponse(b)
+		var m pb.Message
+		if err != nil || proto.Unmarshal(b, &m) != nil || m.Type == nil {
+			return
+		}
+		if got.typ != m.GetType() {
+			t.Fatalf("type %v, full decode says %v", got.typ, m.GetType())
+		}
+		if m.GetType() == pb.Message_DISCOVER_RESPONSE && m.DiscoverResponse != nil &&
+			got.registrations != len(m.DiscoverResponse.Registrations) {
+			t.Fatalf("%d registrations, full decode says %d", got.registrations, len(m.DiscoverResponse.Registrations))
+		}
+	})
 }
