@@ -424,3 +424,79 @@ func TestClientBackoffMath(t *testing.T) {
 		require.Equal(t, tc.want*8/10, retryDelay(tc.n, lo, hi, 0), "n=%d", tc.n)
 	}
 }
+
+// Many concurrent calls share the warm streams safely.
+func TestClientConcurrentCalls(t *testing.T) {
+	srv := ctStartServer(t, nil, "")
+	alice := ctHost(t, nil, "")
+	ca := ctClient(t, alice, []*ctServer{srv})
+	ctx := ctCtx(t)
+	require.NoError(t, ca.Register(ctx, "room", time.Hour))
+
+	const workers, calls = 8, 20
+	errc := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range calls {
+				if i%5 == 0 {
+					if _, err := ca.RegisterOn(ctx, srv.h.ID(), fmt.Sprintf("w%d", w), time.Hour); err != nil {
+						errc <- err
+						return
+					}
+				}
+				regs, err := ca.Discover(ctx, "room", 0)
+				if err != nil {
+					errc <- err
+					return
+				}
+				if len(regs) != 1 {
+					errc <- fmt.Errorf("got %d registrations", len(regs))
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range workers {
+		require.NoError(t, <-errc)
+	}
+	sc := ca.srv[srv.h.ID()]
+	sc.mu.Lock()
+	idle := len(sc.idle)
+	sc.mu.Unlock()
+	require.LessOrEqual(t, idle, maxIdleStreams)
+	require.Positive(t, idle, "streams are kept warm")
+}
+
+// BenchmarkClientDiscoverWarm measures one DISCOVER round trip on a warm
+// stream over loopback TCP (one registration in the namespace).
+func BenchmarkClientDiscoverWarm(b *testing.B) {
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	require.NoError(b, err)
+	sh, err := libp2p.New(libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics(), libp2p.Identity(key))
+	require.NoError(b, err)
+	defer sh.Close()
+	lim := DefaultLimits()
+	lim.RequestRate, lim.RequestBurst = 1e9, 1<<30 // measure the path, not the rate limit
+	srv, err := NewServer(sh, WithLimits(lim))
+	require.NoError(b, err)
+	defer srv.Close()
+	ch, err := libp2p.New(libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics())
+	require.NoError(b, err)
+	defer ch.Close()
+	c, err := NewClient(ch, []peer.AddrInfo{{ID: sh.ID(), Addrs: sh.Addrs()}})
+	require.NoError(b, err)
+	defer c.Close()
+	ctx := context.Background()
+	_, err = c.RegisterOn(ctx, sh.ID(), "room", 0)
+	require.NoError(b, err)
+	b.ResetTimer()
+	for b.Loop() {
+		regs, _, err := c.DiscoverOn(ctx, sh.ID(), "room", 0, nil)
+		if err != nil || len(regs) != 1 {
+			b.Fatal(err, len(regs))
+		}
+	}
+}
