@@ -58,6 +58,9 @@ type daemon struct {
 	httpSrv  *http.Server
 	httpDone chan struct{}
 	addrFile string
+	// wroteAddrs is set once this daemon wrote the addrs file, so a daemon
+	// that fails to start never removes the file of one already running.
+	wroteAddrs bool
 
 	healthy atomic.Bool
 	cancel  context.CancelFunc // stops the background goroutines
@@ -159,7 +162,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		if metricsLn != nil {
 			_ = metricsLn.Close()
 		}
-		return nil, fmt.Errorf("start rendezvous server: %w", err)
+		return nil, fmt.Errorf("start rendezvous server (is another daemon using %s?): %w", c.dataDir, err)
 	}
 
 	if err := d.registerMetrics(reg, bootstrap); err != nil {
@@ -202,6 +205,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	if err := writeAddrFile(d.addrFile, addrs); err != nil {
 		return nil, err
 	}
+	d.wroteAddrs = true
 	d.healthy.Store(true)
 	log.Info("ready", "peer", id.String(), "addrs_file", d.addrFile, "bootstrap", len(bootstrap),
 		"force_public", c.forcePublic, "relay", c.relay.enabled)
@@ -253,7 +257,7 @@ func (d *daemon) close() error {
 		cancel()
 		<-d.httpDone
 	}
-	if d.host != nil {
+	if d.wroteAddrs {
 		if err := os.Remove(d.addrFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove addrs file: %w", err))
 		}

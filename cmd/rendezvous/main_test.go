@@ -692,3 +692,18 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestSecondDaemonOnSameDataDir(t *testing.T) {
+	dir := t.TempDir()
+	d := startRun(t, dir)
+	before, err := os.ReadFile(filepath.Join(dir, paths.AddrFileName))
+	require.NoError(t, err)
+
+	err = run(context.Background(), []string{"-listen", "/ip4/127.0.0.1/tcp/0", "-data-dir", dir}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "is another daemon using")
+
+	after, err := os.ReadFile(filepath.Join(dir, paths.AddrFileName))
+	require.NoError(t, err, "the running daemon's addrs file survives")
+	require.Equal(t, before, after)
+	require.NoError(t, d.stop(t))
+}
