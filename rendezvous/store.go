@@ -441,10 +441,17 @@ func (st *regStore) emit(ns string, mk func() []byte) {
 	}
 }
 
-// subscribe adds w and returns the framed REGISTERED events of the live
-// registrations in its namespace, so that nothing happens between the
-// snapshot and the first queued event.
-func (st *regStore) subscribe(w *subscriber, now int64, lim *Limits) ([][]byte, Status, string) {
+// snapEntry is one registration of a watch snapshot: the entry (immutable
+// apart from its dead flag, which is not read) and its remaining lifetime.
+type snapEntry struct {
+	e        *regEntry
+	ttlNanos int64
+}
+
+// subscribe adds w and returns the live registrations in its namespace, so
+// that nothing happens between the snapshot and the first queued event.
+// The snapshot holds pointers only; the caller encodes it outside the lock.
+func (st *regStore) subscribe(w *subscriber, now int64, lim *Limits) ([]snapEntry, Status, string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.nwatch >= lim.MaxWatches {
@@ -453,15 +460,14 @@ func (st *regStore) subscribe(w *subscriber, now int64, lim *Limits) ([][]byte, 
 	if st.watchBy[w.peer] >= lim.MaxWatchesPerPeer {
 		return nil, StatusUnavailable, "too many watch subscriptions from this peer"
 	}
-	var snap [][]byte
+	var snap []snapEntry
 	if ix := st.byNS[w.ns]; ix != nil {
+		snap = make([]snapEntry, 0, ix.live())
 		for _, e := range ix.entries {
 			if e.dead || e.expires <= now {
 				continue
 			}
-			if ev := registeredEvent(e, e.expires-now); ev != nil {
-				snap = append(snap, ev)
-			}
+			snap = append(snap, snapEntry{e, e.expires - now})
 		}
 	}
 	m := st.watchers[w.ns]

@@ -92,10 +92,11 @@ func (s *Server) handleWatch(str network.Stream) {
 		}
 		return true
 	}
-	for _, frame := range snap {
-		if !write(frame) {
+	for i, x := range snap {
+		if frame := registeredEvent(x.e, x.ttlNanos); frame != nil && !write(frame) {
 			return
 		}
+		snap[i] = snapEntry{} // let removed entries go
 	}
 	snap = nil
 	if !write(frameEvent(&pb.WatchEvent{Kind: pb.WatchEvent_SYNCED.Enum(), Ns: proto.String(ns)})) {
