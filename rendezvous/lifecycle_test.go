@@ -303,3 +303,25 @@ func TestWatchHalfClose(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return s.st.watchCount() == 1 }, 5*time.Second, 5*time.Millisecond)
 }
+
+// TestCloseFlushes: registrations accepted just before Close are on disk.
+func TestCloseFlushes(t *testing.T) {
+	dir := t.TempDir()
+	h := newTestHost(t)
+	s1, err := NewServer(h, WithDataDir(dir))
+	require.NoError(t, err)
+	ps := fakePeers(t, 300)
+	inject(t, s1, "room", ps...)
+	s1.st.unregister(ps[0].id, "room")
+	require.NoError(t, s1.Close())
+	require.NoError(t, s1.Close(), "Close is idempotent")
+
+	s2, err := NewServer(h, WithDataDir(dir))
+	require.NoError(t, err)
+	defer s2.Close()
+	require.Equal(t, 299, s2.Registrations())
+
+	// A second server cannot open the same store while it is in use.
+	_, err = NewServer(newTestHost(t), WithDataDir(dir))
+	require.Error(t, err)
+}
