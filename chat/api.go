@@ -95,7 +95,11 @@ func (n *Node) Peers(ctx context.Context) []PeerStatus {
 		if !ps.online || id == n.h.ID() {
 			continue
 		}
-		out = append(out, PeerStatus{Nick: ps.nick, Peer: id, Online: true, RTT: ps.rtt})
+		nick := ps.nick
+		if nick == "" {
+			nick = id.String() // not introduced yet; Send accepts a peer ID too
+		}
+		out = append(out, PeerStatus{Nick: nick, Peer: id, Online: true, RTT: ps.rtt})
 	}
 	n.mu.Unlock()
 	for i := range out {

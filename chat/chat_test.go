@@ -291,12 +291,15 @@ func TestKilledPeerRestartsAndGetsOutbox(t *testing.T) {
 	m := send(t, alice, "bob", "first")
 	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
 
+	bobAddrs := bob.h.Addrs()
 	require.NoError(t, bob.h.Close()) // the process dies: no unregister
 	alice.rec.wait(t, 5*time.Second, isPresence("bob", false))
 	bob.Close() // release the database as the dead process would
 	pend := send(t, alice, "bob", "while dead")
 
-	bob = newNode(t, r, "bob", bobDir)
+	// Same data dir and same port, as a supervisor would restart it; the
+	// dial backoff of the failed reconnects must not delay delivery.
+	bob = newNode(t, r, "bob", bobDir, func(c *Config) { c.ListenAddrs = bobAddrs })
 	bob.rec.wait(t, 15*time.Second, isMessage("while dead"))
 	alice.rec.wait(t, 10*time.Second, isDelivered(pend.ID))
 	require.Equal(t, 1, bob.rec.count(func(e Event) bool { _, ok := e.(EventMessage); return ok }))

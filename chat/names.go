@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // errNotAuthorized is what a nameService returns when a daemon refuses a
@@ -291,6 +292,10 @@ func (n *Node) onWatch(ctx context.Context, ns, nick string, ev watchEvent) {
 	n.updatePresenceLocked(ps)
 	n.mu.Unlock()
 	if ev.kind == watchRegistered {
+		// It may have restarted on the same addresses: forget failed dials.
+		if sw, ok := n.h.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+			sw.Backoff().Clear(p)
+		}
 		n.kickRetry()
 	}
 }
