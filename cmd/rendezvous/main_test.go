@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
@@ -706,4 +708,73 @@ func TestSecondDaemonOnSameDataDir(t *testing.T) {
 	require.NoError(t, err, "the running daemon's addrs file survives")
 	require.Equal(t, before, after)
 	require.NoError(t, d.stop(t))
+}
+
+func TestRegistrationsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	d := startRun(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	alice := newClientHost(t)
+	ca, err := rendezvous.NewClient(alice, []peer.AddrInfo{d.info()})
+	require.NoError(t, err)
+	defer ca.Close()
+	_, err = ca.RegisterOn(ctx, d.peer, "p2p-messaging/room/lobby", time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, d.stop(t))
+
+	d2 := startRun(t, dir)
+	require.Equal(t, d.peer, d2.peer)
+	bob := newClientHost(t)
+	cb, err := rendezvous.NewClient(bob, []peer.AddrInfo{d2.info()})
+	require.NoError(t, err)
+	defer cb.Close()
+	regs, _, err := cb.DiscoverOn(ctx, d2.peer, "p2p-messaging/room/lobby", 0, nil)
+	require.NoError(t, err)
+	require.Len(t, regs, 1)
+	require.Equal(t, alice.ID(), regs[0].Peer.ID)
+	require.Greater(t, regs[0].TTL, 50*time.Minute)
+	require.LessOrEqual(t, regs[0].TTL, time.Hour)
+}
+
+// TestRoutingDiscoveryAcrossDaemons: alice knows only daemon A, bob only
+// daemon B; A and B are bootstrapped to each other. Bob finds alice through
+// the DHT alone.
+func TestRoutingDiscoveryAcrossDaemons(t *testing.T) {
+	a := startRun(t, t.TempDir())
+	b := startRun(t, t.TempDir(), "-bootstrap", a.addrs[0].String())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	newPeer := func(daemon *testDaemon) (host.Host, *dht.IpfsDHT) {
+		h := newClientHost(t)
+		kad, err := dht.New(h, dht.Mode(dht.ModeClient), dht.ProtocolPrefix(dhtPrefix), dht.BootstrapPeers(daemon.info()))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = kad.Close() })
+		require.NoError(t, h.Connect(ctx, daemon.info()))
+		require.Eventually(t, func() bool { return kad.RoutingTable().Find(daemon.peer) != "" },
+			10*time.Second, 10*time.Millisecond)
+		return h, kad
+	}
+	alice, akad := newPeer(a)
+	bob, bkad := newPeer(b)
+	require.Equal(t, network.NotConnected, bob.Network().Connectedness(alice.ID()))
+
+	const ns = "p2p-messaging/user/alice"
+	_, err := drouting.NewRoutingDiscovery(akad).Advertise(ctx, ns)
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		ch, err := drouting.NewRoutingDiscovery(bkad).FindPeers(ctx, ns)
+		if err != nil {
+			return false
+		}
+		for ai := range ch {
+			if ai.ID == alice.ID() && len(ai.Addrs) > 0 {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 50*time.Millisecond)
 }
