@@ -287,7 +287,7 @@ func (s *Server) handleStream(str network.Stream) {
 	var (
 		req pb.Message
 		d   discoverBuf
-		out []byte
+		buf []byte // small responses
 	)
 	for {
 		if err := str.SetDeadline(time.Now().Add(s.lim.StreamTimeout)); err != nil {
@@ -312,28 +312,33 @@ func (s *Server) handleStream(str network.Stream) {
 			return
 		}
 		typ := req.GetType()
-		var status Status
+		var (
+			status Status
+			out    []byte
+		)
 		switch typ {
 		case pb.Message_REGISTER:
 			resp := s.register(remote, req.GetRegister())
 			status = resp.GetStatus()
-			out = appendServerFrame(out[:0], &pb.Message{
+			buf = appendServerFrame(buf[:0], &pb.Message{
 				Type:             pb.Message_REGISTER_RESPONSE.Enum(),
 				RegisterResponse: resp,
 			})
+			out = buf
 		case pb.Message_DISCOVER:
 			var text string
 			status, text = s.discover(remote, req.GetDiscover(), &d)
 			if status == StatusOK {
 				out = d.out
 			} else {
-				out = appendServerFrame(out[:0], &pb.Message{
+				buf = appendServerFrame(buf[:0], &pb.Message{
 					Type: pb.Message_DISCOVER_RESPONSE.Enum(),
 					DiscoverResponse: &pb.Message_DiscoverResponse{
 						Status:     status.Enum(),
 						StatusText: proto.String(text),
 					},
 				})
+				out = buf
 			}
 		case pb.Message_UNREGISTER:
 			s.unregister(remote, req.GetUnregister())
@@ -353,7 +358,7 @@ func (s *Server) handleStream(str network.Stream) {
 		}
 		s.m.requests[typ][status].Inc()
 		s.m.latency[typ].Observe(time.Since(start).Seconds())
-		if status == StatusOK && typ == pb.Message_DISCOVER && cap(out) > 64<<10 {
+		if cap(d.out) > 64<<10 {
 			d.out = nil // do not pin a large page buffer to an idle stream
 		}
 	}
