@@ -57,7 +57,7 @@ func (n *Node) resolve(ctx context.Context, nick string, pin bool) (peer.ID, err
 		return p, nil
 	}
 	if !ValidNick(nick) {
-		return "", fmt.Errorf("%q: %w", nick, ErrUnknownNick)
+		return "", ErrUnknownNick
 	}
 	var found []peer.AddrInfo
 	if n.rdv != nil {
@@ -85,10 +85,10 @@ func (n *Node) resolve(ctx context.Context, nick string, pin bool) (peer.ID, err
 	found = dropPeer(found, n.h.ID())
 	switch {
 	case len(found) == 0:
-		return "", fmt.Errorf("%q: %w", nick, ErrUnknownNick)
+		return "", ErrUnknownNick
 	case len(found) > 1:
 		n.warn(nick, found[1].ID, fmt.Sprintf("several peers claim nick %q (%s, %s); not pinning", nick, found[0].ID, found[1].ID))
-		return "", fmt.Errorf("%q: ambiguous: %d peers claim it", nick, len(found))
+		return "", fmt.Errorf("ambiguous nick: %d peers claim it", len(found))
 	}
 	ai := found[0]
 	n.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.AddressTTL)
