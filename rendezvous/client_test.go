@@ -313,7 +313,27 @@ func TestClientContextBoundsRead(t *testing.T) {
 		})
 	}
 
+	drain := func() {
+		for {
+			select {
+			case <-handlerDone:
+			default:
+				return
+			}
+		}
+	}
+	// A watch on a server that never answers ends with its ctx.
+	drain()
+	wctx, wcancel := context.WithCancel(context.Background())
+	events, err := c.Watch(wctx, "room")
+	require.NoError(t, err)
+	<-handlerDone
+	wcancel()
+	for range events {
+	}
+
 	// Explicit cancellation too, from another goroutine.
+	drain()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -498,5 +518,52 @@ func BenchmarkClientDiscoverWarm(b *testing.B) {
 		if err != nil || len(regs) != 1 {
 			b.Fatal(err, len(regs))
 		}
+	}
+}
+
+// Close unregisters kept registrations before it returns.
+func TestClientCloseUnregisters(t *testing.T) {
+	srv := ctStartServer(t, nil, "", WithDisconnectGrace(-1))
+	alice := ctHost(t, nil, "")
+	bob := ctHost(t, nil, "")
+	ca := ctClient(t, alice, []*ctServer{srv})
+	cb := ctClient(t, bob, []*ctServer{srv})
+	ctx := ctCtx(t)
+
+	require.NoError(t, ca.Register(ctx, "room", time.Hour))
+	require.NoError(t, ca.Register(ctx, UserNamespacePrefix+"alice", time.Hour))
+	require.NoError(t, ca.Close())
+	require.NoError(t, ca.Close(), "Close is idempotent")
+	for _, ns := range []string{"room", UserNamespacePrefix + "alice"} {
+		regs, err := cb.Discover(ctx, ns, 0)
+		require.NoError(t, err)
+		require.Empty(t, regs, ns)
+	}
+	// The exclusive name is free again at once.
+	require.NoError(t, cb.Register(ctx, UserNamespacePrefix+"alice", time.Hour))
+}
+
+// A server that caps pages below what the client asks: Discover keeps
+// following the cookie.
+func TestClientDiscoverFollowsServerCap(t *testing.T) {
+	lim := ctLimits()
+	lim.MaxDiscoverLimit = serverCapFloor
+	srv := ctStartServer(t, nil, "", WithLimits(lim))
+	alice := ctHost(t, nil, "")
+	ca := ctClient(t, alice, []*ctServer{srv})
+	ctx := ctCtx(t)
+
+	const n = serverCapFloor + serverCapFloor/2
+	for i := range n {
+		_, err := ca.RegisterOn(ctx, srv.h.ID(), fmt.Sprintf("ns/%03d", i), time.Hour)
+		require.NoError(t, err)
+	}
+	all, err := ca.Discover(ctx, "", 0)
+	require.NoError(t, err)
+	require.Len(t, all, n)
+	seen := map[string]bool{}
+	for _, r := range all {
+		require.False(t, seen[r.Namespace], "duplicate %s", r.Namespace)
+		seen[r.Namespace] = true
 	}
 }
