@@ -28,6 +28,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/p2p-messaging/p2p-messaging/internal/atomicfile"
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
@@ -77,8 +78,12 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	d := &daemon{cfg: c, log: log, addrFile: filepath.Join(c.dataDir, paths.AddrFileName)}
 	bg, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
+	var metricsLn net.Listener
 	defer func() {
 		if err != nil {
+			if metricsLn != nil && d.httpSrv == nil {
+				_ = metricsLn.Close()
+			}
 			d.close()
 		}
 	}()
@@ -123,7 +128,6 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 
 	// The metrics listener opens before anything announces readiness, so a
 	// bad -metrics address fails the start.
-	var metricsLn net.Listener
 	if c.metrics != "" {
 		metricsLn, err = net.Listen("tcp", c.metrics)
 		if err != nil {
@@ -138,15 +142,9 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		dht.BootstrapPeers(bootstrap...),
 	)
 	if err != nil {
-		if metricsLn != nil {
-			_ = metricsLn.Close()
-		}
 		return nil, fmt.Errorf("start dht: %w", err)
 	}
 	if err := d.kad.Bootstrap(ctx); err != nil {
-		if metricsLn != nil {
-			_ = metricsLn.Close()
-		}
 		return nil, fmt.Errorf("bootstrap dht: %w", err)
 	}
 
@@ -159,23 +157,17 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		rendezvous.WithDisconnectGrace(c.disconnectGrace),
 	)
 	if err != nil {
-		if metricsLn != nil {
-			_ = metricsLn.Close()
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("start rendezvous server: store in %s is locked: is another daemon using this data dir? %w", c.dataDir, err)
 		}
-		return nil, fmt.Errorf("start rendezvous server (is another daemon using %s?): %w", c.dataDir, err)
+		return nil, fmt.Errorf("start rendezvous server: %w", err)
 	}
 
 	if err := d.registerMetrics(reg, bootstrap); err != nil {
-		if metricsLn != nil {
-			_ = metricsLn.Close()
-		}
 		return nil, err
 	}
 
 	if err := d.watchReachability(bg); err != nil {
-		if metricsLn != nil {
-			_ = metricsLn.Close()
-		}
 		return nil, err
 	}
 	if !c.forcePublic && c.relay.enabled {
@@ -183,9 +175,6 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	}
 
 	if err := d.connectBootstrap(bg, bootstrap); err != nil {
-		if metricsLn != nil {
-			_ = metricsLn.Close()
-		}
 		return nil, err
 	}
 

@@ -702,7 +702,7 @@ func TestSecondDaemonOnSameDataDir(t *testing.T) {
 	require.NoError(t, err)
 
 	err = run(context.Background(), []string{"-listen", "/ip4/127.0.0.1/tcp/0", "-data-dir", dir}, io.Discard, io.Discard)
-	require.ErrorContains(t, err, "is another daemon using")
+	require.ErrorContains(t, err, "is another daemon using this data dir")
 
 	after, err := os.ReadFile(filepath.Join(dir, paths.AddrFileName))
 	require.NoError(t, err, "the running daemon's addrs file survives")
