@@ -197,7 +197,8 @@ func (k *keeper) refresh(servers []peer.ID) {
 		}
 		st.failed(now, k.c.cfg.retryMin, k.c.cfg.retryMax)
 		var se *StatusError
-		if errors.As(r.err, &se) && se.Status == StatusNotAuthorized {
+		if errors.As(r.err, &se) && se.Status != StatusUnavailable {
+			// A refusal (name taken, TTL out of range...) is not transient.
 			k.c.log.Warn("registration refused", "ns", k.ns, "peer", r.id, "err", r.err)
 		} else {
 			k.c.log.Debug("registration failed; will retry", "ns", k.ns, "peer", r.id, "err", r.err, "retry_in", st.due.Sub(now))
