@@ -501,9 +501,25 @@ func (n *Node) retryLoop() {
 				todo = append(todo, id)
 			}
 		}
+		// Chats still on a relayed stream although a direct connection
+		// exists (the connection event came while a dial was under way).
+		var upgrade []peer.ID
+		for id, ps := range n.peers {
+			if ps.active != nil && ps.active.limited && !ps.dialing && !now.Before(ps.nextTry) {
+				upgrade = append(upgrade, id)
+			}
+		}
 		n.mu.Unlock()
 		for _, p := range todo {
 			n.connect(p, false)
+		}
+		for _, p := range upgrade {
+			for _, c := range n.h.Network().ConnsToPeer(p) {
+				if !c.Stat().Limited && !c.IsClosed() {
+					n.connect(p, true)
+					break
+				}
+			}
 		}
 	}
 }
