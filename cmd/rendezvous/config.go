@@ -46,6 +46,11 @@ const (
 	defaultRelayLimitDuration = 10 * time.Minute
 	defaultRelayLimitData     = 1 << 20
 
+	// The library's AutoNAT service answers 30 dial-back requests a minute,
+	// far too few for thousands of clients checking their reachability.
+	defaultAutonatRate    = 600
+	defaultAutonatPerPeer = 3
+
 	defaultDisconnectGrace = 2 * time.Second
 	shutdownTimeout        = 10 * time.Second
 )
@@ -70,6 +75,9 @@ type config struct {
 
 	connsMax   int
 	connsPerIP int
+
+	autonatRate    int // AutoNAT dial-backs per minute, all peers
+	autonatPerPeer int // AutoNAT dial-backs per minute, one peer
 }
 
 type relayConfig struct {
@@ -171,8 +179,10 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		relayDuration    = fs.Duration("relay-limit-duration", defaultRelayLimitDuration, "longest life of one relayed connection")
 		relayData        = byteSize(defaultRelayLimitData)
 
-		connsMax   = fs.Int("conns-max", defaultConnsMax, "most concurrent connections (resource manager); the connection manager trims from 3/4 of it down to 5/8")
-		connsPerIP = fs.Int("conns-per-ip", defaultConnsPerIP, "most concurrent connections from one IPv4 address or IPv6 /56 (loopback is unlimited)")
+		connsMax       = fs.Int("conns-max", defaultConnsMax, "most concurrent connections (resource manager); the connection manager trims from 3/4 of it down to 5/8")
+		autonatRate    = fs.Int("autonat-rate", defaultAutonatRate, "AutoNAT dial-back requests served per minute (all peers); 0: unlimited")
+		autonatPerPeer = fs.Int("autonat-rate-per-peer", defaultAutonatPerPeer, "AutoNAT dial-back requests served per minute for one peer")
+		connsPerIP     = fs.Int("conns-per-ip", defaultConnsPerIP, "most concurrent connections from one IPv4 address or IPv6 /56 (loopback is unlimited)")
 	)
 	fs.Var(&relayData, "relay-limit-data", "most bytes relayed per direction on one relayed connection (e.g. 1MiB)")
 
@@ -223,6 +233,8 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		disconnectGrace: *grace,
 		connsMax:        *connsMax,
 		connsPerIP:      *connsPerIP,
+		autonatRate:     *autonatRate,
+		autonatPerPeer:  *autonatPerPeer,
 		relay: relayConfig{
 			enabled:               *relayOn,
 			infinite:              *relayInfinite,
@@ -336,6 +348,10 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("-conns-max must be at least 64, got %d", c.connsMax))
 	}
 	positive("conns-per-ip", int64(c.connsPerIP))
+	if c.autonatRate < 0 {
+		errs = append(errs, fmt.Errorf("-autonat-rate must not be negative, got %d", c.autonatRate))
+	}
+	positive("autonat-rate-per-peer", int64(c.autonatPerPeer))
 	return errors.Join(errs...)
 }
 

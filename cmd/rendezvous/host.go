@@ -186,6 +186,7 @@ func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Regi
 		libp2p.ConnectionManager(cm),
 		libp2p.PrometheusRegisterer(reg),
 		libp2p.EnableNATService(),
+		libp2p.AutoNATServiceRateLimit(c.autonatRate, c.autonatPerPeer, time.Minute),
 		libp2p.EnableAutoNATv2(),
 		libp2p.Ping(true),
 		libp2p.UserAgent("p2p-messaging-rendezvous"),

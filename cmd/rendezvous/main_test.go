@@ -538,6 +538,8 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-relay-limit-data", "0"}, "-relay-limit-data must be positive"},
 		{[]string{"-conns-max", "10"}, "-conns-max"},
 		{[]string{"-conns-per-ip", "0"}, "-conns-per-ip"},
+		{[]string{"-autonat-rate", "-1"}, "-autonat-rate"},
+		{[]string{"-autonat-rate-per-peer", "0"}, "-autonat-rate-per-peer"},
 		{[]string{"-no-such-flag"}, "not defined"},
 		{[]string{"extra"}, "unexpected argument"},
 	} {
