@@ -323,8 +323,13 @@ func (n *Node) streamDown(cs *chatStream) {
 	}
 	last := len(ps.streams) == 0
 	if last {
-		ps.dead = true
 		ps.nextTry = time.Time{}
+		// A relayed stream also ends when the relay's per-connection limit
+		// (time, bytes) runs out: reconnect first, and let a failed
+		// reconnect decide. Anything else ending means the peer is gone.
+		if !cs.limited || cs.timedOut.Load() {
+			ps.dead = true
+		}
 		n.updatePresenceLocked(ps)
 	}
 	closed := n.closed
