@@ -305,3 +305,21 @@ func TestKilledPeerRestartsAndGetsOutbox(t *testing.T) {
 	require.Equal(t, 1, bob.rec.count(func(e Event) bool { _, ok := e.(EventMessage); return ok }))
 	require.Equal(t, 1, alice.rec.count(isDelivered(pend.ID)))
 }
+
+// Room members show up online (with their nick) without any message, and
+// Join moves the node to another room.
+func TestRoomPresenceAndJoin(t *testing.T) {
+	r := newRendezvous(t)
+	carol := newNode(t, r, "carol", "", func(c *Config) { c.Room = "dev" })
+	alice := newNode(t, r, "alice", "")
+	require.Equal(t, DefaultRoom, alice.Room())
+	require.NoError(t, alice.Join(context.Background(), "dev"))
+	require.Equal(t, "dev", alice.Room())
+	alice.rec.wait(t, 10*time.Second, isPresence("carol", true))
+	carol.rec.wait(t, 10*time.Second, isPresence("alice", true))
+	require.Eventually(t, func() bool {
+		peers := alice.Peers(context.Background())
+		return len(peers) == 1 && peers[0].Nick == "carol" && peers[0].RTT > 0
+	}, 10*time.Second, 50*time.Millisecond, "carol listed with a round-trip time")
+	require.Error(t, alice.Join(context.Background(), "bad room"))
+}
