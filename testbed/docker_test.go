@@ -254,8 +254,20 @@ func (tp *topology) teardown() {
 	if len(containers) > 0 {
 		_, _ = docker(ctx, append([]string{"rm", "-f", "-v"}, containers...)...)
 	}
+	// Every profile is active for down: compose v2 otherwise skips services
+	// of inactive profiles that were started by name.
+	tp.env = append(tp.env, "COMPOSE_PROFILES=peers,two-daemons")
 	if _, err := tp.compose(ctx, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
 		tp.t.Errorf("teardown: %v", err)
+	}
+	// Safety net: nothing named after the project may survive.
+	if ids, _ := docker(ctx, "ps", "-aq", "--filter", "name="+tp.project); ids != "" {
+		tp.t.Errorf("containers left after compose down: %s", ids)
+		_, _ = docker(ctx, append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
+	}
+	if ids, _ := docker(ctx, "network", "ls", "-q", "--filter", "name="+tp.project); ids != "" {
+		tp.t.Errorf("networks left after compose down: %s", ids)
+		_, _ = docker(ctx, append([]string{"network", "rm"}, strings.Fields(ids)...)...)
 	}
 	if len(volumes) > 0 {
 		if _, err := docker(ctx, append([]string{"volume", "rm", "-f"}, volumes...)...); err != nil {
