@@ -113,6 +113,7 @@ func startChild(ctx context.Context, kind string) (*server, error) {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
 	cmd := exec.Command(exe)
+	dieWithParent(cmd)
 	cmd.Env = append(os.Environ(), childEnv+"="+kind)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -215,7 +216,7 @@ func startDaemon(ctx context.Context, bin, dataDir string, extra []string, logTo
 	args = append(args, daemonLoadArgs...)
 	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=") // the machine's default
+	dieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
