@@ -26,21 +26,26 @@
 //
 // Flow: either side opens a stream, both write Hello, then any number of
 // Message/Ack/Ping/Pong frames go either way. One long-lived stream per peer
-// is enough; if both sides opened one at once, both stay usable. A frame
+// is enough; if both sides opened one at once, both stay usable (each side
+// reads all of them). A stream ends with a clean close (EOF) when a side
+// retires it, or with a reset on any error. A frame
 // that does not decode, is oversized, has no known body, a malformed id,
 // empty, oversized or non-UTF-8 text, or a first frame that is not a Hello
 // resets that stream (the reason is logged at Debug); the node keeps
-// serving. A repeated Hello is ignored. Streams also work over limited
+// serving. A stream cut inside a frame is an error, not a clean end. A
+// repeated Hello is ignored. Streams also work over limited
 // (relayed) connections; when a direct connection to the peer appears (hole
 // punch), a new stream is opened on it and the relayed one closed.
 //
 // # Delivery
 //
 // Send stores a message as pending in the history and the outbox (bbolt,
-// DataDir/chat.db) before anything goes on the wire. Every time a stream to
-// the peer comes up, the whole outbox for that peer is (re)sent, oldest
-// first, by one writer per stream (so messages keep their order); an Ack
-// removes the message from the outbox and marks it delivered.
+// DataDir/chat.db) before anything goes on the wire. Outgoing messages to a
+// peer go out on one "active" stream at a time (so they keep their order);
+// whenever a stream becomes the active one (a new connection, the old
+// stream ended, a move from a relayed to a direct connection) the whole
+// outbox for that peer is (re)sent on it, oldest first. An Ack removes the
+// message from the outbox and marks it delivered.
 // The receiver stores each message before acknowledging it and remembers the
 // IDs it has seen per peer (the newest MaxSeenPerPeer), so a resend is
 // acknowledged again but never shown twice. Peers with pending messages are
