@@ -96,7 +96,18 @@ type relayConfig struct {
 // kB/MB/GB) suffixes.
 type byteSize int64
 
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (b *byteSize) Set(s string) error {
 	v, err := parseByteSize(s)
@@ -184,7 +195,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		autonatPerPeer = fs.Int("autonat-rate-per-peer", defaultAutonatPerPeer, "AutoNAT dial-back requests served per minute for one peer")
 		connsPerIP     = fs.Int("conns-per-ip", defaultConnsPerIP, "most concurrent connections from one IPv4 address or IPv6 /56 (loopback is unlimited)")
 	)
-	fs.Var(&relayData, "relay-limit-data", "most bytes relayed per direction on one relayed connection (e.g. 1MiB)")
+	fs.Var(&relayData, "relay-limit-data", "most data relayed per direction on one relayed connection, a `size` in bytes or with KiB, MiB or GiB")
 
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: rendezvous [flags]\n\n"+
@@ -193,7 +204,10 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 			"environment variable shown in brackets; a flag on the command line wins.\n\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
-			fmt.Fprintf(fs.Output(), "  -%s %s\t[%s]\n    \t%s", f.Name, name, envName(f.Name), usage)
+			if name != "" {
+				name = " " + name
+			}
+			fmt.Fprintf(fs.Output(), "  -%s%s\t[%s]\n    \t%s", f.Name, name, envName(f.Name), usage)
 			if f.DefValue != "" && f.DefValue != "false" {
 				fmt.Fprintf(fs.Output(), " (default %s)", f.DefValue)
 			}

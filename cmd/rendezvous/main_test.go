@@ -774,3 +774,13 @@ func TestRoutingDiscoveryAcrossDaemons(t *testing.T) {
 		return false
 	}, 30*time.Second, 50*time.Millisecond)
 }
+
+func TestByteSizeString(t *testing.T) {
+	for n, want := range map[int64]string{1 << 20: "1MiB", 256 << 10: "256KiB", 3 << 30: "3GiB", 1000: "1000", 1536: "1536", 0: "0"} {
+		b := byteSize(n)
+		require.Equal(t, want, b.String())
+		var back byteSize
+		require.NoError(t, back.Set(want))
+		require.Equal(t, b, back)
+	}
+}
