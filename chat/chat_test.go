@@ -323,3 +323,25 @@ func TestRoomPresenceAndJoin(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond, "carol listed with a round-trip time")
 	require.Error(t, alice.Join(context.Background(), "bad room"))
 }
+
+// A Hello nick that the rendezvous daemons do not list for the peer is
+// neither pinned nor shown.
+func TestUnregisteredNickClaim(t *testing.T) {
+	r := newRendezvous(t)
+	bob := newNode(t, r, "bob", "")
+	raw := rawPeer(t)
+	s := rawStream(t, raw, bob.Node)
+	defer s.Reset()
+	_, err := s.Write(encode(t, helloF("ghost"), msgF(id16, "boo")))
+	require.NoError(t, err)
+	w := bob.rec.wait(t, 10*time.Second, func(e Event) bool { _, ok := e.(EventWarning); return ok }).(EventWarning)
+	require.Equal(t, "ghost", w.Nick)
+	require.Equal(t, raw.ID(), w.Peer)
+	got := bob.rec.wait(t, 10*time.Second, isMessage("boo")).(EventMessage).Message
+	require.Equal(t, raw.ID().String(), got.From)
+	_, err = bob.History("ghost", 0)
+	require.ErrorIs(t, err, ErrUnknownNick, "not pinned")
+	h, err := bob.History(raw.ID().String(), 0)
+	require.NoError(t, err)
+	require.Len(t, h, 1)
+}

@@ -59,8 +59,10 @@
 // p2p-messaging/room/<room> on every daemon, and advertises both on the DHT
 // (protocol prefix /p2p-messaging). Resolving a nick tries the pinned
 // contacts, then the daemons, then the DHT. The first peer a nick resolves
-// to, or that presents a nick in its Hello that the daemons do not list for
-// another peer, is pinned to it (like SSH's known_hosts). Another peer later
+// to, or that presents in its Hello a nick the daemons list for it, is
+// pinned to it (like SSH's known_hosts; when no daemon answers, the Hello
+// is trusted on first use). A Hello nick that the daemons list for nobody
+// is not pinned: a warning says so and the peer is shown by its ID. Another peer later
 // claiming a pinned nick, in a Hello or a rendezvous registration, produces
 // an EventWarning; its messages are shown under its peer ID and messages to
 // the nick still go to the pinned peer only.

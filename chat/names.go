@@ -123,9 +123,10 @@ func dropPeer(infos []peer.AddrInfo, p peer.ID) []peer.AddrInfo {
 }
 
 // identify decides how to name peer p that claims nick in its Hello. It
-// returns the nick if the claim is verified (pinned to p, or not pinned and
-// not held by another peer at the rendezvous daemons, in which case it is
-// pinned now), or p's ID string otherwise, after a warning.
+// returns the nick if the claim holds: the nick is pinned to p, or it is not
+// pinned yet and the rendezvous daemons list p under it (or no daemon
+// answers: trust on first use), in which case it is pinned now. Otherwise
+// it warns once and returns p's ID string.
 func (n *Node) identify(ctx context.Context, p peer.ID, claimed string) string {
 	if claimed == n.cfg.Nick {
 		n.warn(claimed, p, fmt.Sprintf("peer %s claims our own nick %q", p, claimed))
@@ -148,14 +149,21 @@ func (n *Node) identify(ctx context.Context, p peer.ID, claimed string) string {
 		vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 		infos, err := n.rdv.Discover(vctx, userNS(claimed), 10)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil:
+			// No daemon answers: fall back to trust on first use.
 			n.log.Debug("verify nick at rendezvous", "peer", p, "ns", userNS(claimed), "err", err)
-		} else if len(infos) > 0 && !containsPeer(infos, p) {
+		case containsPeer(infos, p):
+			// Verified: the exclusive namespace is held by this peer.
+		case len(infos) > 0:
 			n.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which the rendezvous daemons list for %s; not accepted", p, claimed, infos[0].ID))
+			return p.String()
+		default:
+			n.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which it has not registered at the rendezvous daemons; shown by peer ID", p, claimed))
 			return p.String()
 		}
 	}
-	// Trust on first use: pin the nick to this peer.
+	// Pin the nick to this peer (verified, or trust on first use).
 	pinned, err := n.db.pin(claimed, p, n.h.Peerstore().Addrs(p), time.Now())
 	if err != nil {
 		n.log.Warn("pin contact", "nick", claimed, "peer", p, "err", err)
