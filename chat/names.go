@@ -206,7 +206,7 @@ func (n *Node) warn(nick string, p peer.ID, text string) {
 	if seen {
 		return
 	}
-	n.log.Warn(text, "peer", p, "nick", nick)
+	n.log.Warn("warning", "text", text, "peer", p, "claimed_nick", nick)
 	n.ev.emit(EventWarning{Text: text, Nick: nick, Peer: p})
 }
 
