@@ -23,7 +23,13 @@ type loadSpec struct {
 	// OnStart and OnEnd are called when the recorded window starts and
 	// ends (for /proc samples of the server).
 	OnStart, OnEnd func()
+	// Abort breaks every client's connection; it is called if the phase
+	// is cancelled or the clients are still busy stallTimeout after the
+	// window, so a stalled server cannot hang the benchmark.
+	Abort func()
 }
+
+const stallTimeout = 30 * time.Second
 
 // loadResult is what one phase measured.
 type loadResult struct {
@@ -123,7 +129,26 @@ func runLoad(ctx context.Context, spec loadSpec) loadResult {
 			}
 		}()
 	}
-	wg.Wait()
+	finished := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(finished)
+	}()
+	stall := time.NewTimer(time.Until(winEnd.Add(stallTimeout)))
+	defer stall.Stop()
+	select {
+	case <-finished:
+	case <-ctx.Done():
+	case <-stall.C:
+	}
+	select {
+	case <-finished:
+	default:
+		if spec.Abort != nil {
+			spec.Abort()
+		}
+		<-finished
+	}
 	<-sampler
 	var all Latencies
 	res := loadResult{Clients: n, Seconds: spec.Duration.Seconds()}

@@ -69,12 +69,26 @@ func (b *bench) runLoadPhases(ctx context.Context, baselines, rdv bool) {
 				c := newEchoClient(rw, req, resp)
 				fns[i] = func(*rand.Rand) error { return c.do() }
 			}
-			b.measure(ctx, "baseline", kind+"-echo "+suffix, echoSrv[kind], b.spec(fns, rate))
+			spec := b.spec(fns, rate)
+			spec.Abort = func() {
+				for _, rw := range rws {
+					if c, ok := rw.(io.Closer); ok {
+						c.Close()
+					}
+				}
+			}
+			b.measure(ctx, "baseline", kind+"-echo "+suffix, echoSrv[kind], spec)
 		}
 	}
 	rv := func(name string, mix, rate float64) {
 		if rdv && ctx.Err() == nil {
-			b.measure(ctx, "rendezvous", name, srv, b.spec(b.rvOps(cs, mix), rate))
+			spec := b.spec(b.rvOps(cs, mix), rate)
+			spec.Abort = func() {
+				for _, c := range cs {
+					c.s.Reset()
+				}
+			}
+			b.measure(ctx, "rendezvous", name, srv, spec)
 		}
 	}
 	mixName := fmt.Sprintf("mix %.0f%% REGISTER", b.cfg.Mix*100)

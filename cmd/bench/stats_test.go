@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,4 +148,40 @@ func FuzzScanResponse(f *testing.F) {
 			t.Fatalf("%d registrations, full decode says %d", got.registrations, len(m.DiscoverResponse.Registrations))
 		}
 	})
+}
+
+func TestRunLoadCounts(t *testing.T) {
+	var calls atomic.Int64
+	ops := make([]opFunc, 4)
+	for i := range ops {
+		ops[i] = func(*rand.Rand) error { calls.Add(1); return nil }
+	}
+	for _, rate := range []float64{0, 2000} {
+		res := runLoad(context.Background(), loadSpec{Clients: ops, Warmup: time.Millisecond, Duration: 50 * time.Millisecond, Rate: rate})
+		require.Positive(t, res.Ops)
+		require.Zero(t, res.Errors)
+		require.Equal(t, 4, res.Clients)
+		require.Equal(t, res.Ops, res.Latency.Count)
+		require.LessOrEqual(t, int64(res.Ops), calls.Load())
+	}
+}
+
+// A stalled server must not hang the benchmark: cancelling breaks the
+// clients' connections through Abort.
+func TestRunLoadAbortsStalledClients(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	release := make(chan struct{})
+	var aborted atomic.Bool
+	ops := []opFunc{func(*rand.Rand) error {
+		cancel()
+		<-release
+		return errors.New("connection broken")
+	}}
+	res := runLoad(ctx, loadSpec{Clients: ops, Duration: time.Hour, Abort: func() {
+		aborted.Store(true)
+		close(release)
+	}})
+	require.True(t, aborted.Load())
+	require.Equal(t, 1, res.Errors)
+	require.Equal(t, "connection broken", res.FirstErr)
 }
