@@ -44,7 +44,8 @@
 // peer go out on one "active" stream at a time (so they keep their order);
 // whenever a stream becomes the active one (a new connection, the old
 // stream ended, a move from a relayed to a direct connection) the whole
-// outbox for that peer is (re)sent on it, oldest first. An Ack removes the
+// outbox for that peer is (re)sent on it, oldest first, and a message left
+// unacknowledged for AckTimeout (30 s) is written again. An Ack removes the
 // message from the outbox and marks it delivered.
 // The receiver stores each message before acknowledging it and remembers the
 // IDs it has seen per peer (the newest MaxSeenPerPeer), so a resend is

@@ -292,3 +292,40 @@ func TestStreamsPerPeerBounded(t *testing.T) {
 	_, _ = io.ReadAll(streams[0])
 	require.Less(t, time.Since(start), 5*time.Second)
 }
+
+// A message whose ack does not come is written again on the same stream.
+func TestUnackedMessageResent(t *testing.T) {
+	alice := newNode(t, nil, "alice", "", func(c *Config) {
+		c.AckTimeout = 300 * time.Millisecond
+		c.PingTimeout = time.Minute
+	})
+	raw := rawPeer(t)
+	s := rawStream(t, raw, alice.Node)
+	defer s.Reset()
+	_, err := s.Write(encode(t, helloF("mallory")))
+	require.NoError(t, err)
+	r := pbio.NewDelimitedReader(s, MaxFrameSize)
+	var f pb.Frame
+	require.NoError(t, r.ReadMsg(&f))
+	require.NotNil(t, f.GetHello())
+	alice.rec.wait(t, 5*time.Second, isPresence("mallory", true))
+
+	m := send(t, alice, raw.ID().String(), "ack me")
+	nextMessage := func() *pb.Message {
+		for {
+			var f pb.Frame
+			require.NoError(t, r.ReadMsg(&f))
+			if msg := f.GetMessage(); msg != nil {
+				return msg
+			}
+		}
+	}
+	first := nextMessage()
+	require.Equal(t, "ack me", first.GetText())
+	again := nextMessage() // no ack sent: it comes again
+	require.Equal(t, first.GetId(), again.GetId())
+	_, err = s.Write(encode(t, &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: again.GetId()}}}))
+	require.NoError(t, err)
+	alice.rec.wait(t, 5*time.Second, isDelivered(m.ID))
+	require.Equal(t, 1, alice.rec.count(isDelivered(m.ID)))
+}

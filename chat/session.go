@@ -366,10 +366,13 @@ func (cs *chatStream) kick() {
 // message when Send kicks it. One active stream per peer keeps messages in
 // order.
 func (n *Node) messageWriter(cs *chatStream) {
-	sent := map[string]struct{}{}
+	sent := map[string]time.Time{} // written on cs, not acknowledged yet
+	t := time.NewTicker(n.cfg.AckTimeout / 2)
+	defer t.Stop()
 	for {
 		select {
 		case <-cs.kickw:
+		case <-t.C:
 		case <-cs.done:
 			return
 		case <-n.ctx.Done():
@@ -383,10 +386,14 @@ func (n *Node) messageWriter(cs *chatStream) {
 			n.log.Warn("read outbox", "peer", cs.peer, "err", err)
 			continue
 		}
-		still := make(map[string]struct{}, len(msgs))
+		now := time.Now()
+		still := make(map[string]time.Time, len(msgs))
 		for _, m := range msgs {
-			if _, ok := sent[m.ID]; ok {
-				still[m.ID] = struct{}{}
+			// Resend only what this stream has not carried yet, or what
+			// stayed unacknowledged for AckTimeout (the receiver could not
+			// store it, or the ack got lost).
+			if at, ok := sent[m.ID]; ok && now.Sub(at) < n.cfg.AckTimeout {
+				still[m.ID] = at
 				continue
 			}
 			if n.activeStream(cs.peer) != cs {
@@ -395,7 +402,7 @@ func (n *Node) messageWriter(cs *chatStream) {
 			if err := cs.write(messageFrame(m)); err != nil {
 				return // the stream is reset; the next one resends
 			}
-			still[m.ID] = struct{}{}
+			still[m.ID] = now
 		}
 		sent = still // forget acknowledged IDs
 	}

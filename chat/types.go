@@ -89,6 +89,9 @@ type Config struct {
 	// RetryInterval is the base of the outbox retry backoff (default 2s;
 	// the backoff doubles up to 1 minute).
 	RetryInterval time.Duration
+	// AckTimeout is how long a message written on a live stream may stay
+	// unacknowledged before it is written again (default 30s).
+	AckTimeout time.Duration
 	// HelloTimeout bounds the wait for the peer's Hello on a new stream
 	// (default 10s).
 	HelloTimeout time.Duration
