@@ -88,8 +88,10 @@ type Node struct {
 	advertiseStop map[string]context.CancelFunc
 }
 
-// New creates the node's host and opens its state; it does not contact the
-// network yet (Start does). The stream handler is live when New returns.
+// New creates the node's host and opens its state (identity key and
+// database in cfg.DataDir); it does not contact the network yet (Start
+// does). The stream handler is live when New returns. ctx is not retained:
+// the node lives until Close.
 func New(ctx context.Context, cfg Config) (*Node, error) {
 	if !ValidNick(cfg.Nick) {
 		return nil, fmt.Errorf("nick %q: %w (1-%d letters, digits, '-', '_', '.')", cfg.Nick, errBadNick, MaxNickLen)
