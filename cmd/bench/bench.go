@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"sync"
@@ -67,11 +68,15 @@ type result struct {
 	// ClientCPUUS is the load generator's own CPU per operation (this
 	// process: clients, and for chat rows also the in-process nodes).
 	ClientCPUUS float64 `json:"client_cpu_us_per_op,omitempty"`
-	Baseline    string  `json:"baseline,omitempty"`
-	RatioOf     string  `json:"ratio_of,omitempty"` // ops/s, p50, p99
-	Ratio       float64 `json:"ratio,omitempty"`    // this / baseline
-	Target      string  `json:"target,omitempty"`
-	Pass        *bool   `json:"pass,omitempty"`
+	// OtherCores is how many CPUs other processes of the machine kept busy
+	// on average during the window: a result measured beside a busy
+	// neighbour is not comparable with one measured alone.
+	OtherCores *float64 `json:"other_cores_busy,omitempty"`
+	Baseline   string   `json:"baseline,omitempty"`
+	RatioOf    string   `json:"ratio_of,omitempty"` // ops/s, p50, p99
+	Ratio      float64  `json:"ratio,omitempty"`    // this / baseline
+	Target     string   `json:"target,omitempty"`
+	Pass       *bool    `json:"pass,omitempty"`
 }
 
 // memResult is one memory figure of the daemon.
@@ -242,13 +247,19 @@ func (b *bench) measure(ctx context.Context, group, name string, srv *server, sp
 	var okB, okA bool
 	var errB, errA error
 	self := os.Getpid()
+	var busyB, busyA, t0, t1 float64
+	var errMB, errMA error
 	spec.OnStart = func() {
 		before, okB = srv.sample()
 		selfB, errB = readProc(self)
+		busyB, _, errMB = machineCPU()
+		t0 = float64(time.Now().UnixNano()) / 1e9
 	}
 	spec.OnEnd = func() {
 		after, okA = srv.sample()
 		selfA, errA = readProc(self)
+		busyA, _, errMA = machineCPU()
+		t1 = float64(time.Now().UnixNano()) / 1e9
 	}
 	lr := runLoad(ctx, spec)
 	r := result{
@@ -266,6 +277,12 @@ func (b *bench) measure(ctx context.Context, group, name string, srv *server, sp
 	}
 	if errA == nil && errB == nil && lr.Ops > 0 {
 		r.ClientCPUUS = (selfA.CPUSeconds - selfB.CPUSeconds) / float64(lr.Ops) * 1e6
+	}
+	if okA && okB && errA == nil && errB == nil && errMA == nil && errMB == nil && t1 > t0 {
+		ours := (after.CPUSeconds - before.CPUSeconds) + (selfA.CPUSeconds - selfB.CPUSeconds)
+		other := max(0, (busyA-busyB-ours)/(t1-t0))
+		other = math.Round(other*100) / 100
+		r.OtherCores = &other
 	}
 	b.logf("%-10s %-28s %-14s %8.0f ops/s  p50 %.3f ms  p99 %.3f ms  errors %d %s",
 		group, name, r.Mode, r.OpsPerSec, r.P50, r.P99, r.Errors, r.FirstError)

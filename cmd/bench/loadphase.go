@@ -24,6 +24,7 @@ func (b *bench) runLoadPhases(ctx context.Context, baselines, rdv bool) {
 				continue
 			}
 			defer srv.Close()
+			b.logf("%s echo server %s pid %d; connecting %d clients", kind, srv.HostPort, srv.PID, b.cfg.Clients)
 			rws, closeFn, err := b.echoClients(ctx, srv, kind)
 			if err != nil {
 				b.fail(kind+" echo clients", err)

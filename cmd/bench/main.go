@@ -52,6 +52,7 @@ var explainNotes = []string{
 	"srv CPU µs/op is the measured process's user+system CPU over the window from /proc; client CPU µs/op is this process's (clients, and for chat rows the two in-process chat nodes)",
 	"REGISTER re-registers the client's own nick with its signed peer record, which the server checks every time; DISCOVER looks up a random other client's nick (one registration back)",
 	"chat rows use two in-process chat.Nodes with their data in $TMPDIR (fsync'd bbolt); the echo baselines run on the very connection the chat uses",
+	"other load: CPUs that processes other than the benchmark and its server kept busy during the window (from /proc/stat); with a busy neighbour on a 2-CPU machine throughput drops and tails grow",
 	"memory: RSS of the server process over its idle RSS, per connection (each with one open stream that answered a request) and per registration",
 }
 

@@ -61,3 +61,31 @@ func readProc(pid int) (procSample, error) {
 	}
 	return s, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
+
+// machineCPU returns the CPU seconds all CPUs spent busy and in total
+// since boot, from /proc/stat.
+func machineCPU() (busy, total float64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("parse /proc/stat: %q", line)
+	}
+	for i, s := range f[1:] {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("parse /proc/stat: %w", err)
+		}
+		if i >= 8 { // guest times are already in user and nice
+			break
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy / clockTicks, total / clockTicks, nil
+}

@@ -108,16 +108,20 @@ func writeTable(w io.Writer, rep *report) {
 		rep.Sizes.DiscoverReq, rep.Sizes.DiscoverResp, rep.Sizes.RegisterReq, rep.Sizes.RegisterResp)
 	if len(rep.Results) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "group\tmeasurement\tmode\tclients\tops/s\tp50 ms\tp99 ms\tmax ms\tsrv CPU µs/op\tclient CPU µs/op\tvs baseline\ttarget\t\t")
+		fmt.Fprintln(tw, "group\tmeasurement\tmode\tclients\tops/s\tp50 ms\tp99 ms\tmax ms\tsrv CPU µs/op\tclient CPU µs/op\tother load\tvs baseline\ttarget\t\t")
 		for _, r := range rep.Results {
 			vs := ""
 			if r.Baseline != "" && r.Ratio > 0 {
 				vs = fmt.Sprintf("%s× %s of %s", ratio(r.Ratio), r.RatioOf, r.Baseline)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			other := ""
+			if r.OtherCores != nil {
+				other = fmt.Sprintf("%.2f CPU", *r.OtherCores)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 				r.Group, r.Name, r.Mode, r.Clients, num(r.OpsPerSec, "%.0f"),
 				num(r.P50, "%.3f"), num(r.P99, "%.3f"), num(r.Max, "%.3f"),
-				num(r.ServerCPUUS, "%.1f"), num(r.ClientCPUUS, "%.1f"), vs, r.Target, verdict(r.Pass))
+				num(r.ServerCPUUS, "%.1f"), num(r.ClientCPUUS, "%.1f"), other, vs, r.Target, verdict(r.Pass))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
