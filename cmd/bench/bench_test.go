@@ -116,9 +116,9 @@ func TestEchoFrames(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	cfg, js, err := parseFlags([]string{"-short", "-json", "-clients", "7"}, io.Discard)
+	cfg, format, err := parseFlags([]string{"-short", "-json", "-clients", "7"}, io.Discard)
 	require.NoError(t, err)
-	require.True(t, js)
+	require.Equal(t, "json", format)
 	require.Equal(t, 7, cfg.Clients, "an explicit flag wins over -short")
 	require.Equal(t, []int{100, 200}, cfg.Capacity)
 
@@ -129,6 +129,7 @@ func TestParseFlags(t *testing.T) {
 		{"-phases", "nope"},
 		{"-record-addrs", "9"},
 		{"extra"},
+		{"-format", "xml"},
 	} {
 		_, _, err := parseFlags(args, io.Discard)
 		require.Error(t, err, "%v", args)

@@ -58,12 +58,13 @@ var explainNotes = []string{
 
 var allPhases = []string{"baseline", "rendezvous", "capacity", "chat"}
 
-func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
+func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
 	var capacity, phases, daemonArgs string
 	var jsonOut bool
+	var format string
 	fs.IntVar(&cfg.Clients, "clients", 1000, "concurrent client identities for the load phases (each with its own connection)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each load phase")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured time before each load phase")
@@ -80,16 +81,17 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.StringVar(&daemonArgs, "daemon-args", "", "extra space-separated flags for the started daemon")
 	fs.StringVar(&phases, "phases", strings.Join(allPhases, ","), "comma-separated phases to run: "+strings.Join(allPhases, ", "))
 	fs.BoolVar(&cfg.Short, "short", false, "a few seconds in total with small numbers (CI: checks that everything runs, not timings)")
-	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
+	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON (same as -format json)")
+	fs.StringVar(&format, "format", "table", "report format: table, json or markdown")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bench [flags]\n\nLoad and latency benchmarks of the rendezvous daemon and the chat, on loopback,\neach beside a TCP and a libp2p echo baseline measured in the same run.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return cfg, false, err
+		return cfg, "", err
 	}
 	if fs.NArg() > 0 {
-		return cfg, false, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return cfg, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -114,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 		}
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 {
-			return cfg, false, fmt.Errorf("invalid -capacity step %q", s)
+			return cfg, "", fmt.Errorf("invalid -capacity step %q", s)
 		}
 		cfg.Capacity = append(cfg.Capacity, n)
 	}
@@ -128,30 +130,38 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 			known = known || a == p
 		}
 		if !known {
-			return cfg, false, fmt.Errorf("unknown phase %q (want %s)", p, strings.Join(allPhases, ", "))
+			return cfg, "", fmt.Errorf("unknown phase %q (want %s)", p, strings.Join(allPhases, ", "))
 		}
 		cfg.Phases = append(cfg.Phases, p)
 	}
 	cfg.DaemonArgs = strings.Fields(daemonArgs)
 	switch {
 	case cfg.Clients < 1:
-		return cfg, false, errors.New("-clients must be at least 1")
+		return cfg, "", errors.New("-clients must be at least 1")
 	case cfg.Duration <= 0 || cfg.Warmup < 0:
-		return cfg, false, errors.New("-duration must be positive and -warmup not negative")
+		return cfg, "", errors.New("-duration must be positive and -warmup not negative")
 	case cfg.Mix < 0 || cfg.Mix > 1:
-		return cfg, false, errors.New("-mix must be within 0..1")
+		return cfg, "", errors.New("-mix must be within 0..1")
 	case cfg.RecordAddrs < 1 || cfg.RecordAddrs > 4:
-		return cfg, false, errors.New("-record-addrs must be within 1..4")
+		return cfg, "", errors.New("-record-addrs must be within 1..4")
 	case cfg.DiscoverLimit < 1:
-		return cfg, false, errors.New("-discover-limit must be at least 1")
+		return cfg, "", errors.New("-discover-limit must be at least 1")
 	case cfg.DialPar < 1:
-		return cfg, false, errors.New("-dial-parallelism must be at least 1")
+		return cfg, "", errors.New("-dial-parallelism must be at least 1")
 	case cfg.ChatMessages < 1:
-		return cfg, false, errors.New("-chat-messages must be at least 1")
+		return cfg, "", errors.New("-chat-messages must be at least 1")
 	case cfg.Rate < 0:
-		return cfg, false, errors.New("-rate must not be negative")
+		return cfg, "", errors.New("-rate must not be negative")
 	}
-	return cfg, jsonOut, nil
+	if jsonOut {
+		format = "json"
+	}
+	switch format {
+	case "table", "json", "markdown":
+	default:
+		return cfg, "", fmt.Errorf("unknown -format %q (want table, json or markdown)", format)
+	}
+	return cfg, format, nil
 }
 
 // fdsForAll reports whether this process may hold clients connections to
@@ -164,7 +174,7 @@ func fdsForAll(clients int) bool {
 // run parses args, runs the phases and prints the report. It fails when a
 // phase could not run or a request failed, never because of a timing.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, jsonOut, err := parseFlags(args, stderr)
+	cfg, format, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
 	}
@@ -197,13 +207,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	b.evaluate()
 	b.rep.Notes = append(b.rep.Notes, explainNotes...)
-	if jsonOut {
+	switch format {
+	case "json":
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(b.rep); err != nil {
 			return err
 		}
-	} else {
+	case "markdown":
+		writeMarkdown(stdout, b.rep)
+	default:
 		writeTable(stdout, b.rep)
 	}
 	if ctx.Err() != nil {

@@ -99,16 +99,12 @@ func num(v float64, format string) string {
 	return fmt.Sprintf(format, v)
 }
 
-// writeTable prints the report for people.
-func writeTable(w io.Writer, rep *report) {
-	fmt.Fprintf(w, "p2p-messaging bench — %s, %s/%s, %d CPUs, %s (load generator on the same machine)\n",
-		rep.Time, rep.OS, rep.Arch, rep.CPUs, rep.GoVersion)
-	fmt.Fprintf(w, "command: %s\n", rep.Command)
-	fmt.Fprintf(w, "message sizes (bytes, with length prefix): DISCOVER %d→%d, REGISTER %d→%d; echo baselines move the same bytes\n\n",
-		rep.Sizes.DiscoverReq, rep.Sizes.DiscoverResp, rep.Sizes.RegisterReq, rep.Sizes.RegisterResp)
+// tables turns the report into the rows people read: the results and the
+// memory figures, each with a header row.
+func tables(rep *report) (results, memory [][]string) {
 	if len(rep.Results) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "group\tmeasurement\tmode\tclients\tops/s\tp50 ms\tp99 ms\tmax ms\tsrv CPU µs/op\tclient CPU µs/op\tother load\tvs baseline\ttarget\t\t")
+		results = append(results, []string{"group", "measurement", "mode", "clients", "ops/s", "p50 ms", "p99 ms", "max ms",
+			"srv CPU µs/op", "client CPU µs/op", "other load", "vs baseline", "target", ""})
 		for _, r := range rep.Results {
 			vs := ""
 			if r.Baseline != "" && r.Ratio > 0 {
@@ -118,17 +114,14 @@ func writeTable(w io.Writer, rep *report) {
 			if r.OtherCores != nil {
 				other = fmt.Sprintf("%.2f CPU", *r.OtherCores)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-				r.Group, r.Name, r.Mode, r.Clients, num(r.OpsPerSec, "%.0f"),
+			results = append(results, []string{r.Group, r.Name, r.Mode, fmt.Sprint(r.Clients), num(r.OpsPerSec, "%.0f"),
 				num(r.P50, "%.3f"), num(r.P99, "%.3f"), num(r.Max, "%.3f"),
-				num(r.ServerCPUUS, "%.1f"), num(r.ClientCPUUS, "%.1f"), other, vs, r.Target, verdict(r.Pass))
+				num(r.ServerCPUUS, "%.1f"), num(r.ClientCPUUS, "%.1f"), other, vs, r.Target, verdict(r.Pass)})
 		}
-		tw.Flush()
-		fmt.Fprintln(w)
 	}
 	if len(rep.Memory) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "memory\tserver\tcount\tanswered\tRSS MiB\tKiB each\tvs baseline\ttarget\t\theap KiB each\tstack KiB each\tgoroutines each\t")
+		memory = append(memory, []string{"memory", "server", "count", "answered", "RSS MiB", "KiB each", "vs baseline", "target", "",
+			"heap KiB each", "stack KiB each", "goroutines each"})
 		for _, m := range rep.Memory {
 			rss, each := "n/a", "n/a"
 			if m.Available {
@@ -149,7 +142,36 @@ func writeTable(w io.Writer, rep *report) {
 				stack = fmt.Sprintf("%.1f", m.StackPerItem/1024)
 				gor = fmt.Sprintf("%.2f", m.GoroutinesPer)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.Name, m.Server, m.Count, held, rss, each, vs, m.Target, verdict(m.Pass), heap, stack, gor)
+			memory = append(memory, []string{m.Name, m.Server, fmt.Sprint(m.Count), held, rss, each, vs, m.Target, verdict(m.Pass), heap, stack, gor})
+		}
+	}
+	return results, memory
+}
+
+func header(rep *report) []string {
+	return []string{
+		fmt.Sprintf("p2p-messaging bench — %s, %s/%s, %d CPUs, %s (load generator on the same machine)",
+			rep.Time, rep.OS, rep.Arch, rep.CPUs, rep.GoVersion),
+		"command: " + rep.Command,
+		fmt.Sprintf("message sizes (bytes, with length prefix): DISCOVER %d→%d, REGISTER %d→%d; echo baselines move the same bytes",
+			rep.Sizes.DiscoverReq, rep.Sizes.DiscoverResp, rep.Sizes.RegisterReq, rep.Sizes.RegisterResp),
+	}
+}
+
+// writeTable prints the report for people, aligned for a terminal.
+func writeTable(w io.Writer, rep *report) {
+	for _, l := range header(rep) {
+		fmt.Fprintln(w, l)
+	}
+	fmt.Fprintln(w)
+	results, memory := tables(rep)
+	for _, t := range [][][]string{results, memory} {
+		if len(t) == 0 {
+			continue
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, row := range t {
+			fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -159,6 +181,38 @@ func writeTable(w io.Writer, rep *report) {
 	}
 	for _, e := range rep.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}
+
+// writeMarkdown prints the report as GitHub-flavoured Markdown tables (for
+// the README).
+func writeMarkdown(w io.Writer, rep *report) {
+	for _, l := range header(rep) {
+		fmt.Fprintf(w, "%s  \n", l)
+	}
+	fmt.Fprintln(w)
+	results, memory := tables(rep)
+	for _, t := range [][][]string{results, memory} {
+		if len(t) == 0 {
+			continue
+		}
+		for i, row := range t {
+			cells := make([]string, len(row))
+			for j, c := range row {
+				cells[j] = strings.ReplaceAll(c, "|", "\\|")
+			}
+			fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+			if i == 0 {
+				fmt.Fprintf(w, "|%s\n", strings.Repeat(" --- |", len(row)))
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "- %s\n", n)
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(w, "- **error**: %s\n", e)
 	}
 }
 
