@@ -1,0 +1,117 @@
+package conformance
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
+)
+
+// TestWireChecker shows that the raw-byte checks catch the proto3-style
+// omission of zero fields that breaks Rust and Nim peers.
+func TestWireChecker(t *testing.T) {
+	// What a proto3-style encoder writes for an OK REGISTER_RESPONSE whose
+	// status is 0: no status field at all.
+	omitted := protowireMessage(t, 1, 3600, false)
+	inner := fields(t, requireBytes(t, fields(t, omitted), 3, "registerResponse"))
+	require.Empty(t, inner[1], "sanity: the omitted encoding has no status field")
+
+	explicit := protowireMessage(t, 1, 3600, true)
+	checkRegisterResponseWire(t, explicit)
+}
+
+// protowireMessage encodes a REGISTER_RESPONSE by hand, with or without an
+// explicit status 0.
+func protowireMessage(t *testing.T, typ, ttl uint64, withStatus bool) []byte {
+	t.Helper()
+	var inner []byte
+	if withStatus {
+		inner = append(inner, 0x08, 0x00) // status = 0
+	}
+	inner = append(inner, 0x18) // ttl
+	inner = appendVarint(inner, ttl)
+	out := []byte{0x08}
+	out = appendVarint(out, typ)
+	out = append(out, 0x1a)
+	out = appendVarint(out, uint64(len(inner)))
+	return append(out, inner...)
+}
+
+func appendVarint(b []byte, v uint64) []byte {
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
+
+func TestStartupFiles(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir, fastFlags...)
+	b, err := os.ReadFile(filepath.Join(dir, "addrs"))
+	require.NoError(t, err, "the daemon writes <data-dir>/addrs once listening")
+	lines := strings.Fields(string(b))
+	require.Contains(t, lines, d.addr, "addrs file lists the logged listen address")
+	for _, l := range lines {
+		require.True(t, strings.HasSuffix(l, "/p2p/"+d.info.ID.String()), "addrs file line %q must end in /p2p/<id>", l)
+	}
+	if runtime.GOOS != "windows" {
+		st, err := os.Stat(filepath.Join(dir, "identity.key"))
+		require.NoError(t, err, "identity key persisted in the data dir")
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "identity key permissions")
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), append(fastFlags, "-min-ttl", "1s")...)
+	const ns = "conf/expiry"
+	short, long, q := newClient(t), newClient(t), newClient(t)
+	resp := short.register(d, ns, 1)
+	requireStatus(t, pb.Message_OK, resp.GetStatus(), resp.GetStatusText(), "ttl 1s with -min-ttl 1s")
+	require.EqualValues(t, 1, resp.GetTtl())
+	long.mustRegister(d, ns, hour)
+	start := time.Now()
+	require.Eventually(t, func() bool { return len(q.discoverNS(d, ns)) == 1 }, 10*time.Second, 100*time.Millisecond,
+		"a registration past its ttl must no longer be listed")
+	require.GreaterOrEqual(t, time.Since(start), 500*time.Millisecond, "expired too early")
+	require.Contains(t, peersOf(t, q.discoverNS(d, ns)), long.id())
+}
+
+func TestWatchRefusals(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), append(fastFlags, "-max-watches-per-peer", "1")...)
+	c := newClient(t)
+
+	refused := func(ns *string, what string) {
+		t.Helper()
+		ws := c.open(d, watchProto)
+		ws.send(&pb.WatchRequest{Ns: ns})
+		raw, err := ws.readFrame()
+		require.NoError(t, err, "%s: a refused watch gets an ERROR event", what)
+		var ev pb.WatchEvent
+		require.NoError(t, proto.Unmarshal(raw, &ev))
+		require.Equal(t, pb.WatchEvent_ERROR.String(), ev.GetKind().String(), what)
+		requireVarint(t, fields(t, raw), 5, "WatchEvent.status")
+		require.NotEqual(t, pb.Message_OK.String(), ev.GetStatus().String(), what)
+		ws.expectEnd(what + ": stream closed after the ERROR event")
+	}
+	refused(proto.String(""), "watch with an empty ns")
+	refused(nil, "watch with an absent ns")
+	refused(proto.String(strings.Repeat("n", 256)), "watch with a 256-byte ns")
+
+	// One watch is allowed, the second of the same peer refused.
+	ws := c.open(d, watchProto)
+	ws.send(&pb.WatchRequest{Ns: proto.String("conf/w")})
+	raw, err := ws.readFrame()
+	require.NoError(t, err)
+	var ev pb.WatchEvent
+	require.NoError(t, proto.Unmarshal(raw, &ev))
+	require.Equal(t, pb.WatchEvent_SYNCED.String(), ev.GetKind().String(), "empty namespace: SYNCED at once")
+	refused(proto.String("conf/w2"), "second watch with -max-watches-per-peer 1")
+}
