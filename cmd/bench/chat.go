@@ -360,10 +360,10 @@ func (b *bench) runChat(ctx context.Context) {
 	b.logf("chat: sustained %.0f msgs/s (echo pipelined %.0f/s)", float64(n)/elapsed.Seconds(), baseRow.OpsPerSec)
 }
 
-// firstEcho dials a fresh plain libp2p host from h, opens an echo stream
-// and does one round trip.
+// firstEcho dials a fresh plain libp2p host (TCP and QUIC, like a chat
+// node) from h, opens an echo stream and does one round trip.
 func firstEcho(ctx context.Context, h host.Host) (time.Duration, error) {
-	eh, err := newEchoHost()
+	eh, err := newEchoHost(true)
 	if err != nil {
 		return 0, err
 	}

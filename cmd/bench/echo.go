@@ -17,6 +17,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 )
 
@@ -147,15 +148,21 @@ func (s *tcpEchoServer) Close() error { return s.ln.Close() }
 
 // newEchoHost is the libp2p baseline: a plain go-libp2p host (TCP, Noise,
 // yamux, identify) with limits opened up for thousands of clients, serving
-// EchoProtocolID.
-func newEchoHost() (host.Host, error) {
+// EchoProtocolID. withQUIC adds a QUIC listener, as a chat node has.
+func newEchoHost(withQUIC ...bool) (host.Host, error) {
 	mgr, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits))
 	if err != nil {
 		return nil, err
 	}
+	listen := []string{"/ip4/127.0.0.1/tcp/0"}
+	transports := []libp2p.Option{libp2p.Transport(tcp.NewTCPTransport)}
+	if len(withQUIC) > 0 && withQUIC[0] {
+		listen = append(listen, "/ip4/127.0.0.1/udp/0/quic-v1")
+		transports = append(transports, libp2p.Transport(quic.NewTransport))
+	}
 	h, err := libp2p.New(
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
-		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.ChainOptions(transports...),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(mgr),
