@@ -169,6 +169,23 @@ func (s *scenario) account() (delivered, duplicated int) {
 	return delivered, duplicated
 }
 
+// fatalf records the reason in the results table and fails the scenario.
+func (s *scenario) fatalf(format string, args ...any) {
+	s.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > 110 {
+		s.res.Note = msg[:110] + "..."
+	} else {
+		s.res.Note = msg
+	}
+	s.t.Fatal(msg)
+}
+
+func (s *scenario) fatal(args ...any) {
+	s.t.Helper()
+	s.fatalf("%s", fmt.Sprint(args...))
+}
+
 func (s *scenario) finish() {
 	delivered, dup := s.account()
 	s.res.Sent, s.res.Delivered, s.res.Duplicated = len(s.sent), delivered, dup
@@ -178,6 +195,9 @@ func (s *scenario) finish() {
 		s.res.Outcome = "SKIP"
 	case s.t.Failed():
 		s.res.Outcome = "FAIL"
+		if s.res.Note == "" {
+			s.res.Note = "see the test log above"
+		}
 	case delivered != len(s.sent) || dup != 0:
 		s.res.Outcome = "FAIL"
 		s.t.Errorf("%d messages sent, %d delivered, %d duplicated", len(s.sent), delivered, dup)

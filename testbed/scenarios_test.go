@@ -58,7 +58,7 @@ func testPublic(t *testing.T) {
 	}
 	e := alice.peerEntry("bob")
 	if e == nil || e["conn"] != "direct" || !strings.Contains(fmt.Sprint(e["addr"]), "/ip4/11.1.0.22/") {
-		t.Fatalf("alice's view of bob: %v (want a direct connection to 11.1.0.22)", e)
+		s.fatalf("alice's view of bob: %v (want a direct connection to 11.1.0.22)", e)
 	}
 }
 
@@ -131,7 +131,7 @@ func testCone(t *testing.T, transport string) {
 		len(bob.all(func(e event) bool { return e.is("holepunch") && !e.boolean("success") }))
 	if hp == nil {
 		s.res.HPAttempts = fmt.Sprintf("%d failed", failures)
-		t.Fatal("no successful hole punch reported by either peer")
+		s.fatal("no successful hole punch reported by either peer")
 	}
 	s.res.Direct = fmt.Sprintf("%.0f ms", hp.num("elapsed_ms"))
 	s.res.HPAttempts = fmt.Sprintf("%.0f", hp.num("attempts"))
@@ -141,11 +141,11 @@ func testCone(t *testing.T, transport string) {
 		return e.is("conn") && e.str("nick") == "bob" && isDirectTo(e, routerBWAN, transport)
 	})
 	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, routerBWAN, transport) {
-		t.Fatalf("alice's /peers entry for bob: %v (want direct %s to %s, no circuit, not limited)", e, transport, routerBWAN)
+		s.fatalf("alice's /peers entry for bob: %v (want direct %s to %s, no circuit, not limited)", e, transport, routerBWAN)
 	}
 	s.exchange(bob, "alice")
 	if e := bob.peerEntry("alice"); e == nil || !isDirectTo(e, routerAWAN, transport) {
-		t.Fatalf("bob's /peers entry for alice: %v (want direct %s to %s)", e, transport, routerAWAN)
+		s.fatalf("bob's /peers entry for alice: %v (want direct %s to %s)", e, transport, routerAWAN)
 	}
 
 	// Without the daemon (and its relay) the conversation continues.
@@ -155,7 +155,7 @@ func testCone(t *testing.T, transport string) {
 		s.exchange(bob, "alice")
 	}
 	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, routerBWAN, transport) {
-		t.Fatalf("after the daemon stopped, alice's entry for bob: %v", e)
+		s.fatalf("after the daemon stopped, alice's entry for bob: %v", e)
 	}
 	s.res.Note = "direct via router WAN IPs; chat continues with daemon stopped"
 }
@@ -189,10 +189,10 @@ func testRelayed(t *testing.T, mode string) {
 	succeeded := append(alice.all(func(e event) bool { return e.is("holepunch") && e.boolean("success") }),
 		bob.all(func(e event) bool { return e.is("holepunch") && e.boolean("success") })...)
 	if len(succeeded) > 0 {
-		t.Fatalf("hole punch succeeded through %s NATs: %v", mode, succeeded[0])
+		s.fatalf("hole punch succeeded through %s NATs: %v", mode, succeeded[0])
 	}
 	if hp == nil {
-		t.Fatal("no failed hole punch reported by either peer")
+		s.fatal("no failed hole punch reported by either peer")
 	}
 	for i := 0; i < 3; i++ {
 		s.exchange(alice, "bob")
@@ -206,7 +206,7 @@ func testRelayed(t *testing.T, mode string) {
 	s.res.HPAttempts = fmt.Sprintf("%.0f, all failed", maxAttempts)
 	e := alice.peerEntry("bob")
 	if e == nil || e["conn"] != "relayed" || !strings.Contains(fmt.Sprint(e["addr"]), "/p2p-circuit") {
-		t.Fatalf("alice's /peers entry for bob: %v (want a relayed connection)", e)
+		s.fatalf("alice's /peers entry for bob: %v (want a relayed connection)", e)
 	}
 	s.res.Note = fmt.Sprintf("relayed (limited=%v); hole punch failed: %s", e["limited"], hp.str("error"))
 }
@@ -220,7 +220,7 @@ func testIPv6(t *testing.T) {
 	rdv := d.addrsWith("/ip6/" + v6DaemonIP + "/")
 	for _, a := range d.Addrs {
 		if !strings.HasPrefix(a, "/ip6/") {
-			t.Fatalf("daemon listens on a non-IPv6 address %s", a)
+			s.fatalf("daemon listens on a non-IPv6 address %s", a)
 		}
 	}
 	listen := "/ip6/::/tcp/0,/ip6/::/udp/0/quic-v1"
@@ -230,18 +230,18 @@ func testIPv6(t *testing.T) {
 	s.exchange(bob, "alice")
 	e := alice.peerEntry("bob")
 	if e == nil || e["conn"] != "direct" || e["ip"] != float64(6) || !strings.HasPrefix(fmt.Sprint(e["addr"]), "/ip6/fd00:6::22/") {
-		t.Fatalf("alice's /peers entry for bob: %v (want direct over IPv6)", e)
+		s.fatalf("alice's /peers entry for bob: %v (want direct over IPv6)", e)
 	}
 	m := alice.mark()
 	alice.command("/whois bob")
 	w := alice.wait(60*time.Second, m, func(e event) bool { return e.is("whois") || e.is("error") })
 	if w.is("error") {
-		t.Fatalf("/whois bob: %s", w.str("error"))
+		s.fatalf("/whois bob: %s", w.str("error"))
 	}
 	addrs, _ := w["addrs"].([]any)
 	for _, a := range addrs {
 		if !strings.HasPrefix(fmt.Sprint(a), "/ip6/") {
-			t.Fatalf("bob announced a non-IPv6 address %v", a)
+			s.fatalf("bob announced a non-IPv6 address %v", a)
 		}
 	}
 	s.res.Note = "all addresses /ip6"
@@ -271,7 +271,7 @@ func testFaults(t *testing.T) {
 	s.exchange(carol, "bob")
 	for _, p := range []*peer{alice, carol} {
 		if err := waitPresence(p, 0, "bob", true, 30*time.Second); err != nil {
-			t.Fatal(err)
+			s.fatal(err)
 		}
 	}
 
@@ -281,14 +281,14 @@ func testFaults(t *testing.T) {
 	killed := time.Now()
 	for i, p := range []*peer{alice, carol} {
 		if err := waitPresence(p, marks[i], "bob", false, 5*time.Second-time.Since(killed)); err != nil {
-			t.Fatalf("after kill: %v", err)
+			s.fatalf("after kill: %v", err)
 		}
 	}
 	offlineAfterKill := time.Since(killed)
 	pending := []sentMsg{s.send(alice, "bob"), s.send(alice, "bob"), s.send(carol, "bob")}
 	for _, m := range pending {
 		if n := len(s.current(m.From).all(func(e event) bool { return e.is("delivered") && e.str("id") == m.ID })); n != 0 {
-			t.Fatalf("message %s to a dead peer reported delivered", m.ID)
+			s.fatalf("message %s to a dead peer reported delivered", m.ID)
 		}
 	}
 	bob = s.peer(publicPeer("bob", "11.1.0.22", rdv))
@@ -301,7 +301,7 @@ func testFaults(t *testing.T) {
 	since := tp.start("rendezvous")
 	d2 := tp.waitDaemon("rendezvous", since)
 	if d2.ID != d.ID {
-		t.Fatalf("daemon identity changed across restart: %s -> %s", d.ID, d2.ID)
+		s.fatalf("daemon identity changed across restart: %s -> %s", d.ID, d2.ID)
 	}
 	dave := s.peer(peerSpec{Nick: "dave", Network: "wan", IP: "11.1.0.24", Rendezvous: rdv, Room: "dave-room"})
 	s.exchange(dave, "alice")
@@ -312,18 +312,18 @@ func testFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := docker(ctx, "network", "disconnect", "-f", tp.network("wan"), bob.container); err != nil {
-		t.Fatal(err)
+		s.fatal(err)
 	}
 	cut := time.Now()
 	for i, p := range []*peer{alice, carol} {
 		if err := waitPresence(p, marks[i], "bob", false, 20*time.Second-time.Since(cut)); err != nil {
-			t.Fatalf("after network cut: %v", err)
+			s.fatalf("after network cut: %v", err)
 		}
 	}
 	offlineAfterCut := time.Since(cut)
 	pending = []sentMsg{s.send(alice, "bob"), s.send(carol, "bob")}
 	if _, err := docker(ctx, "network", "connect", "--ip", "11.1.0.22", tp.network("wan"), bob.container); err != nil {
-		t.Fatal(err)
+		s.fatal(err)
 	}
 	for _, m := range pending {
 		s.awaitDelivery(m, 120*time.Second)
