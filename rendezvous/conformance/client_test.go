@@ -357,3 +357,55 @@ func checkDiscoverResponseWire(t testing.TB, raw []byte) {
 		requireVarint(t, rf, 3, fmt.Sprintf("registrations[%d].ttl", i))
 	}
 }
+
+func (c *client) connect(d *daemon) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	require.NoError(c.t, c.h.Connect(ctx, d.info))
+}
+
+// churn registers, discovers and re-registers rounds times on one stream,
+// off the test goroutine (errors, not require).
+func (c *client) churn(d *daemon, ns string, rounds int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*ioTimeout)
+	defer cancel()
+	s, err := c.h.NewStream(ctx, d.info.ID, rendezvousProto)
+	if err != nil {
+		return err
+	}
+	defer s.Reset()
+	_ = s.SetDeadline(time.Now().Add(3 * ioTimeout))
+	rs := &rawStream{s: s, r: bufio.NewReader(s)}
+	rec := c.record()
+	for i := 0; i < rounds; i++ {
+		for _, m := range []*pb.Message{
+			regMsg(regReq{ns: proto.String(ns), ttl: proto.Uint64(3600), record: rec}),
+			discMsg(discReq{ns: proto.String(ns)}),
+		} {
+			b, err := proto.Marshal(m)
+			if err != nil {
+				return err
+			}
+			if _, err := s.Write(frame(b)); err != nil {
+				return fmt.Errorf("round %d: write: %w", i, err)
+			}
+			raw, err := rs.readFrame()
+			if err != nil {
+				return fmt.Errorf("round %d: read: %w", i, err)
+			}
+			var resp pb.Message
+			if err := proto.Unmarshal(raw, &resp); err != nil {
+				return err
+			}
+			st := resp.GetRegisterResponse().GetStatus()
+			if resp.GetType() == pb.Message_DISCOVER_RESPONSE {
+				st = resp.GetDiscoverResponse().GetStatus()
+			}
+			if st != pb.Message_OK {
+				return fmt.Errorf("round %d: %s: status %s", i, resp.GetType(), st)
+			}
+		}
+	}
+	return nil
+}

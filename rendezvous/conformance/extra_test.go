@@ -17,6 +17,7 @@ import (
 // TestWireChecker shows that the raw-byte checks catch the proto3-style
 // omission of zero fields that breaks Rust and Nim peers.
 func TestWireChecker(t *testing.T) {
+	t.Parallel()
 	// What a proto3-style encoder writes for an OK REGISTER_RESPONSE whose
 	// status is 0: no status field at all.
 	omitted := protowireMessage(t, 1, 3600, false)
@@ -53,6 +54,7 @@ func appendVarint(b []byte, v uint64) []byte {
 }
 
 func TestStartupFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := startDaemon(t, dir, fastFlags...)
 	b, err := os.ReadFile(filepath.Join(dir, "addrs"))
@@ -70,6 +72,7 @@ func TestStartupFiles(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t, t.TempDir(), append(fastFlags, "-min-ttl", "1s")...)
 	const ns = "conf/expiry"
 	short, long, q := newClient(t), newClient(t), newClient(t)
@@ -85,6 +88,7 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestWatchRefusals(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t, t.TempDir(), append(fastFlags, "-max-watches-per-peer", "1")...)
 	c := newClient(t)
 
@@ -114,4 +118,94 @@ func TestWatchRefusals(t *testing.T) {
 	require.NoError(t, proto.Unmarshal(raw, &ev))
 	require.Equal(t, pb.WatchEvent_SYNCED.String(), ev.GetKind().String(), "empty namespace: SYNCED at once")
 	refused(proto.String("conf/w2"), "second watch with -max-watches-per-peer 1")
+}
+
+func TestStreamDeadline(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, t.TempDir(), append(fastFlags, "-stream-timeout", "500ms")...)
+	c := newClient(t)
+
+	// An idle stream and a slowloris partial frame are both ended by the
+	// server's per-request deadline, well before our own 10 s deadline.
+	for name, data := range map[string][]byte{
+		"idle stream":    nil,
+		"partial frame":  {0x20, 0x08},
+		"partial length": {0x80},
+	} {
+		rs := c.stream(d)
+		if len(data) > 0 {
+			rs.writeRaw(data)
+		}
+		start := time.Now()
+		rs.expectEnd(name + " with -stream-timeout 500ms")
+		took := time.Since(start)
+		require.Less(t, took, 5*time.Second, "%s: ended only after %v", name, took)
+		t.Logf("%s ended after %v", name, took.Round(time.Millisecond))
+	}
+	// A stream in use stays usable across requests spaced by less than the timeout.
+	c.mustRegister(d, "conf/deadline", hour)
+	require.Len(t, c.discoverNS(d, "conf/deadline"), 1)
+}
+
+func TestRateLimitRefills(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, t.TempDir(), "-rate", "5", "-burst", "5")
+	c := newClient(t)
+	rs := c.stream(d)
+	limited := false
+	for i := 0; i < 30 && !limited; i++ {
+		rs.send(discMsg(discReq{ns: proto.String("conf/refill")}))
+		limited = rs.recvDiscoverResponse().GetStatus() == pb.Message_E_UNAVAILABLE
+	}
+	require.True(t, limited, "30 back-to-back requests with -rate 5 -burst 5 must hit the limit")
+	// The bucket refills at 5/s: the same peer is served again shortly.
+	require.Eventually(t, func() bool {
+		rs.send(discMsg(discReq{ns: proto.String("conf/refill")}))
+		return rs.recvDiscoverResponse().GetStatus() == pb.Message_OK
+	}, 5*time.Second, 250*time.Millisecond, "a rate-limited peer must be served again once tokens refill")
+}
+
+func TestExclusiveNameFreedOnDisconnectAndExpiry(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, t.TempDir(), append(fastFlags, "-min-ttl", "1s", "-disconnect-grace", "300ms")...)
+	holder, expiring, other := newClient(t), newClient(t), newClient(t)
+	holder.mustRegister(d, "p2p-messaging/user/leaver", hour)
+	resp := expiring.register(d, "p2p-messaging/user/expirer", 1)
+	requireStatus(t, pb.Message_OK, resp.GetStatus(), resp.GetStatusText(), "ttl 1s")
+
+	resp = other.register(d, "p2p-messaging/user/leaver", hour)
+	requireStatus(t, pb.Message_E_NOT_AUTHORIZED, resp.GetStatus(), resp.GetStatusText(), "name held by a connected peer")
+
+	require.NoError(t, holder.h.Close())
+	require.Eventually(t, func() bool {
+		return other.register(d, "p2p-messaging/user/leaver", hour).GetStatus() == pb.Message_OK
+	}, 10*time.Second, 100*time.Millisecond, "a user name must be free once its holder disconnected (after the grace)")
+
+	require.Eventually(t, func() bool {
+		return other.register(d, "p2p-messaging/user/expirer", hour).GetStatus() == pb.Message_OK
+	}, 10*time.Second, 100*time.Millisecond, "a user name must be free once its holder's registration expired")
+	regs := other.discoverNS(d, "p2p-messaging/user/expirer")
+	require.Len(t, regs, 1)
+	require.Equal(t, other.id(), regPeer(t, regs[0]))
+}
+
+func TestConcurrentClients(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, t.TempDir(), fastFlags...)
+	const n = 16
+	const ns = "conf/concurrent"
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = newClient(t)
+		clients[i].connect(d)
+	}
+	errs := make(chan error, n)
+	for _, c := range clients {
+		go func() { errs <- c.churn(d, ns, 20) }()
+	}
+	for range clients {
+		require.NoError(t, <-errs)
+	}
+	regs := peersOf(t, newClient(t).discoverNS(d, ns))
+	require.Len(t, regs, n, "every concurrent client ends registered exactly once")
 }
