@@ -385,8 +385,8 @@ func TestDiscover(t *testing.T) {
 		requireStatus(t, pb.Message_E_INVALID_COOKIE, resp.GetStatus(), resp.GetStatusText(), "cookie of an all-namespaces DISCOVER used on namespace A")
 
 		for name, ck := range map[string][]byte{
-			"garbage cookie":   []byte("garbage!garbage!"),
-			"short cookie":     {1, 2, 3},
+			"garbage cookie":            []byte("garbage!garbage!"),
+			"short cookie":              {1, 2, 3},
 			"A's counter with B's name": append(bytes.Clone(cookieA[:8]), "conf/ck-b"...),
 		} {
 			resp = c.discover(d, discReq{ns: proto.String("conf/ck-a"), cookie: ck})
