@@ -81,9 +81,9 @@ func (b *bench) runLoadPhases(ctx context.Context, baselines, rdv bool) {
 			b.measure(ctx, "baseline", kind+"-echo "+suffix, echoSrv[kind], spec)
 		}
 	}
-	rv := func(name string, mix, rate float64) {
+	rv := func(name string, mix, rate float64, fresh bool) {
 		if rdv && ctx.Err() == nil {
-			spec := b.spec(b.rvOps(cs, mix), rate)
+			spec := b.spec(b.rvOps(cs, mix, fresh), rate)
 			spec.Abort = func() {
 				for _, c := range cs {
 					c.s.Reset()
@@ -95,14 +95,28 @@ func (b *bench) runLoadPhases(ctx context.Context, baselines, rdv bool) {
 	mixName := fmt.Sprintf("mix %.0f%% REGISTER", b.cfg.Mix*100)
 
 	echo("discover-sized", sz.DiscoverReq, sz.DiscoverResp, 0)
-	rv("DISCOVER", 0, 0)
+	rv("DISCOVER", 0, 0, false)
 	echo("register-sized", sz.RegisterReq, sz.RegisterResp, 0)
-	rv("REGISTER", 1, 0)
+	rv("REGISTER", 1, 0, false)
+	if rdv && ctx.Err() == nil {
+		// Enough newly signed records for every REGISTER of a phase at up
+		// to 20,000/s, so that no record is sent twice.
+		per := max(2, int(20000*(b.cfg.Warmup+b.cfg.Duration).Seconds())/len(cs)+1)
+		b.logf("signing %d peer records per client", per)
+		if _, err := each(cs, b.cfg.DialPar, func(_ int, c *rvClient) error { return c.presign(per) }); err != nil {
+			b.fail("sign records", err)
+		} else {
+			rv("REGISTER new record", 1, 0, true)
+		}
+		for _, c := range cs {
+			c.fresh = nil
+		}
+	}
 	if !b.cfg.Short {
-		rv(mixName, b.cfg.Mix, 0)
+		rv(mixName, b.cfg.Mix, 0, false)
 	}
 	if b.cfg.Rate > 0 {
 		echo("discover-sized", sz.DiscoverReq, sz.DiscoverResp, b.cfg.Rate)
-		rv(mixName, b.cfg.Mix, b.cfg.Rate)
+		rv(mixName, b.cfg.Mix, b.cfg.Rate, false)
 	}
 }

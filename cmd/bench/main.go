@@ -50,7 +50,7 @@ var explainNotes = []string{
 	"closed loop: every client sends its next request as soon as the answer to the previous one arrives; ops/s is the capacity, and latency there is mostly queueing (clients ÷ ops/s)",
 	"paced: the clients together offer the given rate at even intervals (open loop); latency counts from the scheduled send time, so a stall is not hidden",
 	"srv CPU µs/op is the measured process's user+system CPU over the window from /proc; client CPU µs/op is this process's (clients, and for chat rows the two in-process chat nodes)",
-	"REGISTER re-registers the client's own nick with its signed peer record, which the server checks every time; DISCOVER looks up a random other client's nick (one registration back)",
+	"REGISTER re-registers the client's own nick with the same signed peer record (a refresh); \"REGISTER new record\" sends a newly signed record (higher seq) every time, so the server must check a signature it has never seen; DISCOVER looks up a random other client's nick (one registration back); the mix uses refreshes",
 	"chat rows use two in-process chat.Nodes with their data in $TMPDIR (fsync'd bbolt); the echo baselines run on the very connection the chat uses",
 	"other load: CPUs that processes other than the benchmark and its server kept busy during the window (from /proc/stat); with a busy neighbour on a 2-CPU machine throughput drops and tails grow",
 	"memory: RSS of the server process over its idle RSS, per connection (each with one open stream that answered a request) and per registration",

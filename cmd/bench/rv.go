@@ -32,6 +32,10 @@ type rvClient struct {
 	buf      []byte
 	ns       string // the client's own namespace ("nick")
 	regFrame []byte
+	// fresh are REGISTER frames each with a newly signed peer record
+	// (increasing seq), used in turn by registerFresh.
+	fresh     [][]byte
+	nextFresh int
 }
 
 const benchTTL = 7200 // seconds
@@ -99,9 +103,36 @@ func (c *rvClient) roundTrip(req []byte) ([]byte, error) {
 	return c.buf, nil
 }
 
-// register sends REGISTER for the client's namespace and checks the answer.
-func (c *rvClient) register() error {
-	b, err := c.roundTrip(c.regFrame)
+// register sends REGISTER for the client's namespace, with the same signed
+// peer record each time (a refresh), and checks the answer.
+func (c *rvClient) register() error { return c.registerFrame(c.regFrame) }
+
+// registerFresh sends REGISTER with a signed peer record the server has not
+// seen yet (pre-signed; they are reused in turn once all were sent).
+func (c *rvClient) registerFresh() error {
+	if len(c.fresh) == 0 {
+		return c.register()
+	}
+	f := c.fresh[c.nextFresh%len(c.fresh)]
+	c.nextFresh++
+	return c.registerFrame(f)
+}
+
+// presign prepares n REGISTER frames with newly signed records.
+func (c *rvClient) presign(n int) error {
+	c.fresh = make([][]byte, 0, n)
+	for range n {
+		rec, err := signedRecord(c.lc.priv, c.lc.addrs)
+		if err != nil {
+			return err
+		}
+		c.fresh = append(c.fresh, frame(registerMsg(c.ns, rec)))
+	}
+	return nil
+}
+
+func (c *rvClient) registerFrame(req []byte) error {
+	b, err := c.roundTrip(req)
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}

@@ -100,7 +100,7 @@ var errEmptyDiscover = errors.New("discover returned no registration for a regis
 // rvOps builds the per-client operations: a fraction mix of REGISTER
 // (re-registering the client's own nick, signature checked each time), the
 // rest DISCOVER of a random other client's nick (a chat lookup).
-func (b *bench) rvOps(cs []*rvClient, mix float64) []opFunc {
+func (b *bench) rvOps(cs []*rvClient, mix float64, fresh bool) []opFunc {
 	n := len(cs)
 	limit := uint64(b.cfg.DiscoverLimit)
 	discs := make([][]byte, n)
@@ -111,6 +111,9 @@ func (b *bench) rvOps(cs []*rvClient, mix float64) []opFunc {
 	for i, c := range cs {
 		ops[i] = func(rng *rand.Rand) error {
 			if mix > 0 && (mix >= 1 || rng.Float64() < mix) {
+				if fresh {
+					return c.registerFresh()
+				}
 				return c.register()
 			}
 			got, err := c.discover(discs[rng.IntN(n)])
