@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/record"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -56,6 +57,22 @@ func newClient(t testing.TB) *client {
 	c := &client{t: t, h: h, priv: priv}
 	t.Cleanup(func() { _ = h.Close() })
 	return c
+}
+
+// newQUICClient is a client host that speaks QUIC only.
+func newQUICClient(t testing.TB) *client {
+	t.Helper()
+	priv, _, err := crypto.GenerateEd25519Key(nil)
+	require.NoError(t, err)
+	h, err := libp2p.New(
+		libp2p.Identity(priv),
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.DisableRelay(),
+	)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Close() })
+	return &client{t: t, h: h, priv: priv}
 }
 
 func (c *client) id() peer.ID { return c.h.ID() }

@@ -485,6 +485,21 @@ func TestReregisterAndUnregister(t *testing.T) {
 		require.Contains(t, regs, other.id(), "the other peer stays")
 		require.NotContains(t, regs, c.id(), "unregistered peer still listed")
 	})
+
+	t.Run("UNREGISTER_only_removes_the_sender", func(t *testing.T) {
+		holder, intruder := newClient(t), newClient(t)
+		holder.mustRegister(d, "conf/unreg-other", hour)
+		holder.mustRegister(d, "p2p-messaging/user/held", hour)
+		rs := intruder.stream(d)
+		rs.send(unregMsg("conf/unreg-other"))
+		rs.send(unregMsg("p2p-messaging/user/held"))
+		rs.send(discMsg(discReq{ns: proto.String("conf/unreg-other")}))
+		dr := rs.recvDiscoverResponse()
+		require.Contains(t, peersOf(t, dr.GetRegistrations()), holder.id(), "another peer's UNREGISTER removed the holder")
+		require.Contains(t, peersOf(t, holder.discoverNS(d, "p2p-messaging/user/held")), holder.id(), "another peer's UNREGISTER freed a held user name")
+		resp := intruder.register(d, "p2p-messaging/user/held", hour)
+		requireStatus(t, pb.Message_E_NOT_AUTHORIZED, resp.GetStatus(), resp.GetStatusText(), "user name still held")
+	})
 }
 
 func TestStreams(t *testing.T) {
@@ -609,6 +624,12 @@ func TestHostileInput(t *testing.T) {
 		DiscoverResponse: &pb.Message_DiscoverResponse{Status: pb.Message_OK.Enum(), Cookie: []byte("12345678x")},
 	})
 	unknownType := frame([]byte{0x08, 42}) // type = 42
+	// type = 42 with a well-formed REGISTER body: still not a REGISTER.
+	c0 := newClient(t)
+	regBody, err := proto.Marshal(regMsg(regReq{ns: proto.String("conf/type42"), ttl: proto.Uint64(hour), record: c0.record()}))
+	require.NoError(t, err)
+	unknownTypeWithBody := frame(append([]byte{0x08, 42}, regBody[2:]...)) // regBody starts with 08 00 (type REGISTER)
+	require.Equal(t, []byte{0x08, 0x00}, regBody[:2])
 
 	cases := []struct {
 		name      string
@@ -624,6 +645,7 @@ func TestHostileInput(t *testing.T) {
 		{"garbage protobuf", frame([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}), false},
 		{"garbage protobuf, bad length", frame([]byte{0x12, 0x7f, 0x01}), false},
 		{"unknown message type 42", unknownType, false},
+		{"unknown message type 42 with a REGISTER body", unknownTypeWithBody, false},
 		{"REGISTER_RESPONSE sent as a request", respAsReq, false},
 		{"DISCOVER_RESPONSE sent as a request", discRespAsReq, false},
 	}
