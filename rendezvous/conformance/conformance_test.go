@@ -25,7 +25,10 @@ const (
 	maxDiscover = 1000
 )
 
-// fastFlags keep the rate limit out of the way of ordinary checks.
+// Most checks run against a daemon started as the checker starts it
+// (only -listen and -data-dir, plus -log-format json to learn its address),
+// so all limits are the defaults. fastFlags lift the per-peer rate limit for
+// tests that must not meet it while checking something else.
 var fastFlags = []string{"-rate", "1000", "-burst", "5000"}
 
 func requireStatus(t testing.TB, want, got pb.Message_ResponseStatus, text, what string) {
@@ -35,7 +38,7 @@ func requireStatus(t testing.TB, want, got pb.Message_ResponseStatus, text, what
 
 func TestRegister(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...)
+	d := startDaemon(t, t.TempDir())
 
 	t.Run("OK_explicit_type_status_and_ttl", func(t *testing.T) {
 		c := newClient(t)
@@ -225,7 +228,7 @@ func TestLimits(t *testing.T) {
 	})
 
 	t.Run("DISCOVER_limit_capped_at_1000", func(t *testing.T) {
-		d := startDaemon(t, t.TempDir(), fastFlags...)
+		d := startDaemon(t, t.TempDir())
 		// 1200 registrations over 2 peers and 600 namespaces; DISCOVER with
 		// no ns sees them all.
 		const perPeer = 600
@@ -277,7 +280,7 @@ func TestLimits(t *testing.T) {
 
 func TestDiscover(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...)
+	d := startDaemon(t, t.TempDir())
 
 	t.Run("own_ns_ttl_and_record", func(t *testing.T) {
 		a, b := newClient(t), newClient(t)
@@ -403,7 +406,7 @@ func TestDiscover(t *testing.T) {
 
 func TestCookiePagination(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...)
+	d := startDaemon(t, t.TempDir())
 	const ns = "conf/pages"
 	registrants := make(map[peer.ID]bool)
 	for i := 0; i < 25; i++ {
@@ -457,7 +460,7 @@ func TestCookiePagination(t *testing.T) {
 
 func TestReregisterAndUnregister(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...)
+	d := startDaemon(t, t.TempDir())
 
 	t.Run("re-register_replaces", func(t *testing.T) {
 		c := newClient(t)
@@ -504,7 +507,7 @@ func TestReregisterAndUnregister(t *testing.T) {
 
 func TestStreams(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...)
+	d := startDaemon(t, t.TempDir())
 
 	t.Run("several_requests_on_one_stream", func(t *testing.T) {
 		c := newClient(t)
@@ -599,7 +602,7 @@ func TestRestart(t *testing.T) {
 
 func TestHostileInput(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...)
+	d := startDaemon(t, t.TempDir())
 
 	healthy := func(t *testing.T, what string) {
 		t.Helper()
@@ -664,11 +667,16 @@ func TestHostileInput(t *testing.T) {
 		})
 	}
 
-	t.Run("frame_just_under_1MiB_accepted", func(t *testing.T) {
+	t.Run("frame_of_exactly_1MiB_accepted", func(t *testing.T) {
 		c := newClient(t)
 		rs := c.stream(d)
-		big := bytes.Repeat([]byte{0xab}, 1<<20-64)
-		rs.send(regMsg(regReq{ns: proto.String("conf/big"), ttl: proto.Uint64(hour), record: big}))
+		// Grow the garbage record until the message is exactly 1 MiB.
+		m := regMsg(regReq{ns: proto.String("conf/big"), ttl: proto.Uint64(hour), record: bytes.Repeat([]byte{0xab}, 1<<20-64)})
+		for proto.Size(m) < 1<<20 {
+			m.Register.SignedPeerRecord = append(m.Register.SignedPeerRecord, 0xab)
+		}
+		require.Equal(t, 1<<20, proto.Size(m))
+		rs.send(m)
 		r := rs.recvRegisterResponse()
 		requireStatus(t, pb.Message_E_INVALID_SIGNED_PEER_RECORD, r.GetStatus(), r.GetStatusText(), "~1 MiB REGISTER with a garbage record")
 		healthy(t, "a 1 MiB frame")
@@ -704,7 +712,7 @@ func TestHostileInput(t *testing.T) {
 
 func TestUnregisterOnDisconnect(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...) // default grace
+	d := startDaemon(t, t.TempDir()) // default flags, default grace
 	const ns = "conf/disconnect"
 	leaver, stayer, q := newClient(t), newClient(t), newClient(t)
 	leaver.mustRegister(d, ns, hour)

@@ -191,7 +191,7 @@ func TestExclusiveNameFreedOnDisconnectAndExpiry(t *testing.T) {
 
 func TestConcurrentClients(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...)
+	d := startDaemon(t, t.TempDir())
 	const n = 16
 	const ns = "conf/concurrent"
 	clients := make([]*client, n)
@@ -213,7 +213,7 @@ func TestConcurrentClients(t *testing.T) {
 // TestLenientDecoding: requests as other implementations encode them.
 func TestLenientDecoding(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, t.TempDir(), fastFlags...)
+	d := startDaemon(t, t.TempDir())
 
 	t.Run("REGISTER_with_type_omitted", func(t *testing.T) {
 		c := newClient(t)
