@@ -41,7 +41,18 @@
 //     a frame just under 1 MiB is still accepted.
 //   - Unregister on disconnect, and the watch extension
 //     (/p2p-messaging/rendezvous/watch/1.0.0): snapshot, SYNCED, live
-//     arrivals and departures.
+//     arrivals and departures; refused watches get one ERROR event.
+//   - Limits seen from outside: -stream-timeout ends idle and half-sent
+//     streams, the rate limit refills, expired registrations and held user
+//     names are freed, UNREGISTER only ever removes the sender.
+//   - Interop leniency: unknown fields are ignored, records are passed
+//     through byte for byte, a REGISTER whose zero `type` was omitted by a
+//     proto3-style encoder is served (skipped as KNOWN FAILURE while the
+//     daemon resets such a stream), and everything works over QUIC too.
+//
+// Most checks run against a daemon started with default limits, as the
+// issue's checker starts it; dedicated daemons carry small limits for the
+// limit checks. The daemon's log must hold no ERROR record and no panic.
 //
 // Every daemon is stopped (SIGTERM, then kill) when its test ends.
 package conformance
