@@ -134,6 +134,7 @@ type bench struct {
 	log    io.Writer // progress lines
 	runTag string
 	tmp    string
+	nicks  int // rendezvous clients created so far
 }
 
 func newBench(cfg config, log io.Writer) (*bench, error) {

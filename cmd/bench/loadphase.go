@@ -45,7 +45,7 @@ func (b *bench) runLoadPhases(ctx context.Context, baselines, rdv bool) {
 		} else {
 			defer srv.Close()
 			b.logf("rendezvous daemon %s pid %d; connecting %d clients", srv.Addr, srv.PID, b.cfg.Clients)
-			cs, err = b.rvClients(ctx, srv, b.cfg.Clients, 0)
+			cs, err = b.rvClients(ctx, srv, b.cfg.Clients)
 			if err != nil {
 				b.fail("rendezvous clients", err)
 				rdv = false

@@ -33,15 +33,18 @@ func (b *bench) daemon(ctx context.Context, label string) (*server, error) {
 
 // rvClients connects n lightweight rendezvous clients, each with its own
 // identity, connection and long-lived /rendezvous/1.0.0 stream.
-func (b *bench) rvClients(ctx context.Context, srv *server, n, first int) ([]*rvClient, error) {
+// Every client ever created gets a nick of its own, so phases sharing one
+// daemon (-addr) never collide on an exclusive namespace.
+func (b *bench) rvClients(ctx context.Context, srv *server, n int) ([]*rvClient, error) {
 	conns, streams, err := connectLite(ctx, srv, n, b.cfg.DialPar, b.cfg.RecordAddrs, rendezvous.ProtocolID)
 	if err != nil {
 		return nil, err
 	}
 	cs := make([]*rvClient, n)
 	for i := range conns {
-		cs[i] = wrapRVClient(conns[i], streams[i], b.nick(first+i))
+		cs[i] = wrapRVClient(conns[i], streams[i], b.nick(b.nicks+i))
 	}
+	b.nicks += n
 	return cs, nil
 }
 
@@ -140,6 +143,9 @@ func (b *bench) runCapacity(ctx context.Context) {
 	defer srv.Close()
 	base, haveProc := srv.sample()
 	goBase, goErr := b.goStats(ctx, srv)
+	if b.cfg.Addr != "" && haveProc {
+		b.rep.Notes = append(b.rep.Notes, "-addr: the daemon served the earlier phases too, so its memory figures are relative to its state when the capacity phase began; start no other phase (-phases capacity) for clean ones")
+	}
 	if !haveProc {
 		b.rep.Notes = append(b.rep.Notes, "daemon memory not available: pass -daemon-pid with -addr, or let the tool start the daemon")
 	}
@@ -157,7 +163,7 @@ func (b *bench) runCapacity(ctx context.Context) {
 			continue
 		}
 		b.logf("capacity: connecting up to %d clients", step)
-		more, err := b.rvClients(ctx, srv, step-len(all), len(all))
+		more, err := b.rvClients(ctx, srv, step-len(all))
 		if err != nil {
 			b.fail(fmt.Sprintf("capacity at %d connections", step), err)
 			return
