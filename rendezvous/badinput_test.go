@@ -157,3 +157,25 @@ func TestFloodOnePeer(t *testing.T) {
 	require.GreaterOrEqual(t, counts[pb.Message_OK], DefaultRequestBurst)
 	require.Equal(t, n, counts[pb.Message_OK]+counts[pb.Message_E_UNAVAILABLE])
 }
+
+// TestTypeOmitted: proto3-style encoders omit `type` when it is REGISTER
+// (the enum's zero value); such requests are typed by their body and served.
+func TestTypeOmitted(t *testing.T) {
+	_, sh := startServer(t)
+	c := newTestHost(t)
+	connect(t, c, sh)
+	rs := openRaw(t, c, sh.ID(), ProtocolID)
+
+	rs.send(&pb.Message{Register: &pb.Message_Register{
+		Ns: proto.String("room"), SignedPeerRecord: signedRecord(t, c), Ttl: proto.Uint64(3600),
+	}})
+	resp := rs.recv()
+	require.Equal(t, pb.Message_REGISTER_RESPONSE, resp.GetType())
+	require.Equal(t, pb.Message_OK, resp.GetRegisterResponse().GetStatus())
+
+	rs.send(&pb.Message{Discover: &pb.Message_Discover{Ns: proto.String("room")}})
+	require.Len(t, rs.recv().GetDiscoverResponse().GetRegistrations(), 1)
+
+	rs.send(&pb.Message{Unregister: &pb.Message_Unregister{Ns: proto.String("room")}})
+	require.Empty(t, rs.discover("room", 0, nil).GetRegistrations(), "UNREGISTER without type served")
+}

@@ -305,13 +305,13 @@ func (s *Server) handleStream(str network.Stream) {
 			return
 		}
 		start := time.Now()
-		if req.Type == nil {
+		typ, ok := requestType(&req)
+		if !ok {
 			s.m.reject(rejectMalformed)
-			s.log.Debug("rendezvous request without a type, resetting stream", "peer", remote)
+			s.log.Debug("rendezvous request with neither type nor body, resetting stream", "peer", remote)
 			str.Reset()
 			return
 		}
-		typ := req.GetType()
 		var (
 			status Status
 			out    []byte
@@ -361,6 +361,25 @@ func (s *Server) handleStream(str network.Stream) {
 		if cap(d.out) > 64<<10 {
 			d.out = nil // do not pin a large page buffer to an idle stream
 		}
+	}
+}
+
+// requestType is the type of a request. Encoders that omit zero-valued
+// fields (proto3 style) drop `type` for REGISTER, the enum's zero value; such
+// a request is typed by the body it carries. A message with neither a type
+// nor a body is malformed (ok false).
+func requestType(m *pb.Message) (typ pb.Message_MessageType, ok bool) {
+	switch {
+	case m.Type != nil:
+		return m.GetType(), true
+	case m.Register != nil:
+		return pb.Message_REGISTER, true
+	case m.Discover != nil:
+		return pb.Message_DISCOVER, true
+	case m.Unregister != nil:
+		return pb.Message_UNREGISTER, true
+	default:
+		return 0, false
 	}
 }
 
