@@ -179,3 +179,23 @@ func TestTypeOmitted(t *testing.T) {
 	rs.send(&pb.Message{Unregister: &pb.Message_Unregister{Ns: proto.String("room")}})
 	require.Empty(t, rs.discover("room", 0, nil).GetRegistrations(), "UNREGISTER without type served")
 }
+
+// TestUnknownTypeWithBody: a type this server does not know is never guessed
+// from the body, even a well-formed REGISTER body.
+func TestUnknownTypeWithBody(t *testing.T) {
+	_, sh := startServer(t)
+	c := newTestHost(t)
+	connect(t, c, sh)
+	rs := openRaw(t, c, sh.ID(), ProtocolID)
+	body := mustMarshal(t, &pb.Message{Register: &pb.Message_Register{
+		Ns: proto.String("room"), SignedPeerRecord: signedRecord(t, c),
+	}})
+	_, err := rs.s.Write(frame(append([]byte{0x08, 42}, body...)))
+	if err == nil {
+		err = rs.s.CloseWrite()
+	}
+	if err == nil {
+		err = readEnd(t, rs)
+	}
+	require.True(t, isReset(err), "want a reset, got %v", err)
+}

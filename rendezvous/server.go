@@ -372,6 +372,10 @@ func requestType(m *pb.Message) (typ pb.Message_MessageType, ok bool) {
 	switch {
 	case m.Type != nil:
 		return m.GetType(), true
+	case hasUnknownField(m.ProtoReflect().GetUnknown(), 1):
+		// A type this version does not know (proto2 keeps unknown enum
+		// values as unknown fields): never guess from the body.
+		return 0, false
 	case m.Register != nil:
 		return pb.Message_REGISTER, true
 	case m.Discover != nil:
@@ -381,6 +385,26 @@ func requestType(m *pb.Message) (typ pb.Message_MessageType, ok bool) {
 	default:
 		return 0, false
 	}
+}
+
+// hasUnknownField reports whether the unknown-field bytes b hold field num.
+func hasUnknownField(b []byte, num protowire.Number) bool {
+	for len(b) > 0 {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return true // unparseable: treat as present, the message is bad anyway
+		}
+		if n == num {
+			return true
+		}
+		b = b[l:]
+		l = protowire.ConsumeFieldValue(n, typ, b)
+		if l < 0 {
+			return true
+		}
+		b = b[l:]
+	}
+	return false
 }
 
 // appendServerFrame appends m with its varint length prefix.

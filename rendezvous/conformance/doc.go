@@ -47,8 +47,7 @@
 //     names are freed, UNREGISTER only ever removes the sender.
 //   - Interop leniency: unknown fields are ignored, records are passed
 //     through byte for byte, a REGISTER whose zero `type` was omitted by a
-//     proto3-style encoder is served (skipped as KNOWN FAILURE while the
-//     daemon resets such a stream), and everything works over QUIC too.
+//     proto3-style encoder is served, and everything works over QUIC too.
 //
 // Most checks run against a daemon started with default limits, as the
 // issue's checker starts it; dedicated daemons carry small limits for the
