@@ -24,7 +24,7 @@ type config struct {
 	Duration      time.Duration `json:"-"`
 	Warmup        time.Duration `json:"-"`
 	Mix           float64       `json:"register_fraction"`
-	Rate          float64       `json:"paced_rate"`
+	Rates         []float64     `json:"paced_rates"`
 	Capacity      []int         `json:"capacity_steps"`
 	DialPar       int           `json:"dial_parallelism"`
 	RecordAddrs   int           `json:"record_addrs"`

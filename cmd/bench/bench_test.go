@@ -121,6 +121,10 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, "json", format)
 	require.Equal(t, 7, cfg.Clients, "an explicit flag wins over -short")
 	require.Equal(t, []int{100, 200}, cfg.Capacity)
+	require.Equal(t, []float64{1000}, cfg.Rates)
+	cfg, _, err = parseFlags([]string{"-rate", "500, 0,2000"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []float64{500, 2000}, cfg.Rates)
 
 	for _, args := range [][]string{
 		{"-clients", "0"},
@@ -130,6 +134,7 @@ func TestParseFlags(t *testing.T) {
 		{"-record-addrs", "9"},
 		{"extra"},
 		{"-format", "xml"},
+		{"-rate", "fast"},
 	} {
 		_, _, err := parseFlags(args, io.Discard)
 		require.Error(t, err, "%v", args)

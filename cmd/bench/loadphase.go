@@ -115,8 +115,8 @@ func (b *bench) runLoadPhases(ctx context.Context, baselines, rdv bool) {
 	if !b.cfg.Short {
 		rv(mixName, b.cfg.Mix, 0, false)
 	}
-	if b.cfg.Rate > 0 {
-		echo("discover-sized", sz.DiscoverReq, sz.DiscoverResp, b.cfg.Rate)
-		rv(mixName, b.cfg.Mix, b.cfg.Rate, false)
+	for _, rate := range b.cfg.Rates {
+		echo("discover-sized", sz.DiscoverReq, sz.DiscoverResp, rate)
+		rv(mixName, b.cfg.Mix, rate, false)
 	}
 }

@@ -62,14 +62,14 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	var capacity, phases, daemonArgs string
+	var capacity, phases, daemonArgs, rates string
 	var jsonOut bool
 	var format string
 	fs.IntVar(&cfg.Clients, "clients", 1000, "concurrent client identities for the load phases (each with its own connection)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each load phase")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured time before each load phase")
 	fs.Float64Var(&cfg.Mix, "mix", 0.1, "fraction of REGISTER in the mixed phase (the rest is DISCOVER)")
-	fs.Float64Var(&cfg.Rate, "rate", 10000, "total requests per second of the paced (latency) phases; 0 skips them")
+	fs.StringVar(&rates, "rate", "1000,10000", "comma-separated total request rates (per second) of the paced latency phases: 1,000/s is every one of 1,000 clients asking once a second, 10,000/s a stress; 0 skips them")
 	fs.StringVar(&capacity, "capacity", "1000,10000", "comma-separated connection counts at which the daemon's memory is read")
 	fs.IntVar(&cfg.DialPar, "dial-parallelism", 64, "handshakes in flight while connecting clients")
 	fs.IntVar(&cfg.RecordAddrs, "record-addrs", 4, "addresses in each client's signed peer record (1-4)")
@@ -100,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 			"clients":       func() { cfg.Clients = 50 },
 			"duration":      func() { cfg.Duration = 300 * time.Millisecond },
 			"warmup":        func() { cfg.Warmup = 100 * time.Millisecond },
-			"rate":          func() { cfg.Rate = 1000 },
+			"rate":          func() { rates = "1000" },
 			"capacity":      func() { capacity = "100,200" },
 			"chat-messages": func() { cfg.ChatMessages = 50 },
 		}
@@ -119,6 +119,18 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 			return cfg, "", fmt.Errorf("invalid -capacity step %q", s)
 		}
 		cfg.Capacity = append(cfg.Capacity, n)
+	}
+	for _, s := range strings.Split(rates, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		r, err := strconv.ParseFloat(s, 64)
+		if err != nil || r < 0 {
+			return cfg, "", fmt.Errorf("invalid -rate %q", s)
+		}
+		if r > 0 {
+			cfg.Rates = append(cfg.Rates, r)
+		}
 	}
 	for _, p := range strings.Split(phases, ",") {
 		p = strings.TrimSpace(p)
@@ -150,8 +162,6 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 		return cfg, "", errors.New("-dial-parallelism must be at least 1")
 	case cfg.ChatMessages < 1:
 		return cfg, "", errors.New("-chat-messages must be at least 1")
-	case cfg.Rate < 0:
-		return cfg, "", errors.New("-rate must not be negative")
 	}
 	if jsonOut {
 		format = "json"
