@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 cd "$root"
-for b in natrouter:./testbed/natrouter rendezvous:./cmd/rendezvous chat:./cmd/chat; do
+for b in natrouter:./testbed/natrouter hpcheck:./testbed/hpcheck rendezvous:./cmd/rendezvous chat:./cmd/chat; do
 	CGO_ENABLED=0 go build -trimpath -o "$ctx/${b%%:*}" "${b#*:}"
 done
 cp testbed/Dockerfile "$ctx/"

@@ -130,7 +130,8 @@ func buildImage(ctx context.Context) error {
 	}
 	defer os.RemoveAll(dir)
 	for name, pkg := range map[string]string{
-		"natrouter": "./testbed/natrouter", "rendezvous": "./cmd/rendezvous", "chat": "./cmd/chat",
+		"natrouter": "./testbed/natrouter", "hpcheck": "./testbed/hpcheck",
+		"rendezvous": "./cmd/rendezvous", "chat": "./cmd/chat",
 	} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = repoRoot

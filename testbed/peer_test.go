@@ -119,6 +119,34 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 		args = append(args, chatArgs[1:]...)
 	}
 
+	p := tp.launch(spec, name, args)
+	ready := p.wait(90*time.Second, 0, func(e event) bool { return e.is("ready") })
+	p.ID = ready.str("peer")
+	return p
+}
+
+// startProc runs argv (a binary of the image) in a container on network at
+// ip, behind nat if not nil, and returns it without waiting for anything.
+func (tp *topology) startProc(name, network, ip string, nat *natSpec, argv ...string) *peer {
+	tp.t.Helper()
+	cname := fmt.Sprintf("%s_%s", tp.project, name)
+	tp.mu.Lock()
+	tp.containers = append(tp.containers, cname)
+	tp.mu.Unlock()
+	args := []string{"run", "-i", "--rm", "--name", cname, "--network", tp.network(network), "--ip", ip}
+	if nat != nil {
+		args = append(args, "--cap-add", "NET_ADMIN", "--entrypoint", "/natrouter", image,
+			"peer", "-router", nat.Router, "-lan", nat.LAN, "-gateway", nat.Gateway, "--")
+		args = append(args, argv...)
+	} else {
+		args = append(args, "--entrypoint", argv[0], image)
+		args = append(args, argv[1:]...)
+	}
+	return tp.launch(peerSpec{Nick: name}, cname, args)
+}
+
+func (tp *topology) launch(spec peerSpec, name string, args []string) *peer {
+	tp.t.Helper()
 	p := &peer{t: tp.t, spec: spec, container: name, changed: make(chan struct{})}
 	p.cmd = exec.Command("docker", args...)
 	var err error
@@ -143,8 +171,6 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 		}
 		p.kill()
 	})
-	ready := p.wait(90*time.Second, 0, func(e event) bool { return e.is("ready") })
-	p.ID = ready.str("peer")
 	return p
 }
 

@@ -26,6 +26,9 @@ func TestE2E(t *testing.T) {
 	requireEnv(t)
 	t.Cleanup(func() { printResults(os.Stdout) })
 
+	t.Run("0-selfcheck-cone-tcp", func(t *testing.T) { testSelfCheck(t, "cone", "tcp") })
+	t.Run("0-selfcheck-cone-quic", func(t *testing.T) { testSelfCheck(t, "cone", "quic") })
+	t.Run("0-selfcheck-symmetric", func(t *testing.T) { testSelfCheck(t, "symmetric", "tcp") })
 	t.Run("1-public", testPublic)
 	for _, tr := range []string{"tcp", "quic"} {
 		t.Run("2-cone-"+tr, func(t *testing.T) { testCone(t, tr) })
