@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -13,10 +14,13 @@ import (
 
 // Send sends text to nick (or to a peer ID string). It resolves the nick
 // (pinned contacts, then the rendezvous daemons, then the DHT; a nick found
-// for the first time is pinned), stores the message as pending in the
-// history and the outbox, emits EventSent and returns. Delivery happens in
-// the background, now if the peer is reachable, otherwise as soon as it is
-// next online; EventDelivered follows the acknowledgement.
+// for the first time is pinned), hands the message to the peer's stream
+// (if one is up) while storing it as pending in the history and the outbox,
+// and returns once that record is committed, after emitting EventSent.
+// Delivery happens in the background, now if the peer is reachable,
+// otherwise as soon as it is next online; EventDelivered follows the
+// acknowledgement. If Send fails to store the message it returns an error;
+// the frame may already have reached the peer.
 func (n *Node) Send(ctx context.Context, nick, text string) (Message, error) {
 	if err := validateText(text); err != nil {
 		return Message{}, fmt.Errorf("send to %q: %w", nick, err)
@@ -48,18 +52,38 @@ func (n *Node) Send(ctx context.Context, nick, text string) (Message, error) {
 		Outgoing: true,
 		Status:   StatusPending,
 	}
-	if err := n.db.addOutgoing(m); err != nil {
-		return Message{}, fmt.Errorf("send to %q: store: %w", nick, err)
-	}
+	// The frame goes out while the pending record is being committed (the
+	// group-commit writer batches it with other writes); Send returns once
+	// the record is durable. An ack that overtakes the commit is held by
+	// the outbox entry and reported here, after EventSent.
 	n.mu.Lock()
-	n.pending[p]++
+	o := n.outboxAddLocked(m, false)
 	n.mu.Unlock()
-	n.ev.emit(EventSent{ID: m.ID, To: nick})
 	if cs := n.activeStream(p); cs != nil {
 		cs.kick()
 	} else {
 		n.connect(p, false)
 	}
+	stored := make(chan error, 1)
+	if err := n.db.addOutgoingAsync(m, func(err error) { stored <- err }); err != nil {
+		stored <- err
+	}
+	if err := <-stored; err != nil {
+		n.mu.Lock()
+		n.outboxRemoveLocked(o)
+		n.mu.Unlock()
+		if errors.Is(err, ErrClosed) {
+			return Message{}, ErrClosed
+		}
+		return Message{}, fmt.Errorf("send to %q: store: %w", nick, err)
+	}
+	n.mu.Lock()
+	o.stored = true
+	n.ev.emit(EventSent{ID: m.ID, To: nick})
+	if o.acked {
+		n.deliveredLocked(o)
+	}
+	n.mu.Unlock()
 	return m, nil
 }
 
@@ -82,6 +106,10 @@ func (n *Node) History(nick string, limit int) ([]Message, error) {
 		p = c.Peer
 	} else if p, err = peer.Decode(nick); err != nil {
 		return nil, fmt.Errorf("history %q: %w", nick, ErrUnknownNick)
+	}
+	// Delivered marks are written lazily: let the queued ones land first.
+	if err := n.db.flush(); err != nil && !errors.Is(err, ErrClosed) {
+		return nil, fmt.Errorf("history %q: %w", nick, err)
 	}
 	return n.db.history(p, limit)
 }
@@ -181,7 +209,7 @@ func (n *Node) onConnChange(p peer.ID, connected bool, c network.Conn) {
 				}
 			}
 		}
-		pending := n.pending[p] > 0
+		pending := n.pendingLocked(p)
 		n.mu.Unlock()
 		switch {
 		case upgrade:

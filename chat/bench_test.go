@@ -2,8 +2,11 @@ package chat
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // BenchmarkSendToDelivered measures Send until its acknowledgement arrives
@@ -22,5 +25,70 @@ func BenchmarkSendToDelivered(b *testing.B) {
 			b.Fatal(err)
 		}
 		alice.rec.wait(b, 10*time.Second, isDelivered(m.ID))
+	}
+}
+
+// BenchmarkSustained sends 1000 messages as fast as Send accepts them and
+// waits until all are acknowledged; it reports messages per second.
+func BenchmarkSustained(b *testing.B) {
+	const batch = 1000
+	r := newRendezvous(b)
+	alice := newNode(b, r, "alice", "")
+	newNode(b, r, "bob", "")
+	m := send(b, alice, "bob", "warm-up")
+	alice.rec.wait(b, 10*time.Second, isDelivered(m.ID))
+	ctx := context.Background()
+	total, seen, delivered := 1, 0, 0
+	count := func() int { // deliveries so far, scanning only new events
+		alice.rec.mu.Lock()
+		defer alice.rec.mu.Unlock()
+		for ; seen < len(alice.rec.events); seen++ {
+			if _, ok := alice.rec.events[seen].(EventDelivered); ok {
+				delivered++
+			}
+		}
+		return delivered
+	}
+	start := time.Now()
+	b.ResetTimer()
+	for b.Loop() {
+		for range batch {
+			if _, err := alice.Send(ctx, "bob", "benchmark message"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		total += batch
+		deadline := time.Now().Add(60 * time.Second)
+		for count() < total {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d delivered", count(), total)
+			}
+			alice.rec.waitChange(b, time.Until(deadline))
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkBoltCommit is the floor of any design that makes a message
+// durable before it is acknowledged: one small fsync'd bbolt transaction.
+func BenchmarkBoltCommit(b *testing.B) {
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "floor.db"), 0o600, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	var i uint64
+	for b.Loop() {
+		i++
+		err := db.Update(func(tx *bolt.Tx) error {
+			bk, err := tx.CreateBucketIfNotExists([]byte("b"))
+			if err != nil {
+				return err
+			}
+			return bk.Put(u64(i), make([]byte, 200))
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -79,7 +79,8 @@ type Node struct {
 	room          string
 	roomCancel    context.CancelFunc
 	peers         map[peer.ID]*peerState
-	pending       map[peer.ID]int // outbox sizes
+	outbox        map[peer.ID]*peerOutbox // unacknowledged messages, see outbox.go
+	outSeq        uint64
 	contactWatch  map[string]context.CancelFunc
 	warned        map[string]bool
 	closeOnce     sync.Once
@@ -158,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		kick:          make(chan struct{}, 1),
 		room:          cfg.Room,
 		peers:         map[peer.ID]*peerState{},
+		outbox:        map[peer.ID]*peerOutbox{},
 		contactWatch:  map[string]context.CancelFunc{},
 		warned:        map[string]bool{},
 		advertiseStop: map[string]context.CancelFunc{},
@@ -237,9 +239,20 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		n.peer(c.Peer).nick = c.Nick
 	}
-	if n.pending, err = db.pendingPeers(); err != nil {
+	pend, err := db.pendingPeers()
+	if err != nil {
 		n.closeHost()
 		return nil, fmt.Errorf("load outbox: %w", err)
+	}
+	for p := range pend {
+		msgs, err := db.pending(p)
+		if err != nil {
+			n.closeHost()
+			return nil, fmt.Errorf("load outbox: %w", err)
+		}
+		for _, m := range msgs {
+			n.outboxAddLocked(m, true)
+		}
 	}
 
 	n.notifiee = &network.NotifyBundle{

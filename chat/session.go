@@ -93,12 +93,18 @@ func newChatStream(s network.Stream, outgoing bool) *chatStream {
 	return cs
 }
 
-// write sends one frame; a failure resets the stream.
-func (cs *chatStream) write(f *pb.Frame) error {
+// write sends frames, in order and not interleaved with other writers'; a
+// failure resets the stream.
+func (cs *chatStream) write(fs ...*pb.Frame) error {
 	cs.wmu.Lock()
 	defer cs.wmu.Unlock()
 	_ = cs.s.SetWriteDeadline(time.Now().Add(writeTimeout))
-	err := cs.w.WriteMsg(f)
+	var err error
+	for _, f := range fs {
+		if err = cs.w.WriteMsg(f); err != nil {
+			break
+		}
+	}
 	_ = cs.s.SetWriteDeadline(time.Time{})
 	if err != nil {
 		cs.s.Reset()
@@ -363,48 +369,52 @@ func (cs *chatStream) kick() {
 // messageWriter sends the peer's outbox on cs while cs is the peer's
 // active stream, oldest first: everything pending when it becomes active (a
 // resend after a reconnect; the receiver deduplicates), then each new
-// message when Send kicks it. One active stream per peer keeps messages in
-// order.
+// message when Send kicks it, and again whatever stayed unacknowledged for
+// AckTimeout (the receiver could not store it, or the ack got lost). One
+// active stream per peer keeps messages in order.
 func (n *Node) messageWriter(cs *chatStream) {
-	sent := map[string]time.Time{} // written on cs, not acknowledged yet
+	sent := map[*outMsg]int64{} // written on cs (unix nanos), not acknowledged yet
+	var upTo uint64             // outbox entries up to this seq were written on cs
 	t := time.NewTicker(n.cfg.AckTimeout / 2)
 	defer t.Stop()
 	for {
+		resend := false
 		select {
 		case <-cs.kickw:
 		case <-t.C:
+			resend = true
 		case <-cs.done:
 			return
 		case <-n.ctx.Done():
 			return
 		}
-		if n.activeStream(cs.peer) != cs {
+		now := time.Now().UnixNano()
+		n.mu.Lock()
+		var batch []*outMsg
+		if ps := n.peers[cs.peer]; ps != nil && ps.active == cs {
+			if resend {
+				for o := range sent {
+					if o.gone {
+						delete(sent, o)
+					}
+				}
+			}
+			batch = n.toWriteLocked(cs, &upTo, sent, resend, now)
+		}
+		n.mu.Unlock()
+		if len(batch) == 0 {
 			continue
 		}
-		msgs, err := n.db.pending(cs.peer)
-		if err != nil {
-			n.log.Warn("read outbox", "peer", cs.peer, "err", err)
-			continue
+		frames := make([]*pb.Frame, len(batch))
+		for i, o := range batch {
+			frames[i] = messageFrame(o.m)
 		}
-		now := time.Now()
-		still := make(map[string]time.Time, len(msgs))
-		for _, m := range msgs {
-			// Resend only what this stream has not carried yet, or what
-			// stayed unacknowledged for AckTimeout (the receiver could not
-			// store it, or the ack got lost).
-			if at, ok := sent[m.ID]; ok && now.Sub(at) < n.cfg.AckTimeout {
-				still[m.ID] = at
-				continue
-			}
-			if n.activeStream(cs.peer) != cs {
-				break // moved to another stream, which resends
-			}
-			if err := cs.write(messageFrame(m)); err != nil {
-				return // the stream is reset; the next one resends
-			}
-			still[m.ID] = now
+		if err := cs.write(frames...); err != nil {
+			return // the stream is reset; the next one resends
 		}
-		sent = still // forget acknowledged IDs
+		for _, o := range batch {
+			sent[o] = now
+		}
 	}
 }
 
@@ -440,19 +450,20 @@ func (n *Node) handleFrame(cs *chatStream, name string, f *pb.Frame) error {
 		}
 		return cs.write(&pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: b.Message.GetId()}}})
 	case *pb.Frame_Ack:
-		m, ok, err := n.db.ack(cs.peer, b.Ack.GetId())
-		if err != nil {
-			n.log.Error("store ack", "peer", cs.peer, "err", err)
-			return nil
-		}
-		if ok {
-			n.mu.Lock()
-			if n.pending[cs.peer]--; n.pending[cs.peer] <= 0 {
-				delete(n.pending, cs.peer)
+		// Matched in memory: an ack may overtake the commit of the
+		// message's pending record (Send then reports the delivery).
+		n.mu.Lock()
+		if ob := n.outbox[cs.peer]; ob != nil {
+			if o := ob.byID[hex.EncodeToString(b.Ack.GetId())]; o != nil {
+				n.outboxRemoveLocked(o)
+				if o.stored {
+					n.deliveredLocked(o)
+				} else {
+					o.acked = true
+				}
 			}
-			n.mu.Unlock()
-			n.ev.emit(EventDelivered{ID: m.ID, To: m.To})
 		}
+		n.mu.Unlock()
 	case *pb.Frame_Ping:
 		return cs.write(&pb.Frame{Body: &pb.Frame_Pong{Pong: &pb.Pong{Nonce: b.Ping.GetNonce()}}})
 	case *pb.Frame_Pong:
@@ -501,14 +512,14 @@ func (n *Node) retryLoop() {
 			if len(ps.streams) > 0 || ps.dialing || now.Before(ps.nextTry) || id == n.h.ID() {
 				continue
 			}
-			if n.pending[id] > 0 {
+			if n.pendingLocked(id) {
 				todo = append(todo, id)
 			} else if len(ps.regs) > 0 && sessions < maxAutoSessions {
 				todo = append(todo, id)
 				sessions++
 			}
 		}
-		for id := range n.pending {
+		for id := range n.outbox {
 			if _, ok := n.peers[id]; !ok {
 				todo = append(todo, id)
 			}
@@ -572,4 +583,22 @@ func (n *Node) pingLoop() {
 			}
 		}
 	}
+}
+
+// deliveredLocked reports o (acknowledged, its pending record committed)
+// delivered and queues the delivered mark, which is written lazily: if it
+// is lost in a crash, the message is resent after the restart and the
+// receiver deduplicates it and acknowledges it again. Call with n.mu held.
+func (n *Node) deliveredLocked(o *outMsg) {
+	id, _ := parseID(o.m.ID)
+	p := o.m.Peer
+	err := n.db.markDelivered(p, id, func(err error) {
+		if err != nil {
+			n.log.Error("store delivered mark", "peer", p, "err", err)
+		}
+	})
+	if err != nil {
+		n.log.Debug("store delivered mark", "peer", p, "err", err)
+	}
+	n.ev.emit(EventDelivered{ID: o.m.ID, To: o.m.To})
 }

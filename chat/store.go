@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -68,10 +69,34 @@ func recordOf(m Message) msgRecord {
 	return msgRecord{ID: m.ID, From: m.From, To: m.To, Peer: m.Peer.String(), Text: m.Text, Time: m.Time, Outgoing: m.Outgoing, Status: m.Status}
 }
 
+// store is chat.db. Reads run directly on the database; the message writes
+// (outgoing, incoming, delivered marks) go through one writer goroutine
+// that gathers the writes queued while it was committing into one bbolt
+// transaction: one fsync for many messages (group commit).
 type store struct {
 	db      *bolt.DB
 	maxSeen int
+
+	wmu     sync.Mutex // guards wclosed and sends on ops
+	wclosed bool
+	ops     chan writeOp
+	wdone   chan struct{} // closed when the writer has drained ops
 }
+
+// writeOp is one write for the group-commit writer. apply runs inside the
+// shared transaction and must set its outputs afresh on every call (it
+// runs again in a transaction of its own if another write of its batch
+// failed). done runs on the writer goroutine after the commit (or the
+// failure), in submission order; it must not block.
+type writeOp struct {
+	apply func(tx *bolt.Tx) error // nil: a barrier (flush)
+	done  func(err error)
+}
+
+const (
+	writeQueue    = 4096 // queued writes before submitters wait
+	maxBatchWrite = 1024 // writes per transaction
+)
 
 func openStore(path string, maxSeen int) (*store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
@@ -93,10 +118,119 @@ func openStore(path string, maxSeen int) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}
-	return &store{db: db, maxSeen: maxSeen}, nil
+	s := &store{db: db, maxSeen: maxSeen, ops: make(chan writeOp, writeQueue), wdone: make(chan struct{})}
+	go s.writer()
+	return s, nil
 }
 
-func (s *store) close() error { return s.db.Close() }
+// close stops the writer once it has committed everything queued, then
+// closes the database.
+func (s *store) close() error {
+	s.wmu.Lock()
+	if !s.wclosed {
+		s.wclosed = true
+		close(s.ops)
+	}
+	s.wmu.Unlock()
+	<-s.wdone
+	return s.db.Close()
+}
+
+// submit queues op for the writer. It fails only once the store is closed
+// (op.done is then not called).
+func (s *store) submit(op writeOp) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wclosed {
+		return ErrClosed
+	}
+	s.ops <- op // the writer never takes wmu, so this cannot deadlock
+	return nil
+}
+
+// submitWait queues op and waits for its commit.
+func (s *store) submitWait(apply func(tx *bolt.Tx) error) error {
+	ch := make(chan error, 1)
+	if err := s.submit(writeOp{apply: apply, done: func(err error) { ch <- err }}); err != nil {
+		return err
+	}
+	return <-ch
+}
+
+// flush waits until every write queued before it is committed.
+func (s *store) flush() error { return s.submitWait(nil) }
+
+// writer is the group-commit loop: it takes every write queued while the
+// previous transaction was committing and commits them together.
+func (s *store) writer() {
+	defer close(s.wdone)
+	batch := make([]writeOp, 0, maxBatchWrite)
+	errs := make([]error, 0, maxBatchWrite)
+	for op := range s.ops {
+		batch = append(batch[:0], op)
+	gather:
+		for len(batch) < maxBatchWrite {
+			select {
+			case op, ok := <-s.ops:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, op)
+			default:
+				break gather
+			}
+		}
+		errs = s.commit(batch, errs[:0])
+		for i, op := range batch {
+			if op.done != nil {
+				op.done(errs[i])
+			}
+			batch[i] = writeOp{}
+		}
+	}
+}
+
+// commit applies batch in one transaction. If that fails, each write is
+// retried in a transaction of its own so that one bad write fails alone.
+func (s *store) commit(batch []writeOp, errs []error) []error {
+	writes := 0
+	for _, op := range batch {
+		if op.apply != nil {
+			writes++
+		}
+	}
+	for range batch {
+		errs = append(errs, nil)
+	}
+	if writes == 0 {
+		return errs
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, op := range batch {
+			if op.apply != nil {
+				if err := op.apply(tx); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return errs
+	}
+	if writes == 1 {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for i, op := range batch {
+		if op.apply != nil {
+			errs[i] = s.db.Update(op.apply)
+		}
+	}
+	return errs
+}
 
 func u64(v uint64) []byte {
 	var b [8]byte
@@ -209,13 +343,23 @@ func addrStrings(addrs []multiaddr.Multiaddr) []string {
 	return out
 }
 
-// addOutgoing stores a new outgoing message in the history and the outbox.
+// addOutgoing stores a new outgoing message in the history and the outbox
+// and waits for the commit.
 func (s *store) addOutgoing(m Message) error {
+	ch := make(chan error, 1)
+	if err := s.addOutgoingAsync(m, func(err error) { ch <- err }); err != nil {
+		return err
+	}
+	return <-ch
+}
+
+// addOutgoingAsync queues addOutgoing; done follows the commit.
+func (s *store) addOutgoingAsync(m Message, done func(error)) error {
 	id, err := parseID(m.ID)
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.submit(writeOp{done: done, apply: func(tx *bolt.Tx) error {
 		pk := []byte(m.Peer)
 		hb, err := tx.Bucket(bktHistory).CreateBucketIfNotExists(pk)
 		if err != nil {
@@ -241,7 +385,7 @@ func (s *store) addOutgoing(m Message) error {
 		}
 		idx := append(append(append([]byte{}, pk...), 0), u64(seq)...)
 		return tx.Bucket(bktMsgIdx).Put(id, idx)
-	})
+	}})
 }
 
 // pending returns p's outbox, oldest first.
@@ -284,58 +428,88 @@ func (s *store) pendingPeers() (map[peer.ID]int, error) {
 	return out, err
 }
 
-// ack marks the outgoing message id to p delivered. ok reports whether it
-// was pending until now (false for duplicates, unknown IDs, other peers).
+// ack marks the outgoing message id to p delivered and waits for the
+// commit. ok reports whether it was pending until now (false for
+// duplicates, unknown IDs, other peers).
 func (s *store) ack(p peer.ID, id []byte) (m Message, ok bool, err error) {
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		idx := tx.Bucket(bktMsgIdx).Get(id)
-		pk := []byte(p)
-		if len(idx) != len(pk)+9 || string(idx[:len(pk)]) != string(pk) {
-			return nil // not ours to ack: unknown ID or another peer's message
-		}
-		seq := append([]byte{}, idx[len(pk)+1:]...)
-		ob := tx.Bucket(bktOutbox).Bucket(pk)
-		if ob == nil || ob.Get(seq) == nil {
-			return nil
-		}
-		if err := ob.Delete(seq); err != nil {
-			return err
-		}
-		hb := tx.Bucket(bktHistory).Bucket(pk)
-		if hb == nil {
-			return nil
-		}
-		v := hb.Get(seq)
-		if v == nil {
-			return nil
-		}
-		var r msgRecord
-		if err := json.Unmarshal(v, &r); err != nil {
-			return err
-		}
-		r.Status = StatusDelivered
-		nv, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		if err := hb.Put(seq, nv); err != nil {
-			return err
-		}
-		m, ok = r.message(), true
-		return nil
+	err = s.submitWait(func(tx *bolt.Tx) error {
+		var err error
+		m, ok, err = ackTx(tx, p, id)
+		return err
 	})
 	return m, ok, err
+}
+
+// markDelivered queues ack without waiting: the node has already shown
+// the message delivered, and if the mark is lost in a crash the message
+// is resent after the restart, deduplicated and acknowledged again by the
+// receiver. done (may be nil) follows the commit.
+func (s *store) markDelivered(p peer.ID, id []byte, done func(error)) error {
+	return s.submit(writeOp{done: done, apply: func(tx *bolt.Tx) error {
+		_, _, err := ackTx(tx, p, id)
+		return err
+	}})
+}
+
+func ackTx(tx *bolt.Tx, p peer.ID, id []byte) (Message, bool, error) {
+	idx := tx.Bucket(bktMsgIdx).Get(id)
+	pk := []byte(p)
+	if len(idx) != len(pk)+9 || string(idx[:len(pk)]) != string(pk) {
+		return Message{}, false, nil // not ours to ack: unknown ID or another peer's message
+	}
+	seq := append([]byte{}, idx[len(pk)+1:]...)
+	ob := tx.Bucket(bktOutbox).Bucket(pk)
+	if ob == nil || ob.Get(seq) == nil {
+		return Message{}, false, nil
+	}
+	if err := ob.Delete(seq); err != nil {
+		return Message{}, false, err
+	}
+	hb := tx.Bucket(bktHistory).Bucket(pk)
+	if hb == nil {
+		return Message{}, false, nil
+	}
+	v := hb.Get(seq)
+	if v == nil {
+		return Message{}, false, nil
+	}
+	var r msgRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return Message{}, false, err
+	}
+	r.Status = StatusDelivered
+	nv, err := json.Marshal(r)
+	if err != nil {
+		return Message{}, false, err
+	}
+	if err := hb.Put(seq, nv); err != nil {
+		return Message{}, false, err
+	}
+	return r.message(), true, nil
 }
 
 // addIncoming stores an incoming message unless its ID was seen from p
 // before; dup reports a duplicate (which must be acknowledged again but not
 // shown).
 func (s *store) addIncoming(m Message) (dup bool, err error) {
-	id, err := parseID(m.ID)
-	if err != nil {
+	ch := make(chan error, 1)
+	if err := s.addIncomingAsync(m, func(d bool, err error) { dup = d; ch <- err }); err != nil {
 		return false, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	return dup, <-ch
+}
+
+// addIncomingAsync queues addIncoming; done follows the commit. Writes are
+// applied in submission order, so of two copies of a message queued
+// together the second is the duplicate.
+func (s *store) addIncomingAsync(m Message, done func(dup bool, err error)) error {
+	id, err := parseID(m.ID)
+	if err != nil {
+		return err
+	}
+	var dup bool
+	return s.submit(writeOp{done: func(err error) { done(dup && err == nil, err) }, apply: func(tx *bolt.Tx) error {
+		dup = false
 		pk := []byte(m.Peer)
 		sb, err := tx.Bucket(bktSeen).CreateBucketIfNotExists(pk)
 		if err != nil {
@@ -401,8 +575,7 @@ func (s *store) addIncoming(m Message) (dup bool, err error) {
 			return err
 		}
 		return hb.Put(u64(hseq), v)
-	})
-	return dup, err
+	}})
 }
 
 // history returns the last limit messages exchanged with p, oldest first
