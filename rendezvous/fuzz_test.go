@@ -67,6 +67,37 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 		var w pb.WatchRequest
 		_ = newReader(bytes.NewReader(data)).ReadMsg(&w)
+
+		// The server's frame reader sees the same frames as pbio, and its
+		// allocation-free DISCOVER decoder agrees with proto.
+		pr, fr := newReader(bytes.NewReader(data)), newFrameReader(bytes.NewReader(data))
+		for {
+			var want pb.Message
+			werr := pr.ReadMsg(&want)
+			body, err := fr.next()
+			if err != nil {
+				if werr == nil {
+					t.Fatalf("frame reader failed where pbio did not: %v", err)
+				}
+				break
+			}
+			var got pb.Message
+			if uerr := proto.Unmarshal(body, &got); (uerr == nil) != (werr == nil) || (uerr == nil && !proto.Equal(&got, &want)) {
+				t.Fatalf("frame reader and pbio disagree: %v / %v", uerr, werr)
+			}
+			if dr, ok := parseDiscover(body); ok {
+				typ, tok := requestType(&got)
+				dq := got.GetDiscover()
+				if werr != nil || !tok || typ != pb.Message_DISCOVER || string(dr.ns) != dq.GetNs() ||
+					dr.limit != dq.GetLimit() || !bytes.Equal(dr.cookie, dq.GetCookie()) {
+					t.Fatalf("fast DISCOVER decoding disagrees with proto: %+v vs %v (%v)", dr, &got, werr)
+				}
+			}
+			fr.done()
+			if werr != nil {
+				break
+			}
+		}
 	})
 }
 

@@ -283,18 +283,32 @@ func (s *Server) handleStream(str network.Stream) {
 		return
 	}
 	remote := str.Conn().RemotePeer()
-	r := newReader(str)
+	bucket := s.rl.acquire(remote)
+	defer s.rl.release(bucket)
+	r := newFrameReader(str)
+	defer r.done()
 	var (
-		req pb.Message
-		d   discoverBuf
-		buf []byte // small responses
+		req     pb.Message
+		d       discoverBuf
+		buf     []byte // small responses
+		lastNS  string // the namespace of the previous DISCOVER, reused when equal
+		renewed time.Time
 	)
+	// The deadline bounds the wait for each request to at least
+	// StreamTimeout after the previous answer, at most 1.5 times that.
+	// Renewing it only when half the timeout has passed since the last
+	// renewal saves a timer reset per request.
+	half := s.lim.StreamTimeout / 2
 	for {
-		if err := str.SetDeadline(time.Now().Add(s.lim.StreamTimeout)); err != nil {
-			str.Reset()
-			return
+		if now := time.Now(); now.Sub(renewed) >= half {
+			if err := str.SetDeadline(now.Add(s.lim.StreamTimeout + half)); err != nil {
+				str.Reset()
+				return
+			}
+			renewed = now
 		}
-		if err := r.ReadMsg(&req); err != nil {
+		body, err := r.next()
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				str.Close()
 				return
@@ -305,51 +319,59 @@ func (s *Server) handleStream(str network.Stream) {
 			return
 		}
 		start := time.Now()
-		typ, ok := requestType(&req)
-		if !ok {
-			s.m.reject(rejectMalformed)
-			s.log.Debug("rendezvous request with neither type nor body, resetting stream", "peer", remote)
-			str.Reset()
-			return
-		}
 		var (
+			typ    pb.Message_MessageType
 			status Status
 			out    []byte
 		)
-		switch typ {
-		case pb.Message_REGISTER:
-			resp := s.register(remote, req.GetRegister())
-			status = resp.GetStatus()
-			buf = appendServerFrame(buf[:0], &pb.Message{
-				Type:             pb.Message_REGISTER_RESPONSE.Enum(),
-				RegisterResponse: resp,
-			})
-			out = buf
-		case pb.Message_DISCOVER:
-			var text string
-			status, text = s.discover(remote, req.GetDiscover(), &d)
-			if status == StatusOK {
-				out = d.out
-			} else {
+		if dr, ok := parseDiscover(body); ok {
+			// The common case, decoded without allocating.
+			typ = pb.Message_DISCOVER
+			if string(dr.ns) != lastNS {
+				lastNS = string(dr.ns)
+			}
+			status, out, buf = s.answerDiscover(remote, bucket, lastNS, dr.limit, dr.cookie, &d, buf)
+			r.done()
+		} else {
+			err := proto.Unmarshal(body, &req)
+			r.done()
+			if err != nil {
+				s.m.reject(rejectMalformed)
+				s.log.Debug("bad rendezvous request, resetting stream", "peer", remote, "err", err)
+				str.Reset()
+				return
+			}
+			var ok bool
+			typ, ok = requestType(&req)
+			if !ok {
+				s.m.reject(rejectMalformed)
+				s.log.Debug("rendezvous request with neither type nor body, resetting stream", "peer", remote)
+				str.Reset()
+				return
+			}
+			switch typ {
+			case pb.Message_REGISTER:
+				resp := s.register(remote, bucket, req.GetRegister())
+				status = resp.GetStatus()
 				buf = appendServerFrame(buf[:0], &pb.Message{
-					Type: pb.Message_DISCOVER_RESPONSE.Enum(),
-					DiscoverResponse: &pb.Message_DiscoverResponse{
-						Status:     status.Enum(),
-						StatusText: proto.String(text),
-					},
+					Type:             pb.Message_REGISTER_RESPONSE.Enum(),
+					RegisterResponse: resp,
 				})
 				out = buf
+			case pb.Message_DISCOVER:
+				dq := req.GetDiscover()
+				status, out, buf = s.answerDiscover(remote, bucket, dq.GetNs(), dq.GetLimit(), dq.GetCookie(), &d, buf)
+			case pb.Message_UNREGISTER:
+				s.unregister(remote, req.GetUnregister())
+				s.m.requests[typ][StatusOK].Inc()
+				s.m.latency[typ].Observe(time.Since(start).Seconds())
+				continue
+			default:
+				s.m.reject(rejectMalformed)
+				s.log.Debug("unexpected rendezvous message type, resetting stream", "peer", remote, "type", typ)
+				str.Reset()
+				return
 			}
-		case pb.Message_UNREGISTER:
-			s.unregister(remote, req.GetUnregister())
-			s.m.requests[typ][StatusOK].Inc()
-			s.m.latency[typ].Observe(time.Since(start).Seconds())
-			continue
-		default:
-			s.m.reject(rejectMalformed)
-			s.log.Debug("unexpected rendezvous message type, resetting stream", "peer", remote, "type", typ)
-			str.Reset()
-			return
 		}
 		if _, err := str.Write(out); err != nil {
 			s.log.Debug("writing rendezvous response", "peer", remote, "err", err)
@@ -362,6 +384,23 @@ func (s *Server) handleStream(str network.Stream) {
 			d.out = nil // do not pin a large page buffer to an idle stream
 		}
 	}
+}
+
+// answerDiscover answers one DISCOVER: the framed response to write, from
+// d.out when OK, else from buf (returned for reuse).
+func (s *Server) answerDiscover(remote peer.ID, b *bucket, ns string, limit uint64, cookie []byte, d *discoverBuf, buf []byte) (Status, []byte, []byte) {
+	status, text := s.discover(remote, b, ns, limit, cookie, d)
+	if status == StatusOK {
+		return status, d.out, buf
+	}
+	buf = appendServerFrame(buf[:0], &pb.Message{
+		Type: pb.Message_DISCOVER_RESPONSE.Enum(),
+		DiscoverResponse: &pb.Message_DiscoverResponse{
+			Status:     status.Enum(),
+			StatusText: proto.String(text),
+		},
+	})
+	return status, buf, buf
 }
 
 // requestType is the type of a request. Encoders that omit zero-valued
@@ -421,9 +460,9 @@ func (s *Server) reject(reason string, status Status, text string) *pb.Message_R
 }
 
 // register validates and stores one REGISTER.
-func (s *Server) register(remote peer.ID, r *pb.Message_Register) *pb.Message_RegisterResponse {
+func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register) *pb.Message_RegisterResponse {
 	now := s.cfg.now()
-	if !s.rl.allow(remote, now) {
+	if !b.allow(now) {
 		s.log.Debug("rate limited", "peer", remote)
 		return s.reject(rejectRateLimit, StatusUnavailable, "too many requests, slow down")
 	}
@@ -440,12 +479,17 @@ func (s *Server) register(remote peer.ID, r *pb.Message_Register) *pb.Message_Re
 		return s.reject(rejectTTL, StatusInvalidTTL,
 			fmt.Sprintf("ttl %d s is outside the allowed range %d..%d s", ttl, minTTL, maxTTL))
 	}
-	if text := s.checkRecord(remote, r.GetSignedPeerRecord()); text != "" {
+	rec := r.GetSignedPeerRecord()
+	if text := s.checkRecordSize(rec); text != "" {
+		s.log.Debug("invalid signed peer record", "peer", remote, "ns", ns, "err", text)
+		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
+	}
+	if text := s.checkRecord(remote, rec); text != "" {
 		s.log.Debug("invalid signed peer record", "peer", remote, "ns", ns, "err", text)
 		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
 	}
 	exclusive := s.cfg.exclusivePrefix != "" && strings.HasPrefix(ns, s.cfg.exclusivePrefix)
-	res := s.st.register(remote, ns, r.GetSignedPeerRecord(), int64(ttl)*int64(time.Second), now.UnixNano(), exclusive, &s.lim)
+	res := s.st.register(remote, ns, rec, int64(ttl)*int64(time.Second), now.UnixNano(), exclusive, &s.lim)
 	if res.status != StatusOK {
 		s.log.Debug("registration refused", "peer", remote, "ns", ns, "status", res.status, "err", res.text)
 		return s.reject(res.reason, res.status, res.text)
@@ -467,14 +511,20 @@ func (s *Server) checkNamespace(ns string) string {
 	return ""
 }
 
-// checkRecord returns why b is not a signed peer record of remote, or "".
-func (s *Server) checkRecord(remote peer.ID, b []byte) string {
+// checkRecordSize returns why b cannot be a signed peer record, or "".
+func (s *Server) checkRecordSize(b []byte) string {
 	if len(b) == 0 {
 		return "signed peer record is missing"
 	}
 	if len(b) > s.lim.MaxRecordSize {
 		return fmt.Sprintf("signed peer record is %d bytes, larger than %d", len(b), s.lim.MaxRecordSize)
 	}
+	return ""
+}
+
+// checkRecord returns why b is not a signed peer record of remote, or "".
+// The size was checked by checkRecordSize.
+func (s *Server) checkRecord(remote peer.ID, b []byte) string {
 	env, rec, err := record.ConsumeEnvelope(b, peer.PeerRecordEnvelopeDomain)
 	if err != nil {
 		return "signed peer record does not verify: " + err.Error()
@@ -494,13 +544,12 @@ func (s *Server) checkRecord(remote peer.ID, b []byte) string {
 }
 
 // discover answers one DISCOVER into d.out.
-func (s *Server) discover(remote peer.ID, r *pb.Message_Discover, d *discoverBuf) (Status, string) {
+func (s *Server) discover(remote peer.ID, b *bucket, ns string, reqLimit uint64, cookie []byte, d *discoverBuf) (Status, string) {
 	now := s.cfg.now()
-	if !s.rl.allow(remote, now) {
+	if !b.allow(now) {
 		s.m.reject(rejectRateLimit)
 		return StatusUnavailable, "too many requests, slow down"
 	}
-	ns := r.GetNs()
 	if ns != "" {
 		if text := s.checkNamespace(ns); text != "" {
 			s.m.reject(rejectNamespace)
@@ -508,10 +557,10 @@ func (s *Server) discover(remote peer.ID, r *pb.Message_Discover, d *discoverBuf
 		}
 	}
 	limit := s.lim.MaxDiscoverLimit
-	if l := r.GetLimit(); l > 0 && l < uint64(limit) {
+	if l := reqLimit; l > 0 && l < uint64(limit) {
 		limit = int(l)
 	}
-	status, text := s.st.discover(ns, r.GetCookie(), limit, now.UnixNano(), d)
+	status, text := s.st.discover(ns, cookie, limit, now.UnixNano(), d)
 	if status != StatusOK {
 		s.m.reject(rejectCookie)
 		s.log.Debug("discover refused", "peer", remote, "ns", ns, "err", text)

@@ -3,12 +3,15 @@ package rendezvous
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"log/slog"
 	"math"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
+	"github.com/multiformats/go-varint"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -224,4 +227,53 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 	}
 	t.Fatalf("metric %s %v not found", name, labels)
 	return 0
+}
+
+// TestRateLimiterHeldBucket: a bucket a stream holds is never swept, so a
+// peer cannot get a second, full bucket by waiting for a sweep.
+func TestRateLimiterHeldBucket(t *testing.T) {
+	rl := newRateLimiter(10, 2)
+	now := time.Unix(1000, 0)
+	p := newFakePeer(t).id
+	b := rl.acquire(p)
+	require.Same(t, b, rl.acquire(p), "one bucket per peer")
+	rl.release(b)
+	require.True(t, b.allow(now))
+	rl.sweep(now.Add(time.Hour))
+	require.Equal(t, 1, rl.len(), "a held bucket is kept even when full")
+	require.True(t, b.allow(now))
+	require.False(t, b.allow(now))
+	require.False(t, rl.allow(p, now), "map lookups share the held bucket")
+	rl.release(b)
+	rl.sweep(now.Add(time.Hour))
+	require.Equal(t, 0, rl.len(), "released and full: dropped")
+}
+
+// TestFrameReader: frames split at every byte, a frame larger than the
+// small buffer, a clean end, a cut-off frame and an oversized prefix.
+func TestFrameReader(t *testing.T) {
+	small := []byte("hello")
+	large := bytes.Repeat([]byte{7}, 3000)
+	huge := bytes.Repeat([]byte{9}, framePoolSize+10)
+	var in []byte
+	for _, b := range [][]byte{small, large, huge, {}} {
+		in = append(in, varint.ToUvarint(uint64(len(b)))...)
+		in = append(in, b...)
+	}
+	r := newFrameReader(iotest.OneByteReader(bytes.NewReader(in)))
+	for _, want := range [][]byte{small, large, huge, {}} {
+		got, err := r.next()
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+	_, err := r.next()
+	require.ErrorIs(t, err, io.EOF)
+	r.done()
+
+	_, err = newFrameReader(bytes.NewReader([]byte{10, 1, 2})).next()
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	_, err = newFrameReader(bytes.NewReader([]byte{0x80})).next()
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	_, err = newFrameReader(bytes.NewReader(varint.ToUvarint(MaxMessageSize + 1))).next()
+	require.ErrorIs(t, err, errFrameTooLarge)
 }
