@@ -484,7 +484,11 @@ func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register) *pb
 		s.log.Debug("invalid signed peer record", "peer", remote, "ns", ns, "err", text)
 		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
 	}
-	if text := s.checkRecord(remote, rec); text != "" {
+	if known := s.st.knownRecord(remote, ns, rec); known != nil {
+		// Byte-identical to a record this peer registered: it verified
+		// then, and verifies the same now. Share the stored bytes.
+		rec = known
+	} else if text := s.checkRecord(remote, rec); text != "" {
 		s.log.Debug("invalid signed peer record", "peer", remote, "ns", ns, "err", text)
 		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
 	}

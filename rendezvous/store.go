@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"bytes"
+	"encoding/binary"
 	"sort"
 	"sync"
 
@@ -163,9 +164,37 @@ type registerResult struct {
 	reason string // rejection reason for metrics; "" when OK
 }
 
+// knownRecord returns the stored copy of rec when p already registered
+// byte-identical record bytes (checked in ns first, then in one other
+// namespace: a peer's equal records share one slice), or nil.
+func (st *regStore) knownRecord(p peer.ID, ns string, rec []byte) []byte {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	mine := st.byPeer[p]
+	if e := mine[ns]; e != nil && bytes.Equal(e.rec, rec) {
+		return e.rec
+	}
+	for _, e := range mine {
+		if bytes.Equal(e.rec, rec) {
+			return e.rec
+		}
+		break
+	}
+	return nil
+}
+
 // register adds or replaces the registration of p under ns. exclusive marks
-// a namespace that only one peer may hold.
+// a namespace that only one peer may hold. The entry and its disk encoding
+// are built before the write lock is taken; under it, only the index
+// changes and the sequence number is filled in.
 func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int64, exclusive bool, lim *Limits) registerResult {
+	e := &regEntry{peer: p, ns: ns, rec: rec, expires: now + ttlNanos}
+	var key string
+	var val []byte
+	if st.persist != nil {
+		key, val = entryKey(p, ns), encodeEntry(e)
+	}
+
 	st.mu.Lock()
 	defer st.mu.Unlock()
 
@@ -176,18 +205,18 @@ func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int
 	if exclusive {
 		if ix := st.byNS[ns]; ix != nil {
 			var stale []*regEntry
-			for _, e := range ix.entries {
-				if e.dead || e.peer == p {
+			for _, x := range ix.entries {
+				if x.dead || x.peer == p {
 					continue
 				}
-				if e.expires <= now {
-					stale = append(stale, e)
+				if x.expires <= now {
+					stale = append(stale, x)
 					continue
 				}
 				return registerResult{StatusNotAuthorized, "namespace is exclusive and held by another peer", rejectExclusive}
 			}
-			for _, e := range stale {
-				st.remove(e, reasonExpired)
+			for _, x := range stale {
+				st.remove(x, reasonExpired)
 			}
 		}
 	}
@@ -197,9 +226,9 @@ func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int
 	if old == nil {
 		if len(mine) >= lim.MaxRegistrationsPerPeer {
 			// Expired entries do not count against the quota.
-			for _, e := range mine {
-				if e.expires <= now {
-					st.remove(e, reasonExpired)
+			for _, x := range mine {
+				if x.expires <= now {
+					st.remove(x, reasonExpired)
 				}
 			}
 			mine = st.byPeer[p]
@@ -213,20 +242,25 @@ func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int
 	}
 	// Share the record bytes with the peer's other registrations when equal:
 	// a peer registered in many namespaces costs one record.
-	for _, e := range mine {
-		if bytes.Equal(e.rec, rec) {
-			rec = e.rec
+	if old != nil && bytes.Equal(old.rec, e.rec) {
+		e.rec = old.rec
+	} else {
+		for _, x := range mine {
+			if bytes.Equal(x.rec, e.rec) {
+				e.rec = x.rec
+			}
+			break
 		}
-		break
 	}
 	if old != nil {
 		st.remove(old, reasonReplaced)
 	}
 	st.seq++
-	e := &regEntry{peer: p, ns: ns, rec: rec, seq: st.seq, expires: now + ttlNanos}
+	e.seq = st.seq
 	st.insert(e)
 	if st.persist != nil {
-		st.persist.put(entryKey(p, ns), encodeEntry(e), st.seq)
+		binary.BigEndian.PutUint64(val, e.seq)
+		st.persist.put(key, val, e.seq)
 	}
 	st.emit(ns, func() []byte { return registeredEvent(e, ttlNanos) })
 	return registerResult{status: StatusOK}
