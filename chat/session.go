@@ -234,13 +234,21 @@ func (n *Node) runStream(cs *chatStream) {
 	}
 	cs.kick()
 	n.spawn(func() { n.messageWriter(cs) })
+	acks := make(chan ackJob, maxUnstoredPerStream)
+	ackDone := make(chan struct{})
+	if !n.spawn(func() { defer close(ackDone); n.ackWriter(cs, acks) }) {
+		cs.s.Reset()
+		n.streamDown(cs)
+		return
+	}
 
+	eof := false
 	for {
 		f, err := r.next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				log.Debug("chat stream closed by peer")
-				cs.s.Close()
+				eof = true
 			} else {
 				if cs.timedOut.Load() {
 					log.Debug("chat stream reset: liveness timeout")
@@ -252,11 +260,17 @@ func (n *Node) runStream(cs *chatStream) {
 			break
 		}
 		cs.lastRecv.Store(time.Now().UnixNano())
-		if err := n.handleFrame(cs, name, f); err != nil {
+		if err := n.handleFrame(cs, name, f, acks); err != nil {
 			log.Debug("chat stream reset", "err", err)
 			cs.s.Reset()
 			break
 		}
+	}
+	// Acknowledge what is being stored before closing our side.
+	close(acks)
+	<-ackDone
+	if eof {
+		cs.s.Close()
 	}
 	n.streamDown(cs)
 }
@@ -418,6 +432,75 @@ func (n *Node) messageWriter(cs *chatStream) {
 	}
 }
 
+// maxUnstoredPerStream bounds the received messages of one stream waiting
+// for their commit and ack; beyond it the stream's reader waits.
+const maxUnstoredPerStream = 256
+
+// ackJob is a received message on its way to the database; stored yields
+// whether it was committed (new or duplicate), i.e. whether to ack it.
+type ackJob struct {
+	id     []byte
+	stored chan bool
+}
+
+// ackWriter acknowledges the messages received on cs, in order, each once
+// the transaction holding it has committed. Acks that become due together
+// (one group commit) go out in one write. It drains acks until the reader
+// closes it, even after the stream failed.
+func (n *Node) ackWriter(cs *chatStream, acks <-chan ackJob) {
+	var q []ackJob
+	var frames []*pb.Frame
+	broken := false
+	for {
+		if len(q) == 0 {
+			j, ok := <-acks
+			if !ok {
+				return
+			}
+			q = append(q, j)
+		}
+	drain:
+		for acks != nil {
+			select {
+			case j, ok := <-acks:
+				if !ok {
+					acks = nil
+					break drain
+				}
+				q = append(q, j)
+			default:
+				break drain
+			}
+		}
+		// Wait for the oldest, then take the later ones already committed.
+		frames = frames[:0]
+		i := 0
+	ready:
+		for ; i < len(q); i++ {
+			var stored bool
+			if i == 0 {
+				stored = <-q[0].stored
+			} else {
+				select {
+				case stored = <-q[i].stored:
+				default:
+					break ready
+				}
+			}
+			if stored {
+				frames = append(frames, &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: q[i].id}}})
+			}
+		}
+		q = append(q[:0], q[i:]...)
+		if len(frames) > 0 && !broken {
+			broken = cs.write(frames...) != nil
+		}
+		if acks == nil && len(q) == 0 {
+			return
+		}
+	}
+}
+
 func messageFrame(m Message) *pb.Frame {
 	id, _ := hex.DecodeString(m.ID)
 	return &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: id, SentUnixMs: m.Time.UnixMilli(), Text: m.Text}}}
@@ -425,7 +508,7 @@ func messageFrame(m Message) *pb.Frame {
 
 // handleFrame processes one validated frame after the Hello. name is how the
 // peer is shown (its verified nick or its peer ID).
-func (n *Node) handleFrame(cs *chatStream, name string, f *pb.Frame) error {
+func (n *Node) handleFrame(cs *chatStream, name string, f *pb.Frame, acks chan<- ackJob) error {
 	switch b := f.GetBody().(type) {
 	case *pb.Frame_Hello:
 		return nil // a repeated Hello changes nothing
@@ -439,16 +522,27 @@ func (n *Node) handleFrame(cs *chatStream, name string, f *pb.Frame) error {
 			Time:   time.UnixMilli(b.Message.GetSentUnixMs()).UTC(),
 			Status: StatusDelivered,
 		}
-		dup, err := n.db.addIncoming(m)
+		// The writer commits the message together with whatever else is
+		// queued; ackWriter acknowledges it once that commit is done, and
+		// meanwhile this reader goes on with the next frame.
+		job := ackJob{id: b.Message.GetId(), stored: make(chan bool, 1)}
+		err := n.db.addIncomingAsync(m, func(dup bool, err error) {
+			if err != nil {
+				// Not stored, so not acknowledged: the sender retries later.
+				n.log.Error("store incoming message", "peer", cs.peer, "err", err)
+				job.stored <- false
+				return
+			}
+			if !dup {
+				n.ev.emit(EventMessage{Message: m})
+			}
+			job.stored <- true
+		})
 		if err != nil {
-			// Not stored, so not acknowledged: the sender retries later.
-			n.log.Error("store incoming message", "peer", cs.peer, "err", err)
+			n.log.Debug("store incoming message", "peer", cs.peer, "err", err)
 			return nil
 		}
-		if !dup {
-			n.ev.emit(EventMessage{Message: m})
-		}
-		return cs.write(&pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: b.Message.GetId()}}})
+		acks <- job // waits while maxUnstoredPerStream are being stored
 	case *pb.Frame_Ack:
 		// Matched in memory: an ack may overtake the commit of the
 		// message's pending record (Send then reports the delivery).
