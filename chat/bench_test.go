@@ -2,7 +2,9 @@ package chat
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +69,78 @@ func BenchmarkSustained(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkSustainedParallel is BenchmarkSustained with 8 concurrent
+// callers of Send: their pending records share commits.
+func BenchmarkSustainedParallel(b *testing.B) {
+	const batch, senders = 1000, 8
+	r := newRendezvous(b)
+	alice := newNode(b, r, "alice", "")
+	newNode(b, r, "bob", "")
+	m := send(b, alice, "bob", "warm-up")
+	alice.rec.wait(b, 10*time.Second, isDelivered(m.ID))
+	ctx := context.Background()
+	total, seen, delivered := 1, 0, 0
+	count := func() int {
+		alice.rec.mu.Lock()
+		defer alice.rec.mu.Unlock()
+		for ; seen < len(alice.rec.events); seen++ {
+			if _, ok := alice.rec.events[seen].(EventDelivered); ok {
+				delivered++
+			}
+		}
+		return delivered
+	}
+	start := time.Now()
+	b.ResetTimer()
+	for b.Loop() {
+		var wg sync.WaitGroup
+		errs := make(chan error, senders)
+		for range senders {
+			wg.Go(func() {
+				for range batch / senders {
+					if _, err := alice.Send(ctx, "bob", "benchmark message"); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		total += batch
+		deadline := time.Now().Add(60 * time.Second)
+		for count() < total {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d delivered", count(), total)
+			}
+			alice.rec.waitChange(b, time.Until(deadline))
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkFsync is one 4 KiB write and fsync on the same file system:
+// a bbolt commit does two (data pages, then the meta page).
+func BenchmarkFsync(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "fsync"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for b.Loop() {
+		if _, err := f.WriteAt(buf, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // BenchmarkBoltCommit is the floor of any design that makes a message

@@ -40,18 +40,39 @@
 // # Delivery
 //
 // Send stores a message as pending in the history and the outbox (bbolt,
-// DataDir/chat.db) before anything goes on the wire. Outgoing messages to a
-// peer go out on one "active" stream at a time (so they keep their order);
-// whenever a stream becomes the active one (a new connection, the old
-// stream ended, a move from a relayed to a direct connection) the whole
-// outbox for that peer is (re)sent on it, oldest first, and a message left
-// unacknowledged for AckTimeout (30 s) is written again. An Ack removes the
-// message from the outbox and marks it delivered.
-// The receiver stores each message before acknowledging it and remembers the
-// IDs it has seen per peer (the newest MaxSeenPerPeer), so a resend is
-// acknowledged again but never shown twice. Peers with pending messages are
-// retried when they show life (a rendezvous registration, a connection) and
-// otherwise with exponential backoff (RetryInterval doubling up to 1 min).
+// DataDir/chat.db) and returns once that record is committed, so a message
+// Send accepted survives a crash. The frame does not wait for the commit:
+// the outbox is mirrored in memory and the peer's stream writer puts the
+// message on the wire while it is being committed. An ack that arrives
+// before the commit is held and reported by Send right after EventSent, so
+// EventSent always precedes EventDelivered and each comes once. (If the
+// process dies during Send, the peer may have the message although the
+// sender's history does not; if the commit fails, Send returns an error
+// and the frame may still have arrived.)
+//
+// Outgoing messages to a peer go out on one "active" stream at a time (so
+// they keep their order); whenever a stream becomes the active one (a new
+// connection, the old stream ended, a move from a relayed to a direct
+// connection) the whole outbox for that peer is (re)sent on it, oldest
+// first, and a message left unacknowledged for AckTimeout (30 s) is written
+// again. An Ack removes the message from the outbox and emits
+// EventDelivered; the delivered mark in the database is written lazily
+// (with the next commit). If a crash loses the mark, the message is resent
+// after the restart and the receiver deduplicates and acknowledges it again.
+//
+// The receiver acknowledges a message only after the transaction holding
+// it has committed. It remembers the IDs it has seen per peer (the newest
+// MaxSeenPerPeer), so a resend is acknowledged again but never shown twice.
+// Peers with pending messages are retried when they show life (a rendezvous
+// registration, a connection) and otherwise with exponential backoff
+// (RetryInterval doubling up to 1 min).
+//
+// Writes go through one writer goroutine per node that commits everything
+// queued while the previous transaction was committing in one bbolt
+// transaction (group commit): the messages arriving on all streams, the
+// sender's pending records and the delivered marks share one fsync. A
+// stream's reader does not wait for the commit; its acks go out in order
+// as their transactions commit, those of one commit in one write.
 //
 // # Names
 //
@@ -89,7 +110,10 @@
 // MaxNickLen 64 bytes; HelloTimeout 10 s for the first frame; at most 4
 // live chat streams per peer (a new one retires the least recently active);
 // the newest MaxSeenPerPeer (10000) incoming IDs per peer kept for
-// deduplication; 10 s per frame write.
+// deduplication; at most 256 received messages per stream waiting for
+// their commit (then the stream's reader waits); 4096 writes queued on the
+// group-commit writer (then writers wait), at most 1024 per transaction;
+// 10 s per frame write.
 //
 // # Events
 //
