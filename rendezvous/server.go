@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -117,6 +118,8 @@ type Server struct {
 	st  *regStore
 	m   *serverMetrics
 	rl  *rateLimiter
+	// verify feeds the verifier pool.
+	verify chan verifyJob
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -202,6 +205,11 @@ func NewServer(h host.Host, opts ...ServerOption) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.sweeper()
+	s.verify = make(chan verifyJob)
+	for range runtime.GOMAXPROCS(0) {
+		s.wg.Add(1)
+		go s.verifier()
+	}
 
 	h.SetStreamHandler(ProtocolID, s.handleStream)
 	h.SetStreamHandler(WatchProtocolID, s.handleWatch)
@@ -293,6 +301,7 @@ func (s *Server) handleStream(str network.Stream) {
 		buf     []byte // small responses
 		lastNS  string // the namespace of the previous DISCOVER, reused when equal
 		renewed time.Time
+		reply   chan string // answers of the verifier pool
 	)
 	// The deadline bounds the wait for each request to at least
 	// StreamTimeout after the previous answer, at most 1.5 times that.
@@ -351,7 +360,10 @@ func (s *Server) handleStream(str network.Stream) {
 			}
 			switch typ {
 			case pb.Message_REGISTER:
-				resp := s.register(remote, bucket, req.GetRegister())
+				if reply == nil {
+					reply = make(chan string, 1)
+				}
+				resp := s.register(remote, bucket, req.GetRegister(), reply)
 				status = resp.GetStatus()
 				buf = appendServerFrame(buf[:0], &pb.Message{
 					Type:             pb.Message_REGISTER_RESPONSE.Enum(),
@@ -459,8 +471,9 @@ func (s *Server) reject(reason string, status Status, text string) *pb.Message_R
 	return &pb.Message_RegisterResponse{Status: status.Enum(), StatusText: proto.String(text)}
 }
 
-// register validates and stores one REGISTER.
-func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register) *pb.Message_RegisterResponse {
+// register validates and stores one REGISTER. reply receives the answer
+// of the verifier pool.
+func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register, reply chan string) *pb.Message_RegisterResponse {
 	now := s.cfg.now()
 	if !b.allow(now) {
 		s.log.Debug("rate limited", "peer", remote)
@@ -488,7 +501,7 @@ func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register) *pb
 		// Byte-identical to a record this peer registered: it verified
 		// then, and verifies the same now. Share the stored bytes.
 		rec = known
-	} else if text := s.checkRecord(remote, rec); text != "" {
+	} else if text := s.verifyRecord(remote, rec, reply); text != "" {
 		s.log.Debug("invalid signed peer record", "peer", remote, "ns", ns, "err", text)
 		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
 	}
@@ -524,6 +537,40 @@ func (s *Server) checkRecordSize(b []byte) string {
 		return fmt.Sprintf("signed peer record is %d bytes, larger than %d", len(b), s.lim.MaxRecordSize)
 	}
 	return ""
+}
+
+// verifyJob asks the verifier pool to check one record.
+type verifyJob struct {
+	remote peer.ID
+	rec    []byte
+	reply  chan<- string
+}
+
+// verifier checks signed records for the stream handlers. Signature
+// verification needs a deep stack; doing it on a few long-lived
+// goroutines, rather than on each stream's handler, keeps that stack
+// growth from staying with every idle registered client.
+func (s *Server) verifier() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case j := <-s.verify:
+			j.reply <- s.checkRecord(j.remote, j.rec)
+		}
+	}
+}
+
+// verifyRecord returns why rec is not a signed peer record of remote, or
+// "", checked by the verifier pool. reply must be empty.
+func (s *Server) verifyRecord(remote peer.ID, rec []byte, reply chan string) string {
+	select {
+	case s.verify <- verifyJob{remote: remote, rec: rec, reply: reply}:
+		return <-reply
+	case <-s.ctx.Done():
+		return "server is closing"
+	}
 }
 
 // checkRecord returns why b is not a signed peer record of remote, or "".
