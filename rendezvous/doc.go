@@ -39,8 +39,9 @@
 // Anything else (an undecodable frame, a message without a type, a response
 // type sent as a request, a truncated frame) resets that stream and is
 // logged at Debug; the server keeps serving everyone, including that peer.
-// Each request must arrive within the stream timeout (default 1 min) after
-// the previous answer, or the stream is reset.
+// A stream that stays silent longer than the stream timeout (default 1 min)
+// after an answer is reset; the server renews the deadline lazily, so the
+// reset comes between 1 and 1.5 times the timeout after that answer.
 //
 // Status codes: OK, E_INVALID_NAMESPACE (empty, too long, not UTF-8),
 // E_INVALID_SIGNED_PEER_RECORD, E_INVALID_TTL, E_INVALID_COOKIE,
