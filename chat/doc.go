@@ -21,8 +21,8 @@
 //   - Ack{id}: the receiver stored Message id. Sent for every Message,
 //     duplicates included.
 //   - Ping{nonce} / Pong{nonce}: liveness and round-trip time. Each side
-//     pings every PingInterval (5 s); a stream on which nothing arrived for
-//     PingTimeout (15 s) is reset and the peer shown offline.
+//     pings every PingInterval (1 s); a stream on which nothing arrived for
+//     PingTimeout (3.5 s) is reset and the peer shown offline.
 //
 // Flow: either side opens a stream, both write Hello, then any number of
 // Message/Ack/Ping/Pong frames go either way. One long-lived stream per peer
@@ -102,7 +102,21 @@
 // closes, its stream ends and the reconnect fails at once, so it shows
 // offline within a second (the daemons also drop its registrations when its
 // connection to them closes); a peer whose network is cut misses pings and
-// shows offline after PingTimeout (15 s by default).
+// shows offline after PingTimeout (3.5 s by default). Over QUIC a killed
+// process sends no close at all, so there too the ping timeout notices it,
+// within about 4 s.
+//
+// # Hole punching
+//
+// Behind NAT the node reserves a slot on the daemons' relays and meets other
+// peers over them; DCUtR then punches a direct connection, and the chat
+// stream moves to it. go-libp2p punches only from the receiving side of a
+// relayed connection that appears after its hole-punch service started,
+// which waits for the host to learn a public address. Peers that met over
+// the relay before that would stay relayed, so once the DCUtR handler
+// appears the node re-dials its relay-only peers through the relay
+// (punchWhenReady), giving each a fresh inbound relayed connection to punch
+// from. Their presence is kept while it does.
 //
 // # Limits
 //

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -62,15 +63,17 @@ func TestResolveThroughDHT(t *testing.T) {
 	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
 }
 
-// Text works over a limited relayed connection, and when a direct
-// connection appears the chat moves to a new stream on it.
-func TestRelayedThenDirect(t *testing.T) {
+// relayedPair starts a rendezvous daemon with a relay service and two nodes,
+// alice (public) and bob (private, in another room so alice learns none of
+// his direct addresses), connected only through the relay.
+func relayedPair(t *testing.T, opts ...relay.Option) (alice, bob *tnode, ctx context.Context) {
+	// Loopback relay addresses are fine in these tests.
+	opts = append(opts, relay.WithReservationAddressFilter(func(multiaddr.Multiaddr) bool { return true }))
 	rh, err := libp2p.New(
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.ForceReachabilityPublic(),
 		libp2p.DisableMetrics(),
-		// Loopback relay addresses are fine in this test.
-		libp2p.EnableRelayService(relay.WithReservationAddressFilter(func(multiaddr.Multiaddr) bool { return true })),
+		libp2p.EnableRelayService(opts...),
 	)
 	require.NoError(t, err)
 	srv, err := rendezvous.NewServer(rh)
@@ -78,22 +81,66 @@ func TestRelayedThenDirect(t *testing.T) {
 	t.Cleanup(func() { srv.Close(); rh.Close() })
 	r := &rdvServer{h: rh, srv: srv, info: peer.AddrInfo{ID: rh.ID(), Addrs: rh.Addrs()}}
 
-	alice := newNode(t, r, "alice", "")
-	// Bob is in another room, so alice learns none of his direct addresses.
-	bob := newNode(t, r, "bob", "", func(c *Config) {
+	alice = newNode(t, r, "alice", "")
+	bob = newNode(t, r, "bob", "", func(c *Config) {
 		c.Reachability = ReachabilityPrivate
 		c.Room = "elsewhere"
 	})
-	direct := bob.h.Addrs()
 	// AutoRelay does not announce loopback relay addresses; build the
 	// circuit address by hand and wait for bob's reservation.
 	circuit := r.info.Addrs[0].Encapsulate(multiaddr.StringCast("/p2p/" + rh.ID().String() + "/p2p-circuit"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	require.Eventually(t, func() bool {
 		alice.h.Peerstore().ClearAddrs(bob.ID())
 		return alice.h.Connect(ctx, peer.AddrInfo{ID: bob.ID(), Addrs: []multiaddr.Multiaddr{circuit}}) == nil
 	}, 20*time.Second, 50*time.Millisecond, "no relayed connection")
+	return alice, bob, ctx
+}
+
+// Once hole punching becomes possible, relay-only peers are re-dialled
+// through the relay (a fresh inbound relayed connection for the other side
+// to punch from), the chat goes on, and presence does not flap.
+func TestRedialRelayed(t *testing.T) {
+	// Infinite limits: the relayed connection is not limited, the case
+	// where a stream ending would otherwise count as the peer being gone.
+	alice, bob, ctx := relayedPair(t, relay.WithInfiniteLimits())
+	m, err := alice.Send(ctx, bob.ID().String(), "before")
+	require.NoError(t, err)
+	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+	old := bob.h.Network().ConnsToPeer(alice.ID())
+	require.Len(t, old, 1)
+	require.True(t, isRelayed(old[0].RemoteMultiaddr()))
+
+	alice.redialRelayed()
+	// On loopback the peers may also dial each other directly (behind NAT
+	// only the relay gets through); either way the old connection is
+	// replaced by one bob received.
+	require.Eventually(t, func() bool {
+		inbound := false
+		for _, c := range bob.h.Network().ConnsToPeer(alice.ID()) {
+			if c == old[0] {
+				return false
+			}
+			inbound = inbound || c.Stat().Direction == network.DirInbound
+		}
+		return inbound
+	}, 10*time.Second, 20*time.Millisecond, "old relayed connection not replaced: %v", connsOf(bob, alice))
+	m2, err := alice.Send(ctx, bob.ID().String(), "after")
+	require.NoError(t, err)
+	bob.rec.wait(t, 10*time.Second, isMessage("after"))
+	alice.rec.wait(t, 10*time.Second, isDelivered(m2.ID))
+	require.Zero(t, alice.rec.count(func(e Event) bool {
+		p, ok := e.(EventPresence)
+		return ok && p.Peer == bob.ID() && !p.Online
+	}), "bob never shown offline while re-dialled")
+}
+
+// Text works over a limited relayed connection, and when a direct
+// connection appears the chat moves to a new stream on it.
+func TestRelayedThenDirect(t *testing.T) {
+	alice, bob, ctx := relayedPair(t)
+	direct := bob.h.Addrs()
 	m, err := alice.Send(ctx, bob.ID().String(), "over the relay")
 	require.NoError(t, err)
 	bob.rec.wait(t, 10*time.Second, isMessage("over the relay"))
@@ -175,4 +222,12 @@ func TestQUICAndIPv6(t *testing.T) {
 			require.Equal(t, c.ip, w.Conn.IPVersion)
 		})
 	}
+}
+
+func connsOf(from, to *tnode) []string {
+	var out []string
+	for _, c := range from.h.Network().ConnsToPeer(to.ID()) {
+		out = append(out, fmt.Sprintf("%s %s limited=%v", c.Stat().Direction, c.RemoteMultiaddr(), c.Stat().Limited))
+	}
+	return out
 }

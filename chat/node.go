@@ -110,10 +110,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = 5 * time.Second
+		cfg.PingInterval = time.Second
 	}
 	if cfg.PingTimeout <= 0 {
-		cfg.PingTimeout = 15 * time.Second
+		cfg.PingTimeout = 3500 * time.Millisecond
 	}
 	if cfg.PingTimeout <= cfg.PingInterval {
 		return nil, fmt.Errorf("ping timeout %s must exceed ping interval %s", cfg.PingTimeout, cfg.PingInterval)
@@ -263,6 +263,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	h.SetStreamHandler(ProtocolID, n.handleStream)
 	n.spawn(n.retryLoop)
 	n.spawn(n.pingLoop)
+	n.spawn(n.punchWhenReady)
 	return n, nil
 }
 

@@ -29,8 +29,11 @@ type peerState struct {
 	conn    ConnInfo        // last connection info announced
 	rtt     time.Duration
 	dialing bool
-	backoff time.Duration
-	nextTry time.Time
+	// redialing: its relayed connections are being replaced on purpose
+	// (punchWhenReady), so a stream ending is no evidence it is gone.
+	redialing bool
+	backoff   time.Duration
+	nextTry   time.Time
 }
 
 // peer returns p's state, creating it. Call with n.mu held (or before the
@@ -347,7 +350,7 @@ func (n *Node) streamDown(cs *chatStream) {
 		// A relayed stream also ends when the relay's per-connection limit
 		// (time, bytes) runs out: reconnect first, and let a failed
 		// reconnect decide. Anything else ending means the peer is gone.
-		if !cs.limited || cs.timedOut.Load() {
+		if (!cs.limited || cs.timedOut.Load()) && !ps.redialing {
 			ps.dead = true
 		}
 		n.updatePresenceLocked(ps)

@@ -81,10 +81,10 @@ type Config struct {
 
 	// DisableDHT turns the DHT off (no advertising, no DHT lookups).
 	DisableDHT bool
-	// PingInterval is the keepalive interval on a chat stream (default 5s).
+	// PingInterval is the keepalive interval on a chat stream (default 1s).
 	PingInterval time.Duration
 	// PingTimeout marks a peer offline when no frame arrived for this long
-	// (default 15s).
+	// (default 3.5s).
 	PingTimeout time.Duration
 	// RetryInterval is the base of the outbox retry backoff (default 2s;
 	// the backoff doubles up to 1 minute).

@@ -1,0 +1,98 @@
+package chat
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	"github.com/multiformats/go-multiaddr"
+)
+
+// redialTimeout bounds one re-dial through the relay.
+const redialTimeout = 15 * time.Second
+
+// punchWhenReady re-arms hole punching for peers met over a relay before
+// this node could punch.
+//
+// go-libp2p (v0.51) starts a hole punch only from the receiving side of a
+// relayed connection, and only if that connection appears after its
+// hole-punch service is running; the service starts once the host knows a
+// public address of its own, which it learns from identify a moment after
+// start-up. Two chat peers behind NAT usually meet over the relay within
+// that moment, and would then stay relayed for good. So when the DCUtR
+// handler appears (EvtLocalProtocolsUpdated), every peer reached only
+// through a relay is dialled again through the relay: the other side gets a
+// fresh inbound relayed connection and punches from it. A side that is not
+// ready yet does the same for us once it is, and then we punch.
+func (n *Node) punchWhenReady() {
+	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalProtocolsUpdated))
+	if err != nil {
+		n.log.Warn("hole punching: cannot watch local protocols", "err", err)
+		return
+	}
+	defer sub.Close()
+	if slices.Contains(n.h.Mux().Protocols(), holepunch.Protocol) {
+		n.redialRelayed()
+		return
+	}
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case e, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			if slices.Contains(e.(event.EvtLocalProtocolsUpdated).Added, holepunch.Protocol) {
+				n.log.Debug("hole punching ready: re-dialling relayed peers")
+				n.redialRelayed()
+				return
+			}
+		}
+	}
+}
+
+// redialRelayed closes the relay-only connections to every peer and dials
+// each again through the same relay, keeping its presence while it does.
+func (n *Node) redialRelayed() {
+	for _, p := range n.h.Network().Peers() {
+		var relayAddrs []multiaddr.Multiaddr
+		var conns []network.Conn
+		direct := false
+		for _, c := range n.h.Network().ConnsToPeer(p) {
+			if !isRelayed(c.RemoteMultiaddr()) {
+				direct = true
+				break
+			}
+			conns = append(conns, c)
+			relayAddrs = append(relayAddrs, c.RemoteMultiaddr())
+		}
+		if direct || len(conns) == 0 {
+			continue
+		}
+		n.mu.Lock()
+		ps := n.peer(p)
+		ps.redialing = true
+		n.mu.Unlock()
+		n.spawn(func() {
+			defer func() {
+				n.mu.Lock()
+				ps.redialing = false
+				n.mu.Unlock()
+			}()
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, redialTimeout)
+			defer cancel()
+			if err := n.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: relayAddrs}); err != nil {
+				n.log.Debug("re-dial through relay", "peer", p, "err", err)
+			}
+			n.connect(p, false) // reopen the chat stream if we had one
+		})
+	}
+}
