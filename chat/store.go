@@ -91,11 +91,18 @@ type store struct {
 type writeOp struct {
 	apply func(tx *bolt.Tx) error // nil: a barrier (flush)
 	done  func(err error)
+	// lazy writes do not start a transaction of their own: they ride on
+	// the next one, or are committed after lazyDelay when none comes.
+	lazy bool
 }
 
 const (
 	writeQueue    = 4096 // queued writes before submitters wait
 	maxBatchWrite = 1024 // writes per transaction
+	// lazyDelay is how long a lazy write (a delivered mark) may wait for
+	// a transaction to ride on. Marks must not cost commits of their own:
+	// a sender's next Send would wait for them.
+	lazyDelay = 50 * time.Millisecond
 )
 
 func openStore(path string, maxSeen int) (*store, error) {
@@ -161,24 +168,58 @@ func (s *store) submitWait(apply func(tx *bolt.Tx) error) error {
 func (s *store) flush() error { return s.submitWait(nil) }
 
 // writer is the group-commit loop: it takes every write queued while the
-// previous transaction was committing and commits them together.
+// previous transaction was committing and commits them together. Lazy
+// writes wait (up to lazyDelay) for another write to share its commit.
 func (s *store) writer() {
 	defer close(s.wdone)
 	batch := make([]writeOp, 0, maxBatchWrite)
 	errs := make([]error, 0, maxBatchWrite)
-	for op := range s.ops {
-		batch = append(batch[:0], op)
-	gather:
-		for len(batch) < maxBatchWrite {
+	lazyTimer := time.NewTimer(time.Hour)
+	lazyTimer.Stop()
+	lazyArmed := false
+	open := true
+	for open || len(batch) > 0 {
+		commitNow := false
+		if open {
 			select {
 			case op, ok := <-s.ops:
 				if !ok {
+					open = false
+					commitNow = true
+					break
+				}
+				batch = append(batch, op)
+				commitNow = !op.lazy || len(batch) >= maxBatchWrite
+			case <-lazyTimer.C:
+				lazyArmed = false
+				commitNow = true
+			}
+		} else {
+			commitNow = true
+		}
+		if !commitNow {
+			if !lazyArmed {
+				lazyTimer.Reset(lazyDelay)
+				lazyArmed = true
+			}
+			continue
+		}
+	gather:
+		for open && len(batch) < maxBatchWrite {
+			select {
+			case op, ok := <-s.ops:
+				if !ok {
+					open = false
 					break gather
 				}
 				batch = append(batch, op)
 			default:
 				break gather
 			}
+		}
+		if lazyArmed {
+			lazyTimer.Stop()
+			lazyArmed = false
 		}
 		errs = s.commit(batch, errs[:0])
 		for i, op := range batch {
@@ -187,6 +228,7 @@ func (s *store) writer() {
 			}
 			batch[i] = writeOp{}
 		}
+		batch = batch[:0]
 	}
 }
 
@@ -440,12 +482,13 @@ func (s *store) ack(p peer.ID, id []byte) (m Message, ok bool, err error) {
 	return m, ok, err
 }
 
-// markDelivered queues ack without waiting: the node has already shown
+// markDelivered queues ack as a lazy write (it rides on the next commit, or
+// is committed within lazyDelay) without waiting: the node has already shown
 // the message delivered, and if the mark is lost in a crash the message
 // is resent after the restart, deduplicated and acknowledged again by the
 // receiver. done (may be nil) follows the commit.
 func (s *store) markDelivered(p peer.ID, id []byte, done func(error)) error {
-	return s.submit(writeOp{done: done, apply: func(tx *bolt.Tx) error {
+	return s.submit(writeOp{lazy: true, done: done, apply: func(tx *bolt.Tx) error {
 		_, _, err := ackTx(tx, p, id)
 		return err
 	}})
