@@ -57,7 +57,7 @@
 // first, and a message left unacknowledged for AckTimeout (30 s) is written
 // again. An Ack removes the message from the outbox and emits
 // EventDelivered; the delivered mark in the database is written lazily
-// (with the next commit). If a crash loses the mark, the message is resent
+// (with the next commit, at most 50 ms later; History waits for it). If a crash loses the mark, the message is resent
 // after the restart and the receiver deduplicates and acknowledges it again.
 //
 // The receiver acknowledges a message only after the transaction holding
