@@ -297,7 +297,7 @@ func (s *Server) handleStream(str network.Stream) {
 	defer r.done()
 	var (
 		req     pb.Message
-		d       discoverBuf
+		d       *discoverBuf // from discoverPool while a DISCOVER is answered
 		buf     []byte // small responses
 		lastNS  string // the namespace of the previous DISCOVER, reused when equal
 		renewed time.Time
@@ -339,7 +339,8 @@ func (s *Server) handleStream(str network.Stream) {
 			if string(dr.ns) != lastNS {
 				lastNS = string(dr.ns)
 			}
-			status, out, buf = s.answerDiscover(remote, bucket, lastNS, dr.limit, dr.cookie, &d, buf)
+			d = discoverPool.Get().(*discoverBuf)
+			status, out, buf = s.answerDiscover(remote, bucket, lastNS, dr.limit, dr.cookie, d, buf)
 			r.done()
 		} else {
 			err := proto.Unmarshal(body, &req)
@@ -372,9 +373,11 @@ func (s *Server) handleStream(str network.Stream) {
 				out = buf
 			case pb.Message_DISCOVER:
 				dq := req.GetDiscover()
-				status, out, buf = s.answerDiscover(remote, bucket, dq.GetNs(), dq.GetLimit(), dq.GetCookie(), &d, buf)
+				d = discoverPool.Get().(*discoverBuf)
+				status, out, buf = s.answerDiscover(remote, bucket, dq.GetNs(), dq.GetLimit(), dq.GetCookie(), d, buf)
 			case pb.Message_UNREGISTER:
 				s.unregister(remote, req.GetUnregister())
+				req.Reset()
 				s.m.requests[typ][StatusOK].Inc()
 				s.m.latency[typ].Observe(time.Since(start).Seconds())
 				continue
@@ -384,6 +387,7 @@ func (s *Server) handleStream(str network.Stream) {
 				str.Reset()
 				return
 			}
+			req.Reset() // an idle stream keeps no record alive
 		}
 		if _, err := str.Write(out); err != nil {
 			s.log.Debug("writing rendezvous response", "peer", remote, "err", err)
@@ -392,8 +396,9 @@ func (s *Server) handleStream(str network.Stream) {
 		}
 		s.m.requests[typ][status].Inc()
 		s.m.latency[typ].Observe(time.Since(start).Seconds())
-		if cap(d.out) > 64<<10 {
-			d.out = nil // do not pin a large page buffer to an idle stream
+		if d != nil {
+			putDiscoverBuf(d)
+			d = nil
 		}
 	}
 }

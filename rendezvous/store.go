@@ -318,12 +318,23 @@ func (st *regStore) len() int {
 	return st.count
 }
 
-// discoverBuf is a per-stream scratch area, so a warm stream answers
-// DISCOVER without allocating.
+// discoverBuf is a scratch area for one DISCOVER, taken from
+// discoverPool, so that a warm server answers without allocating and an
+// idle stream holds no response buffer.
 type discoverBuf struct {
 	sel  []*regEntry
 	ttls []uint64
 	out  []byte
+}
+
+var discoverPool = sync.Pool{New: func() any { return new(discoverBuf) }}
+
+// putDiscoverBuf returns d to the pool, dropping a large page buffer.
+func putDiscoverBuf(d *discoverBuf) {
+	if cap(d.out) > 64<<10 {
+		d.out = nil
+	}
+	discoverPool.Put(d)
 }
 
 // maxDiscoverBody leaves room for the Message envelope around a
