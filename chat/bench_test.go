@@ -166,3 +166,41 @@ func BenchmarkBoltCommit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBoltCommitTwoFiles commits one transaction on each of two
+// databases at once, as the sender and the receiver do when both run on
+// one machine: it shows whether their fsyncs overlap or queue.
+func BenchmarkBoltCommitTwoFiles(b *testing.B) {
+	var dbs [2]*bolt.DB
+	for i := range dbs {
+		db, err := bolt.Open(filepath.Join(b.TempDir(), "floor.db"), 0o600, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		dbs[i] = db
+	}
+	var i uint64
+	for b.Loop() {
+		i++
+		var wg sync.WaitGroup
+		errs := make([]error, len(dbs))
+		for j, db := range dbs {
+			wg.Go(func() {
+				errs[j] = db.Update(func(tx *bolt.Tx) error {
+					bk, err := tx.CreateBucketIfNotExists([]byte("b"))
+					if err != nil {
+						return err
+					}
+					return bk.Put(u64(i), make([]byte, 200))
+				})
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
