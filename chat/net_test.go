@@ -134,6 +134,10 @@ func TestRedialRelayed(t *testing.T) {
 		p, ok := e.(EventPresence)
 		return ok && p.Peer == bob.ID() && !p.Online
 	}), "bob never shown offline while re-dialled")
+	require.Zero(t, bob.rec.count(func(e Event) bool {
+		p, ok := e.(EventPresence)
+		return ok && p.Peer == alice.ID() && !p.Online
+	}), "alice never shown offline on the other side either")
 }
 
 // Text works over a limited relayed connection, and when a direct

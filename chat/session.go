@@ -68,6 +68,7 @@ type chatStream struct {
 	s        network.Stream
 	peer     peer.ID
 	limited  bool
+	relayed  bool // over a relay (limited or not)
 	outgoing bool
 
 	wmu sync.Mutex
@@ -87,6 +88,7 @@ func newChatStream(s network.Stream, outgoing bool) *chatStream {
 		s:        s,
 		peer:     s.Conn().RemotePeer(),
 		limited:  s.Conn().Stat().Limited,
+		relayed:  isRelayed(s.Conn().RemoteMultiaddr()),
 		outgoing: outgoing,
 		w:        pbio.NewDelimitedWriter(s),
 		kickw:    make(chan struct{}, 1),
@@ -348,9 +350,11 @@ func (n *Node) streamDown(cs *chatStream) {
 	if last {
 		ps.nextTry = time.Time{}
 		// A relayed stream also ends when the relay's per-connection limit
-		// (time, bytes) runs out: reconnect first, and let a failed
-		// reconnect decide. Anything else ending means the peer is gone.
-		if (!cs.limited || cs.timedOut.Load()) && !ps.redialing {
+		// (time, bytes) runs out, or when either side replaces the relayed
+		// connection to set up a hole punch (punchWhenReady): reconnect
+		// first, and let a failed reconnect decide. Anything else ending
+		// means the peer is gone.
+		if (!cs.relayed || cs.timedOut.Load()) && !ps.redialing {
 			ps.dead = true
 		}
 		n.updatePresenceLocked(ps)
