@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -109,6 +110,10 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 	}
 	if spec.Reachability != "" {
 		chatArgs = append(chatArgs, "-reachability", spec.Reachability)
+	}
+	// libp2p's own logs, e.g. GOLOG_LOG_LEVEL=error,p2p-holepunch=debug.
+	if lvl := os.Getenv("GOLOG_LOG_LEVEL"); lvl != "" {
+		args = append(args, "-e", "GOLOG_LOG_LEVEL="+lvl)
 	}
 	if spec.NAT != nil {
 		args = append(args, "--cap-add", "NET_ADMIN", "--entrypoint", "/natrouter", image,
