@@ -211,17 +211,3 @@ func send(t testing.TB, from *tnode, to, text string) Message {
 	require.NoError(t, err)
 	return m
 }
-
-// waitChange waits until a new event is recorded or d passes.
-func (r *recorder) waitChange(t testing.TB, d time.Duration) {
-	t.Helper()
-	r.mu.Lock()
-	ch := r.notify
-	r.mu.Unlock()
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ch:
-	case <-tm.C:
-	}
-}
