@@ -116,7 +116,8 @@
 // the relay before that would stay relayed, so once the DCUtR handler
 // appears the node re-dials its relay-only peers through the relay
 // (punchWhenReady), giving each a fresh inbound relayed connection to punch
-// from. Their presence is kept while it does.
+// from. Their presence holds meanwhile: a relayed stream ending is never
+// taken as proof that the peer is gone, the node reconnects first.
 //
 // # Limits
 //

@@ -57,7 +57,7 @@ func (n *Node) punchWhenReady() {
 }
 
 // redialRelayed closes the relay-only connections to every peer and dials
-// each again through the same relay, keeping its presence while it does.
+// each again through the same relay.
 func (n *Node) redialRelayed() {
 	for _, p := range n.h.Network().Peers() {
 		var relayAddrs []multiaddr.Multiaddr
@@ -74,16 +74,15 @@ func (n *Node) redialRelayed() {
 		if direct || len(conns) == 0 {
 			continue
 		}
+		// The chat streams on these connections end; the peer keeps its
+		// presence (and quick reconnects) while the re-dial runs.
 		n.mu.Lock()
 		ps := n.peer(p)
-		ps.redialing = true
+		if g := time.Now().Add(redialTimeout); g.After(ps.graceUntil) {
+			ps.graceUntil = g
+		}
 		n.mu.Unlock()
 		n.spawn(func() {
-			defer func() {
-				n.mu.Lock()
-				ps.redialing = false
-				n.mu.Unlock()
-			}()
 			for _, c := range conns {
 				_ = c.Close()
 			}
@@ -92,6 +91,12 @@ func (n *Node) redialRelayed() {
 			if err := n.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: relayAddrs}); err != nil {
 				n.log.Debug("re-dial through relay", "peer", p, "err", err)
 			}
+			// From here the usual relayed-stream grace applies.
+			n.mu.Lock()
+			if g := time.Now().Add(relayGrace); g.Before(ps.graceUntil) {
+				ps.graceUntil = g
+			}
+			n.mu.Unlock()
 			n.connect(p, false) // reopen the chat stream if we had one
 		})
 	}

@@ -40,6 +40,8 @@ const (
 	maxAutoSessions   = 64               // room members / contacts we connect to unasked
 	maxContactWatch   = 32               // contacts whose user namespace we watch
 	dhtAdvertiseMax   = 30 * time.Second // longest retry delay after a failed DHT advertise
+	relayGrace        = 3 * time.Second  // presence kept after a relayed stream ends without evidence of death
+	graceRetry        = 250 * time.Millisecond
 )
 
 // IdentityFileName is the node's private key inside the data dir.

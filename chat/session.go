@@ -29,11 +29,13 @@ type peerState struct {
 	conn    ConnInfo        // last connection info announced
 	rtt     time.Duration
 	dialing bool
-	// redialing: its relayed connections are being replaced on purpose
-	// (punchWhenReady), so a stream ending is no evidence it is gone.
-	redialing bool
-	backoff   time.Duration
-	nextTry   time.Time
+	backoff time.Duration
+	nextTry time.Time
+	// graceUntil: a relayed connection to the peer ended without evidence
+	// that the peer is gone (relay limit, a re-dial for hole punching);
+	// until then it keeps its presence and failed reconnects are retried
+	// quickly instead of counting as it being gone. Zero: no grace.
+	graceUntil time.Time
 }
 
 // peer returns p's state, creating it. Call with n.mu held (or before the
@@ -50,7 +52,7 @@ func (n *Node) peer(p peer.ID) *peerState {
 // updatePresenceLocked recomputes p's presence and emits EventPresence on a
 // change (only for peers whose nick is known).
 func (n *Node) updatePresenceLocked(ps *peerState) {
-	online := len(ps.streams) > 0 || (len(ps.regs) > 0 && !ps.dead)
+	online := len(ps.streams) > 0 || (!ps.dead && (len(ps.regs) > 0 || !ps.graceUntil.IsZero()))
 	if online == ps.online {
 		return
 	}
@@ -150,7 +152,9 @@ func (n *Node) connect(p peer.ID, upgrade bool) {
 				ps.backoff = min(ps.backoff*2, maxBackoff)
 			}
 			ps.nextTry = time.Now().Add(ps.backoff)
-			if len(ps.streams) == 0 && !ps.dead {
+			if time.Now().Before(ps.graceUntil) {
+				ps.nextTry = time.Now().Add(graceRetry)
+			} else if len(ps.streams) == 0 && !ps.dead {
 				ps.dead = true
 				n.updatePresenceLocked(ps)
 			}
@@ -302,6 +306,7 @@ func (n *Node) streamUp(cs *chatStream) bool {
 		retire = append(retire, oldest)
 	}
 	ps.dead = false
+	ps.graceUntil = time.Time{}
 	ps.backoff = 0
 	ps.nextTry = time.Time{}
 	// Messages stay on one stream while it lives, so they arrive in order;
@@ -354,8 +359,10 @@ func (n *Node) streamDown(cs *chatStream) {
 		// connection to set up a hole punch (punchWhenReady): reconnect
 		// first, and let a failed reconnect decide. Anything else ending
 		// means the peer is gone.
-		if (!cs.relayed || cs.timedOut.Load()) && !ps.redialing {
+		if !cs.relayed || cs.timedOut.Load() {
 			ps.dead = true
+		} else if g := time.Now().Add(relayGrace); g.After(ps.graceUntil) {
+			ps.graceUntil = g
 		}
 		n.updatePresenceLocked(ps)
 	}
@@ -610,10 +617,18 @@ func (n *Node) retryLoop() {
 			}
 		}
 		for id, ps := range n.peers {
+			if !ps.graceUntil.IsZero() && !now.Before(ps.graceUntil) {
+				// The grace ran out without a new stream: gone after all.
+				ps.graceUntil = time.Time{}
+				if len(ps.streams) == 0 {
+					ps.dead = true
+				}
+				n.updatePresenceLocked(ps)
+			}
 			if len(ps.streams) > 0 || ps.dialing || now.Before(ps.nextTry) || id == n.h.ID() {
 				continue
 			}
-			if n.pendingLocked(id) {
+			if n.pendingLocked(id) || !ps.graceUntil.IsZero() {
 				todo = append(todo, id)
 			} else if len(ps.regs) > 0 && sessions < maxAutoSessions {
 				todo = append(todo, id)
