@@ -298,8 +298,8 @@ func (s *Server) handleStream(str network.Stream) {
 	var (
 		req     pb.Message
 		d       *discoverBuf // from discoverPool while a DISCOVER is answered
-		buf     []byte // small responses
-		lastNS  string // the namespace of the previous DISCOVER, reused when equal
+		buf     []byte       // small responses
+		lastNS  string       // the namespace of the previous DISCOVER, reused when equal
 		renewed time.Time
 		reply   chan string // answers of the verifier pool
 	)
