@@ -49,7 +49,7 @@ func printResults(w io.Writer) {
 	fmt.Fprintln(tw, "SCENARIO\tTRANSPORT\tNAT (A/B)\tOUTCOME\tDIRECT AFTER\tHP ATTEMPTS\tSENT\tDELIVERED\tDUPLICATED\tTIME\tNOTE")
 	for _, r := range results {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Scenario, r.Transport, r.NAT, r.Outcome,
-			r.Direct, r.HPAttempts, r.Sent, r.Delivered, r.Duplicated, r.Duration.Round(100*time.Millisecond), r.Note)
+			r.Direct, r.HPAttempts, r.Sent, r.Delivered, r.Duplicated, r.Duration.Round(100*time.Millisecond), oneLine(r.Note))
 	}
 	tw.Flush()
 }
@@ -204,4 +204,16 @@ func (s *scenario) finish() {
 	default:
 		s.res.Outcome = "PASS"
 	}
+}
+
+// oneLine keeps a note on its table row: the first line, at most 110 bytes
+// (a multi-line dial error would otherwise break the column alignment).
+func oneLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = strings.TrimRight(s[:i], " :") + " ..."
+	}
+	if len(s) > 110 {
+		s = s[:110] + "..."
+	}
+	return s
 }
