@@ -50,7 +50,7 @@ func (b *bench) runLoadPhases(ctx context.Context, baselines, rdv bool) {
 				b.fail("rendezvous clients", err)
 				rdv = false
 			} else {
-				defer closeRV(cs)
+				defer closeAll(cs)
 				if _, err := each(cs, b.cfg.DialPar, func(_ int, c *rvClient) error { return c.register() }); err != nil {
 					b.fail("initial registrations", err)
 					rdv = false

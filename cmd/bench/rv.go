@@ -320,8 +320,11 @@ func connectLite(ctx context.Context, srv *server, n, par, recordAddrs int, prot
 	return conns, streams, nil
 }
 
-// closeAll closes every non-nil connection, in parallel.
-func closeAll(conns []*liteConn) {
+// closeAll closes every non-nil connection or client, 256 at a time.
+func closeAll[T any, P interface {
+	*T
+	Close() error
+}](conns []P) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 256)
 	for _, c := range conns {

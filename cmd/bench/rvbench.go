@@ -48,24 +48,6 @@ func (b *bench) rvClients(ctx context.Context, srv *server, n int) ([]*rvClient,
 	return cs, nil
 }
 
-func closeRV(cs []*rvClient) {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 256)
-	for _, c := range cs {
-		if c == nil {
-			continue
-		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			c.Close()
-			<-sem
-		}()
-	}
-	wg.Wait()
-}
-
 // each runs f on every client, at most par at a time, and returns how many
 // succeeded and the first error.
 func each(cs []*rvClient, par int, f func(i int, c *rvClient) error) (int, error) {
@@ -153,7 +135,7 @@ func (b *bench) runCapacity(ctx context.Context) {
 		Name: "idle", Server: "rendezvous", RSSBytes: base.RSSBytes, Available: haveProc,
 	})
 	var all []*rvClient
-	defer func() { closeRV(all) }()
+	defer func() { closeAll(all) }()
 	discover := func(c *rvClient) error {
 		_, err := c.discover(frame(discoverMsg(c.ns, 1)))
 		return err
