@@ -82,13 +82,11 @@ func (f *frameReader) next() ([]byte, error) {
 		f.start += size
 		return b, nil
 	}
-	var b []byte
-	if size <= framePoolSize {
-		f.pooled = framePool.Get().(*[]byte)
-		b = (*f.pooled)[:size]
-	} else {
-		b = make([]byte, size)
+	if size > framePoolSize {
+		return f.readLarge(size)
 	}
+	f.pooled = framePool.Get().(*[]byte)
+	b := (*f.pooled)[:size]
 	have := copy(b, f.small[f.start:f.end])
 	f.start, f.end = 0, 0
 	if _, err := io.ReadFull(f.r, b[have:]); err != nil {
@@ -96,6 +94,29 @@ func (f *frameReader) next() ([]byte, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, err
+	}
+	return b, nil
+}
+
+// readLarge reads a body of size bytes (above framePoolSize), growing its
+// buffer with what actually arrives: a peer that announces 1 MiB and sends
+// a trickle holds memory in proportion to what it sent, not to its claim.
+func (f *frameReader) readLarge(size int) ([]byte, error) {
+	b := make([]byte, 0, 2*framePoolSize)
+	b = append(b, f.small[f.start:f.end]...)
+	f.start, f.end = 0, 0
+	for len(b) < size {
+		if len(b) == cap(b) {
+			b = append(b[:cap(b)], make([]byte, min(cap(b), size-cap(b)))...)[:len(b)]
+		}
+		n, err := f.r.Read(b[len(b):min(cap(b), size)])
+		b = b[:len(b)+n]
+		if err != nil && len(b) < size {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 	return b, nil
 }

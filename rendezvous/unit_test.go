@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -276,4 +277,27 @@ func TestFrameReader(t *testing.T) {
 	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	_, err = newFrameReader(bytes.NewReader(varint.ToUvarint(MaxMessageSize + 1))).next()
 	require.ErrorIs(t, err, errFrameTooLarge)
+
+	// The largest frame, read in uneven pieces, comes back whole.
+	max := bytes.Repeat([]byte{3}, MaxMessageSize)
+	got, err := newFrameReader(iotest.HalfReader(bytes.NewReader(append(varint.ToUvarint(MaxMessageSize), max...)))).next()
+	require.NoError(t, err)
+	require.Equal(t, max, got)
+
+	// A large claim followed by a trickle that stops is a truncated frame.
+	_, err = newFrameReader(bytes.NewReader(append(varint.ToUvarint(MaxMessageSize), make([]byte, 10)...))).next()
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+}
+
+// A peer announcing the largest frame and sending little makes the server
+// hold memory for what arrived, not for the claim.
+func TestFrameReaderGrowsWithData(t *testing.T) {
+	in := append(varint.ToUvarint(MaxMessageSize), make([]byte, 1000)...)
+	var m1, m2 runtime.MemStats
+	runtime.ReadMemStats(&m1)
+	_, err := newFrameReader(bytes.NewReader(in)).next()
+	runtime.ReadMemStats(&m2)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	// Far below the 1 MiB claimed (headroom for anything else allocating).
+	require.Less(t, m2.TotalAlloc-m1.TotalAlloc, uint64(256<<10))
 }
