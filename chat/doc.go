@@ -117,7 +117,10 @@
 // appears the node re-dials its relay-only peers through the relay
 // (punchWhenReady), giving each a fresh inbound relayed connection to punch
 // from. Their presence holds meanwhile: a relayed stream ending is never
-// taken as proof that the peer is gone, the node reconnects first.
+// taken as proof that the peer is gone, the node reconnects first. An
+// attempt that breaks off with a protocol error (reported as a failed
+// EventHolePunch) is re-armed the same way, at most twice per peer, since
+// go-libp2p ignores connections that arrive while an attempt runs.
 //
 // # Limits
 //

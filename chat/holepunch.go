@@ -22,6 +22,10 @@ const (
 	observeRetry    = 4 * time.Second
 	observeRetryMax = 30 * time.Second
 	observeTries    = 4
+	// maxPunchRearms bounds punchAgain per peer; punchRearmDelay lets the
+	// broken attempt finish first.
+	maxPunchRearms  = 2
+	punchRearmDelay = time.Second
 )
 
 // punchWhenReady re-arms hole punching for peers met over a relay before
@@ -109,44 +113,76 @@ func (n *Node) refreshObservation() bool {
 // each again through the same relay.
 func (n *Node) redialRelayed() {
 	for _, p := range n.h.Network().Peers() {
-		var relayAddrs []multiaddr.Multiaddr
-		var conns []network.Conn
-		direct := false
-		for _, c := range n.h.Network().ConnsToPeer(p) {
-			if !isRelayed(c.RemoteMultiaddr()) {
-				direct = true
-				break
-			}
-			conns = append(conns, c)
-			relayAddrs = append(relayAddrs, c.RemoteMultiaddr())
+		n.redialPeer(p)
+	}
+}
+
+// redialPeer replaces the connections to p with a new one through the same
+// relay, if every connection to p is relayed. It reports whether it did.
+func (n *Node) redialPeer(p peer.ID) bool {
+	var relayAddrs []multiaddr.Multiaddr
+	var conns []network.Conn
+	for _, c := range n.h.Network().ConnsToPeer(p) {
+		if !isRelayed(c.RemoteMultiaddr()) {
+			return false
 		}
-		if direct || len(conns) == 0 {
-			continue
+		conns = append(conns, c)
+		relayAddrs = append(relayAddrs, c.RemoteMultiaddr())
+	}
+	if len(conns) == 0 {
+		return false
+	}
+	// The chat streams on these connections end; the peer keeps its
+	// presence (and quick reconnects) while the re-dial runs.
+	n.mu.Lock()
+	ps := n.peer(p)
+	if g := time.Now().Add(redialTimeout); g.After(ps.graceUntil) {
+		ps.graceUntil = g
+	}
+	n.mu.Unlock()
+	return n.spawn(func() {
+		for _, c := range conns {
+			_ = c.Close()
 		}
-		// The chat streams on these connections end; the peer keeps its
-		// presence (and quick reconnects) while the re-dial runs.
+		ctx, cancel := context.WithTimeout(n.ctx, redialTimeout)
+		defer cancel()
+		if err := n.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: relayAddrs}); err != nil {
+			n.log.Debug("re-dial through relay", "peer", p, "err", err)
+		}
+		// From here the usual relayed-stream grace applies.
 		n.mu.Lock()
-		ps := n.peer(p)
-		if g := time.Now().Add(redialTimeout); g.After(ps.graceUntil) {
+		if g := time.Now().Add(relayGrace); g.Before(ps.graceUntil) {
 			ps.graceUntil = g
 		}
 		n.mu.Unlock()
-		n.spawn(func() {
-			for _, c := range conns {
-				_ = c.Close()
-			}
-			ctx, cancel := context.WithTimeout(n.ctx, redialTimeout)
-			defer cancel()
-			if err := n.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: relayAddrs}); err != nil {
-				n.log.Debug("re-dial through relay", "peer", p, "err", err)
-			}
-			// From here the usual relayed-stream grace applies.
-			n.mu.Lock()
-			if g := time.Now().Add(relayGrace); g.Before(ps.graceUntil) {
-				ps.graceUntil = g
-			}
-			n.mu.Unlock()
-			n.connect(p, false) // reopen the chat stream if we had one
-		})
+		n.connect(p, false) // reopen the chat stream if we had one
+	})
+}
+
+// punchAgain re-arms hole punching with p after an attempt that broke off
+// (a protocol error: the stream was reset, often because the relayed
+// connection under it was just replaced). go-libp2p runs one attempt per
+// peer at a time and drops the trigger of a connection that arrives while
+// one runs, so without this the pair could stay relayed. At most
+// maxPunchRearms times per peer, after punchRearmDelay.
+func (n *Node) punchAgain(p peer.ID) {
+	n.mu.Lock()
+	ps := n.peer(p)
+	if ps.punchRearms >= maxPunchRearms {
+		n.mu.Unlock()
+		return
 	}
+	ps.punchRearms++
+	n.mu.Unlock()
+	n.spawn(func() {
+		t := time.NewTimer(punchRearmDelay)
+		defer t.Stop()
+		select {
+		case <-n.ctx.Done():
+		case <-t.C:
+			if n.redialPeer(p) {
+				n.log.Debug("hole punch broke off: re-dialled through the relay", "peer", p)
+			}
+		}
+	})
 }

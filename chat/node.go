@@ -612,6 +612,14 @@ func (t *hpTracer) Trace(evt *holepunch.Event) {
 		t.mu.Unlock()
 		t.n.log.Info("hole punch", "peer", evt.Remote, "success", e.Success, "attempts", a, "elapsed", e.EllapsedTime, "err", e.Error)
 		t.n.ev.emit(EventHolePunch{Peer: evt.Remote, Success: e.Success, Attempts: a, Elapsed: e.EllapsedTime, Err: e.Error})
+	case *holepunch.ProtocolErrorEvt:
+		// The attempt ended before any dial: report it, and try again.
+		t.mu.Lock()
+		delete(t.attempts, evt.Remote)
+		t.mu.Unlock()
+		t.n.log.Info("hole punch broke off", "peer", evt.Remote, "err", e.Error)
+		t.n.ev.emit(EventHolePunch{Peer: evt.Remote, Success: false, Err: "protocol: " + e.Error})
+		t.n.punchAgain(evt.Remote)
 	case *holepunch.DirectDialEvt:
 		if e.Success {
 			t.n.log.Info("direct dial instead of hole punch", "peer", evt.Remote, "elapsed", e.EllapsedTime)

@@ -36,6 +36,8 @@ type peerState struct {
 	// until then it keeps its presence and failed reconnects are retried
 	// quickly instead of counting as it being gone. Zero: no grace.
 	graceUntil time.Time
+	// punchRearms counts punchAgain re-dials (bounded).
+	punchRearms int
 }
 
 // peer returns p's state, creating it. Call with n.mu held (or before the
