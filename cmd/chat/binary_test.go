@@ -117,16 +117,7 @@ func (p *binProc) awaitKey(key, kind string, want map[string]any, timeout time.D
 			if !ok {
 				p.t.Fatalf("%s: output ended while waiting for %s %v; saw:\n%s", p.name, kind, want, p.history())
 			}
-			if ev[key] != kind {
-				continue
-			}
-			match := true
-			for k, v := range want {
-				if fmt.Sprint(ev[k]) != fmt.Sprint(v) {
-					match = false
-				}
-			}
-			if match {
+			if eventMatches(ev, key, kind, want) {
 				return ev
 			}
 		case <-timer.C:
@@ -266,4 +257,18 @@ func TestBinaryScenario(t *testing.T) {
 		peers[nick].signal(syscall.SIGTERM)
 		require.Zero(t, peers[nick].wait())
 	}
+}
+
+// eventMatches reports whether ev has ev[key] == kind and every field in
+// want (compared as printed).
+func eventMatches(ev map[string]any, key, kind string, want map[string]any) bool {
+	if ev[key] != kind {
+		return false
+	}
+	for k, v := range want {
+		if fmt.Sprint(ev[k]) != fmt.Sprint(v) {
+			return false
+		}
+	}
+	return true
 }

@@ -120,16 +120,7 @@ func (p *jsonProc) await(kind string, want map[string]any) map[string]any {
 			if !ok {
 				p.t.Fatalf("%s: stdout ended while waiting for %s %v; saw:\n%s", p.name, kind, want, p.history())
 			}
-			if ev["event"] != kind {
-				continue
-			}
-			match := true
-			for k, v := range want {
-				if fmt.Sprint(ev[k]) != fmt.Sprint(v) {
-					match = false
-				}
-			}
-			if match {
+			if eventMatches(ev, "event", kind, want) {
 				return ev
 			}
 		case <-timer.C:
