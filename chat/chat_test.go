@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/libp2p/go-libp2p"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestMessagesBothWaysWithAcks(t *testing.T) {
 	require.Equal(t, "tcp", w.Conn.Transport)
 	require.Equal(t, 4, w.Conn.IPVersion)
 
-	peers := alice.Peers(context.Background())
+	peers := alice.Peers()
 	require.Len(t, peers, 1)
 	require.Equal(t, "bob", peers[0].Nick)
 	require.Equal(t, ConnDirect, peers[0].Conn.Kind)
@@ -174,7 +175,7 @@ func TestPresenceOfflineAfterKill(t *testing.T) {
 	require.NoError(t, bob.h.Close())
 	alice.rec.wait(t, 5*time.Second, isPresence("bob", false))
 	t.Logf("offline after %s", time.Since(start))
-	require.Empty(t, alice.Peers(context.Background()))
+	require.Empty(t, alice.Peers())
 
 	// A message to the dead peer stays pending.
 	m2 := send(t, alice, "bob", "are you there?")
@@ -197,8 +198,10 @@ func TestImpersonationWarning(t *testing.T) {
 	w := bob.rec.wait(t, 10*time.Second, func(e Event) bool { _, ok := e.(EventWarning); return ok }).(EventWarning)
 	require.Equal(t, "alice", w.Nick)
 	require.Equal(t, mallory.ID(), w.Peer)
-	got := bob.rec.wait(t, 10*time.Second, isMessage("send me your password")).(EventMessage).Message
-	require.Equal(t, mallory.ID().String(), got.From, "an unverified claim is shown under the peer ID")
+	// An unverified claim is shown under the peer ID, and a stranger's
+	// message is a request.
+	got := bob.rec.wait(t, 10*time.Second, isRequest("send me your password")).(EventRequest)
+	require.Equal(t, mallory.ID().String(), got.Nick, "an unverified claim is shown under the peer ID")
 
 	// Messages to the nick still go to the pinned peer only.
 	out := send(t, bob, "alice", "who is this?")
@@ -238,9 +241,12 @@ func TestHistoryAfterRestart(t *testing.T) {
 	bob.rec.wait(t, 10*time.Second, isDelivered(back.ID))
 	require.NoError(t, alice.Close())
 
-	// Offline: New without Start reads the database.
-	n, err := New(context.Background(), Config{Nick: "alice", DataDir: dir, DisableDHT: true,
-		ListenAddrs: alice.cfg.ListenAddrs})
+	// Offline: New without Start, on a host that listens nowhere, reads
+	// the database.
+	bare, err := libp2p.New(libp2p.NoListenAddrs, libp2p.DisableMetrics())
+	require.NoError(t, err)
+	defer bare.Close()
+	n, err := New(bare, Config{Nick: "alice", DataDir: dir})
 	require.NoError(t, err)
 	defer n.Close()
 	h, err := n.History("bob", 0)
@@ -299,7 +305,7 @@ func TestKilledPeerRestartsAndGetsOutbox(t *testing.T) {
 
 	// Same data dir and same port, as a supervisor would restart it; the
 	// dial backoff of the failed reconnects must not delay delivery.
-	bob = newNode(t, r, "bob", bobDir, func(c *Config) { c.ListenAddrs = bobAddrs })
+	bob = newNode(t, r, "bob", bobDir, func(c *testConfig) { c.ListenAddrs = bobAddrs })
 	bob.rec.wait(t, 15*time.Second, isMessage("while dead"))
 	alice.rec.wait(t, 10*time.Second, isDelivered(pend.ID))
 	require.Equal(t, 1, bob.rec.count(func(e Event) bool { _, ok := e.(EventMessage); return ok }))
@@ -310,7 +316,7 @@ func TestKilledPeerRestartsAndGetsOutbox(t *testing.T) {
 // Join moves the node to another room.
 func TestRoomPresenceAndJoin(t *testing.T) {
 	r := newRendezvous(t)
-	carol := newNode(t, r, "carol", "", func(c *Config) { c.Room = "dev" })
+	carol := newNode(t, r, "carol", "", func(c *testConfig) { c.Room = "dev" })
 	alice := newNode(t, r, "alice", "")
 	require.Equal(t, DefaultRoom, alice.Room())
 	require.NoError(t, alice.Join(context.Background(), "dev"))
@@ -318,7 +324,7 @@ func TestRoomPresenceAndJoin(t *testing.T) {
 	alice.rec.wait(t, 10*time.Second, isPresence("carol", true))
 	carol.rec.wait(t, 10*time.Second, isPresence("alice", true))
 	require.Eventually(t, func() bool {
-		peers := alice.Peers(context.Background())
+		peers := alice.Peers()
 		return len(peers) == 1 && peers[0].Nick == "carol" && peers[0].RTT > 0
 	}, 10*time.Second, 50*time.Millisecond, "carol listed with a round-trip time")
 	require.Error(t, alice.Join(context.Background(), "bad room"))
@@ -337,11 +343,26 @@ func TestUnregisteredNickClaim(t *testing.T) {
 	w := bob.rec.wait(t, 10*time.Second, func(e Event) bool { _, ok := e.(EventWarning); return ok }).(EventWarning)
 	require.Equal(t, "ghost", w.Nick)
 	require.Equal(t, raw.ID(), w.Peer)
-	got := bob.rec.wait(t, 10*time.Second, isMessage("boo")).(EventMessage).Message
-	require.Equal(t, raw.ID().String(), got.From)
+	got := bob.rec.wait(t, 10*time.Second, isRequest("boo")).(EventRequest)
+	require.Equal(t, raw.ID().String(), got.Nick)
 	_, err = bob.History("ghost", 0)
 	require.ErrorIs(t, err, ErrUnknownNick, "not pinned")
 	h, err := bob.History(raw.ID().String(), 0)
 	require.NoError(t, err)
+	require.Empty(t, h, "a stranger's message waits in the requests")
+	reqs, err := bob.Requests()
+	require.NoError(t, err)
+	require.Len(t, reqs, 1)
+	require.Equal(t, "boo", reqs[0].Text)
+
+	// Allowed, the request becomes the conversation's first message.
+	_, err = bob.Allow(raw.ID().String())
+	require.NoError(t, err)
+	bob.rec.wait(t, 5*time.Second, isMessage("boo"))
+	h, err = bob.History(raw.ID().String(), 0)
+	require.NoError(t, err)
 	require.Len(t, h, 1)
+	reqs, err = bob.Requests()
+	require.NoError(t, err)
+	require.Empty(t, reqs)
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 )
 
 // crashCopy makes dir a copy of tn's data dir as a crash at this instant
@@ -15,9 +17,9 @@ import (
 // (writes still queued on the group-commit writer are lost).
 func crashCopy(t *testing.T, tn *tnode, dir string) {
 	t.Helper()
-	key, err := os.ReadFile(filepath.Join(tn.dir, IdentityFileName))
+	key, err := os.ReadFile(filepath.Join(tn.dir, identity.FileName))
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, IdentityFileName), key, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, identity.FileName), key, 0o600))
 	require.NoError(t, tn.db.db.View(func(tx *bolt.Tx) error {
 		return tx.CopyFile(filepath.Join(dir, DBFileName), 0o600)
 	}))
@@ -54,9 +56,7 @@ func TestSenderCrashRightAfterSendDeliversExactlyOnce(t *testing.T) {
 	// The frame went out while Alice committed it; Bob has it queued.
 	require.Eventually(t, func() bool { return len(bob.db.ops) == 1 }, 10*time.Second, time.Millisecond)
 	// Not committed, so not acknowledged.
-	alice.mu.Lock()
-	require.True(t, alice.pendingLocked(bob.ID()), "bob acked a message it had not stored")
-	alice.mu.Unlock()
+	require.True(t, alice.out.pending(bob.ID()), "bob acked a message it had not stored")
 
 	crashed := t.TempDir()
 	crashCopy(t, alice, crashed)
@@ -66,7 +66,7 @@ func TestSenderCrashRightAfterSendDeliversExactlyOnce(t *testing.T) {
 	bob.rec.wait(t, 10*time.Second, isMessage("crash"))
 	require.NoError(t, alice.Close())
 
-	alice = newNode(t, r, "alice", crashed, func(c *Config) { c.ListenAddrs = aliceAddrs })
+	alice = newNode(t, r, "alice", crashed, func(c *testConfig) { c.ListenAddrs = aliceAddrs })
 	alice.rec.wait(t, 15*time.Second, isDelivered(m.ID))
 	h, err := alice.History("bob", 0)
 	require.NoError(t, err)
@@ -100,7 +100,7 @@ func TestSenderCrashBeforeFrameDeliversAfterRestart(t *testing.T) {
 	require.NoError(t, alice.h.Close())
 	require.NoError(t, alice.Close())
 
-	bob = newNode(t, r, "bob", bob.dir, func(c *Config) { c.ListenAddrs = bobAddrs })
+	bob = newNode(t, r, "bob", bob.dir, func(c *testConfig) { c.ListenAddrs = bobAddrs })
 	alice = newNode(t, r, "alice", crashed)
 	bob.rec.wait(t, 15*time.Second, isMessage("crash"))
 	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
@@ -129,9 +129,7 @@ func TestAckOvertakesPendingCommit(t *testing.T) {
 	bob.rec.wait(t, 10*time.Second, isMessage("fast ack"))
 	// Bob's ack is in; Alice's record is still not committed.
 	require.Eventually(t, func() bool {
-		alice.mu.Lock()
-		defer alice.mu.Unlock()
-		return !alice.pendingLocked(bob.ID())
+		return !alice.out.pending(bob.ID())
 	}, 10*time.Second, time.Millisecond)
 	select {
 	case <-done:

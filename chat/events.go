@@ -3,7 +3,96 @@ package chat
 import (
 	"log/slog"
 	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 )
+
+// EventBuffer is the capacity of the Events channel.
+const EventBuffer = 1024
+
+// Event is something the UI shows. Receive them from Node.Events.
+type Event interface{ isEvent() }
+
+// EventReady: the node is registered and ready.
+type EventReady struct {
+	Nick  string
+	Peer  peer.ID
+	Addrs []multiaddr.Multiaddr
+}
+
+// EventSent: a message was accepted for sending (its pending record is
+// committed).
+type EventSent struct{ ID, To string }
+
+// EventDelivered: the receiver acknowledged a message and the delivered
+// mark is committed; once per message.
+type EventDelivered struct{ ID, To string }
+
+// EventMessage: an incoming message, emitted once per message ID.
+type EventMessage struct{ Message Message }
+
+// EventRequest: a stranger (neither pinned nor written to nor allowed)
+// sent its first message. Nick is its verified nick or its peer ID. Later
+// messages wait at the sender until the user allows it (Allow).
+type EventRequest struct {
+	Peer peer.ID
+	Nick string
+	Text string
+	ID   string
+	Time time.Time
+}
+
+// EventAllowed: the user allowed a peer (Allow).
+type EventAllowed struct{ Peer peer.ID }
+
+// EventBlocked: the user blocked a peer (Block).
+type EventBlocked struct{ Peer peer.ID }
+
+// EventPresence: a peer went online or offline (emitted on change only).
+type EventPresence struct {
+	Nick   string
+	Peer   peer.ID
+	Online bool
+}
+
+// EventConn: the connection kind to a peer changed (e.g. relayed -> direct,
+// or none once it went offline).
+type EventConn struct {
+	Nick string
+	Peer peer.ID
+	Conn ConnInfo
+}
+
+// EventHolePunch: a hole punch attempt ended.
+type EventHolePunch struct {
+	Peer     peer.ID
+	Success  bool
+	Attempts int
+	Elapsed  time.Duration
+	Err      string
+}
+
+// EventWarning: something the user must see, e.g. a peer impersonating a
+// pinned nick.
+type EventWarning struct {
+	Text string
+	Nick string
+	Peer peer.ID
+}
+
+func (EventReady) isEvent()     {}
+func (EventSent) isEvent()      {}
+func (EventDelivered) isEvent() {}
+func (EventMessage) isEvent()   {}
+func (EventRequest) isEvent()   {}
+func (EventAllowed) isEvent()   {}
+func (EventBlocked) isEvent()   {}
+func (EventPresence) isEvent()  {}
+func (EventConn) isEvent()      {}
+func (EventHolePunch) isEvent() {}
+func (EventWarning) isEvent()   {}
 
 // maxQueuedEvents caps the internal queue behind the Events channel.
 const maxQueuedEvents = 1 << 16

@@ -213,7 +213,7 @@ func TestInvalidFramesResetOneStream(t *testing.T) {
 	require.Equal(t, "alice", f.GetHello().GetNick())
 	require.NoError(t, r.ReadMsg(&f))
 	require.Equal(t, id16, f.GetAck().GetId())
-	alice.rec.wait(t, 5*time.Second, isMessage("fine now"))
+	alice.rec.wait(t, 5*time.Second, isRequest("fine now"))
 
 	// A duplicate is acknowledged again but not shown twice.
 	_, err = s.Write(encode(t, msgF(id16, "fine now")))
@@ -223,7 +223,7 @@ func TestInvalidFramesResetOneStream(t *testing.T) {
 	require.NoError(t, s.CloseWrite())
 	for r.ReadMsg(&f) == nil {
 	}
-	require.Equal(t, 1, alice.rec.count(isMessage("fine now")))
+	require.Equal(t, 1, alice.rec.count(isRequest("fine now")))
 }
 
 func FuzzChatStream(f *testing.F) {
@@ -258,7 +258,7 @@ func FuzzChatStream(f *testing.F) {
 }
 
 func TestHelloTimeout(t *testing.T) {
-	alice := newNode(t, nil, "alice", "", func(c *Config) { c.HelloTimeout = 300 * time.Millisecond })
+	alice := newNode(t, nil, "alice", "", func(c *testConfig) { c.HelloTimeout = 300 * time.Millisecond })
 	raw := rawPeer(t)
 	s := rawStream(t, raw, alice.Node)
 	start := time.Now()
@@ -268,7 +268,7 @@ func TestHelloTimeout(t *testing.T) {
 
 func TestStreamsPerPeerBounded(t *testing.T) {
 	// The raw peer never answers pings: keep the liveness timeout out of the way.
-	alice := newNode(t, nil, "alice", "", func(c *Config) { c.PingTimeout = time.Minute })
+	alice := newNode(t, nil, "alice", "", func(c *testConfig) { c.PingTimeout = time.Minute })
 	raw := rawPeer(t)
 	var streams []network.Stream
 	for i := range maxStreamsPerPeer + 3 {
@@ -280,10 +280,7 @@ func TestStreamsPerPeerBounded(t *testing.T) {
 		require.NoError(t, pbio.NewDelimitedReader(s, MaxFrameSize).ReadMsg(&f), "stream %d", i)
 		streams = append(streams, s)
 		require.Eventually(t, func() bool {
-			alice.mu.Lock()
-			defer alice.mu.Unlock()
-			ps := alice.peers[raw.ID()]
-			return ps != nil && len(ps.streams) == min(i+1, maxStreamsPerPeer)
+			return alice.peers.streamCount(raw.ID()) == min(i+1, maxStreamsPerPeer)
 		}, 5*time.Second, 10*time.Millisecond)
 	}
 	// The oldest streams were retired: reading them ends well before the
@@ -295,7 +292,7 @@ func TestStreamsPerPeerBounded(t *testing.T) {
 
 // A message whose ack does not come is written again on the same stream.
 func TestUnackedMessageResent(t *testing.T) {
-	alice := newNode(t, nil, "alice", "", func(c *Config) {
+	alice := newNode(t, nil, "alice", "", func(c *testConfig) {
 		c.AckTimeout = 300 * time.Millisecond
 		c.PingTimeout = time.Minute
 	})
@@ -308,7 +305,7 @@ func TestUnackedMessageResent(t *testing.T) {
 	var f pb.Frame
 	require.NoError(t, r.ReadMsg(&f))
 	require.NotNil(t, f.GetHello())
-	alice.rec.wait(t, 5*time.Second, isPresence("mallory", true))
+	alice.rec.wait(t, 5*time.Second, isPresence(raw.ID().String(), true))
 
 	m := send(t, alice, raw.ID().String(), "ack me")
 	nextMessage := func() *pb.Message {

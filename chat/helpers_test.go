@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
@@ -67,11 +68,20 @@ func (r *rdvServer) stop() {
 // tnode is a Node under test with a recorder of its events.
 type tnode struct {
 	*Node
-	rec *recorder
-	dir string
+	host *Host
+	rec  *recorder
+	dir  string
 }
 
-type nodeOpt func(*Config)
+// nodeOpt adjusts a test node's configuration.
+type nodeOpt func(*testConfig)
+
+// testConfig is a test node's host and chat configuration.
+type testConfig struct {
+	Config
+	ListenAddrs []multiaddr.Multiaddr
+	DisableDHT  bool
+}
 
 func newNode(t testing.TB, r *rdvServer, nick, dir string, opts ...nodeOpt) *tnode {
 	t.Helper()
@@ -85,16 +95,18 @@ func tryNode(t testing.TB, r *rdvServer, nick, dir string, opts ...nodeOpt) (*tn
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	cfg := Config{
-		Nick:          nick,
-		DataDir:       dir,
-		ListenAddrs:   []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")},
-		Reachability:  ReachabilityPublic,
-		Logger:        testLogger().With("node", nick),
-		PingInterval:  time.Second,
-		PingTimeout:   3 * time.Second,
-		RetryInterval: 200 * time.Millisecond,
-		DisableDHT:    true,
+	cfg := testConfig{
+		Config: Config{
+			Nick:          nick,
+			DataDir:       dir,
+			Reachability:  ReachabilityPublic,
+			Logger:        testLogger().With("node", nick),
+			PingInterval:  time.Second,
+			PingTimeout:   3 * time.Second,
+			RetryInterval: 200 * time.Millisecond,
+		},
+		ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")},
+		DisableDHT:  true,
 	}
 	if r != nil {
 		cfg.Rendezvous = []peer.AddrInfo{r.info}
@@ -102,14 +114,19 @@ func tryNode(t testing.TB, r *rdvServer, nick, dir string, opts ...nodeOpt) (*tn
 	for _, o := range opts {
 		o(&cfg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	n, err := New(ctx, cfg)
+	p, err := Open(HostConfig{
+		ListenAddrs:  cfg.ListenAddrs,
+		Reachability: cfg.Reachability,
+		DisableDHT:   cfg.DisableDHT,
+	}, cfg.Config)
 	if err != nil {
 		return nil, err
 	}
-	tn := &tnode{Node: n, rec: newRecorder(n.Events()), dir: dir}
+	n, h := p.Node, p.Host
+	tn := &tnode{Node: n, host: h, rec: newRecorder(n.Events()), dir: dir}
 	t.Cleanup(func() { tn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	if err := n.Start(ctx); err != nil {
 		tn.Close()
 		return nil, err
@@ -121,7 +138,7 @@ func tryNode(t testing.TB, r *rdvServer, nick, dir string, opts ...nodeOpt) (*tn
 func (tn *tnode) Close() error {
 	err := tn.Node.Close()
 	<-tn.rec.done
-	return err
+	return errors.Join(err, tn.host.Close())
 }
 
 // recorder keeps every event of a node so tests can wait for one without
@@ -190,6 +207,10 @@ func (r *recorder) count(f func(Event) bool) int {
 
 func isMessage(text string) func(Event) bool {
 	return func(e Event) bool { m, ok := e.(EventMessage); return ok && m.Message.Text == text }
+}
+
+func isRequest(text string) func(Event) bool {
+	return func(e Event) bool { r, ok := e.(EventRequest); return ok && r.Text == text }
 }
 
 func isDelivered(id string) func(Event) bool {

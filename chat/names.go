@@ -4,49 +4,180 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/multiformats/go-multiaddr"
+	"golang.org/x/time/rate"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
-// errNotAuthorized is what a nameService returns when a daemon refuses a
-// registration (E_NOT_AUTHORIZED: another peer holds an exclusive name).
-var errNotAuthorized = errors.New("not authorized")
-
-type watchKind int
+// This file is names and contacts: pins (nick -> peer, like known_hosts),
+// the user's allowed and blocked peers, verification of claimed nicks at
+// the daemons, warnings, and the rendezvous watches that feed presence.
+// Its state sits under one small lock, never held across I/O; the pins
+// themselves are in the database.
+//
+// Verification fails closed: a nick counts as held by a peer only when at
+// least one daemon answers and every answering daemon lists that peer, and
+// no other, under the nick's exclusive namespace. A look-up that errs, is
+// refused or is rate-limited, a daemon that lists someone else, or no
+// daemon at all leaves the claim unverified: the peer is shown by its ID
+// with a warning and nothing is pinned. The DHT is used only to find the
+// addresses of peers the node already knows by ID; it never names anyone.
 
 const (
-	watchRegistered watchKind = iota
-	watchUnregistered
-	watchSynced
+	verifyTimeout     = 5 * time.Second  // one verification look-up
+	verifyCacheTTL    = 30 * time.Second // how long a look-up's answer is reused
+	maxVerifyCache    = 1024             // nicks whose look-up answer is cached
+	maxClaimsPerPeer  = 4                // distinct nicks one peer may make us look up
+	maxClaimers       = 4096             // peers whose claims are counted
+	verifyRate        = 5                // claim look-ups per second, all peers together
+	verifyBurst       = 20               //
+	maxContactWatch   = 32               // contacts whose user namespace we watch
+	maxWarned         = 4096             // (nick, peer) warnings remembered, to warn once
+	discoverPerServer = 10               // registrations asked per look-up
 )
 
-type watchEvent struct {
-	kind watchKind
-	peer peer.AddrInfo
+// Whois describes a nick or peer ID.
+type Whois struct {
+	Nick     string
+	Peer     peer.ID
+	Addrs    []multiaddr.Multiaddr
+	Pinned   bool
+	Verified bool // the daemons agree that Peer holds Nick
+	Online   bool
+	Conn     ConnInfo
 }
 
-// nameService is what the node needs from the rendezvous client.
-type nameService interface {
-	Register(ctx context.Context, ns string, ttl time.Duration) error
-	Unregister(ctx context.Context, ns string) error
-	Discover(ctx context.Context, ns string, limit int) ([]peer.AddrInfo, error)
-	Watch(ctx context.Context, ns string) (<-chan watchEvent, error)
-	Close() error
+// lookup is the daemons' answer about one nick.
+type lookup struct {
+	holders  []peer.AddrInfo // distinct peers listed by the answering daemons
+	answered int             // daemons that answered
+	at       time.Time
+	err      error // every daemon failed
 }
 
-// newNameService builds the rendezvous-backed nameService (rdv.go).
-var newNameService func(h host.Host, servers []peer.AddrInfo, log *slog.Logger) (nameService, error)
+// holder returns the one peer every answering daemon lists, if any.
+func (l *lookup) holder() (peer.AddrInfo, bool) {
+	if l.answered == 0 || len(l.holders) != 1 {
+		return peer.AddrInfo{}, false
+	}
+	return l.holders[0], true
+}
+
+type inflight struct {
+	done chan struct{}
+	res  *lookup
+}
+
+type names struct {
+	n *Node
+
+	limiter *rate.Limiter // claim look-ups, all peers together
+
+	mu       sync.Mutex
+	byPeer   map[peer.ID]string // pinned nick of a peer
+	allowed  map[peer.ID]bool   // peers the user wrote to or allowed
+	blocked  map[peer.ID]bool
+	cache    map[string]*lookup
+	pending  map[string]*inflight
+	claims   map[peer.ID]map[string]bool
+	warned   map[string]bool
+	watching map[string]context.CancelFunc
+}
+
+func newNames(n *Node) *names {
+	return &names{
+		n:        n,
+		limiter:  rate.NewLimiter(verifyRate, verifyBurst),
+		byPeer:   map[peer.ID]string{},
+		allowed:  map[peer.ID]bool{},
+		blocked:  map[peer.ID]bool{},
+		cache:    map[string]*lookup{},
+		pending:  map[string]*inflight{},
+		claims:   map[peer.ID]map[string]bool{},
+		warned:   map[string]bool{},
+		watching: map[string]context.CancelFunc{},
+	}
+}
+
+// loadContact indexes a pin read at start and remembers its addresses.
+func (nm *names) loadContact(c contact) {
+	if len(c.Addrs) > 0 {
+		addAddrs(nm.n.h.Peerstore(), peer.AddrInfo{ID: c.Peer, Addrs: c.Addrs})
+	}
+	nm.mu.Lock()
+	nm.byPeer[c.Peer] = c.Nick
+	nm.mu.Unlock()
+	nm.n.peers.peer(c.Peer).nick = c.Nick // before the loop runs
+}
+
+// loadRelations reads the allowed and blocked peers.
+func (nm *names) loadRelations() error {
+	allowed, blocked, err := nm.n.db.relations()
+	if err != nil {
+		return err
+	}
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	nm.allowed, nm.blocked = allowed, blocked
+	return nil
+}
+
+// isContact reports whether p's messages go to the conversation rather
+// than to the requests: a pinned contact, or a peer the user wrote to or
+// allowed.
+func (nm *names) isContact(p peer.ID) bool {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	_, pinned := nm.byPeer[p]
+	return (pinned || nm.allowed[p]) && !nm.blocked[p]
+}
+
+func (nm *names) isBlocked(p peer.ID) bool {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	return nm.blocked[p]
+}
+
+// nickOf returns p's pinned nick, or "".
+func (nm *names) nickOf(p peer.ID) string {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	return nm.byPeer[p]
+}
+
+// allow makes p a contact (the user wrote to it).
+func (nm *names) allow(p peer.ID) error {
+	nm.mu.Lock()
+	known := nm.allowed[p]
+	nm.mu.Unlock()
+	if known {
+		return nil
+	}
+	_, _, err := nm.setRelation(p, relAllowed)
+	return err
+}
+
+func (nm *names) setRelation(p peer.ID, rel string) (Message, bool, error) {
+	req, ok, err := nm.n.db.setRelation(p, rel)
+	if err != nil {
+		return Message{}, false, err
+	}
+	nm.mu.Lock()
+	nm.allowed[p] = rel == relAllowed
+	nm.blocked[p] = rel == relBlocked
+	nm.mu.Unlock()
+	return req, ok, nil
+}
 
 // resolve maps a nick (or a peer ID string) to a peer: the pinned contact
-// first, then the rendezvous daemons, then the DHT. A nick found for the
-// first time is pinned when pin is true.
-func (n *Node) resolve(ctx context.Context, nick string, pin bool) (peer.ID, error) {
-	c, ok, err := n.db.contact(nick)
+// first, then the daemons. A nick the daemons verify is pinned.
+func (nm *names) resolve(ctx context.Context, nick string) (peer.ID, error) {
+	c, ok, err := nm.n.db.contact(nick)
 	if err != nil {
 		return "", err
 	}
@@ -59,48 +190,210 @@ func (n *Node) resolve(ctx context.Context, nick string, pin bool) (peer.ID, err
 	if !ValidNick(nick) {
 		return "", ErrUnknownNick
 	}
-	var found []peer.AddrInfo
-	if n.rdv != nil {
-		infos, err := n.rdv.Discover(ctx, userNS(nick), 10)
-		if err != nil {
-			n.log.Debug("rendezvous look-up", "ns", userNS(nick), "err", err)
-		}
-		found = infos
-	}
-	if len(found) == 0 && n.disc != nil {
-		dctx, cancel := context.WithTimeout(ctx, resolveTimeout)
-		ch, err := n.disc.FindPeers(dctx, userNS(nick))
-		if err == nil {
-			for ai := range ch {
-				if ai.ID != n.h.ID() && !containsPeer(found, ai.ID) {
-					found = append(found, ai)
-				}
-				if len(found) > 1 {
-					break
-				}
-			}
-		}
-		cancel()
-	}
-	found = dropPeer(found, n.h.ID())
+	l := nm.lookupNick(ctx, nick)
+	ai, ok := l.holder()
 	switch {
-	case len(found) == 0:
+	case ok:
+		return nm.pin(nick, ai)
+	case len(l.holders) > 1:
+		nm.warnConflict(nick, l.holders)
+		return "", fmt.Errorf("the daemons disagree on who holds nick %q (%s, %s); not pinning", nick, l.holders[0].ID, l.holders[1].ID)
+	case l.answered == 0 && nm.n.rdv != nil:
+		return "", fmt.Errorf("cannot verify nick %q: no daemon answered (%v); send to its peer ID to trust a peer without the daemons", nick, l.err)
+	default:
 		return "", ErrUnknownNick
-	case len(found) > 1:
-		n.warn(nick, found[1].ID, fmt.Sprintf("several peers claim nick %q (%s, %s); not pinning", nick, found[0].ID, found[1].ID))
-		return "", fmt.Errorf("ambiguous nick: %d peers claim it", len(found))
 	}
-	ai := found[0]
-	n.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.AddressTTL)
-	if !pin {
-		return ai.ID, nil
-	}
-	pinned, err := n.db.pin(nick, ai.ID, ai.Addrs, time.Now())
+}
+
+// pin records nick -> ai.ID (verified) unless the nick is pinned already,
+// and returns the peer it is pinned to.
+func (nm *names) pin(nick string, ai peer.AddrInfo) (peer.ID, error) {
+	addAddrs(nm.n.h.Peerstore(), ai)
+	pinned, err := nm.n.db.pin(nick, ai.ID, ai.Addrs, time.Now())
 	if err != nil {
 		return "", fmt.Errorf("pin %q: %w", nick, err)
 	}
-	n.learnNick(pinned, nick)
+	if pinned == ai.ID {
+		nm.learn(ai.ID, nick)
+	}
 	return pinned, nil
+}
+
+// learn indexes a verified nick and follows it.
+func (nm *names) learn(p peer.ID, nick string) {
+	nm.mu.Lock()
+	nm.byPeer[p] = nick
+	nm.mu.Unlock()
+	nm.n.peers.learnNick(p, nick)
+	nm.watchContact(nick)
+}
+
+// identify decides how to show peer p that claims nick in its Hello. It
+// returns the nick and true when the claim holds (the nick is pinned to
+// p, or the daemons verify it now and it is pinned), otherwise p's ID
+// string and false, with a warning once.
+func (nm *names) identify(ctx context.Context, p peer.ID, claimed string) (string, bool) {
+	n := nm.n
+	if claimed == n.cfg.Nick {
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims our own nick %q", p, claimed))
+		return p.String(), false
+	}
+	c, ok, err := n.db.contact(claimed)
+	if err != nil {
+		n.log.Warn("read contact", "nick", claimed, "err", err)
+		return p.String(), false
+	}
+	if ok {
+		if c.Peer == p {
+			nm.learn(p, claimed)
+			return claimed, true
+		}
+		nm.warnImpersonation(claimed, p, c.Peer)
+		return p.String(), false
+	}
+	if !nm.countClaim(p, claimed) {
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims more nicks than it may have looked up (%q); shown by peer ID", p, claimed))
+		return p.String(), false
+	}
+	if !nm.limiter.Allow() {
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q; too many claims to verify now, shown by peer ID", p, claimed))
+		return p.String(), false
+	}
+	l := nm.lookupNick(ctx, claimed)
+	ai, ok := l.holder()
+	switch {
+	case ok && ai.ID == p:
+		if pinned, err := nm.pin(claimed, ai); err != nil || pinned != p {
+			if err == nil {
+				nm.warnImpersonation(claimed, p, pinned)
+			}
+			return p.String(), false
+		}
+		return claimed, true
+	case ok:
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which the rendezvous daemons list for %s; not accepted", p, claimed, ai.ID))
+	case len(l.holders) > 1:
+		nm.warnConflict(claimed, l.holders)
+	case l.answered == 0:
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which cannot be verified now (no daemon answered); shown by peer ID", p, claimed))
+	default:
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which it has not registered at the rendezvous daemons; shown by peer ID", p, claimed))
+	}
+	return p.String(), false
+}
+
+// countClaim counts a nick claimed by p; it reports false past
+// maxClaimsPerPeer distinct nicks.
+func (nm *names) countClaim(p peer.ID, nick string) bool {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	set := nm.claims[p]
+	if set == nil {
+		if len(nm.claims) >= maxClaimers {
+			for k := range nm.claims {
+				delete(nm.claims, k)
+				break
+			}
+		}
+		set = map[string]bool{}
+		nm.claims[p] = set
+	}
+	if set[nick] {
+		return true
+	}
+	if len(set) >= maxClaimsPerPeer {
+		return false
+	}
+	set[nick] = true
+	return true
+}
+
+// lookupNick asks every daemon who holds nick, reusing an answer younger
+// than verifyCacheTTL and joining a look-up already under way.
+func (nm *names) lookupNick(ctx context.Context, nick string) *lookup {
+	if nm.n.rdv == nil {
+		return &lookup{err: errors.New("no rendezvous daemon configured")}
+	}
+	nm.mu.Lock()
+	if l, ok := nm.cache[nick]; ok && time.Since(l.at) < verifyCacheTTL {
+		nm.mu.Unlock()
+		return l
+	}
+	if f, ok := nm.pending[nick]; ok {
+		nm.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.res
+		case <-ctx.Done():
+			return &lookup{err: ctx.Err()}
+		}
+	}
+	f := &inflight{done: make(chan struct{})}
+	nm.pending[nick] = f
+	nm.mu.Unlock()
+
+	// The look-up serves every caller waiting for it: bound it by the
+	// node's life, not the first caller's context.
+	vctx, cancel := context.WithTimeout(nm.n.ctx, verifyTimeout)
+	f.res = nm.askDaemons(vctx, userNS(nick))
+	cancel()
+
+	nm.mu.Lock()
+	delete(nm.pending, nick)
+	if f.res.answered > 0 {
+		if len(nm.cache) >= maxVerifyCache {
+			for k := range nm.cache {
+				delete(nm.cache, k)
+				break
+			}
+		}
+		nm.cache[nick] = f.res
+	}
+	nm.mu.Unlock()
+	close(f.done)
+	return f.res
+}
+
+// askDaemons discovers ns on every daemon separately.
+func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
+	servers := nm.n.rdv.Servers()
+	type answer struct {
+		regs []rendezvous.Registration
+		err  error
+	}
+	answers := make([]answer, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			regs, _, err := nm.n.rdv.DiscoverOn(ctx, s, ns, discoverPerServer, nil)
+			answers[i] = answer{regs, err}
+		}()
+	}
+	wg.Wait()
+	l := &lookup{at: time.Now()}
+	var errs []error
+	for i, a := range answers {
+		if a.err != nil {
+			nm.n.log.Debug("verify at rendezvous", "server", servers[i], "ns", ns, "err", a.err)
+			errs = append(errs, a.err)
+			continue
+		}
+		l.answered++
+		for _, r := range a.regs {
+			if r.Peer.ID == nm.n.h.ID() || r.Peer.ID == "" {
+				continue
+			}
+			if !containsPeer(l.holders, r.Peer.ID) {
+				l.holders = append(l.holders, r.Peer)
+			}
+		}
+	}
+	if l.answered == 0 {
+		l.err = errors.Join(errs...)
+	}
+	return l
 }
 
 func containsPeer(infos []peer.AddrInfo, p peer.ID) bool {
@@ -112,244 +405,245 @@ func containsPeer(infos []peer.AddrInfo, p peer.ID) bool {
 	return false
 }
 
-func dropPeer(infos []peer.AddrInfo, p peer.ID) []peer.AddrInfo {
-	out := infos[:0:0]
-	for _, ai := range infos {
-		if ai.ID != p {
-			out = append(out, ai)
-		}
-	}
-	return out
+func (nm *names) warnImpersonation(nick string, claimer, pinned peer.ID) {
+	nm.warn(nick, claimer, fmt.Sprintf("peer %s claims nick %q, which is pinned to %s; not accepted (messages to %q still go to %s only)", claimer, nick, pinned, nick, pinned))
 }
 
-// identify decides how to name peer p that claims nick in its Hello. It
-// returns the nick if the claim holds: the nick is pinned to p, or it is not
-// pinned yet and the rendezvous daemons list p under it (or no daemon
-// answers: trust on first use), in which case it is pinned now. Otherwise
-// it warns once and returns p's ID string.
-func (n *Node) identify(ctx context.Context, p peer.ID, claimed string) string {
-	if claimed == n.cfg.Nick {
-		n.warn(claimed, p, fmt.Sprintf("peer %s claims our own nick %q", p, claimed))
-		return p.String()
-	}
-	c, ok, err := n.db.contact(claimed)
-	if err != nil {
-		n.log.Warn("read contact", "nick", claimed, "err", err)
-		return p.String()
-	}
-	if ok {
-		if c.Peer == p {
-			n.learnNick(p, claimed)
-			return claimed
-		}
-		n.warnImpersonation(claimed, p, c.Peer)
-		return p.String()
-	}
-	if n.rdv != nil {
-		vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
-		infos, err := n.rdv.Discover(vctx, userNS(claimed), 10)
-		cancel()
-		switch {
-		case err != nil:
-			// No daemon answers: fall back to trust on first use.
-			n.log.Debug("verify nick at rendezvous", "peer", p, "ns", userNS(claimed), "err", err)
-		case containsPeer(infos, p):
-			// Verified: the exclusive namespace is held by this peer.
-		case len(infos) > 0:
-			n.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which the rendezvous daemons list for %s; not accepted", p, claimed, infos[0].ID))
-			return p.String()
-		default:
-			n.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which it has not registered at the rendezvous daemons; shown by peer ID", p, claimed))
-			return p.String()
-		}
-	}
-	// Pin the nick to this peer (verified, or trust on first use).
-	pinned, err := n.db.pin(claimed, p, n.h.Peerstore().Addrs(p), time.Now())
-	if err != nil {
-		n.log.Warn("pin contact", "nick", claimed, "peer", p, "err", err)
-		return p.String()
-	}
-	if pinned != p {
-		n.warnImpersonation(claimed, p, pinned)
-		return p.String()
-	}
-	n.learnNick(p, claimed)
-	return claimed
-}
-
-// learnNick records p's verified nick and starts watching its user
-// namespace.
-func (n *Node) learnNick(p peer.ID, nick string) {
-	n.mu.Lock()
-	ps := n.peer(p)
-	had := ps.nick
-	ps.nick = nick
-	if had != nick && ps.online {
-		// The peer is online but was not announced under this nick yet.
-		n.ev.emit(EventPresence{Nick: nick, Peer: p, Online: true})
-	}
-	n.mu.Unlock()
-	n.watchContact(nick)
-}
-
-func (n *Node) warnImpersonation(nick string, claimer, pinned peer.ID) {
-	n.warn(nick, claimer, fmt.Sprintf("peer %s claims nick %q, which is pinned to %s; not accepted (messages to %q still go to %s only)", claimer, nick, pinned, nick, pinned))
+func (nm *names) warnConflict(nick string, holders []peer.AddrInfo) {
+	nm.warn(nick, holders[0].ID, fmt.Sprintf("the rendezvous daemons disagree on nick %q: %s and %s both hold it; neither is trusted", nick, holders[0].ID, holders[1].ID))
 }
 
 // warn emits an EventWarning once per (nick, peer).
-func (n *Node) warn(nick string, p peer.ID, text string) {
+func (nm *names) warn(nick string, p peer.ID, text string) {
 	key := nick + "/" + p.String()
-	n.mu.Lock()
-	seen := n.warned[key]
-	n.warned[key] = true
-	n.mu.Unlock()
+	nm.mu.Lock()
+	seen := nm.warned[key]
+	if !seen {
+		if len(nm.warned) >= maxWarned {
+			clear(nm.warned)
+		}
+		nm.warned[key] = true
+	}
+	nm.mu.Unlock()
 	if seen {
 		return
 	}
-	n.log.Warn("warning", "text", text, "peer", p, "claimed_nick", nick)
-	n.ev.emit(EventWarning{Text: text, Nick: nick, Peer: p})
+	nm.n.log.Warn("warning", "text", text, "peer", p, "claimed_nick", nick)
+	nm.n.ev.emit(EventWarning{Text: text, Nick: nick, Peer: p})
 }
 
-// startRoomWatch follows the room namespace on the daemons.
-func (n *Node) startRoomWatch(room string) {
-	ctx, cancel := context.WithCancel(n.ctx)
-	n.mu.Lock()
-	if n.closed || n.room != room {
-		n.mu.Unlock()
-		cancel()
+// watchContacts follows the pinned contacts' user namespaces.
+func (nm *names) watchContacts() {
+	contacts, err := nm.n.db.contacts()
+	if err != nil {
+		nm.n.log.Warn("load contacts", "err", err)
 		return
 	}
-	if n.roomCancel != nil {
-		n.roomCancel()
+	for _, c := range contacts {
+		nm.watchContact(c.Nick)
 	}
-	n.roomCancel = cancel
-	n.mu.Unlock()
-	n.watch(ctx, roomNS(room), "")
 }
 
-// watchContact follows a pinned contact's user namespace (bounded number).
-func (n *Node) watchContact(nick string) {
-	if n.rdv == nil {
+// watchContact follows a pinned contact's user namespace (a bounded
+// number of them), once the node has started.
+func (nm *names) watchContact(nick string) {
+	if nm.n.rdv == nil {
 		return
 	}
-	n.mu.Lock()
-	if !n.started || n.closed || len(n.contactWatch) >= maxContactWatch {
-		n.mu.Unlock()
+	nm.n.life.Lock()
+	started := nm.n.life.started
+	nm.n.life.Unlock()
+	if !started {
 		return
 	}
-	if _, ok := n.contactWatch[nick]; ok {
-		n.mu.Unlock()
+	nm.mu.Lock()
+	if _, ok := nm.watching[nick]; ok || len(nm.watching) >= maxContactWatch {
+		nm.mu.Unlock()
 		return
 	}
-	ctx, cancel := context.WithCancel(n.ctx)
-	n.contactWatch[nick] = cancel
-	n.mu.Unlock()
-	n.watch(ctx, userNS(nick), nick)
+	ctx, cancel := context.WithCancel(nm.n.ctx)
+	nm.watching[nick] = cancel
+	nm.mu.Unlock()
+	nm.watch(ctx, userNS(nick), nick)
 }
 
-// watch consumes a rendezvous watch on ns. For a user namespace, nick is the
-// pinned nick it belongs to.
-func (n *Node) watch(ctx context.Context, ns, nick string) {
-	n.spawn(func() {
-		ch, err := n.rdv.Watch(ctx, ns)
+// watch consumes a rendezvous watch on ns until ctx ends. For a user
+// namespace, nick is the pinned nick it belongs to.
+func (nm *names) watch(ctx context.Context, ns, nick string) {
+	nm.n.spawn(func() {
+		ch, err := nm.n.rdv.Watch(ctx, ns)
 		if err != nil {
-			n.log.Debug("watch", "ns", ns, "err", err)
+			nm.n.log.Debug("watch", "ns", ns, "err", err)
 			return
 		}
 		for ev := range ch {
-			n.onWatch(ctx, ns, nick, ev)
+			if ctx.Err() == nil {
+				nm.onWatch(ns, nick, ev)
+			}
 		}
 	})
 }
 
-func (n *Node) onWatch(ctx context.Context, ns, nick string, ev watchEvent) {
-	p := ev.peer.ID
-	if ev.kind == watchSynced || p == n.h.ID() || p == "" {
+func (nm *names) onWatch(ns, nick string, ev rendezvous.WatchEvent) {
+	n := nm.n
+	ai := ev.Registration.Peer
+	p := ai.ID
+	if p == n.h.ID() || p == "" {
 		return
 	}
-	if nick != "" && ev.kind == watchRegistered {
-		c, ok, err := n.db.contact(nick)
-		if err == nil && ok && c.Peer != p {
-			n.warnImpersonation(nick, p, c.Peer)
-			return
+	switch ev.Kind {
+	case rendezvous.WatchRegistered:
+		if nick != "" {
+			c, ok, err := n.db.contact(nick)
+			if err == nil && ok && c.Peer != p {
+				nm.warnImpersonation(nick, p, c.Peer)
+				return
+			}
+			if ok && len(ai.Addrs) > 0 {
+				_ = n.db.setAddrs(nick, p, ai.Addrs)
+			}
 		}
-		if ok && len(ev.peer.Addrs) > 0 {
-			_ = n.db.setAddrs(nick, p, ev.peer.Addrs)
-		}
-	}
-	if ctx.Err() != nil {
-		return
-	}
-	n.mu.Lock()
-	ps := n.peer(p)
-	switch ev.kind {
-	case watchRegistered:
-		if len(ev.peer.Addrs) > 0 {
-			n.h.Peerstore().AddAddrs(p, ev.peer.Addrs, peerstore.AddressTTL)
-		}
-		// A registration is not proof of life (the daemons keep a killed
-		// peer listed for a moment, and watches replay snapshots): a peer
-		// we saw die stays offline until a new stream to it comes up,
-		// which the retry loop now attempts.
-		ps.regs[ns] = true
-		ps.nextTry = time.Time{}
-		ps.backoff = 0
-	case watchUnregistered:
-		delete(ps.regs, ns)
-	}
-	n.updatePresenceLocked(ps)
-	n.mu.Unlock()
-	if ev.kind == watchRegistered {
-		// It may have restarted on the same addresses: forget failed dials.
-		if sw, ok := n.h.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
-			sw.Backoff().Clear(p)
-		}
-		n.kickRetry()
+		n.peers.registered(ns, ai)
+	case rendezvous.WatchUnregistered:
+		n.peers.unregistered(ns, p)
 	}
 }
 
-// lookupAddrs refreshes p's addresses from the rendezvous daemons (its user
+// lookupAddrs refreshes p's addresses from the daemons (its user
 // namespace if pinned, the room) and the DHT. It reports whether any were
 // found.
-func (n *Node) lookupAddrs(ctx context.Context, p peer.ID) bool {
+func (nm *names) lookupAddrs(ctx context.Context, p peer.ID) bool {
+	n := nm.n
 	var nss []string
-	if nick := n.nickOf(p); nick != "" {
+	if nick := nm.nickOf(p); nick != "" {
 		nss = append(nss, userNS(nick))
 	}
 	nss = append(nss, roomNS(n.Room()))
 	if n.rdv != nil {
 		for _, ns := range nss {
-			infos, err := n.rdv.Discover(ctx, ns, 100)
+			regs, err := n.rdv.Discover(ctx, ns, 100)
 			if err != nil {
 				n.log.Debug("rendezvous look-up", "ns", ns, "err", err)
 				continue
 			}
-			for _, ai := range infos {
-				if ai.ID == p && len(ai.Addrs) > 0 {
-					n.h.Peerstore().AddAddrs(p, ai.Addrs, peerstore.AddressTTL)
+			for _, r := range regs {
+				if r.Peer.ID == p && len(r.Peer.Addrs) > 0 {
+					addAddrs(n.h.Peerstore(), r.Peer)
 					return true
 				}
 			}
 		}
 	}
-	if n.dht != nil {
+	if n.cfg.DHT != nil {
 		dctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 		defer cancel()
-		ai, err := n.dht.FindPeer(dctx, p)
+		ai, err := n.cfg.DHT.FindPeer(dctx, p)
 		if err == nil && len(ai.Addrs) > 0 {
-			n.h.Peerstore().AddAddrs(p, ai.Addrs, peerstore.AddressTTL)
+			addAddrs(n.h.Peerstore(), ai)
 			return true
 		}
 	}
 	return false
 }
 
-// nickOf returns p's verified nick, or "".
-func (n *Node) nickOf(p peer.ID) string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if ps, ok := n.peers[p]; ok {
-		return ps.nick
+// Whois describes a nick or a peer ID: the peer, its known addresses,
+// whether the nick is pinned or verified, presence and connection. A nick
+// that is not pinned is looked up at the daemons without pinning it.
+func (n *Node) Whois(ctx context.Context, nickOrPeerID string) (Whois, error) {
+	w := Whois{Nick: nickOrPeerID}
+	c, ok, err := n.db.contact(nickOrPeerID)
+	if err != nil {
+		return Whois{}, err
 	}
-	return ""
+	switch {
+	case ok:
+		w.Peer, w.Pinned, w.Verified = c.Peer, true, true
+	case nickOrPeerID == n.cfg.Nick:
+		w.Peer, w.Verified = n.h.ID(), true
+	default:
+		if p, err := peer.Decode(nickOrPeerID); err == nil {
+			w.Peer = p
+			w.Nick = n.names.nickOf(p)
+			w.Pinned = w.Nick != ""
+			w.Verified = w.Pinned
+		} else {
+			l := n.names.lookupNick(ctx, nickOrPeerID)
+			ai, ok := l.holder()
+			switch {
+			case ok:
+				w.Peer, w.Verified = ai.ID, true
+				addAddrs(n.h.Peerstore(), ai)
+			case len(l.holders) > 1:
+				return Whois{}, fmt.Errorf("whois %q: the daemons disagree (%s, %s)", nickOrPeerID, l.holders[0].ID, l.holders[1].ID)
+			case l.answered == 0 && n.rdv != nil:
+				return Whois{}, fmt.Errorf("whois %q: no daemon answered: %v", nickOrPeerID, l.err)
+			default:
+				return Whois{}, fmt.Errorf("whois %q: %w", nickOrPeerID, ErrUnknownNick)
+			}
+		}
+	}
+	if w.Peer == n.h.ID() {
+		w.Addrs = n.Addrs()
+		w.Online = true
+		return w, nil
+	}
+	w.Addrs = n.h.Peerstore().Addrs(w.Peer)
+	if len(w.Addrs) == 0 && ok {
+		w.Addrs = c.Addrs
+	}
+	w.Online, _ = n.peers.status(w.Peer)
+	w.Conn = connInfo(n.h.Network(), w.Peer)
+	return w, nil
+}
+
+// Allow turns a peer (by peer ID or pinned nick) into a contact: its
+// request, if any, becomes a message in the conversation (EventMessage),
+// and its later messages are taken. EventAllowed follows.
+func (n *Node) Allow(nickOrPeerID string) (peer.ID, error) {
+	p, err := n.peerOf(nickOrPeerID)
+	if err != nil {
+		return "", fmt.Errorf("allow %q: %w", nickOrPeerID, err)
+	}
+	req, ok, err := n.names.setRelation(p, relAllowed)
+	if err != nil {
+		return "", fmt.Errorf("allow %q: %w", nickOrPeerID, err)
+	}
+	if ok {
+		n.ev.emit(EventMessage{Message: req})
+	}
+	n.ev.emit(EventAllowed{Peer: p})
+	n.peers.wantStream(p) // its held messages come again
+	return p, nil
+}
+
+// Block drops a peer's request and refuses its streams from now on.
+func (n *Node) Block(nickOrPeerID string) (peer.ID, error) {
+	p, err := n.peerOf(nickOrPeerID)
+	if err != nil {
+		return "", fmt.Errorf("block %q: %w", nickOrPeerID, err)
+	}
+	if _, _, err := n.names.setRelation(p, relBlocked); err != nil {
+		return "", fmt.Errorf("block %q: %w", nickOrPeerID, err)
+	}
+	n.dm.resetPeer(p)
+	n.ev.emit(EventBlocked{Peer: p})
+	return p, nil
+}
+
+// Requests returns the strangers' pending requests, oldest first.
+func (n *Node) Requests() ([]Message, error) { return n.db.requests() }
+
+// peerOf resolves a pinned nick or a peer ID string, without look-ups.
+func (n *Node) peerOf(nickOrPeerID string) (peer.ID, error) {
+	if p, err := peer.Decode(nickOrPeerID); err == nil {
+		return p, nil
+	}
+	c, ok, err := n.db.contact(nickOrPeerID)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", ErrUnknownNick
+	}
+	return c.Peer, nil
 }

@@ -27,39 +27,51 @@ func TestPresenceOfflineWhenPeerGoesSilent(t *testing.T) {
 	defer s.Reset()
 	_, err := s.Write(encode(t, helloF("silent")))
 	require.NoError(t, err)
-	alice.rec.wait(t, 5*time.Second, isPresence("silent", true))
+	alice.rec.wait(t, 5*time.Second, isPresence(raw.ID().String(), true))
 	start := time.Now()
 	// The raw peer never answers the pings.
-	alice.rec.wait(t, 3*alice.cfg.PingTimeout, isPresence("silent", false))
+	alice.rec.wait(t, 3*alice.cfg.PingTimeout, isPresence(raw.ID().String(), false))
 	took := time.Since(start)
 	t.Logf("offline after %s (ping timeout %s)", took, alice.cfg.PingTimeout)
 	require.GreaterOrEqual(t, took, alice.cfg.PingTimeout-time.Second)
 	require.Equal(t, network.Connected, alice.h.Network().Connectedness(raw.ID()), "the connection itself stayed up")
 }
 
-// With every rendezvous daemon gone, nicks still resolve through the DHT.
-func TestResolveThroughDHT(t *testing.T) {
+// With no rendezvous daemon, the DHT finds the addresses of a peer known by
+// its ID; it never makes a nick trusted.
+func TestDHTFindsKnownPeersButNamesNobody(t *testing.T) {
 	boot, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.ForceReachabilityPublic(), libp2p.DisableMetrics())
 	require.NoError(t, err)
-	d, err := dht.New(boot, dht.Mode(dht.ModeServer), dht.ProtocolPrefix("/p2p-messaging"), dht.BootstrapPeers())
+	d, err := dht.New(boot, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(DHTPrefix), dht.BootstrapPeers())
 	require.NoError(t, err)
 	t.Cleanup(func() { d.Close(); boot.Close() })
 	bootInfo := peer.AddrInfo{ID: boot.ID(), Addrs: boot.Addrs()}
-	withDHT := func(c *Config) {
+	withDHT := func(c *testConfig) {
 		c.DisableDHT = false
 		c.Rendezvous = []peer.AddrInfo{bootInfo} // a daemon with no rendezvous server: DHT only
 	}
 	alice := newNode(t, nil, "alice", "", withDHT)
 	bob := newNode(t, nil, "bob", "", withDHT)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = alice.Send(ctx, "bob", "who are you?")
+	require.Error(t, err, "a nick nobody verified resolved")
+
+	// Alice knows bob's peer ID (an invite, /whois elsewhere), not his
+	// addresses: the DHT finds them.
+	alice.h.Peerstore().ClearAddrs(bob.ID())
 	var m Message
 	require.Eventually(t, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		m, err = alice.Send(ctx, "bob", "found you in the DHT")
+		m, err = alice.Send(ctx, bob.ID().String(), "found you in the DHT")
 		return err == nil
 	}, 30*time.Second, 200*time.Millisecond, "last error: %v", err)
-	require.Equal(t, bob.ID(), m.Peer)
-	bob.rec.wait(t, 10*time.Second, isMessage("found you in the DHT"))
+	// Bob never wrote to alice: her message is a request.
+	bob.rec.wait(t, 20*time.Second, func(e Event) bool {
+		r, ok := e.(EventRequest)
+		return ok && r.Peer == alice.ID() && r.Text == "found you in the DHT"
+	})
 	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
 }
 
@@ -82,7 +94,7 @@ func relayedPair(t *testing.T, opts ...relay.Option) (alice, bob *tnode, ctx con
 	r := &rdvServer{h: rh, srv: srv, info: peer.AddrInfo{ID: rh.ID(), Addrs: rh.Addrs()}}
 
 	alice = newNode(t, r, "alice", "")
-	bob = newNode(t, r, "bob", "", func(c *Config) {
+	bob = newNode(t, r, "bob", "", func(c *testConfig) {
 		c.Reachability = ReachabilityPrivate
 		c.Room = "elsewhere"
 	})
@@ -112,7 +124,7 @@ func TestRedialRelayed(t *testing.T) {
 	require.Len(t, old, 1)
 	require.True(t, isRelayed(old[0].RemoteMultiaddr()))
 
-	alice.redialRelayed()
+	alice.nat.redialRelayed()
 	// On loopback the peers may also dial each other directly (behind NAT
 	// only the relay gets through); either way the old connection is
 	// replaced by one bob received.
@@ -149,7 +161,7 @@ func TestRelayedThenDirect(t *testing.T) {
 	require.NoError(t, err)
 	bob.rec.wait(t, 10*time.Second, isMessage("over the relay"))
 	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
-	cs := alice.activeStream(bob.ID())
+	_, _, cs := alice.peers.streams(bob.ID())
 	require.NotNil(t, cs)
 	require.True(t, cs.limited, "first stream runs on the limited relayed connection")
 	alice.rec.wait(t, 5*time.Second, func(e Event) bool {
@@ -170,18 +182,8 @@ func TestRelayedThenDirect(t *testing.T) {
 		return ok && c.Peer == bob.ID() && c.Conn.Kind == ConnDirect && !c.Conn.Limited
 	})
 	require.Eventually(t, func() bool {
-		alice.mu.Lock()
-		defer alice.mu.Unlock()
-		ps := alice.peers[bob.ID()]
-		if len(ps.streams) == 0 {
-			return false
-		}
-		for s := range ps.streams {
-			if s.limited {
-				return false
-			}
-		}
-		return true
+		total, limited, _ := alice.peers.streams(bob.ID())
+		return total > 0 && limited == 0
 	}, 10*time.Second, 20*time.Millisecond, "chat did not move off the relayed stream")
 	m2, err := alice.Send(ctx, bob.ID().String(), "now direct")
 	require.NoError(t, err)
@@ -213,7 +215,7 @@ func TestQUICAndIPv6(t *testing.T) {
 				l.Close()
 			}
 			r := newRendezvous(t)
-			only := func(cfg *Config) { cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast(c.listen)} }
+			only := func(cfg *testConfig) { cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast(c.listen)} }
 			alice := newNode(t, r, "alice", "", only)
 			bob := newNode(t, r, "bob", "", only)
 			m := send(t, alice, "bob", "over "+c.name)

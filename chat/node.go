@@ -10,285 +10,273 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/routing"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
-	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
-	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
-	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	dutil "github.com/libp2p/go-libp2p/p2p/discovery/util"
 	"github.com/multiformats/go-multiaddr"
 
-	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
-// Timeouts and intervals that are not configurable.
+// This file assembles the chat services on a host and runs their
+// lifecycle. Each service owns its state:
+//
+//	store     chat.db and its group-commit writer goroutine (store.go)
+//	outbox    unacknowledged messages in memory, one small lock (delivery.go)
+//	peers     presence, connections, dialling: one goroutine (peers.go)
+//	names     pins, verification, warnings, watches (names.go)
+//	dm        the chat streams: a reader and a writer goroutine each (dm.go)
+//	nat       hole-punch re-arming (nat.go)
+//	events    the queue behind Events (events.go)
+
+// DefaultRoom is the room a node joins when Config.Room is empty.
+const DefaultRoom = "lobby"
+
+// Namespaces in rendezvous and the DHT.
 const (
-	maxStreamsPerPeer = 4                // live chat streams per peer; a new one retires the oldest
-	writeTimeout      = 10 * time.Second // one frame write
-	dialTimeout       = 15 * time.Second // one connect + stream open attempt
-	verifyTimeout     = 5 * time.Second  // rendezvous look-up verifying a Hello
-	resolveTimeout    = 10 * time.Second // DHT look-up of a nick
-	unregisterLimit   = 2 * time.Second  // Close's unregister budget
-	maxBackoff        = time.Minute      // outbox retry backoff cap
-	maxAutoSessions   = 64               // room members / contacts we connect to unasked
-	maxContactWatch   = 32               // contacts whose user namespace we watch
-	dhtAdvertiseMax   = 30 * time.Second // longest retry delay after a failed DHT advertise
-	relayGrace        = 3 * time.Second  // presence kept after a relayed stream ends without evidence of death
-	graceRetry        = 250 * time.Millisecond
+	// UserNamespacePrefix is where nicks live on the daemons, which hold
+	// it exclusive (one key per name).
+	UserNamespacePrefix = "p2p-messaging/user/"
+	// RoomNamespacePrefix is where rooms live in rendezvous and the DHT.
+	RoomNamespacePrefix = "p2p-messaging/room/"
 )
 
-// IdentityFileName is the node's private key inside the data dir.
-const IdentityFileName = "identity.key"
+// Timeouts and bounds that are not configurable.
+const (
+	writeTimeout    = 10 * time.Second // one frame write
+	dialTimeout     = 15 * time.Second // one connect + stream open attempt
+	resolveTimeout  = 10 * time.Second // DHT look-up of a peer's addresses
+	unregisterLimit = 2 * time.Second  // Close's unregister budget
+)
 
-// DefaultListenAddrs are the addresses a node listens on when
-// Config.ListenAddrs is empty: TCP and QUIC on all IPv4 and IPv6 interfaces.
-var DefaultListenAddrs = []string{
-	"/ip4/0.0.0.0/tcp/0",
-	"/ip4/0.0.0.0/udp/0/quic-v1",
-	"/ip6/::/tcp/0",
-	"/ip6/::/udp/0/quic-v1",
+// ErrNickTaken is returned by Start when another peer holds the nick on a
+// rendezvous daemon.
+var ErrNickTaken = errors.New("nick taken")
+
+// ErrUnknownNick is returned when a nick cannot be resolved to a peer.
+var ErrUnknownNick = errors.New("unknown nick")
+
+// ErrClosed is returned by calls on a closed node.
+var ErrClosed = errors.New("node closed")
+
+// Config configures a Node. Zero values mean the defaults.
+type Config struct {
+	Nick    string
+	Room    string // default DefaultRoom
+	DataDir string // chat.db: history, outbox, contacts
+
+	// Rendezvous are the daemons the node registers on and looks nicks up
+	// at. Empty: no rendezvous (contacts and peer IDs only).
+	Rendezvous []peer.AddrInfo
+	// DHT, when set, finds the addresses of known peers when the daemons
+	// cannot, and advertises the room.
+	DHT *dht.IpfsDHT
+	// Reachability is what the host was told about itself; behind a forced
+	// private reachability the node helps go-libp2p learn its public
+	// address (nat.go).
+	Reachability Reachability
+	Logger       *slog.Logger
+
+	// PingInterval is the keepalive interval on a chat stream (default 1s).
+	PingInterval time.Duration
+	// PingTimeout marks a peer offline when no frame arrived for this long
+	// (default 3.5s).
+	PingTimeout time.Duration
+	// RetryInterval is the base of the outbox retry backoff (default 2s;
+	// the backoff doubles up to 1 minute).
+	RetryInterval time.Duration
+	// AckTimeout is how long a message written on a live stream may stay
+	// unacknowledged before it is written again (default 30s).
+	AckTimeout time.Duration
+	// HelloTimeout bounds the wait for the peer's Hello on a new stream
+	// (default 10s).
+	HelloTimeout time.Duration
+	// RegisterTTL is the TTL asked for registrations (default 2h; the
+	// rendezvous client refreshes before it ends).
+	RegisterTTL time.Duration
+	// MaxSeenPerPeer bounds the persisted set of seen message IDs per peer
+	// used for deduplication (default 10000).
+	MaxSeenPerPeer int
+	// ReceiveRate and ReceiveBurst bound the messages taken from one peer
+	// (a token bucket, default 50/s with bursts of 200); beyond them
+	// messages are not acknowledged, so the sender writes them again later.
+	ReceiveRate  float64
+	ReceiveBurst int
+	// PeerQuota bounds the text bytes stored from one peer (default 64 MiB);
+	// past it its messages are not taken, with a warning.
+	PeerQuota int64
+	// MaxRequests bounds the strangers' pending requests (default 100; the
+	// oldest is dropped).
+	MaxRequests int
 }
 
-// Node is one chat peer: a libp2p host speaking ProtocolID, registered under
-// its nick on the rendezvous daemons, with its contacts, history and outbox
-// in a bbolt database in the data dir.
-type Node struct {
-	cfg  Config
-	log  *slog.Logger
-	h    host.Host
-	dht  *dht.IpfsDHT // nil when disabled
-	disc *drouting.RoutingDiscovery
-	rdv  nameService // nil without rendezvous daemons
-	db   *store
-	ev   *eventQueue
-	hp   *hpTracer
-
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	kick   chan struct{}
-
-	mu            sync.Mutex
-	closed        bool
-	started       bool
-	room          string
-	roomCancel    context.CancelFunc
-	peers         map[peer.ID]*peerState
-	outbox        map[peer.ID]*peerOutbox // unacknowledged messages, see outbox.go
-	outSeq        uint64
-	contactWatch  map[string]context.CancelFunc
-	warned        map[string]bool
-	closeOnce     sync.Once
-	closeErr      error
-	notifiee      *network.NotifyBundle
-	advertiseStop map[string]context.CancelFunc
-}
-
-// New creates the node's host and opens its state (identity key and
-// database in cfg.DataDir); it does not contact the network yet (Start
-// does). The stream handler is live when New returns. ctx is not retained:
-// the node lives until Close.
-func New(ctx context.Context, cfg Config) (*Node, error) {
+func (cfg *Config) setDefaults() error {
 	if !ValidNick(cfg.Nick) {
-		return nil, fmt.Errorf("nick %q: %w (1-%d letters, digits, '-', '_', '.')", cfg.Nick, errBadNick, MaxNickLen)
+		return fmt.Errorf("nick %q: %w (1-%d letters, digits, '-', '_', '.')", cfg.Nick, errBadNick, MaxNickLen)
 	}
 	if cfg.Room == "" {
 		cfg.Room = DefaultRoom
 	}
 	if !ValidRoom(cfg.Room) {
-		return nil, fmt.Errorf("room %q: invalid name", cfg.Room)
+		return fmt.Errorf("room %q: invalid name", cfg.Room)
 	}
 	if cfg.DataDir == "" {
-		return nil, errors.New("data dir required")
+		return errors.New("data dir required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = time.Second
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
 	}
-	if cfg.PingTimeout <= 0 {
-		cfg.PingTimeout = 3500 * time.Millisecond
-	}
+	def(&cfg.PingInterval, time.Second)
+	def(&cfg.PingTimeout, 3500*time.Millisecond)
+	def(&cfg.RetryInterval, 2*time.Second)
+	def(&cfg.AckTimeout, 30*time.Second)
+	def(&cfg.HelloTimeout, 10*time.Second)
+	def(&cfg.RegisterTTL, 2*time.Hour)
 	if cfg.PingTimeout <= cfg.PingInterval {
-		return nil, fmt.Errorf("ping timeout %s must exceed ping interval %s", cfg.PingTimeout, cfg.PingInterval)
-	}
-	if cfg.RetryInterval <= 0 {
-		cfg.RetryInterval = 2 * time.Second
-	}
-	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = 30 * time.Second
-	}
-	if cfg.HelloTimeout <= 0 {
-		cfg.HelloTimeout = 10 * time.Second
-	}
-	if cfg.RegisterTTL <= 0 {
-		cfg.RegisterTTL = 2 * time.Hour
+		return fmt.Errorf("ping timeout %s must exceed ping interval %s", cfg.PingTimeout, cfg.PingInterval)
 	}
 	if cfg.MaxSeenPerPeer <= 0 {
 		cfg.MaxSeenPerPeer = 10000
 	}
-	listen := cfg.ListenAddrs
-	if len(listen) == 0 {
-		for _, s := range DefaultListenAddrs {
-			listen = append(listen, multiaddr.StringCast(s))
-		}
+	if cfg.ReceiveRate <= 0 {
+		cfg.ReceiveRate = 50
+	}
+	if cfg.ReceiveBurst <= 0 {
+		cfg.ReceiveBurst = 200
+	}
+	if cfg.PeerQuota <= 0 {
+		cfg.PeerQuota = 64 << 20
+	}
+	if cfg.MaxRequests <= 0 {
+		cfg.MaxRequests = 100
+	}
+	return nil
+}
+
+// Node is one chat peer on a libp2p host: it speaks ProtocolID, registers
+// its nick on the rendezvous daemons, and keeps contacts, history and
+// outbox in a bbolt database in the data dir. The host is the caller's:
+// Close leaves it running.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	h    host.Host
+	rdv  *rendezvous.Client // nil without daemons
+	disc *drouting.RoutingDiscovery
+	db   *store
+	ev   *eventQueue
+
+	out   *outbox
+	peers *peerTable
+	names *names
+	dm    *dm
+	nat   *nat
+
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	life struct {
+		sync.Mutex
+		closed    bool
+		started   bool
+		room      string
+		roomStop  context.CancelFunc // the room's watch and DHT advertisement
+		closeOnce sync.Once
+		closeErr  error
+	}
+}
+
+// New starts the chat services on h (the stream handler is live when it
+// returns) and opens the database in cfg.DataDir. It does not contact the
+// daemons yet (Start does).
+func New(h host.Host, cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
-	}
-	key, _, err := identity.LoadOrCreate(filepath.Join(cfg.DataDir, IdentityFileName))
-	if err != nil {
-		return nil, err
 	}
 	db, err := openStore(filepath.Join(cfg.DataDir, DBFileName), cfg.MaxSeenPerPeer)
 	if err != nil {
 		return nil, err
 	}
 	log := cfg.Logger.With("nick", cfg.Nick)
-	n := &Node{
-		cfg:           cfg,
-		log:           log,
-		db:            db,
-		ev:            newEventQueue(log),
-		kick:          make(chan struct{}, 1),
-		room:          cfg.Room,
-		peers:         map[peer.ID]*peerState{},
-		outbox:        map[peer.ID]*peerOutbox{},
-		contactWatch:  map[string]context.CancelFunc{},
-		warned:        map[string]bool{},
-		advertiseStop: map[string]context.CancelFunc{},
-	}
+	n := &Node{cfg: cfg, log: log, h: h, db: db, ev: newEventQueue(log), out: newOutbox()}
+	n.life.room = cfg.Room
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.hp = &hpTracer{n: n, attempts: map[peer.ID]int{}}
-
-	opts := []libp2p.Option{
-		libp2p.Identity(key),
-		libp2p.ListenAddrs(listen...),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.DisableMetrics(),
-		libp2p.UserAgent("p2p-messaging-chat"),
-		libp2p.EnableHolePunching(holepunch.WithTracer(n.hp)),
-	}
-	if len(cfg.Rendezvous) > 0 {
-		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(cfg.Rendezvous))
-	}
-	switch cfg.Reachability {
-	case ReachabilityPublic:
-		opts = append(opts, libp2p.ForceReachabilityPublic())
-	case ReachabilityPrivate:
-		opts = append(opts, libp2p.ForceReachabilityPrivate())
-	}
-	if !cfg.DisableDHT {
-		opts = append(opts, libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
-			d, err := dht.New(h,
-				dht.Mode(dht.ModeAuto),
-				dht.ProtocolPrefix("/p2p-messaging"),
-				dht.BootstrapPeers(cfg.Rendezvous...),
-			)
-			if err != nil {
-				return nil, err
-			}
-			n.dht = d
-			return d, nil
-		}))
-	}
-	h, err := libp2p.New(opts...)
-	if err != nil {
-		if n.dht != nil {
-			n.dht.Close()
-		}
+	fail := func(err error) (*Node, error) {
 		n.cancel()
+		if n.rdv != nil {
+			n.rdv.Close()
+		}
 		n.ev.close()
 		db.close()
-		return nil, fmt.Errorf("create host: %w", err)
+		return nil, err
 	}
-	n.h = h
-	if n.dht != nil {
-		n.disc = drouting.NewRoutingDiscovery(n.dht)
+	if cfg.DHT != nil {
+		n.disc = drouting.NewRoutingDiscovery(cfg.DHT)
 	}
-	for _, d := range cfg.Rendezvous {
-		h.Peerstore().AddAddrs(d.ID, d.Addrs, peerstore.PermanentAddrTTL)
-	}
-	if len(cfg.Rendezvous) > 0 && newNameService != nil {
-		rdv, err := newNameService(h, cfg.Rendezvous, log)
+	if len(cfg.Rendezvous) > 0 {
+		n.rdv, err = rendezvous.NewClient(h, cfg.Rendezvous, rendezvous.WithClientLogger(log))
 		if err != nil {
-			n.closeHost()
-			return nil, fmt.Errorf("rendezvous client: %w", err)
-		}
-		n.rdv = rdv
-	}
-
-	// Known contacts: their last addresses, so a restart can dial them
-	// without a look-up.
-	contacts, err := db.contacts()
-	if err != nil {
-		n.closeHost()
-		return nil, fmt.Errorf("load contacts: %w", err)
-	}
-	for _, c := range contacts {
-		if len(c.Addrs) > 0 {
-			h.Peerstore().AddAddrs(c.Peer, c.Addrs, peerstore.AddressTTL)
-		}
-		n.peer(c.Peer).nick = c.Nick
-	}
-	pend, err := db.pendingPeers()
-	if err != nil {
-		n.closeHost()
-		return nil, fmt.Errorf("load outbox: %w", err)
-	}
-	for p := range pend {
-		msgs, err := db.pending(p)
-		if err != nil {
-			n.closeHost()
-			return nil, fmt.Errorf("load outbox: %w", err)
-		}
-		for _, m := range msgs {
-			n.outboxAddLocked(m, true)
+			return fail(fmt.Errorf("rendezvous client: %w", err))
 		}
 	}
-
-	n.notifiee = &network.NotifyBundle{
-		ConnectedF:    func(_ network.Network, c network.Conn) { n.onConnChange(c.RemotePeer(), true, c) },
-		DisconnectedF: func(_ network.Network, c network.Conn) { n.onConnChange(c.RemotePeer(), false, c) },
+	n.names = newNames(n)
+	n.peers = newPeerTable(n)
+	if err := n.loadState(); err != nil {
+		return fail(err)
 	}
-	h.Network().Notify(n.notifiee)
-	h.SetStreamHandler(ProtocolID, n.handleStream)
-	n.spawn(n.retryLoop)
-	n.spawn(n.pingLoop)
-	n.spawn(n.punchWhenReady)
+	n.dm = newDM(n)
+	n.nat = newNAT(n)
+	n.spawn(n.peers.run)
+	n.spawn(n.nat.run)
 	return n, nil
 }
 
-// closeHost undoes New after the host exists.
-func (n *Node) closeHost() {
-	n.cancel()
-	if n.rdv != nil {
-		n.rdv.Close()
+// loadState reads the contacts (their last addresses, so a restart can
+// dial them without a look-up) and the outbox.
+func (n *Node) loadState() error {
+	if err := n.names.loadRelations(); err != nil {
+		return fmt.Errorf("load contacts: %w", err)
 	}
-	if n.dht != nil {
-		n.dht.Close()
+	contacts, err := n.db.contacts()
+	if err != nil {
+		return fmt.Errorf("load contacts: %w", err)
 	}
-	n.h.Close()
-	n.ev.close()
-	n.db.close()
+	for _, c := range contacts {
+		n.names.loadContact(c)
+	}
+	pend, err := n.db.pendingPeers()
+	if err != nil {
+		return fmt.Errorf("load outbox: %w", err)
+	}
+	for p := range pend {
+		msgs, err := n.db.pending(p)
+		if err != nil {
+			return fmt.Errorf("load outbox: %w", err)
+		}
+		for _, m := range msgs {
+			n.out.add(m)
+		}
+	}
+	return nil
 }
 
-// spawn runs f in a goroutine tracked by Close; it does nothing once the
-// node is closing.
+// spawn runs f in a goroutine that Close waits for; it does nothing once
+// the node is closing.
 func (n *Node) spawn(f func()) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
+	n.life.Lock()
+	defer n.life.Unlock()
+	if n.life.closed {
 		return false
 	}
 	n.wg.Add(1)
@@ -299,26 +287,27 @@ func (n *Node) spawn(f func()) bool {
 	return true
 }
 
-func userNS(nick string) string { return rendezvous.UserNamespacePrefix + nick }
+func userNS(nick string) string { return UserNamespacePrefix + nick }
 func roomNS(room string) string { return RoomNamespacePrefix + room }
 
 // Start connects to the rendezvous daemons, registers the nick (ErrNickTaken
-// if another peer holds it) and the room on every daemon, starts watching the
-// room and the contacts, bootstraps the DHT and advertises both names on it,
-// then emits EventReady.
+// if another peer holds it) and the room on every daemon, starts watching
+// the room and the contacts, and advertises the room on the DHT, then emits
+// EventReady. A registration no daemon accepted yet is kept and retried by
+// the rendezvous client.
 func (n *Node) Start(ctx context.Context) error {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
+	n.life.Lock()
+	if n.life.closed {
+		n.life.Unlock()
 		return ErrClosed
 	}
-	if n.started {
-		n.mu.Unlock()
+	if n.life.started {
+		n.life.Unlock()
 		return errors.New("already started")
 	}
-	n.started = true
-	room := n.room
-	n.mu.Unlock()
+	n.life.started = true
+	room := n.life.room
+	n.life.Unlock()
 
 	// Daemons first: rendezvous, relay and DHT all go through them.
 	var wg sync.WaitGroup
@@ -336,125 +325,72 @@ func (n *Node) Start(ctx context.Context) error {
 	wg.Wait()
 
 	if n.rdv != nil {
-		if err := n.rdv.Register(ctx, userNS(n.cfg.Nick), n.cfg.RegisterTTL); err != nil {
-			if errors.Is(err, errNotAuthorized) {
-				return fmt.Errorf("register nick %q: %w", n.cfg.Nick, ErrNickTaken)
-			}
-			// No daemon answered: run on the DHT and keep trying.
-			n.registerLater(userNS(n.cfg.Nick), err)
+		if err := n.register(ctx, userNS(n.cfg.Nick)); err != nil {
+			return err
 		}
-		if err := n.rdv.Register(ctx, roomNS(room), n.cfg.RegisterTTL); err != nil {
-			n.registerLater(roomNS(room), err)
+		if err := n.register(ctx, roomNS(room)); err != nil {
+			n.names.warn(n.cfg.Nick, n.h.ID(), fmt.Sprintf("room %q: %v", room, err))
 		}
-		n.startRoomWatch(room)
-		contacts, err := n.db.contacts()
-		if err == nil {
-			for _, c := range contacts {
-				n.watchContact(c.Nick)
-			}
-		}
+		n.names.watchContacts()
 	}
-	if n.dht != nil {
-		if err := n.dht.Bootstrap(n.ctx); err != nil {
-			n.log.Debug("dht bootstrap", "err", err)
-		}
-		n.advertise(userNS(n.cfg.Nick))
-		n.advertise(roomNS(room))
-	}
-	n.kickRetry()
+	n.enterRoom(room)
+	n.peers.kick()
 	n.ev.emit(EventReady{Nick: n.cfg.Nick, Peer: n.h.ID(), Addrs: n.Addrs()})
 	return nil
 }
 
-// registerLater retries a registration that no daemon accepted, with
-// backoff, until it succeeds, a daemon refuses it (E_NOT_AUTHORIZED: a
-// warning), it is no longer wanted (left room) or the node closes. Once it
-// succeeds the rendezvous client keeps it alive.
-func (n *Node) registerLater(ns string, first error) {
-	n.log.Warn("no rendezvous daemon accepted the registration; retrying in the background", "ns", ns, "err", first)
-	n.ev.emit(EventWarning{Text: fmt.Sprintf("rendezvous unavailable (%v); using the DHT and retrying", first)})
-	n.spawn(func() {
-		backoff := time.Second
-		for {
-			t := time.NewTimer(backoff)
-			select {
-			case <-n.ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			backoff = min(backoff*2, dhtAdvertiseMax)
-			if ns != userNS(n.cfg.Nick) && ns != roomNS(n.Room()) {
-				return
-			}
-			ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
-			err := n.rdv.Register(ctx, ns, n.cfg.RegisterTTL)
-			cancel()
-			switch {
-			case err == nil:
-				n.log.Info("registered", "ns", ns)
-				return
-			case errors.Is(err, errNotAuthorized):
-				n.warn(n.cfg.Nick, n.h.ID(), fmt.Sprintf("the rendezvous daemons refuse %q: another peer holds it", ns))
-				return
-			default:
-				n.log.Debug("register retry", "ns", ns, "err", err)
-			}
+// register registers ns on the daemons. A refusal of the nick is
+// ErrNickTaken; a registration no daemon could take yet is only a warning
+// (the client keeps trying).
+func (n *Node) register(ctx context.Context, ns string) error {
+	err := n.rdv.Register(ctx, ns, n.cfg.RegisterTTL)
+	var se *rendezvous.StatusError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se) && se.Status == rendezvous.StatusNotAuthorized:
+		if ns == userNS(n.cfg.Nick) {
+			return fmt.Errorf("register nick %q: %w (%s)", n.cfg.Nick, ErrNickTaken, se.Text)
 		}
-	})
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		n.log.Warn("no rendezvous daemon accepted the registration yet", "ns", ns, "err", err)
+		n.ev.emit(EventWarning{Text: fmt.Sprintf("rendezvous unavailable for %s (%v); retrying in the background", ns, err)})
+		return nil
+	}
 }
 
-// advertise keeps ns advertised on the DHT until the node closes or
-// stopAdvertise(ns).
-func (n *Node) advertise(ns string) {
-	if n.disc == nil {
-		return
-	}
-	n.mu.Lock()
-	if _, ok := n.advertiseStop[ns]; ok || n.closed {
-		n.mu.Unlock()
-		return
-	}
+// enterRoom starts watching room on the daemons and advertising it on the
+// DHT, until the node leaves it.
+func (n *Node) enterRoom(room string) {
 	ctx, cancel := context.WithCancel(n.ctx)
-	n.advertiseStop[ns] = cancel
-	n.mu.Unlock()
-	n.spawn(func() {
-		defer cancel()
-		backoff := time.Second
-		for {
-			actx, acancel := context.WithTimeout(ctx, time.Minute)
-			ttl, err := n.disc.Advertise(actx, ns)
-			acancel()
-			wait := ttl * 7 / 8
-			if err != nil {
-				// Usually an empty routing table right after start.
-				n.log.Debug("dht advertise", "ns", ns, "err", err)
-				wait = backoff
-				backoff = min(backoff*2, dhtAdvertiseMax)
-			} else {
-				backoff = time.Second
-				n.log.Debug("dht advertised", "ns", ns, "ttl", ttl)
-			}
-			if wait <= 0 {
-				wait = dhtAdvertiseMax
-			}
-			t := time.NewTimer(wait)
+	n.life.Lock()
+	if n.life.closed || n.life.room != room {
+		n.life.Unlock()
+		cancel()
+		return
+	}
+	if n.life.roomStop != nil {
+		n.life.roomStop()
+	}
+	n.life.roomStop = cancel
+	n.life.Unlock()
+	if n.rdv != nil {
+		n.names.watch(ctx, roomNS(room), "")
+	}
+	if n.disc != nil {
+		n.spawn(func() {
+			// util.Advertise waits two minutes after a failure: let the
+			// routing table fill first.
 			select {
+			case <-n.cfg.DHT.RefreshRoutingTable():
 			case <-ctx.Done():
-				t.Stop()
 				return
-			case <-t.C:
 			}
-		}
-	})
-}
-
-func (n *Node) stopAdvertise(ns string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if c, ok := n.advertiseStop[ns]; ok {
-		c()
-		delete(n.advertiseStop, ns)
+			dutil.Advertise(ctx, n.disc, roomNS(room))
+		})
 	}
 }
 
@@ -469,14 +405,20 @@ func (n *Node) ID() peer.ID { return n.h.ID() }
 // Nick returns the node's nick.
 func (n *Node) Nick() string { return n.cfg.Nick }
 
-// Host returns the underlying libp2p host.
+// Host returns the libp2p host the node runs on.
 func (n *Node) Host() host.Host { return n.h }
 
 // Room returns the current room.
 func (n *Node) Room() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.room
+	n.life.Lock()
+	defer n.life.Unlock()
+	return n.life.room
+}
+
+func (n *Node) isClosed() bool {
+	n.life.Lock()
+	defer n.life.Unlock()
+	return n.life.closed
 }
 
 // Addrs returns the node's shareable multiaddrs, each ending in /p2p/<id>.
@@ -489,24 +431,25 @@ func (n *Node) Addrs() []multiaddr.Multiaddr {
 }
 
 // Join leaves the current room and joins room: registers it on the daemons,
-// watches it, advertises it on the DHT.
+// watches it, advertises it on the DHT. The old room's members the node
+// never talked to are forgotten.
 func (n *Node) Join(ctx context.Context, room string) error {
 	if !ValidRoom(room) {
 		return fmt.Errorf("room %q: invalid name", room)
 	}
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
+	n.life.Lock()
+	if n.life.closed {
+		n.life.Unlock()
 		return ErrClosed
 	}
-	old, started := n.room, n.started
-	n.mu.Unlock()
+	old, started := n.life.room, n.life.started
+	n.life.Unlock()
 	if room == old {
 		return nil
 	}
 	if started && n.rdv != nil {
-		if err := n.rdv.Register(ctx, roomNS(room), n.cfg.RegisterTTL); err != nil {
-			n.registerLater(roomNS(room), err)
+		if err := n.register(ctx, roomNS(room)); err != nil {
+			return fmt.Errorf("join %q: %w", room, err)
 		}
 		uctx, cancel := context.WithTimeout(ctx, unregisterLimit)
 		if err := n.rdv.Unregister(uctx, roomNS(old)); err != nil {
@@ -514,38 +457,28 @@ func (n *Node) Join(ctx context.Context, room string) error {
 		}
 		cancel()
 	}
-	n.mu.Lock()
-	n.room = room
-	if n.roomCancel != nil {
-		n.roomCancel()
-		n.roomCancel = nil
+	n.life.Lock()
+	n.life.room = room
+	if n.life.roomStop != nil {
+		n.life.roomStop()
+		n.life.roomStop = nil
 	}
-	oldNS := roomNS(old)
-	for _, ps := range n.peers {
-		if ps.regs[oldNS] {
-			delete(ps.regs, oldNS)
-			n.updatePresenceLocked(ps)
-		}
-	}
-	n.mu.Unlock()
+	n.life.Unlock()
+	n.peers.leftNamespace(roomNS(old))
 	if started {
-		if n.rdv != nil {
-			n.startRoomWatch(room)
-		}
-		n.stopAdvertise(roomNS(old))
-		n.advertise(roomNS(room))
+		n.enterRoom(room)
 	}
 	return nil
 }
 
 // Close unregisters the nick and room (bounded by a short timeout), closes
-// the streams, the host and the database, and closes the Events channel.
+// the streams and the database, and closes the Events channel. The host
+// stays up (it is the caller's).
 func (n *Node) Close() error {
-	n.closeOnce.Do(func() {
-		n.mu.Lock()
-		started := n.started
-		room := n.room
-		n.mu.Unlock()
+	n.life.closeOnce.Do(func() {
+		n.life.Lock()
+		started, room := n.life.started, n.life.room
+		n.life.Unlock()
 		if started && n.rdv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), unregisterLimit)
 			var wg sync.WaitGroup
@@ -561,69 +494,19 @@ func (n *Node) Close() error {
 			wg.Wait()
 			cancel()
 		}
-		n.mu.Lock()
-		n.closed = true
-		var streams []*chatStream
-		for _, ps := range n.peers {
-			for cs := range ps.streams {
-				streams = append(streams, cs)
-			}
-		}
-		n.mu.Unlock()
+		n.life.Lock()
+		n.life.closed = true
+		n.life.Unlock()
+		n.dm.close() // handler removed, streams closed
 		n.cancel()
-		n.h.RemoveStreamHandler(ProtocolID)
-		n.h.Network().StopNotify(n.notifiee)
-		for _, cs := range streams {
-			cs.s.Close()
-		}
 		var errs []error
 		if n.rdv != nil {
 			errs = append(errs, n.rdv.Close())
 		}
-		if n.dht != nil {
-			errs = append(errs, n.dht.Close())
-		}
-		errs = append(errs, n.h.Close())
 		n.wg.Wait()
 		errs = append(errs, n.db.close())
 		n.ev.close()
-		n.closeErr = errors.Join(errs...)
+		n.life.closeErr = errors.Join(errs...)
 	})
-	return n.closeErr
-}
-
-// hpTracer turns hole-punch traces into EventHolePunch.
-type hpTracer struct {
-	n        *Node
-	mu       sync.Mutex
-	attempts map[peer.ID]int
-}
-
-func (t *hpTracer) Trace(evt *holepunch.Event) {
-	switch e := evt.Evt.(type) {
-	case *holepunch.HolePunchAttemptEvt:
-		t.mu.Lock()
-		t.attempts[evt.Remote] = e.Attempt
-		t.mu.Unlock()
-	case *holepunch.EndHolePunchEvt:
-		t.mu.Lock()
-		a := t.attempts[evt.Remote]
-		delete(t.attempts, evt.Remote)
-		t.mu.Unlock()
-		t.n.log.Info("hole punch", "peer", evt.Remote, "success", e.Success, "attempts", a, "elapsed", e.EllapsedTime, "err", e.Error)
-		t.n.ev.emit(EventHolePunch{Peer: evt.Remote, Success: e.Success, Attempts: a, Elapsed: e.EllapsedTime, Err: e.Error})
-	case *holepunch.ProtocolErrorEvt:
-		// The attempt ended before any dial: report it, and try again.
-		t.mu.Lock()
-		delete(t.attempts, evt.Remote)
-		t.mu.Unlock()
-		t.n.log.Info("hole punch broke off", "peer", evt.Remote, "err", e.Error)
-		t.n.ev.emit(EventHolePunch{Peer: evt.Remote, Success: false, Err: "protocol: " + e.Error})
-		t.n.punchAgain(evt.Remote)
-	case *holepunch.DirectDialEvt:
-		if e.Success {
-			t.n.log.Info("direct dial instead of hole punch", "peer", evt.Remote, "elapsed", e.EllapsedTime)
-			t.n.ev.emit(EventHolePunch{Peer: evt.Remote, Success: true, Attempts: 0, Elapsed: e.EllapsedTime})
-		}
-	}
+	return n.life.closeErr
 }

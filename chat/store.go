@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // DBFileName is the bbolt database inside the data dir.
@@ -25,6 +26,10 @@ const DBFileName = "chat.db"
 //	seen/<peer>/ids/<message ID> -> <seq u64 BE>   incoming IDs, for dedup
 //	seen/<peer>/order/<seq>      -> <message ID>    oldest first, to bound the set
 //	seen/<peer>/n                -> count of ids (u64 BE)
+//	seen/<peer>/bytes            -> text bytes stored from the peer (u64 BE), for its quota
+//	peers/<peer>                 -> "allowed" or "blocked": the user's decision about a peer
+//	requests/<peer>              -> JSON msgRecord: a stranger's first message, waiting for /allow
+//	requests-order/<seq u64 BE>  -> <peer>, oldest first, to bound the requests
 var (
 	bktContacts = []byte("contacts")
 	bktHistory  = []byte("history")
@@ -34,6 +39,16 @@ var (
 	bktIDs      = []byte("ids")
 	bktOrder    = []byte("order")
 	keyCount    = []byte("n")
+	keyBytes    = []byte("bytes")
+	bktPeers    = []byte("peers")
+	bktRequests = []byte("requests")
+	bktReqOrder = []byte("requests-order")
+)
+
+// Relations a user decides for a peer (peers bucket).
+const (
+	relAllowed = "allowed"
+	relBlocked = "blocked"
 )
 
 type contactRecord struct {
@@ -91,30 +106,23 @@ type store struct {
 type writeOp struct {
 	apply func(tx *bolt.Tx) error // nil: a barrier (flush)
 	done  func(err error)
-	// lazy writes do not start a transaction of their own: they ride on
-	// the next one, or are committed after lazyDelay when none comes.
-	lazy bool
 }
 
 const (
-	writeQueue    = 4096 // queued writes before submitters wait
+	writeQueue    = 4096 // queued writes before submitters wait (trySubmit: fail)
 	maxBatchWrite = 1024 // writes per transaction
-	// lazyDelay is how long a lazy write (a delivered mark) may wait for
-	// a transaction to ride on. Marks must not cost commits of their own:
-	// a sender's next Send would wait for them.
-	lazyDelay = 50 * time.Millisecond
 )
 
 func openStore(path string, maxSeen int) (*store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open %s: database in use by another process", path)
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktContacts, bktHistory, bktOutbox, bktMsgIdx, bktSeen} {
+		for _, b := range [][]byte{bktContacts, bktHistory, bktOutbox, bktMsgIdx, bktSeen, bktPeers, bktRequests, bktReqOrder} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -155,6 +163,24 @@ func (s *store) submit(op writeOp) error {
 	return nil
 }
 
+// trySubmit queues op unless the writer's queue is full or the store is
+// closed; it never waits. Network readers use it: a stalled disk must not
+// stall them (what they could not queue is not acknowledged, and the
+// sender writes it again).
+func (s *store) trySubmit(op writeOp) bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wclosed {
+		return false
+	}
+	select {
+	case s.ops <- op:
+		return true
+	default:
+		return false
+	}
+}
+
 // submitWait queues op and waits for its commit.
 func (s *store) submitWait(apply func(tx *bolt.Tx) error) error {
 	ch := make(chan error, 1)
@@ -168,58 +194,24 @@ func (s *store) submitWait(apply func(tx *bolt.Tx) error) error {
 func (s *store) flush() error { return s.submitWait(nil) }
 
 // writer is the group-commit loop: it takes every write queued while the
-// previous transaction was committing and commits them together. Lazy
-// writes wait (up to lazyDelay) for another write to share its commit.
+// previous transaction was committing and commits them together.
 func (s *store) writer() {
 	defer close(s.wdone)
 	batch := make([]writeOp, 0, maxBatchWrite)
 	errs := make([]error, 0, maxBatchWrite)
-	lazyTimer := time.NewTimer(time.Hour)
-	lazyTimer.Stop()
-	lazyArmed := false
-	open := true
-	for open || len(batch) > 0 {
-		commitNow := false
-		if open {
-			select {
-			case op, ok := <-s.ops:
-				if !ok {
-					open = false
-					commitNow = true
-					break
-				}
-				batch = append(batch, op)
-				commitNow = !op.lazy || len(batch) >= maxBatchWrite
-			case <-lazyTimer.C:
-				lazyArmed = false
-				commitNow = true
-			}
-		} else {
-			commitNow = true
-		}
-		if !commitNow {
-			if !lazyArmed {
-				lazyTimer.Reset(lazyDelay)
-				lazyArmed = true
-			}
-			continue
-		}
+	for op := range s.ops {
+		batch = append(batch, op)
 	gather:
-		for open && len(batch) < maxBatchWrite {
+		for len(batch) < maxBatchWrite {
 			select {
 			case op, ok := <-s.ops:
 				if !ok {
-					open = false
 					break gather
 				}
 				batch = append(batch, op)
 			default:
 				break gather
 			}
-		}
-		if lazyArmed {
-			lazyTimer.Stop()
-			lazyArmed = false
 		}
 		errs = s.commit(batch, errs[:0])
 		for i, op := range batch {
@@ -482,16 +474,21 @@ func (s *store) ack(p peer.ID, id []byte) (m Message, ok bool, err error) {
 	return m, ok, err
 }
 
-// markDelivered queues ack as a lazy write (it rides on the next commit, or
-// is committed within lazyDelay) without waiting: the node has already shown
-// the message delivered, and if the mark is lost in a crash the message
-// is resent after the restart, deduplicated and acknowledged again by the
-// receiver. done (may be nil) follows the commit.
-func (s *store) markDelivered(p peer.ID, id []byte, done func(error)) error {
-	return s.submit(writeOp{lazy: true, done: done, apply: func(tx *bolt.Tx) error {
-		_, _, err := ackTx(tx, p, id)
-		return err
-	}})
+// tryMarkDelivered queues the delivered mark of the outgoing message id to
+// p without waiting (false: the queue is full or the store closed). done
+// follows the commit, with the message and whether it was pending until
+// then (false for duplicates, unknown IDs, other peers' messages).
+func (s *store) tryMarkDelivered(p peer.ID, id []byte, done func(m Message, ok bool, err error)) bool {
+	var m Message
+	var ok bool
+	return s.trySubmit(writeOp{
+		apply: func(tx *bolt.Tx) error {
+			var err error
+			m, ok, err = ackTx(tx, p, id)
+			return err
+		},
+		done: func(err error) { done(m, ok && err == nil, err) },
+	})
 }
 
 func ackTx(tx *bolt.Tx, p peer.ID, id []byte) (Message, bool, error) {
@@ -531,28 +528,39 @@ func ackTx(tx *bolt.Tx, p peer.ID, id []byte) (Message, bool, error) {
 	return r.message(), true, nil
 }
 
-// addIncoming stores an incoming message unless its ID was seen from p
-// before; dup reports a duplicate (which must be acknowledged again but not
-// shown).
-func (s *store) addIncoming(m Message) (dup bool, err error) {
+// incomingResult is what became of an incoming message.
+type incomingResult int
+
+const (
+	inStored    incomingResult = iota // new: stored, to be shown and acked
+	inDuplicate                       // seen before: ack again, do not show
+	inOverQuota                       // the peer's storage quota is used up: not stored, not acked
+)
+
+// addIncoming stores an incoming message and waits for the commit (tests).
+func (s *store) addIncoming(m Message) (incomingResult, error) {
 	ch := make(chan error, 1)
-	if err := s.addIncomingAsync(m, func(d bool, err error) { dup = d; ch <- err }); err != nil {
-		return false, err
+	var res incomingResult
+	if !s.tryAddIncoming(m, 0, func(r incomingResult, err error) { res = r; ch <- err }) {
+		return 0, errors.New("store queue full or closed")
 	}
-	return dup, <-ch
+	return res, <-ch
 }
 
-// addIncomingAsync queues addIncoming; done follows the commit. Writes are
+// tryAddIncoming queues an incoming message unless the writer's queue is
+// full (false; it never waits). The message is stored unless its ID was
+// seen from p before (a duplicate) or storing its text would take p's
+// stored bytes above quota (0: none). done follows the commit. Writes are
 // applied in submission order, so of two copies of a message queued
 // together the second is the duplicate.
-func (s *store) addIncomingAsync(m Message, done func(dup bool, err error)) error {
+func (s *store) tryAddIncoming(m Message, quota uint64, done func(res incomingResult, err error)) bool {
 	id, err := parseID(m.ID)
 	if err != nil {
-		return err
+		return false
 	}
-	var dup bool
-	return s.submit(writeOp{done: func(err error) { done(dup && err == nil, err) }, apply: func(tx *bolt.Tx) error {
-		dup = false
+	var res incomingResult
+	return s.trySubmit(writeOp{done: func(err error) { done(res, err) }, apply: func(tx *bolt.Tx) error {
+		res = inStored
 		pk := []byte(m.Peer)
 		sb, err := tx.Bucket(bktSeen).CreateBucketIfNotExists(pk)
 		if err != nil {
@@ -562,63 +570,228 @@ func (s *store) addIncomingAsync(m Message, done func(dup bool, err error)) erro
 		if err != nil {
 			return err
 		}
-		order, err := sb.CreateBucketIfNotExists(bktOrder)
+		if ids.Get(id) != nil {
+			res = inDuplicate
+			return nil
+		}
+		used := getU64(sb.Get(keyBytes))
+		if quota > 0 && used+uint64(len(m.Text)) > quota {
+			res = inOverQuota
+			return nil
+		}
+		if err := s.markSeen(sb, ids, id); err != nil {
+			return err
+		}
+		if err := sb.Put(keyBytes, u64(used+uint64(len(m.Text)))); err != nil {
+			return err
+		}
+		return appendHistory(tx, m)
+	}})
+}
+
+// markSeen adds id to a peer's seen set and forgets the oldest IDs beyond
+// maxSeen. The count lives in seen/<peer>/n so this stays O(1).
+func (s *store) markSeen(sb, ids *bolt.Bucket, id []byte) error {
+	order, err := sb.CreateBucketIfNotExists(bktOrder)
+	if err != nil {
+		return err
+	}
+	seq, err := order.NextSequence()
+	if err != nil {
+		return err
+	}
+	if err := ids.Put(id, u64(seq)); err != nil {
+		return err
+	}
+	if err := order.Put(u64(seq), id); err != nil {
+		return err
+	}
+	n := getU64(sb.Get(keyCount)) + 1
+	if s.maxSeen > 0 {
+		for n > uint64(s.maxSeen) {
+			k, v := order.Cursor().First()
+			if k == nil {
+				break
+			}
+			k, v = append([]byte{}, k...), append([]byte{}, v...)
+			if err := ids.Delete(v); err != nil {
+				return err
+			}
+			if err := order.Delete(k); err != nil {
+				return err
+			}
+			n--
+		}
+	}
+	return sb.Put(keyCount, u64(n))
+}
+
+func getU64(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// appendHistory appends m to its peer's history.
+func appendHistory(tx *bolt.Tx, m Message) error {
+	hb, err := tx.Bucket(bktHistory).CreateBucketIfNotExists([]byte(m.Peer))
+	if err != nil {
+		return err
+	}
+	hseq, err := hb.NextSequence()
+	if err != nil {
+		return err
+	}
+	v, err := json.Marshal(recordOf(m))
+	if err != nil {
+		return err
+	}
+	return hb.Put(u64(hseq), v)
+}
+
+// relations returns the user's allowed and blocked peers.
+func (s *store) relations() (allowed, blocked map[peer.ID]bool, err error) {
+	allowed, blocked = map[peer.ID]bool{}, map[peer.ID]bool{}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktPeers).ForEach(func(k, v []byte) error {
+			switch string(v) {
+			case relAllowed:
+				allowed[peer.ID(k)] = true
+			case relBlocked:
+				blocked[peer.ID(k)] = true
+			}
+			return nil
+		})
+	})
+	return allowed, blocked, err
+}
+
+// setRelation records the user's decision about p and drops p's request;
+// with relAllowed the request becomes an incoming message in the history
+// (returned, ok) as if it had just arrived.
+func (s *store) setRelation(p peer.ID, rel string) (req Message, ok bool, err error) {
+	err = s.submitWait(func(tx *bolt.Tx) error {
+		ok = false
+		if err := tx.Bucket(bktPeers).Put([]byte(p), []byte(rel)); err != nil {
+			return err
+		}
+		rb := tx.Bucket(bktRequests)
+		v := rb.Get([]byte(p))
+		if v == nil {
+			return nil
+		}
+		var r msgRecord
+		jerr := json.Unmarshal(v, &r)
+		if err := rb.Delete([]byte(p)); err != nil {
+			return err
+		}
+		if rel != relAllowed || jerr != nil {
+			return nil
+		}
+		req = r.message()
+		id, err := parseID(req.ID)
+		if err != nil {
+			return nil
+		}
+		sb, err := tx.Bucket(bktSeen).CreateBucketIfNotExists([]byte(p))
+		if err != nil {
+			return err
+		}
+		ids, err := sb.CreateBucketIfNotExists(bktIDs)
 		if err != nil {
 			return err
 		}
 		if ids.Get(id) != nil {
-			dup = true
 			return nil
 		}
-		seq, err := order.NextSequence()
-		if err != nil {
+		if err := s.markSeen(sb, ids, id); err != nil {
 			return err
 		}
-		if err := ids.Put(id, u64(seq)); err != nil {
-			return err
-		}
-		if err := order.Put(u64(seq), id); err != nil {
-			return err
-		}
-		// Bound the seen set: forget the oldest IDs beyond maxSeen. The
-		// count lives in seen/<peer>/n so this stays O(1) per message.
-		n := uint64(1)
-		if v := sb.Get(keyCount); len(v) == 8 {
-			n = binary.BigEndian.Uint64(v) + 1
-		}
-		if s.maxSeen > 0 {
-			for n > uint64(s.maxSeen) {
-				k, v := order.Cursor().First()
-				if k == nil {
-					break
-				}
-				k, v = append([]byte{}, k...), append([]byte{}, v...)
-				if err := ids.Delete(v); err != nil {
-					return err
-				}
-				if err := order.Delete(k); err != nil {
-					return err
-				}
-				n--
+		ok = true
+		return appendHistory(tx, req)
+	})
+	return req, ok, err
+}
+
+// requestResult is what became of a stranger's message.
+type requestResult int
+
+const (
+	reqStored requestResult = iota // now the stranger's request: show it, ack it
+	reqSame                        // the request already held (a resend): ack it again
+	reqHeld                        // the stranger has another request waiting: not stored, not acked
+)
+
+// tryAddRequest queues a stranger's message as its request unless it
+// already has one. Beyond maxRequests the oldest request is dropped. It
+// never waits (false: queue full).
+func (s *store) tryAddRequest(m Message, maxRequests int, done func(res requestResult, err error)) bool {
+	var res requestResult
+	return s.trySubmit(writeOp{done: func(err error) { done(res, err) }, apply: func(tx *bolt.Tx) error {
+		res = reqHeld
+		rb, ob := tx.Bucket(bktRequests), tx.Bucket(bktReqOrder)
+		pk := []byte(m.Peer)
+		if v := rb.Get(pk); v != nil {
+			var r msgRecord
+			if json.Unmarshal(v, &r) == nil && r.ID == m.ID {
+				res = reqSame
 			}
-		}
-		if err := sb.Put(keyCount, u64(n)); err != nil {
-			return err
-		}
-		hb, err := tx.Bucket(bktHistory).CreateBucketIfNotExists(pk)
-		if err != nil {
-			return err
-		}
-		hseq, err := hb.NextSequence()
-		if err != nil {
-			return err
+			return nil
 		}
 		v, err := json.Marshal(recordOf(m))
 		if err != nil {
 			return err
 		}
-		return hb.Put(u64(hseq), v)
+		if err := rb.Put(pk, v); err != nil {
+			return err
+		}
+		seq, err := ob.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := ob.Put(u64(seq), pk); err != nil {
+			return err
+		}
+		// Bound the requests: drop the oldest (entries whose request was
+		// already allowed, blocked or replaced are skipped).
+		for rb.Stats().KeyN > maxRequests {
+			k, p := ob.Cursor().First()
+			if k == nil {
+				break
+			}
+			k, p = append([]byte{}, k...), append([]byte{}, p...)
+			if err := ob.Delete(k); err != nil {
+				return err
+			}
+			if err := rb.Delete(p); err != nil {
+				return err
+			}
+		}
+		res = reqStored
+		return nil
 	}})
+}
+
+// requests returns the pending requests, oldest first.
+func (s *store) requests() ([]Message, error) {
+	var out []Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bktRequests)
+		seen := map[string]bool{}
+		return tx.Bucket(bktReqOrder).ForEach(func(_, p []byte) error {
+			if seen[string(p)] {
+				return nil
+			}
+			seen[string(p)] = true
+			var r msgRecord
+			if v := rb.Get(p); v != nil && json.Unmarshal(v, &r) == nil {
+				out = append(out, r.message())
+			}
+			return nil
+		})
+	})
+	return out, err
 }
 
 // history returns the last limit messages exchanged with p, oldest first

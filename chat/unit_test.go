@@ -60,22 +60,22 @@ func TestStoreSeenIsBoundedAndDeduplicates(t *testing.T) {
 		require.NoError(t, err)
 		dup, err := s.addIncoming(Message{ID: ids[i], Peer: p, Text: "m", Time: time.Now()})
 		require.NoError(t, err)
-		require.False(t, dup)
+		require.Equal(t, inStored, dup)
 	}
 	// The newest three are remembered (checking them changes nothing)...
 	for i := 4; i >= 2; i-- {
 		dup, err := s.addIncoming(Message{ID: ids[i], Peer: p, Text: "m", Time: time.Now()})
 		require.NoError(t, err)
-		require.True(t, dup, "id %d", i)
+		require.Equal(t, inDuplicate, dup, "id %d", i)
 	}
 	// ...the oldest is forgotten.
 	dup, err := s.addIncoming(Message{ID: ids[0], Peer: p, Text: "m", Time: time.Now()})
 	require.NoError(t, err)
-	require.False(t, dup)
+	require.Equal(t, inStored, dup)
 	// Other peers have their own sets.
 	dup, err = s.addIncoming(Message{ID: ids[4], Peer: randPeer(t), Text: "m", Time: time.Now()})
 	require.NoError(t, err)
-	require.False(t, dup)
+	require.Equal(t, inStored, dup)
 }
 
 func TestStorePinAndOutbox(t *testing.T) {

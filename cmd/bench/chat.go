@@ -24,9 +24,9 @@ const (
 	chatRespSize = 24
 )
 
-// chatNode is a chat.Node whose events are watched for deliveries.
+// chatNode is a chat.Peer whose events are watched for deliveries.
 type chatNode struct {
-	*chat.Node
+	*chat.Peer
 	mu        sync.Mutex
 	delivered map[string]time.Time // delivered before anybody waited
 	waiters   map[string]chan time.Time
@@ -36,14 +36,15 @@ type chatNode struct {
 }
 
 func newChatNode(ctx context.Context, dir, nick string, daemon peer.AddrInfo) (*chatNode, error) {
-	n, err := chat.New(ctx, chat.Config{
-		Nick:    nick,
-		Room:    nick, // a room of its own: no presence streams between bench nodes
-		DataDir: dir,
+	n, err := chat.Open(chat.HostConfig{
 		ListenAddrs: []multiaddr.Multiaddr{
 			multiaddr.StringCast("/ip4/127.0.0.1/tcp/0"),
 			multiaddr.StringCast("/ip4/127.0.0.1/udp/0/quic-v1"),
 		},
+	}, chat.Config{
+		Nick:       nick,
+		Room:       nick, // a room of its own: no presence streams between bench nodes
+		DataDir:    dir,
 		Rendezvous: []peer.AddrInfo{daemon},
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -51,7 +52,7 @@ func newChatNode(ctx context.Context, dir, nick string, daemon peer.AddrInfo) (*
 		return nil, fmt.Errorf("chat node %s: %w", nick, err)
 	}
 	c := &chatNode{
-		Node:      n,
+		Peer:      n,
 		delivered: map[string]time.Time{},
 		waiters:   map[string]chan time.Time{},
 		countCh:   make(chan struct{}, 1),
@@ -91,7 +92,7 @@ func (c *chatNode) pump() {
 }
 
 func (c *chatNode) close() {
-	c.Node.Close()
+	c.Peer.Close()
 	<-c.done
 }
 
@@ -260,7 +261,7 @@ func (b *bench) runChat(ctx context.Context) {
 		if err != nil {
 			return nil, err
 		}
-		n.Host().SetStreamHandler(EchoProtocolID, echoHandler)
+		n.Host.SetStreamHandler(EchoProtocolID, echoHandler)
 		nodes = append(nodes, n)
 		return n, nil
 	}
@@ -284,7 +285,7 @@ func (b *bench) runChat(ctx context.Context) {
 			b.fail("chat", err)
 			return
 		}
-		_ = alice.Host().Network().ClosePeer(rcv.ID())
+		_ = alice.Host.Network().ClosePeer(rcv.ID())
 		d, err := alice.send(ctx, rcv.Nick())
 		if err != nil {
 			b.fail("chat first message", err)
@@ -296,7 +297,7 @@ func (b *bench) runChat(ctx context.Context) {
 		}
 		// Baseline: dial a fresh plain libp2p host, open a stream, one
 		// echo round trip.
-		d, err = firstEcho(ctx, alice.Host())
+		d, err = firstEcho(ctx, alice.Host)
 		if err != nil {
 			b.fail("chat first-message baseline", err)
 			return
@@ -324,7 +325,7 @@ func (b *bench) runChat(ctx context.Context) {
 		}
 		rtt.Add(d)
 	}
-	if err := echoRTT(ctx, alice.Host(), bob.ID(), b.cfg.ChatMessages, &base); err != nil {
+	if err := echoRTT(ctx, alice.Host, bob.ID(), b.cfg.ChatMessages, &base); err != nil {
 		b.fail("chat echo baseline", err)
 		return
 	}
@@ -346,7 +347,7 @@ func (b *bench) runChat(ctx context.Context) {
 		return
 	}
 	elapsed := time.Since(start)
-	baseElapsed, err := echoPipelined(ctx, alice.Host(), bob.ID(), n)
+	baseElapsed, err := echoPipelined(ctx, alice.Host, bob.ID(), n)
 	if err != nil {
 		b.fail("chat pipelined echo baseline", err)
 		return
@@ -383,7 +384,7 @@ func firstEcho(ctx context.Context, h host.Host) (time.Duration, error) {
 
 // connKind describes the connection between a and p: "tcp", "quic".
 func connKind(a *chatNode, p peer.ID) string {
-	for _, c := range a.Host().Network().ConnsToPeer(p) {
+	for _, c := range a.Host.Network().ConnsToPeer(p) {
 		if _, err := c.RemoteMultiaddr().ValueForProtocol(multiaddr.P_QUIC_V1); err == nil {
 			return "quic conn"
 		}

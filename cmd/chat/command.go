@@ -14,17 +14,20 @@ import (
 type cmdKind int
 
 const (
-	cmdNone    cmdKind = iota // empty line: nothing to do
-	cmdSay                    // plain line: text to the current /to target
-	cmdMsg                    // /msg <nick> <text>
-	cmdTo                     // /to <nick>
-	cmdPeers                  // /peers
-	cmdWhois                  // /whois <nick|peer-id>
-	cmdJoin                   // /join <room>
-	cmdHistory                // /history [nick] [n]
-	cmdID                     // /id
-	cmdHelp                   // /help
-	cmdQuit                   // /quit
+	cmdNone     cmdKind = iota // empty line: nothing to do
+	cmdSay                     // plain line: text to the current /to target
+	cmdMsg                     // /msg <nick> <text>
+	cmdTo                      // /to <nick>
+	cmdPeers                   // /peers
+	cmdWhois                   // /whois <nick|peer-id>
+	cmdJoin                    // /join <room>
+	cmdHistory                 // /history [nick] [n]
+	cmdID                      // /id
+	cmdAllow                   // /allow <nick|peer-id>
+	cmdBlock                   // /block <nick|peer-id>
+	cmdRequests                // /requests
+	cmdHelp                    // /help
+	cmdQuit                    // /quit
 )
 
 var (
@@ -58,6 +61,9 @@ var helpLines = []string{
 	"/join <room>             leave the current room and join another",
 	"/history [nick] [n]      the last n (default 20) messages with nick (default: the /to peer)",
 	"/id                      own nick, peer ID and shareable multiaddrs",
+	"/requests                messages from strangers waiting for /allow or /block",
+	"/allow <nick|peer-id>    accept a stranger: its request joins the conversation",
+	"/block <nick|peer-id>    refuse a peer: its request is dropped, its streams refused",
 	"/help                    this list",
 	"/quit                    unregister, flush and exit",
 }
@@ -128,6 +134,20 @@ func parseCommand(line string) (command, error) {
 			return command{}, errors.New("usage: /id")
 		}
 		return command{kind: cmdID}, nil
+	case "/allow", "/block":
+		if len(args) != 1 {
+			return command{}, fmt.Errorf("usage: %s <nick|peer-id>", name)
+		}
+		kind := cmdAllow
+		if strings.ToLower(name) == "/block" {
+			kind = cmdBlock
+		}
+		return command{kind: kind, nick: args[0]}, nil
+	case "/requests":
+		if len(args) != 0 {
+			return command{}, errors.New("usage: /requests")
+		}
+		return command{kind: cmdRequests}, nil
 	case "/help", "/?":
 		return command{kind: cmdHelp}, nil
 	case "/quit", "/exit":

@@ -49,6 +49,25 @@ type jsonMessage struct {
 	To    string `json:"to"`
 }
 
+type jsonRequest struct {
+	Event string `json:"event"`
+	Peer  string `json:"peer"`
+	Nick  string `json:"nick"`
+	Text  string `json:"text"`
+	ID    string `json:"id"`
+	Time  string `json:"time"`
+}
+
+type jsonPeerEvent struct {
+	Event string `json:"event"`
+	Peer  string `json:"peer"`
+}
+
+type jsonRequests struct {
+	Event    string        `json:"event"`
+	Requests []jsonRequest `json:"requests"`
+}
+
 type jsonPresence struct {
 	Event  string `json:"event"`
 	Nick   string `json:"nick"`
@@ -166,6 +185,20 @@ func toJSON(v any) any {
 	case chat.EventMessage:
 		m := e.Message
 		return jsonMessage{Event: "message", ID: m.ID, From: m.From, Peer: peerString(m.Peer), Text: m.Text, Time: jsonTime(m.Time), To: m.To}
+	case chat.EventRequest:
+		return jsonRequest{Event: "request", Peer: peerString(e.Peer), Nick: e.Nick, Text: e.Text, ID: e.ID, Time: jsonTime(e.Time)}
+	case chat.EventAllowed:
+		return jsonPeerEvent{Event: "allowed", Peer: peerString(e.Peer)}
+	case chat.EventBlocked:
+		return jsonPeerEvent{Event: "blocked", Peer: peerString(e.Peer)}
+	case requestsResult:
+		out := jsonRequests{Event: "requests", Requests: make([]jsonRequest, 0, len(e.Requests))}
+		for _, m := range e.Requests {
+			out.Requests = append(out.Requests, jsonRequest{Event: "request", Peer: peerString(m.Peer), Nick: m.From, Text: m.Text, ID: m.ID, Time: jsonTime(m.Time)})
+		}
+		return out
+	case allowedResult, blockedResult:
+		return nil // the node's own EventAllowed / EventBlocked reports it
 	case chat.EventPresence:
 		return jsonPresence{Event: "presence", Nick: e.Nick, Peer: peerString(e.Peer), Online: e.Online}
 	case chat.EventConn:

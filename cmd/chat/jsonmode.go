@@ -75,7 +75,7 @@ func (jw *jsonWriter) close() {
 // runJSON is the headless mode: commands from stdin, events as JSON lines on
 // stdout. It returns after /quit, EOF on stdin, a broken stdout or ctx end,
 // having closed the node (unregister, flush).
-func runJSON(ctx context.Context, node chatNode, start func(context.Context) error, dataDir string, stdin io.Reader, stdout io.Writer, log *slog.Logger) (err error) {
+func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) error, dataDir string, stdin io.Reader, stdout io.Writer, log *slog.Logger) (err error) {
 	out := newJSONWriter(stdout, log)
 	defer out.close()
 

@@ -234,20 +234,22 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: cfg.logLevel}))
 	}
 
-	node, err := newNode(ctx, chat.Config{
-		Nick:         cfg.nick,
-		Room:         cfg.room,
-		DataDir:      cfg.dataDir,
+	p, err := chat.Open(chat.HostConfig{
 		ListenAddrs:  cfg.listen,
-		Rendezvous:   cfg.rendezvous,
 		Reachability: cfg.reachability,
-		Logger:       logger,
+	}, chat.Config{
+		Nick:       cfg.nick,
+		Room:       cfg.room,
+		DataDir:    cfg.dataDir,
+		Rendezvous: cfg.rendezvous,
+		Logger:     logger,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	defer p.Host.Close()
 	if cfg.json {
-		return runJSON(ctx, node, node.Start, cfg.dataDir, stdin, stdout, logger)
+		return runJSON(ctx, p.Node, p.Start, cfg.dataDir, stdin, stdout, logger)
 	}
-	return runTUI(ctx, node, node.Start, cfg.dataDir, stdin, stdout, logger)
+	return runTUI(ctx, p.Node, p.Start, cfg.dataDir, stdin, stdout, logger)
 }

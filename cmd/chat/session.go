@@ -17,23 +17,6 @@ import (
 	"github.com/p2p-messaging/p2p-messaging/internal/atomicfile"
 )
 
-// chatNode is the part of *chat.Node the front ends use.
-type chatNode interface {
-	Events() <-chan chat.Event
-	Send(ctx context.Context, nick, text string) (chat.Message, error)
-	Peers(ctx context.Context) []chat.PeerStatus
-	Whois(ctx context.Context, nickOrPeerID string) (chat.Whois, error)
-	Join(ctx context.Context, room string) error
-	Room() string
-	History(nick string, limit int) ([]chat.Message, error)
-	ID() peer.ID
-	Nick() string
-	Addrs() []multiaddr.Multiaddr
-	Close() error
-}
-
-var _ chatNode = (*chat.Node)(nil)
-
 // commandTimeout bounds one command (nick resolution can fall back to the DHT).
 const commandTimeout = 30 * time.Second
 
@@ -68,6 +51,15 @@ type (
 		Addrs []multiaddr.Multiaddr
 		Room  string
 	}
+	allowedResult struct {
+		Peer peer.ID
+	}
+	blockedResult struct {
+		Peer peer.ID
+	}
+	requestsResult struct {
+		Requests []chat.Message
+	}
 	helpResult struct {
 		Lines []string
 	}
@@ -81,14 +73,14 @@ type (
 // session executes parsed commands against a node and holds the small state
 // both front ends share: the current /to target.
 type session struct {
-	node    chatNode
+	node    *chat.Node
 	dataDir string // "" = do not persist the /to target
 
 	mu sync.Mutex
 	to string
 }
 
-func newSession(node chatNode, dataDir string) *session {
+func newSession(node *chat.Node, dataDir string) *session {
 	s := &session{node: node, dataDir: dataDir}
 	if dataDir != "" {
 		if b, err := os.ReadFile(filepath.Join(dataDir, lastToFile)); err == nil {
@@ -139,7 +131,7 @@ func (s *session) exec(ctx context.Context, c command) any {
 		}
 		return toResult{Nick: c.nick}
 	case cmdPeers:
-		return peersResult{Peers: s.node.Peers(ctx)}
+		return peersResult{Peers: s.node.Peers()}
 	case cmdWhois:
 		w, err := s.node.Whois(ctx, c.nick)
 		if err != nil {
@@ -166,6 +158,24 @@ func (s *session) exec(ctx context.Context, c command) any {
 		return historyResult{With: with, Messages: msgs}
 	case cmdID:
 		return idResult{Nick: s.node.Nick(), Peer: s.node.ID(), Addrs: s.node.Addrs(), Room: s.node.Room()}
+	case cmdAllow:
+		p, err := s.node.Allow(c.nick)
+		if err != nil {
+			return errorResult{err}
+		}
+		return allowedResult{Peer: p}
+	case cmdBlock:
+		p, err := s.node.Block(c.nick)
+		if err != nil {
+			return errorResult{err}
+		}
+		return blockedResult{Peer: p}
+	case cmdRequests:
+		reqs, err := s.node.Requests()
+		if err != nil {
+			return errorResult{err}
+		}
+		return requestsResult{Requests: reqs}
 	case cmdHelp:
 		return helpResult{Lines: helpLines}
 	case cmdQuit:

@@ -155,7 +155,7 @@ type selfInfo struct {
 // only ever change the pane, keys only ever change the input.
 type model struct {
 	ctx   context.Context
-	node  chatNode // used only inside commands
+	node  *chat.Node // used only inside commands
 	sess  *session
 	start func(context.Context) error
 	st    styles
@@ -182,7 +182,7 @@ type model struct {
 	draft   string // the line being edited while browsing history
 }
 
-func newModel(ctx context.Context, node chatNode, sess *session, start func(context.Context) error, self selfInfo, r *lipgloss.Renderer) model {
+func newModel(ctx context.Context, node *chat.Node, sess *session, start func(context.Context) error, self selfInfo, r *lipgloss.Renderer) model {
 	st := newStyles(r)
 	in := textinput.New()
 	in.Prompt = "> "
@@ -465,6 +465,15 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 			m.addLine(&chatLine{kind: lineInfo, text: l})
 		}
 		m.addLine(&chatLine{kind: lineInfo, text: "PgUp/PgDn (or Ctrl-Up/Ctrl-Down) scroll the messages; Up/Down recall earlier input; Ctrl-C quits"})
+	case requestsResult:
+		if len(v.Requests) == 0 {
+			m.addLine(&chatLine{kind: lineInfo, text: "no requests from strangers"})
+		}
+		for _, r := range v.Requests {
+			m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("request from %s (%s): %s", r.From, r.Peer, r.Text)})
+		}
+	case allowedResult, blockedResult:
+		// The node's EventAllowed / EventBlocked reports it.
 	case quitResult:
 		return m, tea.Quit
 	}
@@ -493,6 +502,12 @@ func (m *model) handleEvent(ev chat.Event) {
 		msg := e.Message
 		m.notePeer(msg.From, msg.Peer, nil, nil)
 		m.addLine(&chatLine{kind: lineIn, time: msg.Time, from: msg.From, to: msg.To, peer: msg.Peer, text: msg.Text, id: msg.ID})
+	case chat.EventRequest:
+		m.addLine(&chatLine{kind: lineWarning, text: fmt.Sprintf("request from stranger %s: %q (/allow %s or /block %s)", e.Nick, e.Text, e.Peer, e.Peer)})
+	case chat.EventAllowed:
+		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("allowed %s: its messages now arrive", e.Peer)})
+	case chat.EventBlocked:
+		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("blocked %s", e.Peer)})
 	case chat.EventPresence:
 		online := e.Online
 		m.notePeer(e.Nick, e.Peer, &online, nil)
@@ -819,7 +834,7 @@ func truncate(s string, w int) string {
 
 // runTUI runs the terminal UI until Ctrl-C, /quit or ctx ends, then closes
 // the node (unregister, flush).
-func runTUI(ctx context.Context, node chatNode, start func(context.Context) error, dataDir string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
+func runTUI(ctx context.Context, node *chat.Node, start func(context.Context) error, dataDir string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := newRenderer(stdout, os.Getenv("NO_COLOR") != "")

@@ -17,17 +17,18 @@ import (
 
 func startNode(t *testing.T, ctx context.Context, nick string, rv peer.AddrInfo) *chat.Node {
 	t.Helper()
-	n, err := chat.New(ctx, chat.Config{
-		Nick:        nick,
-		DataDir:     t.TempDir(),
+	p, err := chat.Open(chat.HostConfig{
 		ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")},
-		Rendezvous:  []peer.AddrInfo{rv},
 		DisableDHT:  true,
+	}, chat.Config{
+		Nick:       nick,
+		DataDir:    t.TempDir(),
+		Rendezvous: []peer.AddrInfo{rv},
 	})
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, n.Close()) })
-	require.NoError(t, n.Start(ctx))
-	return n
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	require.NoError(t, p.Start(ctx))
+	return p.Node
 }
 
 // pumpUntil feeds the node's events into the model, as the Bubble Tea

@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -28,6 +29,41 @@ const (
 	punchRearmDelay = time.Second
 )
 
+// This file is NAT traversal on top of go-libp2p's DCUtR: it reports hole
+// punches as events and re-arms punching when go-libp2p would not.
+
+type nat struct{ n *Node }
+
+func newNAT(n *Node) *nat { return &nat{n: n} }
+
+// run reports hole punches (EvtHolePunch on the host's event bus; a
+// Host from NewHost publishes them) and re-arms punching (punchWhenReady).
+func (t *nat) run() {
+	n := t.n
+	sub, err := n.h.EventBus().Subscribe(new(EventHolePunch))
+	if err != nil {
+		n.log.Warn("hole punching: cannot watch hole punches", "err", err)
+		return
+	}
+	defer sub.Close()
+	n.spawn(t.punchWhenReady)
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case e, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			hp := e.(EventHolePunch)
+			n.ev.emit(hp)
+			if strings.HasPrefix(hp.Err, "protocol: ") {
+				t.punchAgain(hp.Peer)
+			}
+		}
+	}
+}
+
 // punchWhenReady re-arms hole punching for peers met over a relay before
 // this node could punch.
 //
@@ -41,7 +77,8 @@ const (
 // through a relay is dialled again through the relay: the other side gets a
 // fresh inbound relayed connection and punches from it. A side that is not
 // ready yet does the same for us once it is, and then we punch.
-func (n *Node) punchWhenReady() {
+func (t *nat) punchWhenReady() {
+	n := t.n
 	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalProtocolsUpdated))
 	if err != nil {
 		n.log.Warn("hole punching: cannot watch local protocols", "err", err)
@@ -49,29 +86,29 @@ func (n *Node) punchWhenReady() {
 	}
 	defer sub.Close()
 	if slices.Contains(n.h.Mux().Protocols(), holepunch.Protocol) {
-		n.redialRelayed()
+		t.redialRelayed()
 		return
 	}
 	wait := observeRetry
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	for tries := 0; ; {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-t.C:
-			if tries < observeTries && n.refreshObservation() {
+		case <-timer.C:
+			if tries < observeTries && t.refreshObservation() {
 				tries++
 			}
 			wait = min(2*wait, observeRetryMax)
-			t.Reset(wait)
+			timer.Reset(wait)
 		case e, ok := <-sub.Out():
 			if !ok {
 				return
 			}
 			if slices.Contains(e.(event.EvtLocalProtocolsUpdated).Added, holepunch.Protocol) {
 				n.log.Debug("hole punching ready: re-dialling relayed peers")
-				n.redialRelayed()
+				t.redialRelayed()
 				return
 			}
 		}
@@ -86,7 +123,8 @@ func (n *Node) punchWhenReady() {
 // go-libp2p ignores an observation whose connection's local address is not a
 // listen address) the node would never punch. A new connection brings a new
 // identify and a new observation. It reports whether it reconnected.
-func (n *Node) refreshObservation() bool {
+func (t *nat) refreshObservation() bool {
+	n := t.n
 	if n.cfg.Reachability != ReachabilityPrivate {
 		return false
 	}
@@ -111,15 +149,16 @@ func (n *Node) refreshObservation() bool {
 
 // redialRelayed closes the relay-only connections to every peer and dials
 // each again through the same relay.
-func (n *Node) redialRelayed() {
-	for _, p := range n.h.Network().Peers() {
-		n.redialPeer(p)
+func (t *nat) redialRelayed() {
+	for _, p := range t.n.h.Network().Peers() {
+		t.redialPeer(p)
 	}
 }
 
 // redialPeer replaces the connections to p with a new one through the same
 // relay, if every connection to p is relayed. It reports whether it did.
-func (n *Node) redialPeer(p peer.ID) bool {
+func (t *nat) redialPeer(p peer.ID) bool {
+	n := t.n
 	var relayAddrs []multiaddr.Multiaddr
 	var conns []network.Conn
 	for _, c := range n.h.Network().ConnsToPeer(p) {
@@ -134,12 +173,7 @@ func (n *Node) redialPeer(p peer.ID) bool {
 	}
 	// The chat streams on these connections end; the peer keeps its
 	// presence (and quick reconnects) while the re-dial runs.
-	n.mu.Lock()
-	ps := n.peer(p)
-	if g := time.Now().Add(redialTimeout); g.After(ps.graceUntil) {
-		ps.graceUntil = g
-	}
-	n.mu.Unlock()
+	n.peers.graceFor(p, redialTimeout)
 	return n.spawn(func() {
 		for _, c := range conns {
 			_ = c.Close()
@@ -150,12 +184,8 @@ func (n *Node) redialPeer(p peer.ID) bool {
 			n.log.Debug("re-dial through relay", "peer", p, "err", err)
 		}
 		// From here the usual relayed-stream grace applies.
-		n.mu.Lock()
-		if g := time.Now().Add(relayGrace); g.Before(ps.graceUntil) {
-			ps.graceUntil = g
-		}
-		n.mu.Unlock()
-		n.connect(p, false) // reopen the chat stream if we had one
+		n.peers.graceFor(p, relayGrace)
+		n.peers.wantStream(p) // reopen the chat stream if we had one
 	})
 }
 
@@ -165,22 +195,18 @@ func (n *Node) redialPeer(p peer.ID) bool {
 // peer at a time and drops the trigger of a connection that arrives while
 // one runs, so without this the pair could stay relayed. At most
 // maxPunchRearms times per peer, after punchRearmDelay.
-func (n *Node) punchAgain(p peer.ID) {
-	n.mu.Lock()
-	ps := n.peer(p)
-	if ps.punchRearms >= maxPunchRearms {
-		n.mu.Unlock()
+func (t *nat) punchAgain(p peer.ID) {
+	n := t.n
+	if !n.peers.rearmPunch(p, maxPunchRearms) {
 		return
 	}
-	ps.punchRearms++
-	n.mu.Unlock()
 	n.spawn(func() {
-		t := time.NewTimer(punchRearmDelay)
-		defer t.Stop()
+		timer := time.NewTimer(punchRearmDelay)
+		defer timer.Stop()
 		select {
 		case <-n.ctx.Done():
-		case <-t.C:
-			if n.redialPeer(p) {
+		case <-timer.C:
+			if t.redialPeer(p) {
 				n.log.Debug("hole punch broke off: re-dialled through the relay", "peer", p)
 			}
 		}

@@ -1,0 +1,266 @@
+package chat
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/p2p-messaging/p2p-messaging/internal/identity"
+)
+
+// This file is the node assembly: the libp2p host a chat runs on, with its
+// transports, security, NAT services and DHT. The chat protocol services
+// (New) take any host.Host; this is the one cmd/chat builds.
+
+// DHTPrefix keeps the project's DHT apart from the public IPFS one.
+const DHTPrefix = "/p2p-messaging"
+
+// DefaultListenAddrs are the addresses a host listens on when
+// HostConfig.ListenAddrs is empty: TCP and QUIC on all IPv4 and IPv6
+// interfaces.
+var DefaultListenAddrs = []string{
+	"/ip4/0.0.0.0/tcp/0",
+	"/ip4/0.0.0.0/udp/0/quic-v1",
+	"/ip6/::/tcp/0",
+	"/ip6/::/udp/0/quic-v1",
+}
+
+// Reachability forces what the host believes about its own reachability.
+type Reachability int
+
+const (
+	// ReachabilityAuto lets AutoNAT decide.
+	ReachabilityAuto Reachability = iota
+	// ReachabilityPublic forces public reachability (tests, servers).
+	ReachabilityPublic
+	// ReachabilityPrivate forces private reachability: the host takes relay
+	// reservations at once and hole punches (test bed behind NAT).
+	ReachabilityPrivate
+)
+
+func (r Reachability) String() string {
+	switch r {
+	case ReachabilityPublic:
+		return "public"
+	case ReachabilityPrivate:
+		return "private"
+	default:
+		return "auto"
+	}
+}
+
+// HostConfig configures NewHost.
+type HostConfig struct {
+	Key          crypto.PrivKey        // required: the node's identity
+	ListenAddrs  []multiaddr.Multiaddr // default DefaultListenAddrs
+	Daemons      []peer.AddrInfo       // static relays and DHT bootstrap peers
+	Reachability Reachability
+	DisableDHT   bool
+	Logger       *slog.Logger
+}
+
+// Host is a libp2p host assembled for the chat: TCP and QUIC, Noise,
+// AutoNAT, AutoRelay with the daemons as static relays, hole punching whose
+// outcomes are published on the host's event bus as EvtHolePunch, and
+// (unless disabled) a DHT client under DHTPrefix bootstrapped from the
+// daemons.
+type Host struct {
+	host.Host
+	// DHT is nil when disabled.
+	DHT *dht.IpfsDHT
+	// Daemons are the configured daemons, with their addresses in the
+	// peerstore for good.
+	Daemons []peer.AddrInfo
+	// Reachability is what the host was told about itself.
+	Reachability Reachability
+}
+
+// EvtHolePunch is emitted on the host's event bus when a hole punch
+// attempt ends (DCUtR's tracer), including attempts that broke off with a
+// protocol error (Err starts with "protocol: ") and direct dials that made
+// a punch unnecessary.
+type EvtHolePunch = EventHolePunch // the event type itself: subscribers receive EventHolePunch
+
+// NewHost builds and starts the host.
+func NewHost(cfg HostConfig) (*Host, error) {
+	if cfg.Key == nil {
+		return nil, errors.New("host: identity key required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	listen := cfg.ListenAddrs
+	if len(listen) == 0 {
+		for _, s := range DefaultListenAddrs {
+			listen = append(listen, multiaddr.StringCast(s))
+		}
+	}
+	tr := &hpTracer{log: log, attempts: map[peer.ID]int{}}
+	opts := []libp2p.Option{
+		libp2p.Identity(cfg.Key),
+		libp2p.ListenAddrs(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.DisableMetrics(),
+		libp2p.UserAgent("p2p-messaging-chat"),
+		libp2p.EnableHolePunching(holepunch.WithTracer(tr)),
+	}
+	if len(cfg.Daemons) > 0 {
+		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(cfg.Daemons))
+	}
+	switch cfg.Reachability {
+	case ReachabilityPublic:
+		opts = append(opts, libp2p.ForceReachabilityPublic())
+	case ReachabilityPrivate:
+		opts = append(opts, libp2p.ForceReachabilityPrivate())
+	}
+	var d *dht.IpfsDHT
+	if !cfg.DisableDHT {
+		opts = append(opts, libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
+			var err error
+			d, err = dht.New(h,
+				dht.Mode(dht.ModeAuto),
+				dht.ProtocolPrefix(DHTPrefix),
+				dht.BootstrapPeers(cfg.Daemons...),
+			)
+			return d, err
+		}))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		if d != nil {
+			d.Close()
+		}
+		return nil, fmt.Errorf("create host: %w", err)
+	}
+	em, err := h.EventBus().Emitter(new(EvtHolePunch))
+	if err != nil {
+		if d != nil {
+			d.Close()
+		}
+		h.Close()
+		return nil, fmt.Errorf("hole-punch emitter: %w", err)
+	}
+	tr.setEmitter(em)
+	for _, ai := range cfg.Daemons {
+		h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+	}
+	return &Host{Host: h, DHT: d, Daemons: cfg.Daemons, Reachability: cfg.Reachability}, nil
+}
+
+// Close stops the DHT and the host.
+func (h *Host) Close() error {
+	var errs []error
+	if h.DHT != nil {
+		errs = append(errs, h.DHT.Close())
+	}
+	errs = append(errs, h.Host.Close())
+	return errors.Join(errs...)
+}
+
+// hpTracer turns DCUtR traces into EvtHolePunch on the event bus. The
+// emitter is set once the host exists; no attempt can end before that.
+type hpTracer struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	em       event.Emitter
+	attempts map[peer.ID]int
+}
+
+func (t *hpTracer) setEmitter(em event.Emitter) {
+	t.mu.Lock()
+	t.em = em
+	t.mu.Unlock()
+}
+
+func (t *hpTracer) Trace(evt *holepunch.Event) {
+	var out *EvtHolePunch
+	t.mu.Lock()
+	switch e := evt.Evt.(type) {
+	case *holepunch.HolePunchAttemptEvt:
+		t.attempts[evt.Remote] = e.Attempt
+	case *holepunch.EndHolePunchEvt:
+		a := t.attempts[evt.Remote]
+		delete(t.attempts, evt.Remote)
+		out = &EvtHolePunch{Peer: evt.Remote, Success: e.Success, Attempts: a, Elapsed: e.EllapsedTime, Err: e.Error}
+	case *holepunch.ProtocolErrorEvt:
+		// The attempt ended before any dial.
+		delete(t.attempts, evt.Remote)
+		out = &EvtHolePunch{Peer: evt.Remote, Err: "protocol: " + e.Error}
+	case *holepunch.DirectDialEvt:
+		if e.Success {
+			out = &EvtHolePunch{Peer: evt.Remote, Success: true, Elapsed: e.EllapsedTime}
+		}
+	}
+	em := t.em
+	t.mu.Unlock()
+	if out == nil || em == nil {
+		return
+	}
+	t.log.Info("hole punch", "peer", out.Peer, "success", out.Success, "attempts", out.Attempts, "elapsed", out.Elapsed, "err", out.Err)
+	_ = em.Emit(*out)
+}
+
+// Peer is a chat Node on a Host of its own, as cmd/chat runs it.
+type Peer struct {
+	*Node
+	Host *Host
+}
+
+// Open builds a Host for cfg (its identity key in cfg.DataDir, created on
+// first use; the daemons are cfg.Rendezvous unless hc.Daemons is set) and
+// starts a Node on it. hc.Key, when set, is used instead of the key file.
+func Open(hc HostConfig, cfg Config) (*Peer, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("data dir required")
+	}
+	if hc.Key == nil {
+		key, _, err := identity.LoadOrCreate(filepath.Join(cfg.DataDir, identity.FileName))
+		if err != nil {
+			return nil, err
+		}
+		hc.Key = key
+	}
+	if hc.Daemons == nil {
+		hc.Daemons = cfg.Rendezvous
+	}
+	if hc.Logger == nil {
+		hc.Logger = cfg.Logger
+	}
+	h, err := NewHost(hc)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DHT = h.DHT
+	cfg.Reachability = hc.Reachability
+	n, err := New(h, cfg)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return &Peer{Node: n, Host: h}, nil
+}
+
+// Close closes the node, then the host.
+func (p *Peer) Close() error {
+	return errors.Join(p.Node.Close(), p.Host.Close())
+}
