@@ -113,6 +113,7 @@ type chatStream struct {
 	rtt       atomic.Int64 // nanoseconds, last ping round trip
 	pingNonce atomic.Uint64
 	pingSent  atomic.Int64 // unix nanos of the last ping written
+	pongAt    atomic.Int64 // unix nanos of the last matching pong
 	unstored  atomic.Int32 // received messages waiting for their commit
 	retired   atomic.Bool
 }
@@ -437,7 +438,9 @@ func (d *dm) allowRate(p peer.ID) bool {
 func (cs *chatStream) pong(nonce uint64) {
 	sent := cs.pingSent.Load()
 	if nonce == cs.pingNonce.Load() && sent != 0 {
-		cs.rtt.Store(time.Now().UnixNano() - sent)
+		now := time.Now().UnixNano()
+		cs.rtt.Store(now - sent)
+		cs.pongAt.Store(now)
 	}
 }
 

@@ -1,6 +1,28 @@
-// Package chat is the p2p-messaging peer: a libp2p node that registers a
-// nick on rendezvous daemons, finds other nicks, and exchanges text
-// messages with them directly over its own stream protocol.
+// Package chat is the p2p-messaging peer: chat services on a libp2p host
+// that register a nick on rendezvous daemons, find other nicks, and
+// exchange text messages with them directly over their own stream
+// protocol.
+//
+// # Shape
+//
+// NewHost assembles the host (TCP and QUIC, Noise, AutoNAT, AutoRelay with
+// the daemons as static relays, DCUtR, the DHT); New starts the chat
+// services on any host.Host; Open does both, as cmd/chat does. Each piece
+// of state has one owner, named after its concept:
+//
+//	host.go      the host assembly, and the hole-punch tracer feeding the event bus
+//	node.go      Node: configuration, lifecycle, registration, rooms
+//	dm.go        the ProtocolID stream service: per stream one reader and one writer goroutine
+//	delivery.go  Send, acknowledgements, history; the in-memory outbox (one small lock)
+//	peers.go     presence, connections and dialling: the peer table, one goroutine
+//	names.go     pins, contacts and requests, verification, warnings, watches (one small lock)
+//	nat.go       hole-punch events and re-arming
+//	store.go     chat.db and its group-commit writer goroutine
+//	events.go    the event types and the queue behind Events
+//	frame.go     frame decoding and validation
+//
+// No lock is held across I/O or a channel send; network readers never wait
+// for the disk or the UI.
 //
 // # Wire format
 //
@@ -18,8 +40,8 @@
 //   - Message{id, sent_unix_ms, text}: id is 16 random bytes (32 hex
 //     characters in the API), sent_unix_ms the sender's clock, text valid
 //     UTF-8 of 1 to MaxTextLen (4096) bytes.
-//   - Ack{id}: the receiver stored Message id. Sent for every Message,
-//     duplicates included.
+//   - Ack{id}: the receiver stored Message id. Sent for every Message it
+//     takes, duplicates included.
 //   - Ping{nonce} / Pong{nonce}: liveness and round-trip time. Each side
 //     pings every PingInterval (1 s); a stream on which nothing arrived for
 //     PingTimeout (3.5 s) is reset and the peer shown offline.
@@ -28,14 +50,14 @@
 // Message/Ack/Ping/Pong frames go either way. One long-lived stream per peer
 // is enough; if both sides opened one at once, both stay usable (each side
 // reads all of them). A stream ends with a clean close (EOF) when a side
-// retires it, or with a reset on any error. A frame
-// that does not decode, is oversized, has no known body, a malformed id,
-// empty, oversized or non-UTF-8 text, or a first frame that is not a Hello
-// resets that stream (the reason is logged at Debug); the node keeps
-// serving. A stream cut inside a frame is an error, not a clean end. A
-// repeated Hello is ignored. Streams also work over limited
-// (relayed) connections; when a direct connection to the peer appears (hole
-// punch), a new stream is opened on it and the relayed one closed.
+// retires it, or with a reset on any error. A frame that does not decode,
+// is oversized, has no known body, a malformed id, empty, oversized or
+// non-UTF-8 text, or a first frame that is not a Hello resets that stream
+// (the reason is logged at Debug); the node keeps serving. A stream cut
+// inside a frame is an error, not a clean end. A repeated Hello is
+// ignored. Streams also work over limited (relayed) connections; when a
+// direct connection to the peer appears (hole punch), a new stream is
+// opened on it and the relayed one closed.
 //
 // # Delivery
 //
@@ -43,51 +65,76 @@
 // DataDir/chat.db) and returns once that record is committed, so a message
 // Send accepted survives a crash. The frame does not wait for the commit:
 // the outbox is mirrored in memory and the peer's stream writer puts the
-// message on the wire while it is being committed. An ack that arrives
-// before the commit is held and reported by Send right after EventSent, so
-// EventSent always precedes EventDelivered and each comes once. (If the
-// process dies during Send, the peer may have the message although the
-// sender's history does not; if the commit fails, Send returns an error
-// and the frame may still have arrived.)
+// message on the wire while it is being committed. The pending record is
+// queued before the frame can leave, so an ack's delivered mark, queued
+// behind it on the same writer, always lands after it: EventSent (after
+// the pending commit) always precedes EventDelivered (after the mark's
+// commit), and EventDelivered comes once per message, also across a crash:
+// a mark lost in a crash means the message is resent after the restart,
+// deduplicated and acknowledged again, and reported then.
 //
 // Outgoing messages to a peer go out on one "active" stream at a time (so
 // they keep their order); whenever a stream becomes the active one (a new
 // connection, the old stream ended, a move from a relayed to a direct
 // connection) the whole outbox for that peer is (re)sent on it, oldest
 // first, and a message left unacknowledged for AckTimeout (30 s) is written
-// again. An Ack removes the message from the outbox and emits
-// EventDelivered; the delivered mark in the database is written lazily
-// (with the next commit, at most 50 ms later; History waits for it). If a crash loses the mark, the message is resent
-// after the restart and the receiver deduplicates and acknowledges it again.
+// again.
 //
 // The receiver acknowledges a message only after the transaction holding
 // it has committed. It remembers the IDs it has seen per peer (the newest
 // MaxSeenPerPeer), so a resend is acknowledged again but never shown twice.
-// Peers with pending messages are retried when they show life (a rendezvous
-// registration, a connection) and otherwise with exponential backoff
-// (RetryInterval doubling up to 1 min).
+// A reader never waits for the disk: a message it cannot take at once (its
+// stream has 256 waiting for their commit, the writer's queue of 4096 is
+// full, the peer is over its receive rate or storage quota) is simply not
+// acknowledged, and the sender writes it again; pings and acks on the same
+// stream go on meanwhile. Peers with pending messages are retried when
+// they show life (a connection, a stream) and otherwise with exponential
+// backoff (RetryInterval doubling up to 1 min).
 //
-// Writes go through one writer goroutine per node that commits everything
-// queued while the previous transaction was committing in one bbolt
-// transaction (group commit): the messages arriving on all streams, the
-// sender's pending records and the delivered marks share one fsync. A
-// stream's reader does not wait for the commit; its acks go out in order
-// as their transactions commit, those of one commit in one write.
+// Writes go through one writer goroutine that commits everything queued
+// while the previous transaction was committing in one bbolt transaction
+// (group commit): the messages arriving on all streams, the sender's
+// pending records and the delivered marks share one fsync. If one write of
+// a batch fails, each is retried alone, so a bad one fails alone.
 //
 // # Names
 //
 // A node registers p2p-messaging/user/<nick> (exclusive on the daemons: a
 // second holder gets E_NOT_AUTHORIZED, reported as ErrNickTaken) and
-// p2p-messaging/room/<room> on every daemon, and advertises both on the DHT
-// (protocol prefix /p2p-messaging). Resolving a nick tries the pinned
-// contacts, then the daemons, then the DHT. The first peer a nick resolves
-// to, or that presents in its Hello a nick the daemons list for it, is
-// pinned to it (like SSH's known_hosts; when no daemon answers, the Hello
-// is trusted on first use). A Hello nick that the daemons list for nobody
-// is not pinned: a warning says so and the peer is shown by its ID. Another peer later
-// claiming a pinned nick, in a Hello or a rendezvous registration, produces
-// an EventWarning; its messages are shown under its peer ID and messages to
-// the nick still go to the pinned peer only.
+// p2p-messaging/room/<room> on every daemon; the room is also advertised
+// on the DHT (protocol prefix /p2p-messaging). Resolving a nick tries the
+// pinned contacts, then the daemons. Verification fails closed: a nick
+// counts as held by a peer only when at least one daemon answers and every
+// answering daemon lists that peer and no other. A look-up that errs, is
+// refused or is rate-limited, daemons that disagree (reported as a
+// conflict naming both peers), or no daemon at all leave a claim
+// unverified: the peer is shown by its ID with a warning and nothing is
+// pinned. The DHT only finds the addresses of peers known by ID (pinned
+// contacts, peer IDs the user typed); it never makes a nick trusted.
+//
+// A verified nick is pinned to its peer (like SSH's known_hosts): the
+// first peer a nick resolves to, or that presents in its Hello a nick the
+// daemons verify. Another peer later claiming a pinned nick, in a Hello or
+// a rendezvous registration, produces an EventWarning; its messages are
+// shown under its peer ID and messages to the nick still go to the pinned
+// peer only. The look-ups a Hello triggers are bounded so that a peer
+// cannot drain the node's request allowance at the daemons: answers are
+// cached for 30 s, concurrent look-ups of one nick are joined, one peer may
+// make the node look up at most 4 distinct nicks, and all peers together
+// at most 5 a second (bursts of 20); a claim over those bounds stays
+// unverified.
+//
+// # Contacts and requests
+//
+// Contacts are the pinned peers, the peers the user wrote to, and the
+// peers the user allowed. A message from anyone else (a stranger: no
+// verified nick, never written to) is not put in the history: the first
+// one becomes the stranger's request (EventRequest), acknowledged and kept
+// in chat.db; its later messages are not acknowledged, so they wait in the
+// stranger's outbox. At most MaxRequests (100) requests are kept, the
+// oldest dropped. Allow turns the stranger into a contact (its request
+// joins the conversation as an EventMessage, and its held messages follow);
+// Block drops the request and resets the peer's streams from then on.
 //
 // # Presence
 //
@@ -98,13 +145,16 @@
 // snapshots): once a peer's last stream ends it stays offline until a new
 // stream comes up. The node opens streams by itself to the room members and
 // contacts the daemons list (up to 64), retrying with backoff, which gives
-// presence, nicks and round-trip times for them. A killed peer's connection
-// closes, its stream ends and the reconnect fails at once, so it shows
-// offline within a second (the daemons also drop its registrations when its
-// connection to them closes); a peer whose network is cut misses pings and
-// shows offline after PingTimeout (3.5 s by default). Over QUIC a killed
-// process sends no close at all, so there too the ping timeout notices it,
-// within about 4 s.
+// presence, nicks and round-trip times for them. A registration does not
+// reset that backoff (anyone can register a record), and at most 8
+// addresses of a record are kept for dialling. A peer met only in a room
+// the node left, never talked to, is forgotten and its streams closed. A
+// killed peer's connection closes, its stream ends and the reconnect fails
+// at once, so it shows offline within a second; a peer whose network is
+// cut misses pings and shows offline after PingTimeout (3.5 s by default).
+// Over QUIC a killed process sends no close at all, so there too the ping
+// timeout notices it, within about 4 s. An offline peer's connection is
+// reported as none.
 //
 // # Hole punching
 //
@@ -114,24 +164,24 @@
 // relayed connection that appears after its hole-punch service started,
 // which waits for the host to learn a public address. Peers that met over
 // the relay before that would stay relayed, so once the DCUtR handler
-// appears the node re-dials its relay-only peers through the relay
-// (punchWhenReady), giving each a fresh inbound relayed connection to punch
-// from. Their presence holds meanwhile: a relayed stream ending is never
-// taken as proof that the peer is gone, the node reconnects first. An
-// attempt that breaks off with a protocol error (reported as a failed
-// EventHolePunch) is re-armed the same way, at most twice per peer, since
-// go-libp2p ignores connections that arrive while an attempt runs.
+// appears the node re-dials its relay-only peers through the relay,
+// giving each a fresh inbound relayed connection to punch from. Their
+// presence holds meanwhile: a relayed stream ending is never taken as proof
+// that the peer is gone, the node reconnects first. An attempt that breaks
+// off with a protocol error (reported as a failed EventHolePunch) is
+// re-armed the same way, at most twice per peer.
 //
 // # Limits
 //
 // MaxFrameSize 64 KiB per frame; MaxTextLen 4096 bytes per message;
 // MaxNickLen 64 bytes; HelloTimeout 10 s for the first frame; at most 4
-// live chat streams per peer (a new one retires the least recently active);
-// the newest MaxSeenPerPeer (10000) incoming IDs per peer kept for
-// deduplication; at most 256 received messages per stream waiting for
-// their commit (then the stream's reader waits); 4096 writes queued on the
-// group-commit writer (then writers wait), at most 1024 per transaction;
-// 10 s per frame write.
+// live chat streams per peer (a new one retires the least recently
+// active); the newest MaxSeenPerPeer (10000) incoming IDs per peer kept
+// for deduplication; per peer a receive rate of ReceiveRate (50/s, bursts
+// of ReceiveBurst 200) and a storage quota of PeerQuota (64 MiB of text);
+// at most 256 received messages per stream waiting for their commit; 4096
+// writes queued on the group-commit writer, at most 1024 per transaction;
+// 10 s per frame write; MaxRequests (100) strangers' requests.
 //
 // # Events
 //

@@ -43,7 +43,9 @@ type rdvServer struct {
 	once sync.Once
 }
 
-func newRendezvous(t testing.TB) *rdvServer {
+// newRendezvous starts a daemon holding the chat's user namespaces
+// exclusive, as cmd/rendezvous does.
+func newRendezvous(t testing.TB, opts ...rendezvous.ServerOption) *rdvServer {
 	t.Helper()
 	h, err := libp2p.New(
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
@@ -51,7 +53,12 @@ func newRendezvous(t testing.TB) *rdvServer {
 		libp2p.DisableMetrics(),
 	)
 	require.NoError(t, err)
-	srv, err := rendezvous.NewServer(h, rendezvous.WithLogger(testLogger()), rendezvous.WithDisconnectGrace(500*time.Millisecond))
+	opts = append([]rendezvous.ServerOption{
+		rendezvous.WithLogger(testLogger()),
+		rendezvous.WithDisconnectGrace(500 * time.Millisecond),
+		rendezvous.WithExclusivePrefix(UserNamespacePrefix),
+	}, opts...)
+	srv, err := rendezvous.NewServer(h, opts...)
 	require.NoError(t, err)
 	r := &rdvServer{h: h, srv: srv, info: peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}}
 	t.Cleanup(r.stop)

@@ -755,7 +755,12 @@ func (s *store) tryAddRequest(m Message, maxRequests int, done func(res requestR
 		}
 		// Bound the requests: drop the oldest (entries whose request was
 		// already allowed, blocked or replaced are skipped).
-		for rb.Stats().KeyN > maxRequests {
+		held := 0
+		c := rb.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			held++
+		}
+		for ; held > maxRequests; held-- {
 			k, p := ob.Cursor().First()
 			if k == nil {
 				break
@@ -763,6 +768,9 @@ func (s *store) tryAddRequest(m Message, maxRequests int, done func(res requestR
 			k, p = append([]byte{}, k...), append([]byte{}, p...)
 			if err := ob.Delete(k); err != nil {
 				return err
+			}
+			if rb.Get(p) == nil {
+				held++ // a stale entry: its request already went
 			}
 			if err := rb.Delete(p); err != nil {
 				return err
