@@ -44,9 +44,15 @@ func parseID(s string) ([]byte, error) {
 	return b, nil
 }
 
-// ValidNick reports whether s can be used as a nick: 1 to MaxNickLen bytes of
-// letters, digits, '-', '_' and '.'.
-func ValidNick(s string) bool { return validName(s, MaxNickLen) }
+// ValidNick reports whether s is a nick in canonical form: NormalizeNick
+// accepts it and returns it unchanged (lower case, width-folded, NFC, 1 to
+// MaxNickLen bytes of letters, digits, '-', '_' and '.', one script). A nick
+// on the wire (Hello) and every nick the node compares must be in this form;
+// what a user types ("Bob", "ｂｏｂ") goes through NormalizeNick first.
+func ValidNick(s string) bool {
+	n, err := NormalizeNick(s)
+	return err == nil && n == s
+}
 
 // ValidRoom reports whether s can be used as a room name (same alphabet as a
 // nick, up to MaxRoomLen bytes).
@@ -80,8 +86,11 @@ func validateText(text string) error {
 func validateFrame(f *pb.Frame) error {
 	switch b := f.GetBody().(type) {
 	case *pb.Frame_Hello:
-		if !ValidNick(b.Hello.GetNick()) {
-			return fmt.Errorf("hello: %w", errBadNick)
+		if nick := b.Hello.GetNick(); !ValidNick(nick) {
+			if _, err := NormalizeNick(nick); err != nil {
+				return fmt.Errorf("hello: %w", err)
+			}
+			return fmt.Errorf("hello: %w: %+q is not in canonical form", errBadNick, nick)
 		}
 	case *pb.Frame_Message:
 		m := b.Message

@@ -69,6 +69,10 @@ func TestValidateFrame(t *testing.T) {
 		{"hello bad nick", helloF("bob smith"), errBadNick},
 		{"hello empty nick", helloF(""), errBadNick},
 		{"hello long nick", helloF(strings.Repeat("a", MaxNickLen+1)), errBadNick},
+		{"hello upper case nick", helloF("Bob"), errBadNick},
+		{"hello full-width nick", helloF("ｂｏｂ"), errBadNick},
+		{"hello cyrillic o", helloF("b\u043eb"), errBadNick},
+		{"hello all cyrillic", helloF("\u0431\u043e\u0431"), nil},
 		{"message", msgF(id16, "hi"), nil},
 		{"message max text", msgF(id16, strings.Repeat("a", MaxTextLen)), nil},
 		{"message text too long", msgF(id16, strings.Repeat("a", MaxTextLen+1)), errTextTooLong},
@@ -191,6 +195,8 @@ func TestInvalidFramesResetOneStream(t *testing.T) {
 		{"text too long", encode(t, helloF("mallory"), msgF(id16, long))},
 		{"bad id", encode(t, helloF("mallory"), msgF([]byte{1, 2, 3}, "hi"))},
 		{"bad hello nick", encode(t, helloF("mal lory"))},
+		{"hello nick not canonical", encode(t, helloF("Mallory"))},
+		{"hello nick mixed script", encode(t, helloF("m\u0430llory"))},
 		{"ack without id", encode(t, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{}}})},
 	}
 	for _, c := range cases {
