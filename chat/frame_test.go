@@ -218,6 +218,8 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte{0x05, 'h', 'e', 'l', 'l', 'o'})
 	f.Add(badUTF8Msg("\xff\xfe"))
 	f.Add([]byte{})
+	f.Add(encode(f, helloF("alice"), msgAt(1<<62), msgF(id16, "after")))
+	f.Add(encode(f, msgAt(-1), helloF("alice")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		n, err := DecodeFrames(data)
 		if n < 0 {
@@ -384,6 +386,8 @@ func FuzzChatStream(f *testing.F) {
 	f.Add(encode(f, helloF("mallory"), msgF(id16, "hi")))
 	f.Add(encode(f, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ping{Ping: &pb.Ping{Nonce: 3}}}))
 	f.Add(encode(f, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id16}}}))
+	f.Add(encode(f, helloF("mallory"), msgAt(1<<62), msgF(id16, "after")))
+	f.Add(encode(f, helloF("Mallory")))
 	f.Add(append(encode(f, helloF("mallory")), rawPrefix(MaxFrameSize+1)...))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
