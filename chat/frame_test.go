@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,16 @@ func badUTF8Msg(text string) []byte {
 // rawPrefix is a length prefix with no body behind it.
 func rawPrefix(n uint64) []byte { return binary.AppendUvarint(nil, n) }
 
+// testNow is the receiver's clock in the frame tests.
+var testNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+func msgAt(ms int64) *pb.Frame {
+	return &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: id16, SentUnixMs: ms, Text: "hi"}}}
+}
+
 func TestValidateFrame(t *testing.T) {
+	minMs := minSentTime.UnixMilli()
+	maxMs := testNow.Add(maxClockSkew).UnixMilli()
 	cases := []struct {
 		name string
 		f    *pb.Frame
@@ -69,27 +79,109 @@ func TestValidateFrame(t *testing.T) {
 		{"hello bad nick", helloF("bob smith"), errBadNick},
 		{"hello empty nick", helloF(""), errBadNick},
 		{"hello long nick", helloF(strings.Repeat("a", MaxNickLen+1)), errBadNick},
+		{"hello upper case nick", helloF("Bob"), errBadNick},
+		{"hello full-width nick", helloF("ｂｏｂ"), errBadNick},
+		{"hello cyrillic o", helloF("b\u043eb"), errBadNick},
+		{"hello all cyrillic", helloF("\u0431\u043e\u0431"), nil},
 		{"message", msgF(id16, "hi"), nil},
 		{"message max text", msgF(id16, strings.Repeat("a", MaxTextLen)), nil},
 		{"message text too long", msgF(id16, strings.Repeat("a", MaxTextLen+1)), errTextTooLong},
-		{"message invalid utf8", &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: id16, Text: "a\xffb"}}}, errBadUTF8},
+		{"message invalid utf8", &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: id16, SentUnixMs: minMs, Text: "a\xffb"}}}, errBadUTF8},
 		{"message empty", msgF(id16, ""), errEmptyText},
 		{"message short id", msgF(id16[:3], "hi"), errBadID},
+		{"message sent 2^62", msgAt(1 << 62), errBadSentTime},
+		{"message sent max int64", msgAt(math.MaxInt64), errBadSentTime},
+		{"message sent min int64", msgAt(math.MinInt64), errBadSentTime},
+		{"message sent zero", msgAt(0), errBadSentTime},
+		{"message sent -1", msgAt(-1), errBadSentTime},
+		{"message sent before 2020", msgAt(minMs - 1), errBadSentTime},
+		{"message sent 2020-01-01", msgAt(minMs), nil},
+		{"message sent now", msgAt(testNow.UnixMilli()), nil},
+		{"message sent now+24h", msgAt(maxMs), nil},
+		{"message sent now+24h+1ms", msgAt(maxMs + 1), errBadSentTime},
 		{"ack", &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id16}}}, nil},
 		{"ack no id", &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{}}}, errBadID},
 		{"ping", &pb.Frame{Body: &pb.Frame_Ping{Ping: &pb.Ping{Nonce: 1}}}, nil},
+		{"ping zero", &pb.Frame{Body: &pb.Frame_Ping{Ping: &pb.Ping{}}}, nil},
+		{"pong max", &pb.Frame{Body: &pb.Frame_Pong{Pong: &pb.Pong{Nonce: math.MaxUint64}}}, nil},
 		{"empty", &pb.Frame{}, errNoBody},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			err := validateFrame(c.f)
+			err := validateFrame(c.f, testNow)
 			if c.err == nil {
 				require.NoError(t, err)
-			} else {
-				require.ErrorIs(t, err, c.err)
+				return
+			}
+			require.ErrorIs(t, err, c.err)
+			// A Message with a valid id is refused alone; everything
+			// else resets the stream.
+			var bm *badMessageError
+			alone := c.f.GetMessage() != nil && len(c.f.GetMessage().GetId()) == IDLen
+			require.Equal(t, alone, errors.As(err, &bm), "refused alone: %v", err)
+			require.Equal(t, alone, errors.Is(err, errBadMessage))
+			if alone {
+				require.Equal(t, id16, bm.ID)
 			}
 		})
 	}
+}
+
+// The receiver's clock moves the upper bound: a message sent 25 h ahead of
+// the receiver is refused now and accepted two hours later.
+func TestSentTimeFollowsClock(t *testing.T) {
+	sent := testNow.Add(25 * time.Hour).UnixMilli()
+	require.ErrorIs(t, checkSentTime(sent, testNow), errBadSentTime)
+	require.NoError(t, checkSentTime(sent, testNow.Add(time.Hour)))
+	// Every accepted time survives the conversions the node makes.
+	for _, ms := range []int64{minSentTime.UnixMilli(), testNow.Add(maxClockSkew).UnixMilli()} {
+		require.NoError(t, checkSentTime(ms, testNow))
+		b, err := time.UnixMilli(ms).UTC().MarshalJSON()
+		require.NoError(t, err)
+		require.NotEmpty(t, b)
+	}
+	// What the issue reproduced: 2^62 ms does not survive them.
+	_, err := time.UnixMilli(1 << 62).UTC().MarshalJSON()
+	require.Error(t, err)
+}
+
+// A refused Message after the Hello is dropped inside the reader, which
+// goes on with the next frame; before the Hello it is an error.
+func TestFrameReaderDropsBadMessage(t *testing.T) {
+	good := func(b byte) *pb.Frame {
+		return &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: bytes.Repeat([]byte{b}, IDLen), SentUnixMs: testNow.UnixMilli(), Text: "ok"}}}
+	}
+	data := encode(t, helloF("mallory"), good(1), msgAt(1<<62), good(2),
+		msgF(id16, strings.Repeat("a", MaxTextLen+1)), msgAt(minSentTime.UnixMilli()-1), good(3))
+	r := newFrameReader(bytes.NewReader(data))
+	r.now = func() time.Time { return testNow }
+	var refused []error
+	r.refused = func(e *badMessageError) { refused = append(refused, e) }
+	f, err := r.next()
+	require.NoError(t, err)
+	require.Equal(t, "mallory", f.GetHello().GetNick())
+	for _, b := range []byte{1, 2, 3} {
+		f, err := r.next()
+		require.NoError(t, err)
+		require.Equal(t, bytes.Repeat([]byte{b}, IDLen), f.GetMessage().GetId())
+	}
+	_, err = r.next()
+	require.ErrorIs(t, err, io.EOF)
+	require.Equal(t, 3, r.nRefused)
+	require.Len(t, refused, 3)
+	require.ErrorIs(t, refused[0], errBadSentTime)
+	require.ErrorIs(t, refused[1], errTextTooLong)
+	require.ErrorIs(t, refused[2], errBadSentTime)
+	require.Contains(t, refused[0].Error(), "0707070707070707")
+
+	// Before the Hello, a bad Message is an error like any other.
+	r = newFrameReader(bytes.NewReader(encode(t, msgAt(1<<62), helloF("mallory"))))
+	_, err = r.next()
+	require.ErrorIs(t, err, errBadMessage)
+
+	n, err := DecodeFrames(data)
+	require.NoError(t, err)
+	require.Equal(t, 4, n)
 }
 
 func TestDecodeFramesLimits(t *testing.T) {
@@ -126,6 +218,8 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte{0x05, 'h', 'e', 'l', 'l', 'o'})
 	f.Add(badUTF8Msg("\xff\xfe"))
 	f.Add([]byte{})
+	f.Add(encode(f, helloF("alice"), msgAt(1<<62), msgF(id16, "after")))
+	f.Add(encode(f, msgAt(-1), helloF("alice")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		n, err := DecodeFrames(data)
 		if n < 0 {
@@ -177,7 +271,6 @@ func expectReset(t *testing.T, s network.Stream) {
 func TestInvalidFramesResetOneStream(t *testing.T) {
 	alice := newNode(t, nil, "alice", "")
 	raw := rawPeer(t)
-	long := strings.Repeat("a", MaxTextLen+1)
 	cases := []struct {
 		name string
 		data []byte
@@ -188,9 +281,11 @@ func TestInvalidFramesResetOneStream(t *testing.T) {
 		{"empty frame", rawPrefix(0)},
 		{"first frame not hello", encode(t, msgF(id16, "hi"))},
 		{"invalid utf8", append(encode(t, helloF("mallory")), badUTF8Msg("bad\xc3\x28")...)},
-		{"text too long", encode(t, helloF("mallory"), msgF(id16, long))},
 		{"bad id", encode(t, helloF("mallory"), msgF([]byte{1, 2, 3}, "hi"))},
 		{"bad hello nick", encode(t, helloF("mal lory"))},
+		{"hello nick not canonical", encode(t, helloF("Mallory"))},
+		{"hello nick mixed script", encode(t, helloF("m\u0430llory"))},
+		{"bad message before hello", encode(t, msgAt(1<<62), helloF("mallory"))},
 		{"ack without id", encode(t, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{}}})},
 	}
 	for _, c := range cases {
@@ -226,10 +321,73 @@ func TestInvalidFramesResetOneStream(t *testing.T) {
 	require.Equal(t, 1, alice.rec.count(isRequest("fine now")))
 }
 
+// Issue 13 item 8: a Message with sent_unix_ms = 2^62 was stored, failed
+// its batch of writes (JSON time out of range) and was never acked, and one
+// such frame every few good ones stalled them all. Now each bad message is
+// dropped alone: the stream stays up, every good message around it is
+// stored and acked, the bad ones are neither.
+func TestBadMessageRefusedAlone(t *testing.T) {
+	alice := newNode(t, nil, "alice", "", func(c *Config) { c.PingTimeout = time.Minute })
+	raw := rawPeer(t)
+	s := rawStream(t, raw, alice.Node)
+	defer s.Reset()
+
+	const good = 200
+	now := time.Now()
+	bad := []*pb.Message{
+		{SentUnixMs: 1 << 62, Text: "poison"},
+		{SentUnixMs: now.Add(maxClockSkew + time.Hour).UnixMilli(), Text: "from the future"},
+		{SentUnixMs: minSentTime.UnixMilli() - 1, Text: "from 2019"},
+		{SentUnixMs: now.UnixMilli(), Text: strings.Repeat("a", MaxTextLen+1)},
+		{SentUnixMs: now.UnixMilli()},
+	}
+	frames := []*pb.Frame{helloF("mallory")}
+	goodIDs := map[string]bool{}
+	for i := range good {
+		id := bytes.Repeat([]byte{byte(i), byte(i >> 8), 1}, 6)[:IDLen]
+		goodIDs[string(id)] = true
+		frames = append(frames, &pb.Frame{Body: &pb.Frame_Message{Message: &pb.Message{Id: id, SentUnixMs: now.UnixMilli(), Text: "good"}}})
+		b := proto.Clone(bad[i%len(bad)]).(*pb.Message)
+		b.Id = bytes.Repeat([]byte{byte(i), byte(i >> 8), 2}, 6)[:IDLen]
+		frames = append(frames, &pb.Frame{Body: &pb.Frame_Message{Message: b}})
+	}
+	go func() { _, _ = s.Write(encode(t, frames...)) }()
+
+	r := pbio.NewDelimitedReader(s, MaxFrameSize)
+	acked := map[string]bool{}
+	for len(acked) < good {
+		var f pb.Frame
+		require.NoError(t, r.ReadMsg(&f), "after %d acks", len(acked))
+		if id := f.GetAck().GetId(); id != nil {
+			require.True(t, goodIDs[string(id)], "ack for a refused message %x", id)
+			acked[string(id)] = true
+		}
+	}
+	// The stream is still up and ends cleanly, with no ack for a bad one.
+	require.NoError(t, s.CloseWrite())
+	for {
+		var f pb.Frame
+		err := r.ReadMsg(&f)
+		if err != nil {
+			require.ErrorIs(t, err, io.EOF, "want a clean close")
+			break
+		}
+		if id := f.GetAck().GetId(); id != nil {
+			require.True(t, goodIDs[string(id)], "ack for a refused message %x", id)
+		}
+	}
+	isMsg := func(e Event) bool { _, ok := e.(EventMessage); return ok }
+	require.Eventually(t, func() bool { return alice.rec.count(isMsg) >= good }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, good, alice.rec.count(isMsg))
+	require.Equal(t, good, alice.rec.count(isMessage("good")))
+}
+
 func FuzzChatStream(f *testing.F) {
 	f.Add(encode(f, helloF("mallory"), msgF(id16, "hi")))
 	f.Add(encode(f, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ping{Ping: &pb.Ping{Nonce: 3}}}))
 	f.Add(encode(f, helloF("mallory"), &pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id16}}}))
+	f.Add(encode(f, helloF("mallory"), msgAt(1<<62), msgF(id16, "after")))
+	f.Add(encode(f, helloF("Mallory")))
 	f.Add(append(encode(f, helloF("mallory")), rawPrefix(MaxFrameSize+1)...))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
