@@ -353,3 +353,28 @@ func TestRegistrationsCannotAimDials(t *testing.T) {
 	alice.peers.call(func() { after = alice.peers.peer(raw.ID()).nextTry })
 	require.Equal(t, before, after, "a re-registration reset the dial backoff")
 }
+
+// Attack 9: look-alike nicks. A mixed-script nick (bоb with a Cyrillic о)
+// is refused outright; a single-script look-alike of a contact's nick
+// (rnary for mary) is flagged and not pinned from a Hello.
+func TestLookAlikeNicks(t *testing.T) {
+	_, err := NormalizeNick("b\u043eb")
+	require.ErrorContains(t, err, "mixes scripts")
+	r := newRendezvous(t)
+	victim := newNode(t, r, "victim", "")
+	mary := newNode(t, r, "mary", "")
+	m := send(t, victim, "mary", "hi mary")
+	victim.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+	require.Equal(t, []string{"mary"}, pinnedTo(t, victim, mary.ID()))
+
+	fake := newNode(t, r, "rnary", "")
+	_, err = fake.Send(t.Context(), victim.ID().String(), "it's mary, new key")
+	require.NoError(t, err)
+	w := victim.rec.wait(t, 10*time.Second, func(e Event) bool {
+		w, ok := e.(EventWarning)
+		return ok && w.Peer == fake.ID()
+	}).(EventWarning)
+	require.Contains(t, w.Text, "looks like your contact \"mary\"")
+	victim.rec.wait(t, 10*time.Second, isRequest("it's mary, new key"))
+	require.Empty(t, pinnedTo(t, victim, fake.ID()))
+}

@@ -73,6 +73,11 @@ func (n *Node) Send(ctx context.Context, nick, text string) (Message, error) {
 	if p == n.h.ID() {
 		return Message{}, fmt.Errorf("send to %q: that is this node", nick)
 	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if err := checkSentTime(now.UnixMilli(), now); err != nil {
+		// Receivers would refuse it: the system clock is wrong.
+		return Message{}, fmt.Errorf("send to %q: system clock: %w", nick, err)
+	}
 	id, err := newID()
 	if err != nil {
 		return Message{}, err
@@ -83,7 +88,7 @@ func (n *Node) Send(ctx context.Context, nick, text string) (Message, error) {
 		To:       nick,
 		Peer:     p,
 		Text:     text,
-		Time:     time.Now().UTC().Truncate(time.Millisecond),
+		Time:     now,
 		Outgoing: true,
 		Status:   StatusPending,
 	}

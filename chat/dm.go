@@ -153,11 +153,12 @@ func (cs *chatStream) queue(f *pb.Frame) bool {
 	}
 }
 
-// retire ends the stream cleanly (the peer sees EOF; we read to its end).
+// retire ends the stream cleanly: the peer sees EOF, and our reader ends
+// at once (what the peer still had in flight it writes again on another
+// stream).
 func (cs *chatStream) retire() {
 	if cs.retired.CompareAndSwap(false, true) {
-		_ = cs.s.CloseWrite()
-		_ = cs.s.SetReadDeadline(time.Now().Add(writeTimeout))
+		_ = cs.s.Close()
 	}
 }
 
@@ -273,9 +274,7 @@ func (d *dm) serve(cs *chatStream) {
 		log.Debug("chat stream reset: first frame is not hello")
 		return
 	}
-	if !cs.retired.Load() {
-		_ = cs.s.SetReadDeadline(time.Time{})
-	}
+	_ = cs.s.SetReadDeadline(time.Time{})
 	cs.lastRecv.Store(time.Now().UnixNano())
 	name, verified := n.names.identify(n.ctx, p, hello.GetNick())
 	nick := ""
@@ -292,6 +291,9 @@ func (d *dm) serve(cs *chatStream) {
 		f, err := r.next()
 		if err != nil {
 			switch {
+			case cs.retired.Load():
+				log.Debug("chat stream retired")
+				ok = true
 			case errors.Is(err, io.EOF):
 				log.Debug("chat stream closed by peer")
 				ok = d.awaitStored(cs)

@@ -33,13 +33,16 @@
 // allocated. A Frame holds exactly one of:
 //
 //   - Hello{nick}: the first frame each side writes on a new stream. The
-//     nick is 1-64 bytes of letters, digits, '-', '_' and '.'. The peer's
+//     nick is 1-64 bytes of letters, digits, '-', '_' and '.', in the
+//     canonical form NormalizeNick gives (PRECIS UsernameCaseMapped, one
+//     script: "Bob" is written bob, a Latin-Cyrillic mix is no nick). The peer's
 //     identity is the Noise-authenticated peer ID of the connection, never
 //     a frame field; the nick is only a claim that the receiver checks
 //     against its pins and the rendezvous daemons (see Names).
 //   - Message{id, sent_unix_ms, text}: id is 16 random bytes (32 hex
-//     characters in the API), sent_unix_ms the sender's clock, text valid
-//     UTF-8 of 1 to MaxTextLen (4096) bytes.
+//     characters in the API), sent_unix_ms the sender's clock, between
+//     2020-01-01 UTC and 24 h after the receiver's clock, text valid UTF-8
+//     of 1 to MaxTextLen (4096) bytes.
 //   - Ack{id}: the receiver stored Message id. Sent for every Message it
 //     takes, duplicates included.
 //   - Ping{nonce} / Pong{nonce}: liveness and round-trip time. Each side
@@ -50,10 +53,14 @@
 // Message/Ack/Ping/Pong frames go either way. One long-lived stream per peer
 // is enough; if both sides opened one at once, both stay usable (each side
 // reads all of them). A stream ends with a clean close (EOF) when a side
-// retires it, or with a reset on any error. A frame that does not decode,
-// is oversized, has no known body, a malformed id, empty, oversized or
-// non-UTF-8 text, or a first frame that is not a Hello resets that stream
-// (the reason is logged at Debug); the node keeps serving. A stream cut
+// retires it, or with a reset on any error. A frame that does not decode
+// (non-UTF-8 text included), is oversized, has no known body or a
+// malformed id, a bad Hello nick, or a first frame that is not a Hello
+// resets that stream (the reason is logged at Debug); the node keeps
+// serving. A Message with a valid id whose time or text is refused (empty
+// or oversized text, a time out of range) is dropped alone: not stored,
+// not acknowledged, the stream stays up and the sender keeps it in its
+// outbox, so one poisoned message never fails or stalls others. A stream cut
 // inside a frame is an error, not a clean end. A repeated Hello is
 // ignored. Streams also work over limited (relayed) connections; when a
 // direct connection to the peer appears (hole punch), a new stream is
@@ -114,7 +121,9 @@
 //
 // A verified nick is pinned to its peer (like SSH's known_hosts): the
 // first peer a nick resolves to, or that presents in its Hello a nick the
-// daemons verify. Another peer later claiming a pinned nick, in a Hello or
+// daemons verify. A verified nick confusable with a contact's (rnary and
+// mary, b0b and bob) is flagged with a warning, and from a Hello it is not
+// pinned. Another peer later claiming a pinned nick, in a Hello or
 // a rendezvous registration, produces an EventWarning; its messages are
 // shown under its peer ID and messages to the nick still go to the pinned
 // peer only. The look-ups a Hello triggers are bounded so that a peer

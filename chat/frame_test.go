@@ -327,8 +327,13 @@ func TestInvalidFramesResetOneStream(t *testing.T) {
 // dropped alone: the stream stays up, every good message around it is
 // stored and acked, the bad ones are neither.
 func TestBadMessageRefusedAlone(t *testing.T) {
-	alice := newNode(t, nil, "alice", "", func(c *Config) { c.PingTimeout = time.Minute })
+	alice := newNode(t, nil, "alice", "", func(c *testConfig) {
+		c.PingTimeout = time.Minute
+		c.ReceiveBurst = 1000
+	})
 	raw := rawPeer(t)
+	_, err := alice.Allow(raw.ID().String()) // a contact: its messages are taken
+	require.NoError(t, err)
 	s := rawStream(t, raw, alice.Node)
 	defer s.Reset()
 

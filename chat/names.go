@@ -194,7 +194,7 @@ func (nm *names) resolve(ctx context.Context, nick string) (peer.ID, error) {
 	ai, ok := l.holder()
 	switch {
 	case ok:
-		return nm.pin(nick, ai)
+		return nm.pin(nick, ai, false)
 	case len(l.holders) > 1:
 		nm.warnConflict(nick, l.holders)
 		return "", fmt.Errorf("the daemons disagree on who holds nick %q (%s, %s); not pinning", nick, l.holders[0].ID, l.holders[1].ID)
@@ -206,8 +206,16 @@ func (nm *names) resolve(ctx context.Context, nick string) (peer.ID, error) {
 }
 
 // pin records nick -> ai.ID (verified) unless the nick is pinned already,
-// and returns the peer it is pinned to.
-func (nm *names) pin(nick string, ai peer.AddrInfo) (peer.ID, error) {
+// and returns the peer it is pinned to. A nick confusable with a contact's
+// (bоb with a Cyrillic о for bob) is flagged; with auto (a Hello's claim,
+// not the user's choice) it is then not pinned (errConfusable).
+func (nm *names) pin(nick string, ai peer.AddrInfo, auto bool) (peer.ID, error) {
+	if c, ok := nm.confusableContact(nick, ai.ID); ok {
+		nm.warn(nick, ai.ID, fmt.Sprintf("nick %q of peer %s looks like your contact %q (%s)", nick, ai.ID, c.Nick, c.Peer))
+		if auto {
+			return "", errConfusable
+		}
+	}
 	addAddrs(nm.n.h.Peerstore(), ai)
 	pinned, err := nm.n.db.pin(nick, ai.ID, ai.Addrs, time.Now())
 	if err != nil {
@@ -217,6 +225,24 @@ func (nm *names) pin(nick string, ai peer.AddrInfo) (peer.ID, error) {
 		nm.learn(ai.ID, nick)
 	}
 	return pinned, nil
+}
+
+// errConfusable: a claimed nick looks like a contact's; not pinned.
+var errConfusable = errors.New("nick confusable with a contact's")
+
+// confusableContact returns a contact of another peer whose nick looks
+// like nick.
+func (nm *names) confusableContact(nick string, p peer.ID) (contact, bool) {
+	contacts, err := nm.n.db.contacts()
+	if err != nil {
+		return contact{}, false
+	}
+	for _, c := range contacts {
+		if c.Peer != p && Confusable(nick, c.Nick) {
+			return c, true
+		}
+	}
+	return contact{}, false
 }
 
 // learn indexes a verified nick and follows it.
@@ -263,13 +289,17 @@ func (nm *names) identify(ctx context.Context, p peer.ID, claimed string) (strin
 	ai, ok := l.holder()
 	switch {
 	case ok && ai.ID == p:
-		if pinned, err := nm.pin(claimed, ai); err != nil || pinned != p {
-			if err == nil {
-				nm.warnImpersonation(claimed, p, pinned)
-			}
-			return p.String(), false
+		pinned, err := nm.pin(claimed, ai, true)
+		switch {
+		case errors.Is(err, errConfusable):
+		case err != nil:
+			n.log.Warn("pin contact", "nick", claimed, "peer", p, "err", err)
+		case pinned != p:
+			nm.warnImpersonation(claimed, p, pinned)
+		default:
+			return claimed, true
 		}
-		return claimed, true
+		return p.String(), false
 	case ok:
 		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which the rendezvous daemons list for %s; not accepted", p, claimed, ai.ID))
 	case len(l.holders) > 1:

@@ -131,10 +131,10 @@ func TestOpenStoreInUse(t *testing.T) {
 }
 
 func TestValidNames(t *testing.T) {
-	for _, ok := range []string{"alice", "Bob_2", "élodie", "a.b-c"} {
+	for _, ok := range []string{"alice", "bob_2", "élodie", "a.b-c"} {
 		require.True(t, ValidNick(ok), ok)
 	}
-	for _, bad := range []string{"", "a b", "a/b", "a\x00", string(make([]byte, MaxNickLen+1)), "\xff"} {
+	for _, bad := range []string{"", "Bob", "a b", "a/b", "a\x00", string(make([]byte, MaxNickLen+1)), "\xff"} {
 		require.False(t, ValidNick(bad), "%q", bad)
 	}
 }

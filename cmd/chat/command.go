@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/p2p-messaging/p2p-messaging/chat"
 )
 
@@ -94,8 +96,9 @@ func parseCommand(line string) (command, error) {
 		if nick == "" {
 			return command{}, errors.New("usage: /msg <nick> <text>")
 		}
-		if !chat.ValidNick(nick) {
-			return command{}, fmt.Errorf("invalid nick %q: %s", nick, nickRules)
+		nick, err := target(nick)
+		if err != nil {
+			return command{}, err
 		}
 		if text == "" {
 			return command{}, fmt.Errorf("usage: /msg <nick> <text> (no text for %s)", nick)
@@ -105,10 +108,11 @@ func parseCommand(line string) (command, error) {
 		if len(args) != 1 {
 			return command{}, errors.New("usage: /to <nick>")
 		}
-		if !chat.ValidNick(args[0]) {
-			return command{}, fmt.Errorf("invalid nick %q: %s", args[0], nickRules)
+		nick, err := target(args[0])
+		if err != nil {
+			return command{}, err
 		}
-		return command{kind: cmdTo, nick: args[0]}, nil
+		return command{kind: cmdTo, nick: nick}, nil
 	case "/peers":
 		if len(args) != 0 {
 			return command{}, errors.New("usage: /peers")
@@ -142,7 +146,11 @@ func parseCommand(line string) (command, error) {
 		if strings.ToLower(name) == "/block" {
 			kind = cmdBlock
 		}
-		return command{kind: kind, nick: args[0]}, nil
+		nick, err := target(args[0])
+		if err != nil {
+			return command{}, err
+		}
+		return command{kind: kind, nick: nick}, nil
 	case "/requests":
 		if len(args) != 0 {
 			return command{}, errors.New("usage: /requests")
@@ -169,10 +177,11 @@ func parseHistory(args []string) (command, error) {
 			if i != 0 {
 				return command{}, errors.New(usage)
 			}
-			if !chat.ValidNick(a) {
-				return command{}, fmt.Errorf("invalid nick %q: %s", a, nickRules)
+			nick, err := target(a)
+			if err != nil {
+				return command{}, err
 			}
-			c.nick = a
+			c.nick = nick
 			continue
 		}
 		if i == 0 && len(args) == 2 {
@@ -185,6 +194,19 @@ func parseHistory(args []string) (command, error) {
 		c.n = n
 	}
 	return c, nil
+}
+
+// target is a nick in its canonical form (chat.NormalizeNick: "Bob" is
+// bob), or a peer ID string as given.
+func target(s string) (string, error) {
+	if _, err := peer.Decode(s); err == nil {
+		return s, nil
+	}
+	nick, err := chat.NormalizeNick(s)
+	if err != nil {
+		return "", fmt.Errorf("%w (%s)", err, nickRules)
+	}
+	return nick, nil
 }
 
 // cutWord splits s into its first whitespace-separated word and the rest,

@@ -92,9 +92,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.nick == "" {
 		return config{}, errors.New("-nick is required (or set CHAT_NICK)")
 	}
-	if !chat.ValidNick(cfg.nick) {
-		return config{}, fmt.Errorf("-nick %q: %s", cfg.nick, nickRules)
+	canonical, err := chat.NormalizeNick(cfg.nick)
+	if err != nil {
+		return config{}, fmt.Errorf("-nick %q: %w (%s)", cfg.nick, err, nickRules)
 	}
+	cfg.nick = canonical
 	if cfg.room != "" && !chat.ValidRoom(cfg.room) {
 		return config{}, fmt.Errorf("-room %q: %s", cfg.room, roomRules)
 	}
@@ -113,7 +115,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", *logLevel)
 	}
 
-	var err error
 	if cfg.listen, err = parseMultiaddrs(*listen); err != nil {
 		return config{}, fmt.Errorf("-listen: %w", err)
 	}
