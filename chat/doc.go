@@ -186,8 +186,8 @@
 // MaxNickLen 64 bytes; HelloTimeout 10 s for the first frame; at most 4
 // live chat streams per peer (a new one retires the least recently
 // active); the newest MaxSeenPerPeer (10000) incoming IDs per peer kept
-// for deduplication; per peer a receive rate of ReceiveRate (50/s, bursts
-// of ReceiveBurst 200) and a storage quota of PeerQuota (64 MiB of text);
+// for deduplication; per peer a receive rate of ReceiveRate (1000/s,
+// bursts of ReceiveBurst 2000) and a storage quota of PeerQuota (64 MiB of text);
 // at most 256 received messages per stream waiting for their commit; 4096
 // writes queued on the group-commit writer, at most 1024 per transaction;
 // 10 s per frame write; MaxRequests (100) strangers' requests.

@@ -100,7 +100,7 @@ type Config struct {
 	// used for deduplication (default 10000).
 	MaxSeenPerPeer int
 	// ReceiveRate and ReceiveBurst bound the messages taken from one peer
-	// (a token bucket, default 50/s with bursts of 200); beyond them
+	// (a token bucket, default 1000/s with bursts of 2000); beyond them
 	// messages are not acknowledged, so the sender writes them again later.
 	ReceiveRate  float64
 	ReceiveBurst int
@@ -146,10 +146,10 @@ func (cfg *Config) setDefaults() error {
 		cfg.MaxSeenPerPeer = 10000
 	}
 	if cfg.ReceiveRate <= 0 {
-		cfg.ReceiveRate = 50
+		cfg.ReceiveRate = 1000
 	}
 	if cfg.ReceiveBurst <= 0 {
-		cfg.ReceiveBurst = 200
+		cfg.ReceiveBurst = 2000
 	}
 	if cfg.PeerQuota <= 0 {
 		cfg.PeerQuota = 64 << 20
