@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/p2p-messaging/p2p-messaging/internal/backoff"
 )
 
 const (
@@ -89,8 +91,8 @@ func (t *nat) punchWhenReady() {
 		t.redialRelayed()
 		return
 	}
-	wait := observeRetry
-	timer := time.NewTimer(wait)
+	bo := backoff.New(observeRetry, observeRetryMax)
+	timer := time.NewTimer(bo.Next())
 	defer timer.Stop()
 	for tries := 0; ; {
 		select {
@@ -100,8 +102,7 @@ func (t *nat) punchWhenReady() {
 			if tries < observeTries && t.refreshObservation() {
 				tries++
 			}
-			wait = min(2*wait, observeRetryMax)
-			timer.Reset(wait)
+			timer.Reset(bo.Next())
 		case e, ok := <-sub.Out():
 			if !ok {
 				return
