@@ -3,12 +3,10 @@ package chat
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
@@ -17,65 +15,6 @@ import (
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
-
-// A peer that stops answering (its network cut) goes offline after
-// PingTimeout even though its connection stays up.
-func TestPresenceOfflineWhenPeerGoesSilent(t *testing.T) {
-	alice := newNode(t, nil, "alice", "", func(c *testConfig) {
-		c.PingInterval, c.PingTimeout = 100*time.Millisecond, 500*time.Millisecond
-	})
-	raw := rawPeer(t)
-	s := rawStream(t, raw, alice.Node)
-	defer s.Reset()
-	_, err := s.Write(encode(t, helloF("silent")))
-	require.NoError(t, err)
-	alice.rec.wait(t, 5*time.Second, isPresence(raw.ID().String(), true))
-	start := time.Now()
-	// The raw peer never answers the pings.
-	alice.rec.wait(t, 3*alice.cfg.PingTimeout, isPresence(raw.ID().String(), false))
-	took := time.Since(start)
-	t.Logf("offline after %s (ping timeout %s)", took, alice.cfg.PingTimeout)
-	require.GreaterOrEqual(t, took, alice.cfg.PingTimeout-alice.cfg.PingInterval)
-	require.Equal(t, network.Connected, alice.h.Network().Connectedness(raw.ID()), "the connection itself stayed up")
-}
-
-// With no rendezvous daemon, the DHT finds the addresses of a peer known by
-// its ID; it never makes a nick trusted.
-func TestDHTFindsKnownPeersButNamesNobody(t *testing.T) {
-	boot, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.ForceReachabilityPublic(), libp2p.DisableMetrics())
-	require.NoError(t, err)
-	d, err := dht.New(boot, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(DHTPrefix), dht.BootstrapPeers())
-	require.NoError(t, err)
-	t.Cleanup(func() { d.Close(); boot.Close() })
-	bootInfo := peer.AddrInfo{ID: boot.ID(), Addrs: boot.Addrs()}
-	withDHT := func(c *testConfig) {
-		c.DisableDHT = false
-		c.Rendezvous = []peer.AddrInfo{bootInfo} // a daemon with no rendezvous server: DHT only
-	}
-	alice := newNode(t, nil, "alice", "", withDHT)
-	bob := newNode(t, nil, "bob", "", withDHT)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err = alice.Send(ctx, "bob", "who are you?")
-	require.Error(t, err, "a nick nobody verified resolved")
-
-	// Alice knows bob's peer ID (an invite, /whois elsewhere), not his
-	// addresses: the DHT finds them.
-	alice.h.Peerstore().ClearAddrs(bob.ID())
-	var m Message
-	require.Eventually(t, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		m, err = alice.Send(ctx, bob.ID().String(), "found you in the DHT")
-		return err == nil
-	}, 30*time.Second, 200*time.Millisecond, "last error: %v", err)
-	// Bob never wrote to alice: her message is a request.
-	bob.rec.wait(t, 20*time.Second, func(e Event) bool {
-		r, ok := e.(EventRequest)
-		return ok && r.Peer == alice.ID() && r.Text == "found you in the DHT"
-	})
-	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
-}
 
 // relayedPair starts a rendezvous daemon with a relay service and two nodes,
 // alice (public) and bob (private, in another room so alice learns none of
@@ -110,6 +49,14 @@ func relayedPair(t *testing.T, opts ...relay.Option) (alice, bob *tnode, ctx con
 		return alice.h.Connect(ctx, peer.AddrInfo{ID: bob.ID(), Addrs: []multiaddr.Multiaddr{circuit}}) == nil
 	}, 20*time.Second, 50*time.Millisecond, "no relayed connection")
 	return alice, bob, ctx
+}
+
+func connsOf(from, to *tnode) []string {
+	var out []string
+	for _, c := range from.h.Network().ConnsToPeer(to.ID()) {
+		out = append(out, fmt.Sprintf("%s %s limited=%v", c.Stat().Direction, c.RemoteMultiaddr(), c.Stat().Limited))
+	}
+	return out
 }
 
 // Once hole punching becomes possible, relay-only peers are re-dialled
@@ -196,46 +143,4 @@ func TestRelayedThenDirect(t *testing.T) {
 	alice.rec.wait(t, 10*time.Second, isMessage("direct back"))
 	bob.rec.wait(t, 10*time.Second, isDelivered(back.ID))
 	require.Equal(t, 1, bob.rec.count(isMessage("over the relay")), "no duplicate after the move")
-}
-
-func TestQUICAndIPv6(t *testing.T) {
-	cases := []struct {
-		name, listen, transport string
-		ip                      int
-	}{
-		{"quic-v4", "/ip4/127.0.0.1/udp/0/quic-v1", "quic", 4},
-		{"tcp-v6", "/ip6/::1/tcp/0", "tcp", 6},
-		{"quic-v6", "/ip6/::1/udp/0/quic-v1", "quic", 6},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if c.ip == 6 {
-				l, err := net.Listen("tcp6", "[::1]:0")
-				if err != nil {
-					t.Skip("no IPv6 loopback:", err)
-				}
-				l.Close()
-			}
-			r := newRendezvous(t)
-			only := func(cfg *testConfig) { cfg.ListenAddrs = []multiaddr.Multiaddr{multiaddr.StringCast(c.listen)} }
-			alice := newNode(t, r, "alice", "", only)
-			bob := newNode(t, r, "bob", "", only)
-			m := send(t, alice, "bob", "over "+c.name)
-			bob.rec.wait(t, 10*time.Second, isMessage("over "+c.name))
-			alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
-			w, err := alice.Whois(context.Background(), "bob")
-			require.NoError(t, err)
-			require.Equal(t, ConnDirect, w.Conn.Kind)
-			require.Equal(t, c.transport, w.Conn.Transport)
-			require.Equal(t, c.ip, w.Conn.IPVersion)
-		})
-	}
-}
-
-func connsOf(from, to *tnode) []string {
-	var out []string
-	for _, c := range from.h.Network().ConnsToPeer(to.ID()) {
-		out = append(out, fmt.Sprintf("%s %s limited=%v", c.Stat().Direction, c.RemoteMultiaddr(), c.Stat().Limited))
-	}
-	return out
 }

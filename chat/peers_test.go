@@ -1,0 +1,97 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPresenceOfflineAfterKill(t *testing.T) {
+	r := newRendezvous(t)
+	alice := newNode(t, r, "alice", "")
+	bob := newNode(t, r, "bob", "")
+	m := send(t, bob, "alice", "hi")
+	bob.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+	alice.rec.wait(t, 5*time.Second, isPresence("bob", true))
+
+	// Kill: the host goes away without unregistering.
+	start := time.Now()
+	require.NoError(t, bob.h.Close())
+	alice.rec.wait(t, 5*time.Second, isPresence("bob", false))
+	t.Logf("offline after %s", time.Since(start))
+	require.Empty(t, alice.Peers())
+
+	// A message to the dead peer stays pending.
+	m2 := send(t, alice, "bob", "are you there?")
+	require.Equal(t, StatusPending, m2.Status)
+}
+
+// A peer that stops answering (its network cut) goes offline after
+// PingTimeout even though its connection stays up.
+func TestPresenceOfflineWhenPeerGoesSilent(t *testing.T) {
+	alice := newNode(t, nil, "alice", "", func(c *testConfig) {
+		c.PingInterval, c.PingTimeout = 100*time.Millisecond, 500*time.Millisecond
+	})
+	raw := rawPeer(t)
+	s := rawStream(t, raw, alice.Node)
+	defer s.Reset()
+	_, err := s.Write(encode(t, helloF("silent")))
+	require.NoError(t, err)
+	alice.rec.wait(t, 5*time.Second, isPresence(raw.ID().String(), true))
+	start := time.Now()
+	// The raw peer never answers the pings.
+	alice.rec.wait(t, 3*alice.cfg.PingTimeout, isPresence(raw.ID().String(), false))
+	took := time.Since(start)
+	t.Logf("offline after %s (ping timeout %s)", took, alice.cfg.PingTimeout)
+	require.GreaterOrEqual(t, took, alice.cfg.PingTimeout-alice.cfg.PingInterval)
+	require.Equal(t, network.Connected, alice.h.Network().Connectedness(raw.ID()), "the connection itself stayed up")
+}
+
+// Room members show up online (with their nick) without any message, and
+// Join moves the node to another room.
+func TestRoomPresenceAndJoin(t *testing.T) {
+	r := newRendezvous(t)
+	carol := newNode(t, r, "carol", "", func(c *testConfig) { c.Room = "dev" })
+	alice := newNode(t, r, "alice", "")
+	require.Equal(t, DefaultRoom, alice.Room())
+	require.NoError(t, alice.Join(context.Background(), "dev"))
+	require.Equal(t, "dev", alice.Room())
+	alice.rec.wait(t, 10*time.Second, isPresence("carol", true))
+	carol.rec.wait(t, 10*time.Second, isPresence("alice", true))
+	require.Eventually(t, func() bool {
+		peers := alice.Peers()
+		return len(peers) == 1 && peers[0].Nick == "carol" && peers[0].RTT > 0
+	}, 10*time.Second, 50*time.Millisecond, "carol listed with a round-trip time")
+	require.Error(t, alice.Join(context.Background(), "bad room"))
+}
+
+// Attack 6: a record can aim a node's dials at someone else's ports. The
+// node keeps at most maxDialAddrs addresses of a record, and a
+// re-registration does not reset its dial backoff.
+func TestRegistrationsCannotAimDials(t *testing.T) {
+	alice := newNode(t, nil, "alice", "")
+	raw := rawPeer(t)
+	var addrs []multiaddr.Multiaddr
+	for i := range 1000 {
+		addrs = append(addrs, multiaddr.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", 20000+i)))
+	}
+	ai := peer.AddrInfo{ID: raw.ID(), Addrs: addrs}
+	alice.peers.registered(roomNS("lobby"), ai)
+	require.Eventually(t, func() bool {
+		var next time.Time
+		alice.peers.call(func() { next = alice.peers.peer(raw.ID()).nextTry })
+		return !next.IsZero()
+	}, 10*time.Second, 10*time.Millisecond, "the dial never failed")
+	require.LessOrEqual(t, len(alice.h.Peerstore().Addrs(raw.ID())), maxDialAddrs)
+	var before, after time.Time
+	alice.peers.call(func() { before = alice.peers.peer(raw.ID()).nextTry })
+	alice.peers.registered(roomNS("lobby"), ai)
+	alice.peers.call(func() { after = alice.peers.peer(raw.ID()).nextTry })
+	require.Equal(t, before, after, "a re-registration reset the dial backoff")
+}
