@@ -56,6 +56,12 @@ func TestJSONGolden(t *testing.T) {
 			`{"event":"delivered","id":"00ff","to":"bob"}`},
 		{"message", chat.EventMessage{Message: chat.Message{ID: "abcd", From: "bob", To: "alice", Peer: bob, Text: "hi <b>&\"\n", Time: ts, Status: chat.StatusDelivered}},
 			`{"event":"message","id":"abcd","from":"bob","peer":"` + bobID + `","text":"hi <b>&\"\n","time":"2026-11-24T20:30:05.123Z","to":"alice"}`},
+		{"request", chat.EventRequest{Peer: bob, Nick: bobID, Text: "hi?", ID: "abcd", Time: ts},
+			`{"event":"request","peer":"` + bobID + `","nick":"` + bobID + `","text":"hi?","id":"abcd","time":"2026-11-24T20:30:05.123Z"}`},
+		{"allowed", chat.EventAllowed{Peer: bob}, `{"event":"allowed","peer":"` + bobID + `"}`},
+		{"blocked", chat.EventBlocked{Peer: bob}, `{"event":"blocked","peer":"` + bobID + `"}`},
+		{"requests", requestsResult{Requests: []chat.Message{{ID: "abcd", From: "bob", Peer: bob, Text: "hi?", Time: ts}}},
+			`{"event":"requests","requests":[{"event":"request","peer":"` + bobID + `","nick":"bob","text":"hi?","id":"abcd","time":"2026-11-24T20:30:05.123Z"}]}`},
 		{"presence", chat.EventPresence{Nick: "bob", Peer: bob, Online: true},
 			`{"event":"presence","nick":"bob","peer":"` + bobID + `","online":true}`},
 		{"presence offline", chat.EventPresence{Nick: "bob", Peer: bob},
@@ -118,6 +124,9 @@ func TestJSONSilentResults(t *testing.T) {
 	// A send is reported by the node's own EventSent; /quit by the exit.
 	require.Nil(t, toJSON(sentResult{}))
 	require.Nil(t, toJSON(quitResult{}))
+	// /allow and /block by the node's EventAllowed and EventBlocked.
+	require.Nil(t, toJSON(allowedResult{}))
+	require.Nil(t, toJSON(blockedResult{}))
 	require.Nil(t, toJSON(nil))
 }
 
