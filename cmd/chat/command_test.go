@@ -35,6 +35,18 @@ func TestParseCommand(t *testing.T) {
 		{line: "/msg b/ob hi", wantErr: "invalid nick"},
 		{line: "/msg " + long + " hi", wantErr: "invalid nick"},
 
+		{line: "/msg Bob hi", want: command{kind: cmdMsg, nick: "bob", text: "hi"}},
+		{line: "/msg ｂｏｂ hi", want: command{kind: cmdMsg, nick: "bob", text: "hi"}},
+		{line: "/msg b\u043eb hi", wantErr: "mixes scripts"},
+		{line: "/msg 12D3KooWGzBfT8k9w5ZxZXqNBpwG5ECW3GRWXYzSMEHMTvBrnFqj hi", want: command{kind: cmdMsg, nick: "12D3KooWGzBfT8k9w5ZxZXqNBpwG5ECW3GRWXYzSMEHMTvBrnFqj", text: "hi"}},
+		{line: "/allow 12D3KooWGzBfT8k9w5ZxZXqNBpwG5ECW3GRWXYzSMEHMTvBrnFqj", want: command{kind: cmdAllow, nick: "12D3KooWGzBfT8k9w5ZxZXqNBpwG5ECW3GRWXYzSMEHMTvBrnFqj"}},
+		{line: "/allow Bob", want: command{kind: cmdAllow, nick: "bob"}},
+		{line: "/allow", wantErr: "usage: /allow <nick|peer-id>"},
+		{line: "/block carol", want: command{kind: cmdBlock, nick: "carol"}},
+		{line: "/block a b", wantErr: "usage: /block <nick|peer-id>"},
+		{line: "/requests", want: command{kind: cmdRequests}},
+		{line: "/requests all", wantErr: "usage: /requests"},
+
 		{line: "/to bob", want: command{kind: cmdTo, nick: "bob"}},
 		{line: "/to", wantErr: "usage: /to <nick>"},
 		{line: "/to bob carol", wantErr: "usage: /to <nick>"},
