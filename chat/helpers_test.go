@@ -86,8 +86,9 @@ type nodeOpt func(*testConfig)
 // testConfig is a test node's host and chat configuration.
 type testConfig struct {
 	Config
-	ListenAddrs []multiaddr.Multiaddr
-	DisableDHT  bool
+	ListenAddrs  []multiaddr.Multiaddr
+	Reachability Reachability
+	DisableDHT   bool
 }
 
 func newNode(t testing.TB, r *rdvServer, nick, dir string, opts ...nodeOpt) *tnode {
@@ -103,10 +104,10 @@ func tryNode(t testing.TB, r *rdvServer, nick, dir string, opts ...nodeOpt) (*tn
 		dir = t.TempDir()
 	}
 	cfg := testConfig{
+		Reachability: ReachabilityPublic,
 		Config: Config{
 			Nick:          nick,
 			DataDir:       dir,
-			Reachability:  ReachabilityPublic,
 			Logger:        testLogger().With("node", nick),
 			PingInterval:  time.Second,
 			PingTimeout:   3 * time.Second,

@@ -14,7 +14,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -87,8 +86,6 @@ type Host struct {
 	// Daemons are the configured daemons, with their addresses in the
 	// peerstore for good.
 	Daemons []peer.AddrInfo
-	// Reachability is what the host was told about itself.
-	Reachability Reachability
 }
 
 // EvtHolePunch is emitted on the host's event bus when a hole punch
@@ -132,30 +129,12 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	case ReachabilityPrivate:
 		opts = append(opts, libp2p.ForceReachabilityPrivate())
 	}
-	var d *dht.IpfsDHT
-	if !cfg.DisableDHT {
-		opts = append(opts, libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
-			var err error
-			d, err = dht.New(h,
-				dht.Mode(dht.ModeAuto),
-				dht.ProtocolPrefix(DHTPrefix),
-				dht.BootstrapPeers(cfg.Daemons...),
-			)
-			return d, err
-		}))
-	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
-		if d != nil {
-			d.Close()
-		}
 		return nil, fmt.Errorf("create host: %w", err)
 	}
 	em, err := h.EventBus().Emitter(new(EvtHolePunch))
 	if err != nil {
-		if d != nil {
-			d.Close()
-		}
 		h.Close()
 		return nil, fmt.Errorf("hole-punch emitter: %w", err)
 	}
@@ -163,7 +142,26 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	for _, ai := range cfg.Daemons {
 		h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 	}
-	return &Host{Host: h, DHT: d, Daemons: cfg.Daemons, Reachability: cfg.Reachability}, nil
+	// The DHT is made only now that the host listens: it dials its
+	// bootstrap peers (the daemons) at once, and a TCP dial made before the
+	// listener exists leaves from an ephemeral port instead of the listen
+	// port, so identify's observation of the NAT mapping on that connection
+	// is discarded and hole punching never starts over TCP (every later
+	// dial to the daemon shares that connection). libp2p.Routing would
+	// build it inside libp2p.New, before listening.
+	var d *dht.IpfsDHT
+	if !cfg.DisableDHT {
+		d, err = dht.New(h,
+			dht.Mode(dht.ModeAuto),
+			dht.ProtocolPrefix(DHTPrefix),
+			dht.BootstrapPeers(cfg.Daemons...),
+		)
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("create dht: %w", err)
+		}
+	}
+	return &Host{Host: h, DHT: d, Daemons: cfg.Daemons}, nil
 }
 
 // Close stops the DHT and the host.
@@ -251,7 +249,6 @@ func Open(hc HostConfig, cfg Config) (*Peer, error) {
 		return nil, err
 	}
 	cfg.DHT = h.DHT
-	cfg.Reachability = hc.Reachability
 	n, err := New(h, cfg)
 	if err != nil {
 		h.Close()

@@ -73,11 +73,7 @@ type Config struct {
 	// DHT, when set, finds the addresses of known peers when the daemons
 	// cannot, and advertises the room.
 	DHT *dht.IpfsDHT
-	// Reachability is what the host was told about itself; behind a forced
-	// private reachability the node helps go-libp2p learn its public
-	// address (nat.go).
-	Reachability Reachability
-	Logger       *slog.Logger
+	Logger *slog.Logger
 
 	// PingInterval is the keepalive interval on a chat stream (default 1s).
 	PingInterval time.Duration
