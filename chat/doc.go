@@ -122,6 +122,21 @@
 // EventHolePunch) is re-armed the same way, at most twice per peer, since
 // go-libp2p ignores connections that arrive while an attempt runs.
 //
+// The public address comes from identify: the daemon reports the address it
+// sees the connection come from (the NAT's mapping), and go-libp2p uses
+// that observation only if the connection's local address is one of the
+// host's listen addresses, i.e. a TCP dial that reused the listen port.
+// One daemon's observation is enough for hole punching (go-libp2p's
+// HolePunchAddrs takes addresses with a single observer; the threshold of
+// four applies only to the addresses the host announces). So the node dials
+// nothing before it listens: the DHT, which dials its bootstrap peers (the
+// daemons) the moment it exists, is created after libp2p.New returns, not
+// through libp2p.Routing inside it. Built in there, it raced the listener
+// and, about one start in two, got the daemon connection from an ephemeral
+// port that every later dial then shared; that observation was dropped and
+// the node never punched over TCP (QUIC was immune: its listener reuses
+// the UDP socket of earlier dials).
+//
 // # Limits
 //
 // MaxFrameSize 64 KiB per frame; MaxTextLen 4096 bytes per message;

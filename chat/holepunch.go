@@ -10,18 +10,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 const (
 	// redialTimeout bounds one re-dial through the relay.
 	redialTimeout = 15 * time.Second
-	// observeRetry is how long a node behind NAT waits for its first public
-	// address before refreshing the observation (refreshObservation); the
-	// wait doubles up to observeRetryMax, for at most observeTries refreshes.
-	observeRetry    = 4 * time.Second
-	observeRetryMax = 30 * time.Second
-	observeTries    = 4
 	// maxPunchRearms bounds punchAgain per peer; punchRearmDelay lets the
 	// broken attempt finish first.
 	maxPunchRearms  = 2
@@ -52,19 +45,10 @@ func (n *Node) punchWhenReady() {
 		n.redialRelayed()
 		return
 	}
-	wait := observeRetry
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for tries := 0; ; {
+	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-t.C:
-			if tries < observeTries && n.refreshObservation() {
-				tries++
-			}
-			wait = min(2*wait, observeRetryMax)
-			t.Reset(wait)
 		case e, ok := <-sub.Out():
 			if !ok {
 				return
@@ -76,37 +60,6 @@ func (n *Node) punchWhenReady() {
 			}
 		}
 	}
-}
-
-// refreshObservation reconnects to one daemon reached over a public address
-// when this node, configured as behind NAT, still has no public address of
-// its own. The hole-punch service learns that address only from identify's
-// observed address; with a single daemon there is a single observation, and
-// when it is lost (seen in the Docker test bed on about one start in two:
-// go-libp2p ignores an observation whose connection's local address is not a
-// listen address) the node would never punch. A new connection brings a new
-// identify and a new observation. It reports whether it reconnected.
-func (n *Node) refreshObservation() bool {
-	if n.cfg.Reachability != ReachabilityPrivate {
-		return false
-	}
-	for _, d := range n.cfg.Rendezvous {
-		for _, c := range n.h.Network().ConnsToPeer(d.ID) {
-			if isRelayed(c.RemoteMultiaddr()) || !manet.IsPublicAddr(c.RemoteMultiaddr()) {
-				continue
-			}
-			n.log.Debug("no public address observed yet: reconnecting to a daemon for a new identify", "daemon", d.ID)
-			_ = n.h.Network().ClosePeer(d.ID)
-			ctx, cancel := context.WithTimeout(n.ctx, redialTimeout)
-			err := n.h.Connect(ctx, d)
-			cancel()
-			if err != nil {
-				n.log.Debug("reconnect to daemon", "daemon", d.ID, "err", err)
-			}
-			return true
-		}
-	}
-	return false
 }
 
 // redialRelayed closes the relay-only connections to every peer and dials

@@ -16,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/routing"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
@@ -188,33 +187,36 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	case ReachabilityPrivate:
 		opts = append(opts, libp2p.ForceReachabilityPrivate())
 	}
-	if !cfg.DisableDHT {
-		opts = append(opts, libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
-			d, err := dht.New(h,
-				dht.Mode(dht.ModeAuto),
-				dht.ProtocolPrefix("/p2p-messaging"),
-				dht.BootstrapPeers(cfg.Rendezvous...),
-			)
-			if err != nil {
-				return nil, err
-			}
-			n.dht = d
-			return d, nil
-		}))
-	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
-		if n.dht != nil {
-			n.dht.Close()
-		}
 		n.cancel()
 		n.ev.close()
 		db.close()
 		return nil, fmt.Errorf("create host: %w", err)
 	}
 	n.h = h
-	if n.dht != nil {
-		n.disc = drouting.NewRoutingDiscovery(n.dht)
+	// The DHT is made only now that the host listens: it dials its
+	// bootstrap peers (the daemons) at once, and a TCP dial made before the
+	// listener exists leaves from an ephemeral port instead of the listen
+	// port, so identify's observation of our NAT mapping on that connection
+	// is discarded and hole punching never starts (see "Hole punching" in
+	// doc.go). libp2p.Routing would build it inside libp2p.New, before
+	// listening.
+	if !cfg.DisableDHT {
+		d, err := dht.New(h,
+			dht.Mode(dht.ModeAuto),
+			dht.ProtocolPrefix("/p2p-messaging"),
+			dht.BootstrapPeers(cfg.Rendezvous...),
+		)
+		if err != nil {
+			h.Close()
+			n.cancel()
+			n.ev.close()
+			db.close()
+			return nil, fmt.Errorf("create dht: %w", err)
+		}
+		n.dht = d
+		n.disc = drouting.NewRoutingDiscovery(d)
 	}
 	for _, d := range cfg.Rendezvous {
 		h.Peerstore().AddAddrs(d.ID, d.Addrs, peerstore.PermanentAddrTTL)
