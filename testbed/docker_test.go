@@ -252,6 +252,11 @@ func (tp *topology) teardown() {
 			tp.t.Logf("compose logs of %s:\n%s", tp.project, out)
 		}
 	}
+	if os.Getenv("TESTBED_LOG_DIR") != "" {
+		if out, err := tp.compose(ctx, "logs", "--no-color", "--timestamps"); err == nil {
+			saveLog(tp.project+"_compose.log", out)
+		}
+	}
 	if len(containers) > 0 {
 		_, _ = docker(ctx, append([]string{"rm", "-f", "-v"}, containers...)...)
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -175,8 +176,22 @@ func (tp *topology) launch(spec peerSpec, name string, args []string) *peer {
 			p.mu.Unlock()
 		}
 		p.kill()
+		p.mu.Lock()
+		saveLog(name+".log", p.stderr.String()+"\n--- events ---\n"+p.eventsTail(1<<30))
+		p.mu.Unlock()
 	})
 	return p
+}
+
+// saveLog writes a full log to $TESTBED_LOG_DIR (if set), for debugging a
+// run after the fact (the failure output keeps only tails).
+func saveLog(name, text string) {
+	dir := os.Getenv("TESTBED_LOG_DIR")
+	if dir == "" {
+		return
+	}
+	_ = os.MkdirAll(dir, 0o755)
+	_ = os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644)
 }
 
 type lockedWriter struct {
