@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
@@ -78,6 +79,8 @@ type config struct {
 
 	autonatRate    int // AutoNAT dial-backs per minute, all peers
 	autonatPerPeer int // AutoNAT dial-backs per minute, one peer
+
+	dht dhtstore.Limits // what the DHT server keeps on disk
 }
 
 type relayConfig struct {
@@ -194,6 +197,10 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		autonatRate    = fs.Int("autonat-rate", defaultAutonatRate, "AutoNAT dial-back requests served per minute (all peers); 0: unlimited")
 		autonatPerPeer = fs.Int("autonat-rate-per-peer", defaultAutonatPerPeer, "AutoNAT dial-back requests served per minute for one peer")
 		connsPerIP     = fs.Int("conns-per-ip", defaultConnsPerIP, "most concurrent connections from one IPv4 address or IPv6 /56 (loopback is unlimited)")
+
+		dhtProviders        = fs.Int("dht-max-provider-records", dhtstore.DefaultMaxProviders, "DHT provider records (ADD_PROVIDER) kept on disk in total; beyond it new records are dropped until old ones expire (48 h)")
+		dhtProvidersPerPeer = fs.Int("dht-max-provider-records-per-peer", dhtstore.DefaultMaxProvidersPerPeer, "DHT provider records kept for one providing peer; refreshes of its stored records are always accepted")
+		dhtValues           = fs.Int("dht-max-value-records", dhtstore.DefaultMaxValues, "DHT value records (PUT_VALUE: /pk, /ipns) kept on disk in total")
 	)
 	fs.Var(&relayData, "relay-limit-data", "most data relayed per direction on one relayed connection, a `size` in bytes or with KiB, MiB or GiB")
 
@@ -249,6 +256,11 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		connsPerIP:      *connsPerIP,
 		autonatRate:     *autonatRate,
 		autonatPerPeer:  *autonatPerPeer,
+		dht: dhtstore.Limits{
+			MaxProviders:        *dhtProviders,
+			MaxProvidersPerPeer: *dhtProvidersPerPeer,
+			MaxValues:           *dhtValues,
+		},
 		relay: relayConfig{
 			enabled:               *relayOn,
 			infinite:              *relayInfinite,
@@ -366,6 +378,12 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("-autonat-rate must not be negative, got %d", c.autonatRate))
 	}
 	positive("autonat-rate-per-peer", int64(c.autonatPerPeer))
+	positive("dht-max-provider-records", int64(c.dht.MaxProviders))
+	positive("dht-max-provider-records-per-peer", int64(c.dht.MaxProvidersPerPeer))
+	positive("dht-max-value-records", int64(c.dht.MaxValues))
+	if c.dht.MaxProvidersPerPeer > c.dht.MaxProviders {
+		errs = append(errs, fmt.Errorf("-dht-max-provider-records-per-peer %d exceeds -dht-max-provider-records %d", c.dht.MaxProvidersPerPeer, c.dht.MaxProviders))
+	}
 	return errors.Join(errs...)
 }
 

@@ -31,6 +31,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/p2p-messaging/p2p-messaging/internal/atomicfile"
+	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
@@ -39,6 +40,10 @@ import (
 
 // KeyFileName is the identity key's file inside the data directory.
 const KeyFileName = "identity.key"
+
+// DHTDirName is the DHT server's record store (pebble) inside the data
+// directory.
+const DHTDirName = "dht"
 
 // Bootstrap reconnection backoff.
 const (
@@ -55,6 +60,7 @@ type daemon struct {
 	host     host.Host
 	cm       *connmgr.BasicConnMgr
 	kad      *dht.IpfsDHT
+	dhtStore *dhtstore.Store
 	server   *rendezvous.Server
 	httpSrv  *http.Server
 	httpDone chan struct{}
@@ -136,8 +142,15 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	}
 
 	bootstrap := slices.DeleteFunc(slices.Clone(c.bootstrap), func(ai peer.AddrInfo) bool { return ai.ID == id })
+	// Provider and value records go to a bounded pebble store on disk, not
+	// the library's unbounded in-memory map.
+	dhtDir := filepath.Join(c.dataDir, DHTDirName)
+	if d.dhtStore, err = dhtstore.Open(dhtDir, c.dht); err != nil {
+		return nil, fmt.Errorf("open dht store in %s: is another daemon using this data dir? %w", dhtDir, err)
+	}
 	d.kad, err = dht.New(h,
 		dht.Mode(dht.ModeServer),
+		dht.Datastore(d.dhtStore),
 		dht.ProtocolPrefix(dhtPrefix),
 		dht.BootstrapPeers(bootstrap...),
 	)
@@ -236,6 +249,13 @@ func (d *daemon) close() error {
 		}
 	} else if d.cm != nil {
 		_ = d.cm.Close()
+	}
+	// After the DHT and the host: no handler may reach the store once it
+	// is closed.
+	if d.dhtStore != nil {
+		if err := d.dhtStore.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close dht store: %w", err))
+		}
 	}
 	d.wg.Wait()
 	if d.httpSrv != nil {
@@ -442,6 +462,14 @@ func (d *daemon) registerMetrics(reg prometheus.Registerer, bootstrap []peer.Add
 			Name: "rendezvous_dht_routing_table_peers",
 			Help: "Peers in the DHT routing table.",
 		}, func() float64 { return float64(d.kad.RoutingTable().Size()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rendezvous_dht_provider_records",
+			Help: "DHT provider records stored (bounded by -dht-max-provider-records).",
+		}, func() float64 { return float64(d.dhtStore.Stats().Providers) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rendezvous_dht_records_refused_total",
+			Help: "DHT provider and value records dropped at a cap.",
+		}, func() float64 { return float64(d.dhtStore.Stats().Refused) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rendezvous_bootstrap_peers_connected",
 			Help: "Bootstrap daemons (-bootstrap) currently connected.",

@@ -7,6 +7,13 @@
 // and IPv6 address, keeps its identity key and registration store in the
 // user's config directory and writes its multiaddrs to the addrs file there,
 // where a chat on the same machine finds it.
+//
+// The DHT server keeps provider and value records in a pebble database in
+// the data directory (dht/), bounded by -dht-max-provider-records (total),
+// -dht-max-provider-records-per-peer and -dht-max-value-records: beyond a
+// cap new records are dropped (the peer is not told; its ADD_PROVIDER
+// succeeds as far as it can see) until stored ones expire after 48 hours,
+// while refreshes of records already stored are always kept.
 package main
 
 import (

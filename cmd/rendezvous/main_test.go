@@ -30,6 +30,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
@@ -474,6 +475,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Empty(t, c.bootstrap)
 	require.Equal(t, int64(1<<20), c.relay.limitData)
 	require.Equal(t, 10*time.Minute, c.relay.limitDuration)
+	require.Equal(t, dhtstore.DefaultLimits(), c.dht)
 }
 
 func TestConfigEnvPrecedence(t *testing.T) {
@@ -534,6 +536,10 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-conns-per-ip", "0"}, "-conns-per-ip"},
 		{[]string{"-autonat-rate", "-1"}, "-autonat-rate"},
 		{[]string{"-autonat-rate-per-peer", "0"}, "-autonat-rate-per-peer"},
+		{[]string{"-dht-max-provider-records", "0"}, "-dht-max-provider-records must be positive"},
+		{[]string{"-dht-max-provider-records-per-peer", "0"}, "-dht-max-provider-records-per-peer must be positive"},
+		{[]string{"-dht-max-provider-records", "10", "-dht-max-provider-records-per-peer", "11"}, "exceeds -dht-max-provider-records"},
+		{[]string{"-dht-max-value-records", "-1"}, "-dht-max-value-records must be positive"},
 		{[]string{"-no-such-flag"}, "not defined"},
 		{[]string{"extra"}, "unexpected argument"},
 	} {
