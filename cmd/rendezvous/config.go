@@ -93,6 +93,10 @@ type relayConfig struct {
 	reservationTTL        time.Duration
 	limitDuration         time.Duration
 	limitData             int64
+
+	maxCircuitsPerSource   int // circuits one source peer may have to one destination
+	maxCircuitsPerSourceIP int // circuits one source address may have to one destination
+	reservationRatePerIP   int // new reservations a minute from one address
 }
 
 // byteSize is a flag value in bytes that also accepts KiB/MiB/GiB (and
@@ -192,6 +196,9 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		relayTTL         = fs.Duration("relay-reservation-ttl", defaultRelayReservationTTL, "lifetime of a relay reservation (clients refresh it)")
 		relayDuration    = fs.Duration("relay-limit-duration", defaultRelayLimitDuration, "longest life of one relayed connection")
 		relayData        = byteSize(defaultRelayLimitData)
+		relayPerSource   = fs.Int("relay-max-circuits-per-source", defaultRelayCircuitsPerSource, "relayed connections one source peer may have open to one destination; beyond it CONNECT is refused (PERMISSION_DENIED)")
+		relayPerSourceIP = fs.Int("relay-max-circuits-per-source-ip", defaultRelayCircuitsPerSourceIP, "relayed connections one source IPv4 address or IPv6 /56 may have open to one destination, so a few identities cannot take a user's -relay-max-circuits")
+		relayRsvRate     = fs.Int("relay-reservation-rate-per-ip", defaultRelayReservationRate, "new relay reservations per minute from one IPv4 address or IPv6 /56 (bursting to the same number); renewals are not limited")
 
 		connsMax       = fs.Int("conns-max", defaultConnsMax, "most concurrent connections (resource manager); the connection manager trims from 3/4 of it down to 5/8")
 		autonatRate    = fs.Int("autonat-rate", defaultAutonatRate, "AutoNAT dial-back requests served per minute (all peers); 0: unlimited")
@@ -271,6 +278,10 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 			reservationTTL:        *relayTTL,
 			limitDuration:         *relayDuration,
 			limitData:             int64(relayData),
+
+			maxCircuitsPerSource:   *relayPerSource,
+			maxCircuitsPerSourceIP: *relayPerSourceIP,
+			reservationRatePerIP:   *relayRsvRate,
 		},
 	}
 	var err error
@@ -370,6 +381,9 @@ func (c *config) validate() error {
 	positiveDur("relay-reservation-ttl", r.reservationTTL)
 	positiveDur("relay-limit-duration", r.limitDuration)
 	positive("relay-limit-data", r.limitData)
+	positive("relay-max-circuits-per-source", int64(r.maxCircuitsPerSource))
+	positive("relay-max-circuits-per-source-ip", int64(r.maxCircuitsPerSourceIP))
+	positive("relay-reservation-rate-per-ip", int64(r.reservationRatePerIP))
 	if c.connsMax < 64 {
 		errs = append(errs, fmt.Errorf("-conns-max must be at least 64, got %d", c.connsMax))
 	}

@@ -61,6 +61,7 @@ type daemon struct {
 	cm       *connmgr.BasicConnMgr
 	kad      *dht.IpfsDHT
 	dhtStore *dhtstore.Store
+	relayACL *relayACL // nil without -relay
 	server   *rendezvous.Server
 	httpSrv  *http.Server
 	httpDone chan struct{}
@@ -118,7 +119,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	opts, cm, err := hostOptions(c, key, fdLimit, reg, log)
+	opts, cm, acl, err := hostOptions(c, key, fdLimit, reg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +129,10 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
 	d.host = h
+	if acl != nil {
+		acl.attach(h.Network())
+		d.relayACL = acl
+	}
 	if n := len(h.Network().ListenAddresses()); n < len(c.listen) {
 		log.Warn("some listen addresses failed", "requested", len(c.listen), "listening", n)
 	}

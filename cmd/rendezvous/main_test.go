@@ -476,6 +476,9 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, int64(1<<20), c.relay.limitData)
 	require.Equal(t, 10*time.Minute, c.relay.limitDuration)
 	require.Equal(t, dhtstore.DefaultLimits(), c.dht)
+	require.Equal(t, defaultRelayCircuitsPerSource, c.relay.maxCircuitsPerSource)
+	require.Equal(t, defaultRelayCircuitsPerSourceIP, c.relay.maxCircuitsPerSourceIP)
+	require.Equal(t, defaultRelayReservationRate, c.relay.reservationRatePerIP)
 }
 
 func TestConfigEnvPrecedence(t *testing.T) {
@@ -536,6 +539,9 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-conns-per-ip", "0"}, "-conns-per-ip"},
 		{[]string{"-autonat-rate", "-1"}, "-autonat-rate"},
 		{[]string{"-autonat-rate-per-peer", "0"}, "-autonat-rate-per-peer"},
+		{[]string{"-relay-max-circuits-per-source", "0"}, "-relay-max-circuits-per-source must be positive"},
+		{[]string{"-relay-max-circuits-per-source-ip", "0"}, "-relay-max-circuits-per-source-ip must be positive"},
+		{[]string{"-relay-reservation-rate-per-ip", "0"}, "-relay-reservation-rate-per-ip must be positive"},
 		{[]string{"-dht-max-provider-records", "0"}, "-dht-max-provider-records must be positive"},
 		{[]string{"-dht-max-provider-records-per-peer", "0"}, "-dht-max-provider-records-per-peer must be positive"},
 		{[]string{"-dht-max-provider-records", "10", "-dht-max-provider-records-per-peer", "11"}, "exceeds -dht-max-provider-records"},

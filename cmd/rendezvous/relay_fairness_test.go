@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
+	circuitproto "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/util"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/stretchr/testify/require"
+)
+
+// hostFrom is a TCP-only host listening (and so, with port reuse, dialling)
+// on the loopback address ip: 127.0.0.2 is a second source address on
+// loopback.
+func hostFrom(t *testing.T, ip string) host.Host {
+	t.Helper()
+	if ip != "127.0.0.1" && runtime.GOOS != "linux" {
+		t.Skip("a second loopback address needs Linux")
+	}
+	h, err := libp2p.New(
+		libp2p.ListenAddrStrings("/ip4/"+ip+"/tcp/0"),
+		libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.DisableMetrics(),
+	)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// reserve takes a relay reservation for h on the daemon.
+func reserve(ctx context.Context, h host.Host, d *daemon) error {
+	if err := h.Connect(ctx, peerInfoOf(d)); err != nil {
+		return err
+	}
+	_, err := client.Reserve(ctx, h, peerInfoOf(d))
+	return err
+}
+
+// rawConnect asks the relay for a circuit to dest the way a throwaway
+// attack tool does: one hop CONNECT, and no handshake behind it. The stream
+// stays open, and with it the circuit, until the caller resets it.
+func rawConnect(t *testing.T, h host.Host, d *daemon, dest peer.ID) (network.Stream, pbv2.Status) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, h.Connect(ctx, peerInfoOf(d)))
+	s, err := h.NewStream(ctx, d.host.ID(), circuitproto.ProtoIDv2Hop)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Reset() })
+	require.NoError(t, s.SetDeadline(time.Now().Add(10*time.Second)))
+	req := &pbv2.HopMessage{Type: pbv2.HopMessage_CONNECT.Enum(), Peer: util.PeerInfoToPeerV2(peer.AddrInfo{ID: dest})}
+	require.NoError(t, util.NewDelimitedWriter(s).WriteMsg(req))
+	var resp pbv2.HopMessage
+	rd := util.NewDelimitedReader(s, 4096)
+	defer rd.Close()
+	require.NoError(t, rd.ReadMsg(&resp))
+	require.NoError(t, s.SetDeadline(time.Time{}))
+	return s, resp.GetStatus()
+}
+
+// relayedConnect connects from to dest through the daemon's relay with a
+// normal libp2p dial.
+func relayedConnect(ctx context.Context, from host.Host, d *daemon, dest peer.ID) error {
+	var addrs []ma.Multiaddr
+	for _, a := range d.host.Addrs() {
+		addrs = append(addrs, a.Encapsulate(ma.StringCast("/p2p/"+d.host.ID().String()+"/p2p-circuit")))
+	}
+	return from.Connect(ctx, peer.AddrInfo{ID: dest, Addrs: addrs})
+}
+
+// TestRelayCircuitStarvation reproduces issue 13's relay starvation: throwaway
+// identities, one circuit each, used to take all of a NATed user's circuits.
+// Now one source peer and one source address hold only a few of them, a
+// peer from another address still gets through, and ended circuits free
+// their slots.
+func TestRelayCircuitStarvation(t *testing.T) {
+	const maxCircuits, perSource, perIP = 8, 2, 3
+	d := startDaemonT(t, t.TempDir(), "-force-public",
+		"-relay-max-circuits", strconv.Itoa(maxCircuits),
+		"-relay-max-circuits-per-source", strconv.Itoa(perSource),
+		"-relay-max-circuits-per-source-ip", strconv.Itoa(perIP))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	bob := hostFrom(t, "127.0.0.1") // the NATed user, reserved on the relay
+	require.Eventually(t, func() bool { return reserve(ctx, bob, d) == nil }, 10*time.Second, 20*time.Millisecond)
+
+	// One identity: perSource circuits, then refused.
+	spammer := hostFrom(t, "127.0.0.1")
+	var spam []network.Stream
+	for range perSource {
+		s, st := rawConnect(t, spammer, d, bob.ID())
+		require.Equal(t, pbv2.Status_OK, st)
+		spam = append(spam, s)
+	}
+	_, st := rawConnect(t, spammer, d, bob.ID())
+	require.Equal(t, pbv2.Status_PERMISSION_DENIED, st, "per-source limit")
+
+	// Many identities on the same address: perIP circuits in all.
+	ok := perSource
+	for range maxCircuits {
+		if _, st := rawConnect(t, hostFrom(t, "127.0.0.1"), d, bob.ID()); st == pbv2.Status_OK {
+			ok++
+		} else {
+			require.Equal(t, pbv2.Status_PERMISSION_DENIED, st)
+		}
+	}
+	require.Equal(t, perIP, ok, "per-source-address limit")
+
+	// Bob is still reachable from another address, with a real dial.
+	alice := hostFrom(t, "127.0.0.2")
+	require.NoError(t, relayedConnect(ctx, alice, d, bob.ID()))
+	conns := alice.Network().ConnsToPeer(bob.ID())
+	require.NotEmpty(t, conns)
+	require.True(t, conns[0].Stat().Limited)
+
+	// Circuits that end free their slots: the spammer drops its circuits,
+	// and a peer on the first address gets through again.
+	for _, s := range spam {
+		require.NoError(t, s.Reset())
+	}
+	carol := hostFrom(t, "127.0.0.1")
+	require.Eventually(t, func() bool {
+		return relayedConnect(ctx, carol, d, bob.ID()) == nil
+	}, 20*time.Second, 50*time.Millisecond)
+}
+
+// TestRelayReservationsPerIP reproduces the reservation grab: one address
+// taking every reservation in a second. New reservations from one address
+// are rate limited (renewals are not), and another address is unaffected.
+func TestRelayReservationsPerIP(t *testing.T) {
+	const rate, perIP = 4, 6
+	d := startDaemonT(t, t.TempDir(), "-force-public",
+		"-relay-reservation-rate-per-ip", strconv.Itoa(rate),
+		"-relay-max-reservations-per-ip", strconv.Itoa(perIP))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	first := hostFrom(t, "127.0.0.1")
+	require.Eventually(t, func() bool { return reserve(ctx, first, d) == nil }, 10*time.Second, 20*time.Millisecond)
+	got := 1
+	for range 3 * rate {
+		if reserve(ctx, hostFrom(t, "127.0.0.1"), d) == nil {
+			got++
+		}
+	}
+	require.Equal(t, rate, got, "a burst of new reservations from one address is cut at the rate")
+
+	// The first peer renews its reservation although the bucket is empty.
+	require.NoError(t, reserve(ctx, first, d))
+
+	// Another address has its own budget.
+	other := hostFrom(t, "127.0.0.2")
+	require.NoError(t, reserve(ctx, other, d))
+
+	_, held := d.relayACL.counts("", "127.0.0.1")
+	require.Equal(t, rate, held)
+}
+
+// TestRelayReservationCapPerIP: with a generous rate, the count cap per
+// address holds, and a peer that disconnects frees its slot.
+func TestRelayReservationCapPerIP(t *testing.T) {
+	const perIP = 3
+	d := startDaemonT(t, t.TempDir(), "-force-public",
+		"-relay-reservation-rate-per-ip", "1000",
+		"-relay-max-reservations-per-ip", strconv.Itoa(perIP))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var holders []host.Host
+	h := hostFrom(t, "127.0.0.1")
+	require.Eventually(t, func() bool { return reserve(ctx, h, d) == nil }, 10*time.Second, 20*time.Millisecond)
+	holders = append(holders, h)
+	for len(holders) < perIP {
+		h := hostFrom(t, "127.0.0.1")
+		require.NoError(t, reserve(ctx, h, d))
+		holders = append(holders, h)
+	}
+	late := hostFrom(t, "127.0.0.1")
+	require.Error(t, reserve(ctx, late, d), "the per-address cap holds")
+
+	require.NoError(t, holders[0].Close())
+	require.Eventually(t, func() bool { return reserve(ctx, late, d) == nil }, 10*time.Second, 20*time.Millisecond,
+		"a disconnected holder's slot is free again")
+}
+
+func TestIPKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"/ip4/203.0.113.7/tcp/1":                 "203.0.113.7",
+		"/ip6/2001:db8:1:2ff:1::1/udp/1/quic-v1": "2001:db8:1:200::/56",
+		"/ip6/2001:db8:1:2aa::9/tcp/1":           "2001:db8:1:200::/56",
+		"/ip6/::ffff:198.51.100.1/tcp/1":         "198.51.100.1",
+	} {
+		got, err := ipKey(ma.StringCast(in))
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	_, err := ipKey(ma.StringCast("/dns4/example.com/tcp/1"))
+	require.Error(t, err)
+}
