@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,16 +29,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/p2p-messaging/p2p-messaging/internal/atomicfile"
+	"github.com/p2p-messaging/p2p-messaging/internal/addrfile"
 	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
-
-// KeyFileName is the identity key's file inside the data directory.
-const KeyFileName = "identity.key"
 
 // DHTDirName is the DHT server's record store (pebble) inside the data
 // directory.
@@ -98,7 +94,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	key, created, err := identity.LoadOrCreate(filepath.Join(c.dataDir, KeyFileName))
+	key, created, err := identity.LoadOrCreate(filepath.Join(c.dataDir, identity.FileName))
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +102,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	if err != nil {
 		return nil, fmt.Errorf("derive peer id: %w", err)
 	}
-	log.Info("identity", "peer", id, "created", created, "key", filepath.Join(c.dataDir, KeyFileName))
+	log.Info("identity", "peer", id, "created", created, "key", filepath.Join(c.dataDir, identity.FileName))
 
 	fdLimit, err := raiseFDLimit()
 	if err != nil {
@@ -209,7 +205,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 			log.Info("announcing", "addr", a.Encapsulate(ma.StringCast("/p2p/"+id.String())).String())
 		}
 	}
-	if err := writeAddrFile(d.addrFile, addrs); err != nil {
+	if err := addrfile.Write(d.addrFile, addrs); err != nil {
 		return nil, err
 	}
 	d.wroteAddrs = true
@@ -315,19 +311,6 @@ func addrRank(a ma.Multiaddr) int {
 		return 1
 	}
 	return 2
-}
-
-// writeAddrFile writes one multiaddr per line, atomically.
-func writeAddrFile(path string, addrs []ma.Multiaddr) error {
-	var b strings.Builder
-	for _, a := range addrs {
-		b.WriteString(a.String())
-		b.WriteByte('\n')
-	}
-	if err := atomicfile.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("write addrs file: %w", err)
-	}
-	return nil
 }
 
 // connectBootstrap keeps a connection to every bootstrap daemon. One

@@ -187,7 +187,7 @@ func TestIdentityAddrsFileAndRestart(t *testing.T) {
 		require.Contains(t, a.String(), "/p2p/"+d.peer.String())
 	}
 
-	keyPath := filepath.Join(dir, KeyFileName)
+	keyPath := filepath.Join(dir, identity.FileName)
 	k, err := identity.Load(keyPath)
 	require.NoError(t, err)
 	id, err := peer.IDFromPrivateKey(k)
@@ -397,7 +397,7 @@ func TestBootstrapDHT(t *testing.T) {
 	// Daemon A's identity and port are fixed up front, so B can be told to
 	// bootstrap from A before A runs: B must keep retrying.
 	dirA, dirB := t.TempDir(), t.TempDir()
-	keyA, _, err := identity.LoadOrCreate(filepath.Join(dirA, KeyFileName))
+	keyA, _, err := identity.LoadOrCreate(filepath.Join(dirA, identity.FileName))
 	require.NoError(t, err)
 	idA, err := peer.IDFromPrivateKey(keyA)
 	require.NoError(t, err)
@@ -519,14 +519,14 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-log-level", "loud"}, "-log-level"},
 		{[]string{"-log-format", "xml"}, "-log-format"},
 		{[]string{"-max-ttl", "forever"}, "invalid value"},
-		{[]string{"-min-ttl", "0s"}, "-min-ttl must be positive"},
+		{[]string{"-min-ttl", "0s"}, "min ttl 0s must be positive"},
 		{[]string{"-min-ttl", "3h"}, "ttls must satisfy"},
 		{[]string{"-max-ttl", "90m500ms"}, "whole seconds"},
-		{[]string{"-max-registrations", "0"}, "-max-registrations must be positive"},
-		{[]string{"-max-registrations-per-peer", "-1"}, "-max-registrations-per-peer must be positive"},
-		{[]string{"-max-discover-limit", "5000"}, "-max-discover-limit"},
-		{[]string{"-rate", "0"}, "-rate must be positive"},
-		{[]string{"-burst", "0"}, "-burst must be positive"},
+		{[]string{"-max-registrations", "0"}, "max registrations 0 must be positive"},
+		{[]string{"-max-registrations-per-peer", "-1"}, "max registrations per peer -1 must be positive"},
+		{[]string{"-max-discover-limit", "5000"}, "max discover limit 5000 out of range 1..1000"},
+		{[]string{"-rate", "0"}, "request rate 0 must be positive"},
+		{[]string{"-burst", "0"}, "request burst 0 must be positive"},
 		{[]string{"-max-watches", "-1"}, "must not be negative"},
 		{[]string{"-exclusive-prefix", strings.Repeat("x", 256)}, "-exclusive-prefix"},
 		{[]string{"-relay-max-reservations", "0"}, "-relay-max-reservations must be positive"},
@@ -542,10 +542,10 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-relay-max-circuits-per-source", "0"}, "-relay-max-circuits-per-source must be positive"},
 		{[]string{"-relay-max-circuits-per-source-ip", "0"}, "-relay-max-circuits-per-source-ip must be positive"},
 		{[]string{"-relay-reservation-rate-per-ip", "0"}, "-relay-reservation-rate-per-ip must be positive"},
-		{[]string{"-dht-max-provider-records", "0"}, "-dht-max-provider-records must be positive"},
-		{[]string{"-dht-max-provider-records-per-peer", "0"}, "-dht-max-provider-records-per-peer must be positive"},
-		{[]string{"-dht-max-provider-records", "10", "-dht-max-provider-records-per-peer", "11"}, "exceeds -dht-max-provider-records"},
-		{[]string{"-dht-max-value-records", "-1"}, "-dht-max-value-records must be positive"},
+		{[]string{"-dht-max-provider-records", "0"}, "max provider records must be positive"},
+		{[]string{"-dht-max-provider-records-per-peer", "0"}, "max provider records per peer must be positive"},
+		{[]string{"-dht-max-provider-records", "10", "-dht-max-provider-records-per-peer", "11"}, "exceeds the total"},
+		{[]string{"-dht-max-value-records", "-1"}, "max value records must be positive"},
 		{[]string{"-no-such-flag"}, "not defined"},
 		{[]string{"extra"}, "unexpected argument"},
 	} {
@@ -558,7 +558,7 @@ func TestRunBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	var stderr bytes.Buffer
 	err := run(context.Background(), []string{"-data-dir", dir, "-rate", "-5"}, io.Discard, &stderr)
-	require.ErrorContains(t, err, "-rate must be positive")
+	require.ErrorContains(t, err, "request rate -5 must be positive")
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Empty(t, entries, "nothing written for a rejected config")
@@ -574,7 +574,7 @@ func TestRunBadFlags(t *testing.T) {
 
 	// A key file with loose permissions is refused, not silently used.
 	if runtime.GOOS != "windows" {
-		require.NoError(t, os.Chmod(filepath.Join(dir, KeyFileName), 0o644))
+		require.NoError(t, os.Chmod(filepath.Join(dir, identity.FileName), 0o644))
 		err = run(context.Background(), []string{"-listen", "/ip4/127.0.0.1/tcp/0", "-data-dir", dir}, io.Discard, io.Discard)
 		require.ErrorContains(t, err, "want 0600")
 	}

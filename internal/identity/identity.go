@@ -18,6 +18,10 @@ import (
 	"github.com/p2p-messaging/p2p-messaging/internal/atomicfile"
 )
 
+// FileName is the identity key's file inside a data directory, the
+// daemon's and the chat's alike.
+const FileName = "identity.key"
+
 // FileMode is the permission of a key file written by LoadOrCreate.
 const FileMode os.FileMode = 0o600
 
