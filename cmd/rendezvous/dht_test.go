@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
@@ -28,19 +32,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
+	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 )
-
-// startDaemonT starts an in-process daemon on loopback with args and stops
-// it at the end of the test.
-func startDaemonT(t *testing.T, dataDir string, args ...string) *daemon {
-	t.Helper()
-	c, err := parseConfig(append([]string{"-listen", "/ip4/127.0.0.1/tcp/0", "-data-dir", dataDir, "-log-format", "json"}, args...), noEnv, io.Discard)
-	require.NoError(t, err)
-	d, err := startDaemon(context.Background(), c, io.Discard)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = d.shutdown() })
-	return d
-}
 
 // providerSpammer speaks the DHT wire protocol directly: it sends raw
 // ADD_PROVIDER messages for ever-new keys on one stream, as the attack tool
@@ -177,10 +170,6 @@ func TestProviderSpamBounded(t *testing.T) {
 
 func dhtDir(dataDir string) string { return filepath.Join(dataDir, DHTDirName) }
 
-func peerInfoOf(d *daemon) peer.AddrInfo {
-	return peer.AddrInfo{ID: d.host.ID(), Addrs: d.host.Addrs()}
-}
-
 // rss is the process's resident set size in bytes (Linux; 0 elsewhere).
 func rss() uint64 {
 	b, err := os.ReadFile("/proc/self/status")
@@ -249,4 +238,111 @@ func TestProviderSpamMemory(t *testing.T) {
 				before>>20, after>>20, rssBefore>>20, rssAfter>>20, d.dhtStore.Stats())
 		})
 	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestBootstrapDHT(t *testing.T) {
+	// Daemon A's identity and port are fixed up front, so B can be told to
+	// bootstrap from A before A runs: B must keep retrying.
+	dirA, dirB := t.TempDir(), t.TempDir()
+	keyA, _, err := identity.LoadOrCreate(filepath.Join(dirA, identity.FileName))
+	require.NoError(t, err)
+	idA, err := peer.IDFromPrivateKey(keyA)
+	require.NoError(t, err)
+	listenA := "/ip4/127.0.0.1/tcp/" + itoa(freePort(t))
+	addrA := listenA + "/p2p/" + idA.String()
+
+	logs := newLogSink()
+	cb, err := parseConfig([]string{
+		"-listen", "/ip4/127.0.0.1/tcp/0", "-data-dir", dirB, "-log-format", "json", "-log-level", "debug",
+		// Its own address in the list is ignored, so one list serves all daemons.
+		"-bootstrap", addrA,
+	}, noEnv, io.Discard)
+	require.NoError(t, err)
+	b, err := startDaemon(context.Background(), cb, logs)
+	require.NoError(t, err)
+	defer b.shutdown()
+
+	ca, err := parseConfig([]string{
+		"-listen", listenA, "-data-dir", dirA, "-log-format", "json",
+		"-bootstrap", addrA + "," + listenAddrs(b.host)[0].String(),
+	}, noEnv, io.Discard)
+	require.NoError(t, err)
+	a, err := startDaemon(context.Background(), ca, io.Discard)
+	require.NoError(t, err)
+	defer a.shutdown()
+	require.Equal(t, idA, a.host.ID())
+
+	require.Eventually(t, func() bool {
+		return a.kad.RoutingTable().Find(b.host.ID()) != "" && b.kad.RoutingTable().Find(a.host.ID()) != ""
+	}, 20*time.Second, 20*time.Millisecond)
+	require.True(t, b.cm.IsProtected(idA, bootstrapProtectTag))
+
+	// A restarts (same key, same port): B reconnects by itself.
+	require.NoError(t, a.shutdown())
+	require.Eventually(t, func() bool {
+		return b.host.Network().Connectedness(idA) != network.Connected
+	}, 10*time.Second, 20*time.Millisecond)
+	ca2, err := parseConfig([]string{"-listen", listenA, "-data-dir", dirA, "-log-format", "json"}, noEnv, io.Discard)
+	require.NoError(t, err)
+	a2, err := startDaemon(context.Background(), ca2, io.Discard)
+	require.NoError(t, err)
+	defer a2.shutdown()
+	require.Eventually(t, func() bool {
+		return b.kad.RoutingTable().Find(idA) != "" && a2.kad.RoutingTable().Find(b.host.ID()) != ""
+	}, 30*time.Second, 20*time.Millisecond)
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// TestRoutingDiscoveryAcrossDaemons: alice knows only daemon A, bob only
+// daemon B; A and B are bootstrapped to each other. Bob finds alice through
+// the DHT alone.
+func TestRoutingDiscoveryAcrossDaemons(t *testing.T) {
+	a := startRun(t, t.TempDir())
+	b := startRun(t, t.TempDir(), "-bootstrap", a.addrs[0].String())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	newPeer := func(daemon *testDaemon) (host.Host, *dht.IpfsDHT) {
+		h := newClientHost(t)
+		kad, err := dht.New(h, dht.Mode(dht.ModeClient), dht.ProtocolPrefix(dhtPrefix), dht.BootstrapPeers(daemon.info()))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = kad.Close() })
+		require.NoError(t, h.Connect(ctx, daemon.info()))
+		require.Eventually(t, func() bool { return kad.RoutingTable().Find(daemon.peer) != "" },
+			10*time.Second, 10*time.Millisecond)
+		return h, kad
+	}
+	alice, akad := newPeer(a)
+	bob, bkad := newPeer(b)
+	require.Equal(t, network.NotConnected, bob.Network().Connectedness(alice.ID()))
+
+	const ns = "p2p-messaging/user/alice"
+	_, err := drouting.NewRoutingDiscovery(akad).Advertise(ctx, ns)
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		ch, err := drouting.NewRoutingDiscovery(bkad).FindPeers(ctx, ns)
+		if err != nil {
+			return false
+		}
+		for ai := range ch {
+			if ai.ID == alice.ID() && len(ai.Addrs) > 0 {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 50*time.Millisecond)
 }

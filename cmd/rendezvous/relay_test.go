@@ -2,23 +2,148 @@ package main
 
 import (
 	"context"
+	"io"
 	"runtime"
 	"strconv"
 	"testing"
 	"time"
+
+	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
-	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
 	circuitproto "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/util"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 )
+
+func TestRelayReservation(t *testing.T) {
+	d := startRun(t, t.TempDir(), "-force-public", "-relay-limit-duration", "3m", "-relay-limit-data", "256KiB")
+	h := newClientHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, h.Connect(ctx, d.info()))
+
+	// The relay service starts on the reachability event, just after ready.
+	var rsvp *client.Reservation
+	require.Eventually(t, func() bool {
+		var err error
+		rsvp, err = client.Reserve(ctx, h, d.info())
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 3*time.Minute, rsvp.LimitDuration)
+	require.Equal(t, uint64(256<<10), rsvp.LimitData)
+	require.True(t, rsvp.Expiration.After(time.Now().Add(50*time.Minute)))
+}
+
+func TestRelayInfinite(t *testing.T) {
+	d := startRun(t, t.TempDir(), "-force-public", "-relay-infinite")
+	h := newClientHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, h.Connect(ctx, d.info()))
+	var rsvp *client.Reservation
+	require.Eventually(t, func() bool {
+		var err error
+		rsvp, err = client.Reserve(ctx, h, d.info())
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, rsvp.LimitDuration)
+	require.Zero(t, rsvp.LimitData)
+}
+
+func TestNoRelayWithoutPublicReachability(t *testing.T) {
+	d := startRun(t, t.TempDir())
+	require.NotEmpty(t, d.logs.find("relay service starts only once AutoNAT confirms public reachability; on a public IP use -force-public"))
+	h := newClientHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, h.Connect(ctx, d.info()))
+	_, err := client.Reserve(ctx, h, d.info())
+	require.Error(t, err)
+}
+
+// relayPair reserves a slot for bob on the daemon and connects alice to bob
+// through the relay; it returns a stream from alice to bob's echo handler.
+func relayPair(t *testing.T, d *testDaemon) (alice, bob host.Host, s network.Stream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice, bob = newClientHost(t), newClientHost(t)
+	const echo = "/test/echo"
+	bob.SetStreamHandler(echo, func(s network.Stream) {
+		_, _ = io.Copy(s, s)
+		_ = s.Close()
+	})
+	require.NoError(t, bob.Connect(ctx, d.info()))
+	require.Eventually(t, func() bool {
+		_, err := client.Reserve(ctx, bob, d.info())
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+
+	circuit := ma.StringCast("/p2p/" + d.peer.String() + "/p2p-circuit")
+	var addrs []ma.Multiaddr
+	for _, a := range d.addrs {
+		base, _ := ma.SplitLast(a) // drop /p2p/<daemon>
+		addrs = append(addrs, base.Encapsulate(circuit))
+	}
+	require.NoError(t, alice.Connect(ctx, peer.AddrInfo{ID: bob.ID(), Addrs: addrs}))
+	conns := alice.Network().ConnsToPeer(bob.ID())
+	require.Len(t, conns, 1)
+	_, err := conns[0].RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT)
+	require.NoError(t, err, "connected through the relay")
+
+	s, err = alice.NewStream(network.WithAllowLimitedConn(ctx, "test"), bob.ID(), echo)
+	require.NoError(t, err)
+	return alice, bob, s
+}
+
+func TestRelayCircuitLimits(t *testing.T) {
+	d := startRun(t, t.TempDir(), "-force-public", "-relay-limit-data", "4KiB")
+	_, _, s := relayPair(t, d)
+	defer s.Reset()
+	require.True(t, s.Conn().Stat().Limited, "a limited relay marks its connections limited")
+
+	// Chat-sized traffic passes.
+	msg := []byte("hello over the relay")
+	_, err := s.Write(msg)
+	require.NoError(t, err)
+	buf := make([]byte, len(msg))
+	_, err = io.ReadFull(s, buf)
+	require.NoError(t, err)
+	require.Equal(t, msg, buf)
+
+	// More than -relay-limit-data in one direction: the relay cuts it.
+	require.NoError(t, s.SetDeadline(time.Now().Add(20*time.Second)))
+	go func() {
+		big := make([]byte, 1024)
+		for i := 0; i < 64; i++ {
+			if _, err := s.Write(big); err != nil {
+				return
+			}
+		}
+	}()
+	n, err := io.Copy(io.Discard, s)
+	require.Error(t, err, "the relayed connection must be reset")
+	require.Less(t, n, int64(8<<10), "no more than about -relay-limit-data came back")
+}
+
+func TestRelayInfiniteCircuitNotLimited(t *testing.T) {
+	d := startRun(t, t.TempDir(), "-force-public", "-relay-infinite")
+	_, _, s := relayPair(t, d)
+	defer s.Reset()
+	require.False(t, s.Conn().Stat().Limited, "-relay-infinite gives connections that are not limited")
+	big := make([]byte, 64<<10)
+	go func() { _, _ = s.Write(big); _ = s.CloseWrite() }()
+	n, err := io.Copy(io.Discard, s)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(big)), n)
+}
 
 // hostFrom is a TCP-only host listening (and so, with port reuse, dialling)
 // on the loopback address ip: 127.0.0.2 is a second source address on
