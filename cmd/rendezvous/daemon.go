@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +29,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/p2p-messaging/p2p-messaging/internal/addrfile"
+	"github.com/p2p-messaging/p2p-messaging/internal/backoff"
 	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
@@ -357,12 +357,12 @@ func (d *daemon) connectBootstrap(ctx context.Context, bootstrap []peer.AddrInfo
 	return nil
 }
 
-// keepConnected dials a bootstrap daemon and redials with capped
-// exponential backoff (with jitter) whenever the connection is lost.
+// keepConnected dials a bootstrap daemon and redials with the project's
+// backoff (internal/backoff) whenever the connection is lost.
 func (d *daemon) keepConnected(ctx context.Context, ai peer.AddrInfo, wake <-chan struct{}) {
 	defer d.wg.Done()
 	log := d.log.With("peer", ai.ID)
-	backoff := bootstrapMinBackoff
+	retry := backoff.New(bootstrapMinBackoff, bootstrapMaxBackoff)
 	for {
 		if d.host.Network().Connectedness(ai.ID) == network.Connected {
 			// Wait until the connection goes away.
@@ -385,15 +385,14 @@ func (d *daemon) keepConnected(ctx context.Context, ai peer.AddrInfo, wake <-cha
 		}
 		if err == nil {
 			log.Info("connected to bootstrap daemon")
-			backoff = bootstrapMinBackoff
+			retry.Reset()
 			// Seed the DHT routing table from the new neighbour; the
 			// result channel is buffered, nobody needs to read it.
 			_ = d.kad.RefreshRoutingTable()
 			continue
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := retry.Next()
 		log.Debug("bootstrap dial failed", "err", err, "retry_in", wait)
-		backoff = min(backoff*2, bootstrapMaxBackoff)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

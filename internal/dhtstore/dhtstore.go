@@ -197,15 +197,6 @@ func (s *Store) ProvidersOf(seg string) int {
 	return s.perPeer[seg]
 }
 
-// DiskUsage reports the database's size on disk.
-func (s *Store) DiskUsage(ctx context.Context) (uint64, error) {
-	if !s.enter() {
-		return 0, ErrClosed
-	}
-	defer s.life.RUnlock()
-	return s.db.DiskUsage(ctx)
-}
-
 func (s *Store) enter() bool {
 	s.life.RLock()
 	if s.closed {
