@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"runtime"
 	"strconv"
 	"testing"
@@ -333,4 +334,51 @@ func TestIPKey(t *testing.T) {
 	}
 	_, err := ipKey(ma.StringCast("/dns4/example.com/tcp/1"))
 	require.Error(t, err)
+}
+
+// TestRelayACLReservationsPerPrefix drives the ACL directly with an
+// injected clock: IPv6 sources count per /56, the token bucket refills with
+// time, and reservations expire after the TTL.
+func TestRelayACLReservationsPerPrefix(t *testing.T) {
+	c, err := parseConfig([]string{"-relay-max-reservations-per-ip", "3", "-relay-reservation-rate-per-ip", "2", "-relay-reservation-ttl", "1h"}, noEnv, io.Discard)
+	require.NoError(t, err)
+	acl, err := newRelayACL(c, slog.New(slog.DiscardHandler), nil)
+	require.NoError(t, err)
+	now := time.Unix(1_000_000, 0)
+	acl.now = func() time.Time { return now }
+
+	relay := newClientHost(t)
+	require.False(t, acl.AllowReserve(relay.ID(), ma.StringCast("/ip4/198.51.100.1/tcp/1")), "no network attached yet: refuse")
+	acl.attach(relay.Network())
+	peers := make([]host.Host, 6)
+	for i := range peers {
+		peers[i] = newClientHost(t)
+		require.NoError(t, peers[i].Connect(context.Background(), peer.AddrInfo{ID: relay.ID(), Addrs: relay.Addrs()}))
+	}
+	// Three /64s of one /56.
+	addr := func(i int) ma.Multiaddr {
+		return ma.StringCast("/ip6/2001:db8:0:" + strconv.Itoa(10+i) + "::1/tcp/1")
+	}
+	require.True(t, acl.AllowReserve(peers[0].ID(), addr(0)))
+	require.True(t, acl.AllowReserve(peers[1].ID(), addr(1)))
+	require.False(t, acl.AllowReserve(peers[2].ID(), addr(2)), "burst of 2 spent for the /56")
+	require.True(t, acl.AllowReserve(peers[3].ID(), ma.StringCast("/ip6/2001:db8:0:100::1/tcp/1")), "another /56")
+	require.True(t, acl.AllowReserve(peers[0].ID(), addr(0)), "a renewal is not rate limited")
+
+	now = now.Add(time.Minute) // the bucket refills
+	require.True(t, acl.AllowReserve(peers[2].ID(), addr(2)))
+	now = now.Add(time.Minute)
+	require.False(t, acl.AllowReserve(peers[4].ID(), addr(4)), "3 reservations held in the /56: the count cap")
+	_, held := acl.counts("", "2001:db8::/56")
+	require.Equal(t, 3, held)
+
+	// A holder that disconnects frees its slot; so does expiry.
+	require.NoError(t, peers[1].Close())
+	require.Eventually(t, func() bool { return relay.Network().Connectedness(peers[1].ID()) != network.Connected },
+		10*time.Second, 10*time.Millisecond)
+	require.True(t, acl.AllowReserve(peers[4].ID(), addr(4)))
+	now = now.Add(2 * time.Hour)
+	_, held = acl.counts("", "2001:db8::/56")
+	require.Zero(t, held, "expired")
+	require.True(t, acl.AllowReserve(peers[5].ID(), addr(5)))
 }
