@@ -72,7 +72,11 @@ func DefaultLimits() Limits {
 	}
 }
 
-// validate reports the first inconsistent limit.
+// Validate reports every inconsistent limit, joined; a server refuses
+// limits that fail it. Binaries call it to check flags before starting.
+func (l Limits) Validate() error { return l.validate() }
+
+// validate reports every inconsistent limit.
 func (l Limits) validate() error {
 	var errs []error
 	check := func(ok bool, format string, args ...any) {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"flag"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -135,4 +137,29 @@ func TestParseConfigErrors(t *testing.T) {
 		_, err := parseConfig(tt.args, envFrom(tt.env), io.Discard)
 		require.ErrorContains(t, err, tt.wantErr, "args %q", tt.args)
 	}
+}
+
+func TestParseConfigHelpListsEnv(t *testing.T) {
+	var out strings.Builder
+	_, err := parseConfig([]string{"-h"}, envFrom(nil), &out)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	for _, env := range []string{"CHAT_NICK", "CHAT_RENDEZVOUS", "CHAT_DATA_DIR", "CHAT_LISTEN", "CHAT_ROOM", "CHAT_REACHABILITY", "CHAT_LOG_LEVEL", "CHAT_JSON"} {
+		require.Contains(t, out.String(), "["+env+"]")
+	}
+}
+
+func TestParseConfigAddrFileBadLine(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	file, err := paths.DefaultAddrFile()
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Dir(file), 0o700))
+	require.NoError(t, os.WriteFile(file, []byte(daemonA+"\nnot-an-addr\n"), 0o600))
+	_, err = parseConfig([]string{"-nick", "alice"}, envFrom(nil), io.Discard)
+	require.ErrorContains(t, err, `"not-an-addr"`)
+
+	// An empty environment variable is unset: the file is used.
+	require.NoError(t, os.WriteFile(file, []byte(daemonA+"\n"), 0o600))
+	cfg, err := parseConfig([]string{"-nick", "alice"}, envFrom(map[string]string{"CHAT_RENDEZVOUS": ""}), io.Discard)
+	require.NoError(t, err)
+	require.Len(t, cfg.rendezvous, 1)
 }

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -20,6 +19,9 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/p2p-messaging/p2p-messaging/chat"
+	"github.com/p2p-messaging/p2p-messaging/internal/addrfile"
+	"github.com/p2p-messaging/p2p-messaging/internal/cli"
+	"github.com/p2p-messaging/p2p-messaging/internal/maddrs"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
 )
 
@@ -50,11 +52,14 @@ type config struct {
 
 const noDaemonHint = "no rendezvous daemon: start one with `go run ./cmd/rendezvous` or pass -rendezvous"
 
+// envPrefix prefixes the environment variable of every flag (internal/cli):
+// -data-dir is CHAT_DATA_DIR.
+const envPrefix = "CHAT_"
+
 // parseConfig reads flags, then the environment for flags not given, then
-// defaults.
+// defaults. An environment variable set to "" counts as unset.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.New("chat", envPrefix, stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: chat -nick <nick> [flags]\n\nEvery flag can also be set by the environment variable in brackets.\n\n")
 		fs.PrintDefaults()
@@ -64,28 +69,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 	}
 	var (
-		nick         = fs.String("nick", getenv("CHAT_NICK"), "your nick, unique on the rendezvous daemons (required) [CHAT_NICK]")
-		rendezvous   = fs.String("rendezvous", getenv("CHAT_RENDEZVOUS"), "comma-separated /p2p multiaddrs of rendezvous daemons (default: the addrs file of a daemon on this machine) [CHAT_RENDEZVOUS]")
-		dataDir      = fs.String("data-dir", getenv("CHAT_DATA_DIR"), "identity, history, outbox and contacts (default: per-nick dir under the user config dir) [CHAT_DATA_DIR]")
-		listen       = fs.String("listen", getenv("CHAT_LISTEN"), "comma-separated listen multiaddrs (default: TCP and QUIC on all IPv4 and IPv6 addresses, random ports) [CHAT_LISTEN]")
-		room         = fs.String("room", getenv("CHAT_ROOM"), "room to join (default \""+chat.DefaultRoom+"\") [CHAT_ROOM]")
-		reachability = fs.String("reachability", envOr(getenv, "CHAT_REACHABILITY", "auto"), "auto|public|private: force what the node believes about its reachability [CHAT_REACHABILITY]")
-		logLevel     = fs.String("log-level", envOr(getenv, "CHAT_LOG_LEVEL", "info"), "debug|info|warn|error; logs go to stderr in -json mode, to <data-dir>/chat.log in the UI [CHAT_LOG_LEVEL]")
+		nick         = fs.String("nick", "", "your nick, unique on the rendezvous daemons (required)")
+		rendezvous   = fs.String("rendezvous", "", "comma-separated /p2p multiaddrs of rendezvous daemons (default: the addrs file of a daemon on this machine)")
+		dataDir      = fs.String("data-dir", "", "identity, history, outbox and contacts (default: per-nick dir under the user config dir)")
+		listen       = fs.String("listen", "", "comma-separated listen multiaddrs (default: TCP and QUIC on all IPv4 and IPv6 addresses, random ports)")
+		room         = fs.String("room", "", "room to join (default \""+chat.DefaultRoom+"\")")
+		reachability = fs.String("reachability", "auto", "auto|public|private: force what the node believes about its reachability")
+		logLevel     = fs.String("log-level", "info", "debug|info|warn|error; logs go to stderr in -json mode, to <data-dir>/chat.log in the UI")
+		jsonMode     = fs.Bool("json", false, "headless mode: commands on stdin, one JSON object per line on stdout (see cmd/chat/JSON.md)")
 	)
-	jsonDefault := false
-	if v := getenv("CHAT_JSON"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return config{}, fmt.Errorf("CHAT_JSON=%q: want true or false", v)
-		}
-		jsonDefault = b
-	}
-	jsonMode := fs.Bool("json", jsonDefault, "headless mode: commands on stdin, one JSON object per line on stdout (see cmd/chat/JSON.md) [CHAT_JSON]")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args, cli.NonEmpty(getenv)); err != nil {
 		return config{}, err
-	}
-	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))
 	}
 
 	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode}
@@ -115,19 +109,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", *logLevel)
 	}
 
-	if cfg.listen, err = parseMultiaddrs(*listen); err != nil {
+	if cfg.listen, err = maddrs.Parse(*listen); err != nil {
 		return config{}, fmt.Errorf("-listen: %w", err)
 	}
 
-	rv := strings.TrimSpace(*rendezvous)
-	if rv == "" {
-		rv, err = readAddrFile()
-		if err != nil {
-			return config{}, err
-		}
+	if rv := strings.TrimSpace(*rendezvous); rv != "" {
+		cfg.rendezvous, err = maddrs.ParsePeers(rv)
+	} else {
+		cfg.rendezvous, err = readAddrFile()
 	}
-	if cfg.rendezvous, err = parseRendezvous(rv); err != nil {
+	if err != nil {
 		return config{}, fmt.Errorf("-rendezvous: %w", err)
+	}
+	if len(cfg.rendezvous) == 0 {
+		return config{}, fmt.Errorf("-rendezvous: %s", noDaemonHint)
 	}
 
 	cfg.dataDir = *dataDir
@@ -139,76 +134,23 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	return cfg, nil
 }
 
-func envOr(getenv func(string) string, key, def string) string {
-	if v := getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-// readAddrFile returns the multiaddrs a daemon on this machine wrote, one per
-// line, as a comma-separated list.
-func readAddrFile() (string, error) {
+// readAddrFile returns the daemons in the addrs file that a daemon on this
+// machine wrote (internal/addrfile).
+func readAddrFile() ([]peer.AddrInfo, error) {
 	file, err := paths.DefaultAddrFile()
 	if err != nil {
-		return "", fmt.Errorf("%s (%v)", noDaemonHint, err)
+		return nil, fmt.Errorf("%s (%v)", noDaemonHint, err)
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("%s (no %s)", noDaemonHint, file)
-		}
-		return "", fmt.Errorf("%s (read %s: %v)", noDaemonHint, file, err)
+	addrs, err := addrfile.Read(file)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%s (no %s)", noDaemonHint, file)
+	case errors.Is(err, addrfile.ErrEmpty):
+		return nil, fmt.Errorf("%s (%s is empty)", noDaemonHint, file)
+	case err != nil:
+		return nil, fmt.Errorf("%s (%v)", noDaemonHint, err)
 	}
-	var addrs []string
-	for _, l := range strings.Split(string(b), "\n") {
-		l = strings.TrimSpace(l)
-		if l != "" && !strings.HasPrefix(l, "#") {
-			addrs = append(addrs, l)
-		}
-	}
-	if len(addrs) == 0 {
-		return "", fmt.Errorf("%s (%s is empty)", noDaemonHint, file)
-	}
-	return strings.Join(addrs, ","), nil
-}
-
-func parseMultiaddrs(list string) ([]multiaddr.Multiaddr, error) {
-	var out []multiaddr.Multiaddr
-	for _, s := range strings.Split(list, ",") {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
-		}
-		a, err := multiaddr.NewMultiaddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", s, err)
-		}
-		out = append(out, a)
-	}
-	return out, nil
-}
-
-// parseRendezvous parses /p2p multiaddrs, grouping the addresses of one
-// daemon into one AddrInfo.
-func parseRendezvous(list string) ([]peer.AddrInfo, error) {
-	addrs, err := parseMultiaddrs(list)
-	if err != nil {
-		return nil, err
-	}
-	if len(addrs) == 0 {
-		return nil, errors.New(noDaemonHint)
-	}
-	for _, a := range addrs {
-		if _, err := a.ValueForProtocol(multiaddr.P_P2P); err != nil {
-			return nil, fmt.Errorf("%s: missing /p2p/<peer-id>", a)
-		}
-	}
-	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
-	if err != nil {
-		return nil, err
-	}
-	return infos, nil
+	return maddrs.Peers(addrs)
 }
 
 // run is the whole program, testable: it returns when the user quits, stdin

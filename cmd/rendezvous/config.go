@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -14,12 +13,15 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/p2p-messaging/p2p-messaging/internal/cli"
+	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
+	"github.com/p2p-messaging/p2p-messaging/internal/maddrs"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
-// envPrefix prefixes the environment variable of every flag:
+// envPrefix prefixes the environment variable of every flag (internal/cli):
 // -max-ttl is RENDEZVOUS_MAX_TTL.
 const envPrefix = "RENDEZVOUS_"
 
@@ -78,6 +80,8 @@ type config struct {
 
 	autonatRate    int // AutoNAT dial-backs per minute, all peers
 	autonatPerPeer int // AutoNAT dial-backs per minute, one peer
+
+	dht dhtstore.Limits // what the DHT server keeps on disk
 }
 
 type relayConfig struct {
@@ -90,6 +94,10 @@ type relayConfig struct {
 	reservationTTL        time.Duration
 	limitDuration         time.Duration
 	limitData             int64
+
+	maxCircuitsPerSource   int // circuits one source peer may have to one destination
+	maxCircuitsPerSourceIP int // circuits one source address may have to one destination
+	reservationRatePerIP   int // new reservations a minute from one address
 }
 
 // byteSize is a flag value in bytes that also accepts KiB/MiB/GiB (and
@@ -142,17 +150,11 @@ func parseByteSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// envName is the environment variable of a flag.
-func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
 // parseConfig reads flags from args and, for flags not given on the command
 // line, from the environment (flag > env > default). getenv is os.LookupEnv
 // outside tests.
 func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Writer) (*config, error) {
-	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.New("rendezvous", envPrefix, stderr)
 
 	def := rendezvous.DefaultLimits()
 	var (
@@ -189,11 +191,18 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		relayTTL         = fs.Duration("relay-reservation-ttl", defaultRelayReservationTTL, "lifetime of a relay reservation (clients refresh it)")
 		relayDuration    = fs.Duration("relay-limit-duration", defaultRelayLimitDuration, "longest life of one relayed connection")
 		relayData        = byteSize(defaultRelayLimitData)
+		relayPerSource   = fs.Int("relay-max-circuits-per-source", defaultRelayCircuitsPerSource, "relayed connections one source peer may have open to one destination; beyond it CONNECT is refused (PERMISSION_DENIED)")
+		relayPerSourceIP = fs.Int("relay-max-circuits-per-source-ip", defaultRelayCircuitsPerSourceIP, "relayed connections one source IPv4 address or IPv6 /56 may have open to one destination, so a few identities cannot take a user's -relay-max-circuits")
+		relayRsvRate     = fs.Int("relay-reservation-rate-per-ip", defaultRelayReservationRate, "new relay reservations per minute from one IPv4 address or IPv6 /56 (bursting to the same number); renewals are not limited")
 
 		connsMax       = fs.Int("conns-max", defaultConnsMax, "most concurrent connections (resource manager); the connection manager trims from 3/4 of it down to 5/8")
 		autonatRate    = fs.Int("autonat-rate", defaultAutonatRate, "AutoNAT dial-back requests served per minute (all peers); 0: unlimited")
 		autonatPerPeer = fs.Int("autonat-rate-per-peer", defaultAutonatPerPeer, "AutoNAT dial-back requests served per minute for one peer")
 		connsPerIP     = fs.Int("conns-per-ip", defaultConnsPerIP, "most concurrent connections from one IPv4 address or IPv6 /56 (loopback is unlimited)")
+
+		dhtProviders        = fs.Int("dht-max-provider-records", dhtstore.DefaultMaxProviders, "DHT provider records (ADD_PROVIDER) kept on disk in total; beyond it new records are dropped until old ones expire (48 h)")
+		dhtProvidersPerPeer = fs.Int("dht-max-provider-records-per-peer", dhtstore.DefaultMaxProvidersPerPeer, "DHT provider records kept for one providing peer; refreshes of its stored records are always accepted")
+		dhtValues           = fs.Int("dht-max-value-records", dhtstore.DefaultMaxValues, "DHT value records (PUT_VALUE: /pk, /ipns) kept on disk in total")
 	)
 	fs.Var(&relayData, "relay-limit-data", "most data relayed per direction on one relayed connection, a `size` in bytes or with KiB, MiB or GiB")
 
@@ -202,42 +211,11 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 			"Rendezvous daemon for p2p-messaging: rendezvous server, circuit relay v2,\n"+
 			"AutoNAT and a Kademlia DHT server. Every flag can also be set through the\n"+
 			"environment variable shown in brackets; a flag on the command line wins.\n\n")
-		fs.VisitAll(func(f *flag.Flag) {
-			name, usage := flag.UnquoteUsage(f)
-			if name != "" {
-				name = " " + name
-			}
-			fmt.Fprintf(fs.Output(), "  -%s%s\t[%s]\n    \t%s", f.Name, name, envName(f.Name), usage)
-			if f.DefValue != "" && f.DefValue != "false" {
-				fmt.Fprintf(fs.Output(), " (default %s)", f.DefValue)
-			}
-			fmt.Fprintln(fs.Output())
-		})
+		fs.PrintDefaults()
 	}
 
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args, getenv); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || envErr != nil {
-			return
-		}
-		v, ok := getenv(envName(f.Name))
-		if !ok {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			envErr = fmt.Errorf("invalid value %q for %s: %w", v, envName(f.Name), err)
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
 	}
 
 	c := &config{
@@ -249,6 +227,11 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		connsPerIP:      *connsPerIP,
 		autonatRate:     *autonatRate,
 		autonatPerPeer:  *autonatPerPeer,
+		dht: dhtstore.Limits{
+			MaxProviders:        *dhtProviders,
+			MaxProvidersPerPeer: *dhtProvidersPerPeer,
+			MaxValues:           *dhtValues,
+		},
 		relay: relayConfig{
 			enabled:               *relayOn,
 			infinite:              *relayInfinite,
@@ -259,6 +242,10 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 			reservationTTL:        *relayTTL,
 			limitDuration:         *relayDuration,
 			limitData:             int64(relayData),
+
+			maxCircuitsPerSource:   *relayPerSource,
+			maxCircuitsPerSourceIP: *relayPerSourceIP,
+			reservationRatePerIP:   *relayRsvRate,
 		},
 	}
 	var err error
@@ -269,7 +256,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 	if c.logFormat, err = logging.ParseFormat(*logFormat); err != nil {
 		return nil, fmt.Errorf("-log-format: %w", err)
 	}
-	if c.listen, err = parseMultiaddrs(*listen); err != nil {
+	if c.listen, err = maddrs.Parse(*listen); err != nil {
 		return nil, fmt.Errorf("-listen: %w", err)
 	}
 	if len(c.listen) == 0 {
@@ -280,7 +267,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 			return nil, fmt.Errorf("-listen: %s: a listen address has no /p2p component", a)
 		}
 	}
-	if c.announce, err = parseMultiaddrs(*announce); err != nil {
+	if c.announce, err = maddrs.Parse(*announce); err != nil {
 		return nil, fmt.Errorf("-announce: %w", err)
 	}
 	if c.bootstrap, err = parseBootstrap(*bootstrap); err != nil {
@@ -310,8 +297,9 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 	return c, nil
 }
 
-// validate catches bad values before anything starts. The rendezvous server
-// checks the consistency of its limits again when it is created.
+// validate catches bad values before anything starts. Limits that belong to
+// a library (rendezvous.Limits, dhtstore.Limits) are checked by that
+// library's Validate, the same check its constructor makes.
 func (c *config) validate() error {
 	var errs []error
 	positive := func(name string, v int64) {
@@ -324,28 +312,10 @@ func (c *config) validate() error {
 			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", name, d))
 		}
 	}
-	l := c.limits
-	positiveDur("default-ttl", l.DefaultTTL)
-	positiveDur("min-ttl", l.MinTTL)
-	positiveDur("max-ttl", l.MaxTTL)
-	if l.MinTTL > l.DefaultTTL || l.DefaultTTL > l.MaxTTL {
-		errs = append(errs, fmt.Errorf("ttls must satisfy -min-ttl %v <= -default-ttl %v <= -max-ttl %v", l.MinTTL, l.DefaultTTL, l.MaxTTL))
-	}
-	if l.MinTTL%time.Second != 0 || l.MaxTTL%time.Second != 0 || l.DefaultTTL%time.Second != 0 {
-		errs = append(errs, errors.New("-min-ttl, -default-ttl and -max-ttl must be whole seconds"))
-	}
-	positive("max-registrations", int64(l.MaxRegistrations))
-	positive("max-registrations-per-peer", int64(l.MaxRegistrationsPerPeer))
-	if l.MaxDiscoverLimit < 1 || l.MaxDiscoverLimit > rendezvous.MaxDiscoverLimit {
-		errs = append(errs, fmt.Errorf("-max-discover-limit must be in 1..%d, got %d", rendezvous.MaxDiscoverLimit, l.MaxDiscoverLimit))
-	}
-	if !(l.RequestRate > 0) {
-		errs = append(errs, fmt.Errorf("-rate must be positive, got %v", l.RequestRate))
-	}
-	positive("burst", int64(l.RequestBurst))
-	positiveDur("stream-timeout", l.StreamTimeout)
-	if l.MaxWatches < 0 || l.MaxWatchesPerPeer < 0 {
-		errs = append(errs, errors.New("-max-watches and -max-watches-per-peer must not be negative"))
+	// The rendezvous flags (-default-ttl … -max-watches-per-peer) are the
+	// server's Limits: the library checks them.
+	if err := c.limits.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("rendezvous limits: %w", err))
 	}
 	if len(c.exclusivePrefix) > rendezvous.MaxNamespaceLen {
 		errs = append(errs, fmt.Errorf("-exclusive-prefix is longer than %d bytes", rendezvous.MaxNamespaceLen))
@@ -358,6 +328,9 @@ func (c *config) validate() error {
 	positiveDur("relay-reservation-ttl", r.reservationTTL)
 	positiveDur("relay-limit-duration", r.limitDuration)
 	positive("relay-limit-data", r.limitData)
+	positive("relay-max-circuits-per-source", int64(r.maxCircuitsPerSource))
+	positive("relay-max-circuits-per-source-ip", int64(r.maxCircuitsPerSourceIP))
+	positive("relay-reservation-rate-per-ip", int64(r.reservationRatePerIP))
 	if c.connsMax < 64 {
 		errs = append(errs, fmt.Errorf("-conns-max must be at least 64, got %d", c.connsMax))
 	}
@@ -366,38 +339,17 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("-autonat-rate must not be negative, got %d", c.autonatRate))
 	}
 	positive("autonat-rate-per-peer", int64(c.autonatPerPeer))
+	// -dht-max-* are the DHT store's Limits, checked by the store.
+	if err := c.dht.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("dht limits: %w", err))
+	}
 	return errors.Join(errs...)
 }
 
-// parseMultiaddrs parses a comma-separated list; blanks are skipped.
-func parseMultiaddrs(s string) ([]ma.Multiaddr, error) {
-	var out []ma.Multiaddr
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		a, err := ma.NewMultiaddr(f)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", f, err)
-		}
-		out = append(out, a)
-	}
-	return out, nil
-}
-
-// parseBootstrap parses /p2p multiaddrs and merges the addresses of one peer.
+// parseBootstrap parses /p2p multiaddrs and merges the addresses of one
+// peer, sorted by peer ID.
 func parseBootstrap(s string) ([]peer.AddrInfo, error) {
-	addrs, err := parseMultiaddrs(s)
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range addrs {
-		if _, err := a.ValueForProtocol(ma.P_P2P); err != nil {
-			return nil, fmt.Errorf("%s: missing /p2p/<peer-id>", a)
-		}
-	}
-	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
+	infos, err := maddrs.ParsePeers(s)
 	if err != nil {
 		return nil, err
 	}

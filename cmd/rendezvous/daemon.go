@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,15 +28,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/p2p-messaging/p2p-messaging/internal/atomicfile"
+	"github.com/p2p-messaging/p2p-messaging/internal/addrfile"
+	"github.com/p2p-messaging/p2p-messaging/internal/backoff"
+	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
-// KeyFileName is the identity key's file inside the data directory.
-const KeyFileName = "identity.key"
+// DHTDirName is the DHT server's record store (pebble) inside the data
+// directory.
+const DHTDirName = "dht"
 
 // Bootstrap reconnection backoff.
 const (
@@ -55,6 +56,8 @@ type daemon struct {
 	host     host.Host
 	cm       *connmgr.BasicConnMgr
 	kad      *dht.IpfsDHT
+	dhtStore *dhtstore.Store
+	relayACL *relayACL // nil without -relay
 	server   *rendezvous.Server
 	httpSrv  *http.Server
 	httpDone chan struct{}
@@ -91,7 +94,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	key, created, err := identity.LoadOrCreate(filepath.Join(c.dataDir, KeyFileName))
+	key, created, err := identity.LoadOrCreate(filepath.Join(c.dataDir, identity.FileName))
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +102,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	if err != nil {
 		return nil, fmt.Errorf("derive peer id: %w", err)
 	}
-	log.Info("identity", "peer", id, "created", created, "key", filepath.Join(c.dataDir, KeyFileName))
+	log.Info("identity", "peer", id, "created", created, "key", filepath.Join(c.dataDir, identity.FileName))
 
 	fdLimit, err := raiseFDLimit()
 	if err != nil {
@@ -112,7 +115,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	opts, cm, err := hostOptions(c, key, fdLimit, reg, log)
+	opts, cm, acl, err := hostOptions(c, key, fdLimit, reg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +125,10 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
 	d.host = h
+	if acl != nil {
+		acl.attach(h.Network())
+		d.relayACL = acl
+	}
 	if n := len(h.Network().ListenAddresses()); n < len(c.listen) {
 		log.Warn("some listen addresses failed", "requested", len(c.listen), "listening", n)
 	}
@@ -136,8 +143,15 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	}
 
 	bootstrap := slices.DeleteFunc(slices.Clone(c.bootstrap), func(ai peer.AddrInfo) bool { return ai.ID == id })
+	// Provider and value records go to a bounded pebble store on disk, not
+	// the library's unbounded in-memory map.
+	dhtDir := filepath.Join(c.dataDir, DHTDirName)
+	if d.dhtStore, err = dhtstore.Open(dhtDir, c.dht); err != nil {
+		return nil, fmt.Errorf("open dht store in %s: is another daemon using this data dir? %w", dhtDir, err)
+	}
 	d.kad, err = dht.New(h,
 		dht.Mode(dht.ModeServer),
+		dht.Datastore(d.dhtStore),
 		dht.ProtocolPrefix(dhtPrefix),
 		dht.BootstrapPeers(bootstrap...),
 	)
@@ -191,7 +205,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 			log.Info("announcing", "addr", a.Encapsulate(ma.StringCast("/p2p/"+id.String())).String())
 		}
 	}
-	if err := writeAddrFile(d.addrFile, addrs); err != nil {
+	if err := addrfile.Write(d.addrFile, addrs); err != nil {
 		return nil, err
 	}
 	d.wroteAddrs = true
@@ -236,6 +250,13 @@ func (d *daemon) close() error {
 		}
 	} else if d.cm != nil {
 		_ = d.cm.Close()
+	}
+	// After the DHT and the host: no handler may reach the store once it
+	// is closed.
+	if d.dhtStore != nil {
+		if err := d.dhtStore.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close dht store: %w", err))
+		}
 	}
 	d.wg.Wait()
 	if d.httpSrv != nil {
@@ -292,19 +313,6 @@ func addrRank(a ma.Multiaddr) int {
 	return 2
 }
 
-// writeAddrFile writes one multiaddr per line, atomically.
-func writeAddrFile(path string, addrs []ma.Multiaddr) error {
-	var b strings.Builder
-	for _, a := range addrs {
-		b.WriteString(a.String())
-		b.WriteByte('\n')
-	}
-	if err := atomicfile.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("write addrs file: %w", err)
-	}
-	return nil
-}
-
 // connectBootstrap keeps a connection to every bootstrap daemon. One
 // goroutine drains connectedness events (a subscriber that stops reading
 // would stall the event bus) and wakes the dialer of the affected peer.
@@ -349,12 +357,12 @@ func (d *daemon) connectBootstrap(ctx context.Context, bootstrap []peer.AddrInfo
 	return nil
 }
 
-// keepConnected dials a bootstrap daemon and redials with capped
-// exponential backoff (with jitter) whenever the connection is lost.
+// keepConnected dials a bootstrap daemon and redials with the project's
+// backoff (internal/backoff) whenever the connection is lost.
 func (d *daemon) keepConnected(ctx context.Context, ai peer.AddrInfo, wake <-chan struct{}) {
 	defer d.wg.Done()
 	log := d.log.With("peer", ai.ID)
-	backoff := bootstrapMinBackoff
+	retry := backoff.New(bootstrapMinBackoff, bootstrapMaxBackoff)
 	for {
 		if d.host.Network().Connectedness(ai.ID) == network.Connected {
 			// Wait until the connection goes away.
@@ -377,15 +385,14 @@ func (d *daemon) keepConnected(ctx context.Context, ai peer.AddrInfo, wake <-cha
 		}
 		if err == nil {
 			log.Info("connected to bootstrap daemon")
-			backoff = bootstrapMinBackoff
+			retry.Reset()
 			// Seed the DHT routing table from the new neighbour; the
 			// result channel is buffered, nobody needs to read it.
 			_ = d.kad.RefreshRoutingTable()
 			continue
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := retry.Next()
 		log.Debug("bootstrap dial failed", "err", err, "retry_in", wait)
-		backoff = min(backoff*2, bootstrapMaxBackoff)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -442,6 +449,14 @@ func (d *daemon) registerMetrics(reg prometheus.Registerer, bootstrap []peer.Add
 			Name: "rendezvous_dht_routing_table_peers",
 			Help: "Peers in the DHT routing table.",
 		}, func() float64 { return float64(d.kad.RoutingTable().Size()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rendezvous_dht_provider_records",
+			Help: "DHT provider records stored (bounded by -dht-max-provider-records).",
+		}, func() float64 { return float64(d.dhtStore.Stats().Providers) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rendezvous_dht_records_refused_total",
+			Help: "DHT provider and value records dropped at a cap.",
+		}, func() float64 { return float64(d.dhtStore.Stats().Refused) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rendezvous_bootstrap_peers_connected",
 			Help: "Bootstrap daemons (-bootstrap) currently connected.",

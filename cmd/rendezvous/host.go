@@ -14,14 +14,12 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/host/autonat"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/pbnjay/memory"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -127,7 +125,9 @@ func resourceLimits(connsMax, fdLimit int) (rcmgr.ConcreteLimitConfig, int64, in
 }
 
 // hostOptions assembles the libp2p options of the daemon host.
-func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Registerer, log *slog.Logger) ([]libp2p.Option, *connmgr.BasicConnMgr, error) {
+// The relay's ACL needs the host's network: call its attach once the host
+// exists.
+func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Registerer, log *slog.Logger) ([]libp2p.Option, *connmgr.BasicConnMgr, *relayACL, error) {
 	limits, memBudget, fds := resourceLimits(c.connsMax, fdLimit)
 	perIP := []rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: c.connsPerIP}}
 	perIP6 := []rcmgr.ConnLimitPerSubnet{
@@ -157,13 +157,13 @@ func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Regi
 		rcmgr.WithConnRateLimiters(connRate),
 	)
 	if err != nil {
-		return nil, nil, fmt.Errorf("resource manager: %w", err)
+		return nil, nil, nil, fmt.Errorf("resource manager: %w", err)
 	}
 	low, high := connWatermarks(c.connsMax)
 	cm, err := connmgr.NewConnManager(low, high, connmgr.WithGracePeriod(time.Minute))
 	if err != nil {
 		_ = rm.Close()
-		return nil, nil, fmt.Errorf("connection manager: %w", err)
+		return nil, nil, nil, fmt.Errorf("connection manager: %w", err)
 	}
 	log.Info("resource limits",
 		"conns_max", c.connsMax, "conns_per_ip", c.connsPerIP,
@@ -203,34 +203,16 @@ func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Regi
 	// The daemon is a relay, never a relay client: no /p2p-circuit
 	// transport or listen address.
 	opts = append(opts, libp2p.DisableRelay())
+	var acl *relayACL
 	if c.relay.enabled {
-		opts = append(opts, libp2p.EnableRelayService(relayOptions(c)...))
+		if acl, err = newRelayACL(c, log, reg); err != nil {
+			_ = cm.Close()
+			_ = rm.Close()
+			return nil, nil, nil, err
+		}
+		opts = append(opts, libp2p.EnableRelayService(relayOptions(c, acl)...))
 	}
-	return opts, cm, nil
-}
-
-// relayOptions sizes the circuit relay v2 service for chat: many peers,
-// many behind one NAT, little data each.
-func relayOptions(c *config) []relayv2.Option {
-	r := c.relay
-	res := relayv2.DefaultResources()
-	res.MaxReservations = r.maxReservations
-	res.MaxCircuits = r.maxCircuits
-	res.MaxReservationsPerIP = r.maxReservationsPerIP
-	res.MaxReservationsPerASN = r.maxReservationsPerASN
-	res.ReservationTTL = r.reservationTTL
-	res.Limit = &relayv2.RelayLimit{Duration: r.limitDuration, Data: r.limitData}
-	opts := []relayv2.Option{relayv2.WithResources(res)}
-	if r.infinite {
-		opts = append(opts, relayv2.WithInfiniteLimits())
-	}
-	// Reservations tell clients the relay's addresses. By default only
-	// public ones; addresses the operator announces are trusted as given.
-	announced := len(c.announce) > 0
-	opts = append(opts, relayv2.WithReservationAddressFilter(func(a ma.Multiaddr) bool {
-		return announced || manet.IsPublicAddr(a)
-	}))
-	return opts
+	return opts, cm, acl, nil
 }
 
 // reachabilityName is for logs.

@@ -18,8 +18,8 @@ import (
 	"github.com/p2p-messaging/p2p-messaging/internal/atomicfile"
 )
 
-// FileName is the identity key's file name inside a data directory, for
-// the daemon and the chat alike.
+// FileName is the identity key's file inside a data directory, the
+// daemon's and the chat's alike.
 const FileName = "identity.key"
 
 // FileMode is the permission of a key file written by LoadOrCreate.
