@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
 
+	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 )
 
@@ -29,6 +30,10 @@ import (
 
 // DHTPrefix keeps the project's DHT apart from the public IPFS one.
 const DHTPrefix = "/p2p-messaging"
+
+// DHTDirName is the directory, inside the data dir, of the DHT records a
+// chat host keeps for others (Open).
+const DHTDirName = "dht"
 
 // DefaultListenAddrs are the addresses a host listens on when
 // HostConfig.ListenAddrs is empty: TCP and QUIC on all IPv4 and IPv6
@@ -71,8 +76,15 @@ type HostConfig struct {
 	Daemons      []peer.AddrInfo       // static relays and DHT bootstrap peers
 	Reachability Reachability
 	DisableDHT   bool
-	Logger       *slog.Logger
+	// DHTDir holds the records the DHT keeps for others when the host
+	// serves it (bounded, on disk); required unless DisableDHT.
+	DHTDir string
+	Logger *slog.Logger
 }
+
+// The DHT records a chat host keeps for others when it is a DHT server: a
+// chat serves a few peers' worth, bounded so that no peer can grow it.
+var chatDHTLimits = dhtstore.Limits{MaxProviders: 10_000, MaxProvidersPerPeer: 64, MaxValues: 1_000}
 
 // Host is a libp2p host assembled for the chat: TCP and QUIC, Noise,
 // AutoNAT, AutoRelay with the daemons as static relays, hole punching whose
@@ -83,6 +95,8 @@ type Host struct {
 	host.Host
 	// DHT is nil when disabled.
 	DHT *dht.IpfsDHT
+	// dhtStore holds what the DHT keeps for others.
+	dhtStore *dhtstore.Store
 	// Daemons are the configured daemons, with their addresses in the
 	// peerstore for good.
 	Daemons []peer.AddrInfo
@@ -149,28 +163,41 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	// is discarded and hole punching never starts over TCP (every later
 	// dial to the daemon shares that connection). libp2p.Routing would
 	// build it inside libp2p.New, before listening.
-	var d *dht.IpfsDHT
+	out := &Host{Host: h, Daemons: cfg.Daemons}
 	if !cfg.DisableDHT {
-		d, err = dht.New(h,
+		if cfg.DHTDir == "" {
+			h.Close()
+			return nil, errors.New("host: DHTDir required for the DHT")
+		}
+		if out.dhtStore, err = dhtstore.Open(cfg.DHTDir, chatDHTLimits); err != nil {
+			h.Close()
+			return nil, fmt.Errorf("dht store: %w", err)
+		}
+		out.DHT, err = dht.New(h,
 			dht.Mode(dht.ModeAuto),
 			dht.ProtocolPrefix(DHTPrefix),
 			dht.BootstrapPeers(cfg.Daemons...),
+			dht.Datastore(out.dhtStore),
 		)
 		if err != nil {
+			out.dhtStore.Close()
 			h.Close()
 			return nil, fmt.Errorf("create dht: %w", err)
 		}
 	}
-	return &Host{Host: h, DHT: d, Daemons: cfg.Daemons}, nil
+	return out, nil
 }
 
-// Close stops the DHT and the host.
+// Close stops the DHT, the host and the DHT's store.
 func (h *Host) Close() error {
 	var errs []error
 	if h.DHT != nil {
 		errs = append(errs, h.DHT.Close())
 	}
 	errs = append(errs, h.Host.Close())
+	if h.dhtStore != nil {
+		errs = append(errs, h.dhtStore.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -243,6 +270,9 @@ func Open(hc HostConfig, cfg Config) (*Peer, error) {
 	}
 	if hc.Logger == nil {
 		hc.Logger = cfg.Logger
+	}
+	if hc.DHTDir == "" {
+		hc.DHTDir = filepath.Join(cfg.DataDir, DHTDirName)
 	}
 	h, err := NewHost(hc)
 	if err != nil {

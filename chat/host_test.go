@@ -2,10 +2,12 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
@@ -75,4 +77,17 @@ func TestDaemonConnUsesListenPort(t *testing.T) {
 		}
 		require.NoError(t, n.Close())
 	}
+}
+
+// A chat host that serves the DHT keeps others' records in a bounded store
+// on disk: one peer's ADD_PROVIDER spam stops at its per-peer cap.
+func TestHostDHTStoreIsBounded(t *testing.T) {
+	n := newNode(t, nil, "server", "", func(c *testConfig) { c.DisableDHT = false })
+	st := n.host.dhtStore
+	require.NotNil(t, st, "the DHT keeps its records in the bounded store")
+	for i := range chatDHTLimits.MaxProvidersPerPeer + 10 {
+		key := datastore.NewKey(fmt.Sprintf("/providers/k%d/spammer", i))
+		require.NoError(t, st.Put(t.Context(), key, []byte{1}))
+	}
+	require.Equal(t, chatDHTLimits.MaxProvidersPerPeer, st.Stats().Providers)
 }
