@@ -620,7 +620,9 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 }
 
 // Unregister stops keeping ns alive and removes this host's registration
-// under ns from every server. It fails only if no server could be reached.
+// under ns from every server. It fails only if the request could be
+// written to no server (UNREGISTER has no response: a server that resets
+// the stream after reading it has done its part).
 func (c *Client) Unregister(ctx context.Context, ns string) error {
 	if err := checkNamespace(ns); err != nil {
 		return fmt.Errorf("unregister %q: %w", ns, err)
@@ -840,9 +842,13 @@ func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration
 	return granted, conn, nil
 }
 
-// unregister sends UNREGISTER on a stream of its own and half-closes it;
-// the server's end of the stream confirms the request was processed
-// (UNREGISTER has no response).
+// unregister sends UNREGISTER on a stream of its own and half-closes it.
+// UNREGISTER has no response in the spec: once the request is written, the
+// server's end of the stream (a clean close, as ours does, or a reset, as
+// others do) says nothing about whether it was processed, so only a failure
+// to open the stream or to write the request is an error. Waiting for that
+// end keeps the request ordered before the caller's next one; the caller's
+// ctx bounds the wait.
 func (sc *serverConn) unregister(ctx context.Context, ns string) error {
 	wrap := func(err error) error { return fmt.Errorf("unregister %q on %s: %w", ns, sc.info.ID, err) }
 	if err := checkNamespace(ns); err != nil {
@@ -867,8 +873,13 @@ func (sc *serverConn) unregister(ctx context.Context, ns string) error {
 		return wrap(ctxOr(ctx, err))
 	}
 	if err := s.CloseWrite(); err != nil {
+		// The request is out; a server that resets once it has read it
+		// may already have ended the stream.
 		s.Reset()
-		return wrap(ctxOr(ctx, err))
+		if ctx.Err() != nil {
+			return wrap(ctx.Err())
+		}
+		return nil
 	}
 	// Wait for the server to end the stream: it reads our UNREGISTER, then
 	// our EOF, then closes. Anything it sends meanwhile is ignored.
@@ -881,11 +892,15 @@ func (sc *serverConn) unregister(ctx context.Context, ns string) error {
 				return nil
 			}
 			s.Reset()
-			return wrap(ctxOr(ctx, err))
+			if ctx.Err() != nil {
+				return wrap(ctx.Err())
+			}
+			sc.c.log.Debug("unregister: server ended the stream with an error after the request", "ns", ns, "peer", sc.info.ID, "err", err)
+			return nil
 		}
 	}
 	s.Reset()
-	return wrap(errors.New("server kept talking after unregister"))
+	return nil // it kept talking, but the request was delivered
 }
 
 func (sc *serverConn) discover(ctx context.Context, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
@@ -908,7 +923,7 @@ func (sc *serverConn) discover(ctx context.Context, ns string, limit int, cookie
 	if _, err := sc.roundTrip(ctx, req, &resp); err != nil {
 		return nil, nil, wrap(err)
 	}
-	regs, next, err := parseDiscoverResponse(&resp, sc.c.log)
+	regs, next, err := parseDiscoverResponse(&resp, ns, sc.c.log)
 	if err != nil {
 		return nil, nil, wrap(err)
 	}
@@ -965,10 +980,13 @@ func isStatus(err error) bool {
 	return errors.As(err, &se)
 }
 
-// parseDiscoverResponse checks a DISCOVER_RESPONSE and decodes its
-// registrations. Registrations whose signed record is invalid are dropped
-// (logged at Debug); a non-OK status is a *StatusError.
-func parseDiscoverResponse(m *pb.Message, log *slog.Logger) ([]Registration, []byte, error) {
+// parseDiscoverResponse checks a DISCOVER_RESPONSE to a DISCOVER for ns
+// ("" for all namespaces) and decodes its registrations. In an answer for
+// one namespace, a registration without ns belongs to ns (servers that
+// write proto3 omit it) and one naming another namespace is dropped.
+// Registrations whose signed record is invalid are dropped too (logged at
+// Debug); a non-OK status is a *StatusError.
+func parseDiscoverResponse(m *pb.Message, ns string, log *slog.Logger) ([]Registration, []byte, error) {
 	if m.GetType() != pb.Message_DISCOVER_RESPONSE || m.DiscoverResponse == nil {
 		return nil, nil, fmt.Errorf("unexpected response %s", m.GetType())
 	}
@@ -979,6 +997,13 @@ func parseDiscoverResponse(m *pb.Message, log *slog.Logger) ([]Registration, []b
 	regs := make([]Registration, 0, len(dr.Registrations))
 	for _, r := range dr.Registrations {
 		reg, err := parseRegistration(r)
+		if err == nil && ns != "" {
+			if reg.Namespace == "" {
+				reg.Namespace = ns
+			} else if reg.Namespace != ns {
+				err = fmt.Errorf("registration for namespace %q in an answer for %q", reg.Namespace, ns)
+			}
+		}
 		if err != nil {
 			log.Debug("dropping invalid registration", "ns", r.GetNs(), "err", err)
 			continue

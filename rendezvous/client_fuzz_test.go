@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -70,7 +71,7 @@ func TestClientParseDiscoverResponse(t *testing.T) {
 
 	var m pb.Message
 	require.NoError(t, proto.Unmarshal(ctDiscoverResponse(t, good, forged, garbage, nil), &m))
-	regs, cookie, err := parseDiscoverResponse(&m, slog.New(slog.DiscardHandler))
+	regs, cookie, err := parseDiscoverResponse(&m, "room", slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	require.Equal(t, []byte("01234567room"), cookie)
 	require.Len(t, regs, 1, "forged and garbage records are dropped")
@@ -78,16 +79,40 @@ func TestClientParseDiscoverResponse(t *testing.T) {
 	require.Equal(t, "room", regs[0].Namespace)
 	require.Equal(t, int64(60), int64(regs[0].TTL.Seconds()))
 
+	// A server that omits ns (proto3 encoders, waku-org's server) in an
+	// answer for one namespace: the registration belongs to the namespace
+	// asked for. One naming another namespace is dropped. A record with no
+	// addresses is a valid registration.
+	k3, id3 := ctKey(t)
+	noNS := &pb.Message_Register{Ttl: proto.Uint64(60), SignedPeerRecord: ctSignedRecord(t, k1, id1, "/ip4/127.0.0.1/tcp/4001")}
+	elsewhere := &pb.Message_Register{Ns: proto.String("hall"), SignedPeerRecord: ctSignedRecord(t, k1, id1)}
+	noAddrs := &pb.Message_Register{Ns: proto.String("room"), SignedPeerRecord: ctSignedRecord(t, k3, id3)}
+	m.Reset()
+	require.NoError(t, proto.Unmarshal(ctDiscoverResponse(t, noNS, elsewhere, noAddrs), &m))
+	regs, _, err = parseDiscoverResponse(&m, "room", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.Len(t, regs, 2)
+	require.Equal(t, Registration{Namespace: "room", Peer: peer.AddrInfo{ID: id1, Addrs: regs[0].Peer.Addrs}, TTL: time.Minute}, regs[0])
+	require.Len(t, regs[0].Peer.Addrs, 1)
+	require.Equal(t, "room", regs[1].Namespace)
+	require.Equal(t, id3, regs[1].Peer.ID)
+	require.Empty(t, regs[1].Peer.Addrs)
+	// Over all namespaces, each keeps its own (or none).
+	regs, _, err = parseDiscoverResponse(&m, "", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.Len(t, regs, 3)
+	require.Equal(t, []string{"", "hall", "room"}, []string{regs[0].Namespace, regs[1].Namespace, regs[2].Namespace})
+
 	// Non-OK status and wrong type.
 	m = pb.Message{Type: pb.Message_DISCOVER_RESPONSE.Enum(), DiscoverResponse: &pb.Message_DiscoverResponse{
 		Status: StatusInvalidCookie.Enum(), StatusText: proto.String("bad cookie")}}
-	_, _, err = parseDiscoverResponse(&m, slog.New(slog.DiscardHandler))
+	_, _, err = parseDiscoverResponse(&m, "room", slog.New(slog.DiscardHandler))
 	var se *StatusError
 	require.ErrorAs(t, err, &se)
 	require.Equal(t, StatusInvalidCookie, se.Status)
 	require.Equal(t, "bad cookie", se.Text)
 	m = pb.Message{Type: pb.Message_REGISTER_RESPONSE.Enum()}
-	_, _, err = parseDiscoverResponse(&m, slog.New(slog.DiscardHandler))
+	_, _, err = parseDiscoverResponse(&m, "room", slog.New(slog.DiscardHandler))
 	require.Error(t, err)
 
 	// Huge TTLs do not overflow.
@@ -112,7 +137,7 @@ func FuzzParseRegistrations(f *testing.F) {
 		if proto.Unmarshal(data, &m) != nil {
 			return
 		}
-		regs, _, err := parseDiscoverResponse(&m, log)
+		regs, _, err := parseDiscoverResponse(&m, "room", log)
 		if err != nil {
 			return
 		}

@@ -24,10 +24,13 @@
 //     "libp2p-peer-record") holding a peer record; its signature must
 //     verify, the record's peer ID must match the signing key, and it must
 //     be the authenticated remote peer of the stream: a peer registers only
-//     itself (else E_INVALID_SIGNED_PEER_RECORD). Registering (peer, ns)
+//     itself; and it must hold at least one address (else
+//     E_INVALID_SIGNED_PEER_RECORD, with the reason). Registering (peer, ns)
 //     again replaces the previous registration and restarts its TTL. The
 //     granted TTL is returned.
-//   - UNREGISTER {ns}: removes the sender's registration in ns. No response.
+//   - UNREGISTER {ns}: removes the sender's registration in ns. No response;
+//     the client waits for the server to end the stream, and takes a reset
+//     (what other servers do) as well as a clean close.
 //   - DISCOVER {ns, limit, cookie}: answered by DISCOVER_RESPONSE
 //     {registrations, cookie, status, statusText}. An absent (or empty) ns
 //     lists all namespaces. limit 0 or absent means the maximum (1000);
@@ -35,6 +38,9 @@
 //     its remaining TTL (rounded up, so a live one never shows 0). An OK
 //     response always carries a cookie, and a page never exceeds
 //     MaxMessageSize: a page of large records may hold fewer than limit.
+//     The client reads a registration without ns in an answer for one
+//     namespace as belonging to it (proto3 servers omit it), drops one
+//     naming another namespace, and accepts records with no addresses.
 //
 // Anything else (an undecodable frame, a message without a type, a response
 // type sent as a request, a truncated frame) resets that stream and is

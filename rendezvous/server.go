@@ -596,6 +596,9 @@ func (s *Server) checkRecord(remote peer.ID, b []byte) string {
 	if pr.PeerID != remote {
 		return "peer record names another peer than the one registering"
 	}
+	if len(pr.Addrs) == 0 {
+		return "peer record has no addresses: nobody could reach the peer"
+	}
 	return ""
 }
 

@@ -35,6 +35,11 @@ func TestRegisterStatus(t *testing.T) {
 	require.NoError(t, err)
 	// A valid envelope that is not a peer record (wrong domain).
 	wrongDomain := sealOtherDomain(t, ch)
+	// A well-signed record of the registering peer with no addresses.
+	env, err = record.Seal(peer.PeerRecordFromAddrInfo(peer.AddrInfo{ID: ch.ID()}), ch.Peerstore().PrivKey(ch.ID()))
+	require.NoError(t, err)
+	noAddrs, err := env.Marshal()
+	require.NoError(t, err)
 
 	tests := []struct {
 		name   string
@@ -60,6 +65,7 @@ func TestRegisterStatus(t *testing.T) {
 		{"record naming me signed by another key", "d", forged, 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
 		{"record naming another peer signed by me", "d", sealRecord(t, ch, other.ID()), 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
 		{"envelope of another domain", "d", wrongDomain, 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
+		{"record without addresses", "d", noAddrs, 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
 		{"record too large", "d", make([]byte, DefaultMaxRecordSize+1), 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
 	}
 	for _, tt := range tests {
@@ -73,6 +79,8 @@ func TestRegisterStatus(t *testing.T) {
 			}
 		})
 	}
+	// The reason names the problem.
+	require.Contains(t, rs.register("d", noAddrs, 0).GetStatusText(), "no addresses")
 }
 
 // sealOtherDomain signs a valid envelope that is not a peer record.
