@@ -50,7 +50,7 @@ func newRendezvous(t testing.TB) *rdvServer {
 		libp2p.DisableMetrics(),
 	)
 	require.NoError(t, err)
-	srv, err := rendezvous.NewServer(h, rendezvous.WithLogger(testLogger()), rendezvous.WithDisconnectGrace(500*time.Millisecond))
+	srv, err := rendezvous.NewServer(h, rendezvous.WithLogger(testLogger()), rendezvous.WithDisconnectGrace(500*time.Millisecond), rendezvous.WithExclusivePrefix(UserNamespacePrefix))
 	require.NoError(t, err)
 	r := &rdvServer{h: h, srv: srv, info: peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}}
 	t.Cleanup(r.stop)

@@ -25,7 +25,6 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
-	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
 // Timeouts and intervals that are not configurable.
@@ -299,7 +298,7 @@ func (n *Node) spawn(f func()) bool {
 	return true
 }
 
-func userNS(nick string) string { return rendezvous.UserNamespacePrefix + nick }
+func userNS(nick string) string { return UserNamespacePrefix + nick }
 func roomNS(room string) string { return RoomNamespacePrefix + room }
 
 // Start connects to the rendezvous daemons, registers the nick (ErrNickTaken

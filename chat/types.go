@@ -16,6 +16,10 @@ const ProtocolID protocol.ID = "/p2p-messaging/chat/1.0.0"
 // DefaultRoom is the room a node joins when Config.Room is empty.
 const DefaultRoom = "lobby"
 
+// UserNamespacePrefix is where user names live in rendezvous: the daemons
+// make it exclusive (one holder per name at a time).
+const UserNamespacePrefix = "p2p-messaging/user/"
+
 // RoomNamespacePrefix is where rooms live in rendezvous and the DHT.
 const RoomNamespacePrefix = "p2p-messaging/room/"
 

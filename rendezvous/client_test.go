@@ -50,6 +50,9 @@ type ctServer struct {
 	addr ma.Multiaddr
 }
 
+// ctUserPrefix is an exclusive prefix, as the chat's user names use.
+const ctUserPrefix = "p2p-messaging/user/"
+
 func ctLimits() Limits {
 	l := DefaultLimits()
 	l.MinTTL = time.Second
@@ -177,14 +180,14 @@ func TestClientRegisterDiscoverUnregister(t *testing.T) {
 }
 
 func TestClientStatusErrors(t *testing.T) {
-	srv := ctStartServer(t, nil, "")
+	srv := ctStartServer(t, nil, "", WithExclusivePrefix(ctUserPrefix))
 	alice := ctHost(t, nil, "")
 	mallory := ctHost(t, nil, "")
 	ca := ctClient(t, alice, []*ctServer{srv})
 	cm := ctClient(t, mallory, []*ctServer{srv})
 	ctx := ctCtx(t)
 
-	nick := UserNamespacePrefix + "alice"
+	nick := ctUserPrefix + "alice"
 	require.NoError(t, ca.Register(ctx, nick, 0))
 	err := cm.Register(ctx, nick, 0)
 	var se *StatusError
@@ -523,7 +526,7 @@ func BenchmarkClientDiscoverWarm(b *testing.B) {
 
 // Close unregisters kept registrations before it returns.
 func TestClientCloseUnregisters(t *testing.T) {
-	srv := ctStartServer(t, nil, "", WithDisconnectGrace(-1))
+	srv := ctStartServer(t, nil, "", WithDisconnectGrace(-1), WithExclusivePrefix(ctUserPrefix))
 	alice := ctHost(t, nil, "")
 	bob := ctHost(t, nil, "")
 	ca := ctClient(t, alice, []*ctServer{srv})
@@ -531,16 +534,16 @@ func TestClientCloseUnregisters(t *testing.T) {
 	ctx := ctCtx(t)
 
 	require.NoError(t, ca.Register(ctx, "room", time.Hour))
-	require.NoError(t, ca.Register(ctx, UserNamespacePrefix+"alice", time.Hour))
+	require.NoError(t, ca.Register(ctx, ctUserPrefix+"alice", time.Hour))
 	require.NoError(t, ca.Close())
 	require.NoError(t, ca.Close(), "Close is idempotent")
-	for _, ns := range []string{"room", UserNamespacePrefix + "alice"} {
+	for _, ns := range []string{"room", ctUserPrefix + "alice"} {
 		regs, err := cb.Discover(ctx, ns, 0)
 		require.NoError(t, err)
 		require.Empty(t, regs, ns)
 	}
 	// The exclusive name is free again at once.
-	require.NoError(t, cb.Register(ctx, UserNamespacePrefix+"alice", time.Hour))
+	require.NoError(t, cb.Register(ctx, ctUserPrefix+"alice", time.Hour))
 }
 
 // A server that caps pages below what the client asks: Discover keeps

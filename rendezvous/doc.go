@@ -104,8 +104,8 @@
 // the meantime. Registrations loaded from disk at start are subject to this
 // only once their peer connects again.
 //
-// Exclusive namespaces: under a prefix (WithExclusivePrefix, default
-// UserNamespacePrefix "p2p-messaging/user/") only one peer may be registered
+// Exclusive namespaces: under a prefix (WithExclusivePrefix; off by default,
+// the daemon passes the chat's user prefix) only one peer may be registered
 // in a namespace at a time. Another peer gets E_NOT_AUTHORIZED until the
 // holder unregisters, disconnects (after the grace period) or expires; the
 // holder may refresh freely. This binds a user name to a key while it is in

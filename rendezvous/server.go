@@ -85,8 +85,8 @@ func WithLimits(l Limits) ServerOption {
 }
 
 // WithExclusivePrefix makes namespaces starting with prefix exclusive: one
-// peer holds each at a time. The default is UserNamespacePrefix; "" makes
-// no namespace exclusive.
+// peer holds each at a time. By default (and with "") no namespace is
+// exclusive.
 func WithExclusivePrefix(prefix string) ServerOption {
 	return func(c *serverConfig) error { c.exclusivePrefix = prefix; return nil }
 }
@@ -136,11 +136,10 @@ type Server struct {
 // dir is set) and registers the ProtocolID and WatchProtocolID handlers.
 func NewServer(h host.Host, opts ...ServerOption) (*Server, error) {
 	cfg := serverConfig{
-		log:             slog.New(slog.DiscardHandler),
-		limits:          DefaultLimits(),
-		exclusivePrefix: UserNamespacePrefix,
-		grace:           DefaultDisconnectGrace,
-		now:             time.Now,
+		log:    slog.New(slog.DiscardHandler),
+		limits: DefaultLimits(),
+		grace:  DefaultDisconnectGrace,
+		now:    time.Now,
 	}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {

@@ -181,13 +181,13 @@ func TestExplicitZeroFields(t *testing.T) {
 
 func TestNotAuthorizedExclusive(t *testing.T) {
 	clock := newFakeClock()
-	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond))
+	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond), WithExclusivePrefix(ctUserPrefix))
 	a, b := newTestHost(t), newTestHost(t)
 	connect(t, a, sh)
 	connect(t, b, sh)
 	ra := openRaw(t, a, sh.ID(), ProtocolID)
 	rb := openRaw(t, b, sh.ID(), ProtocolID)
-	ns := UserNamespacePrefix + "alice"
+	ns := ctUserPrefix + "alice"
 
 	require.Equal(t, pb.Message_OK, ra.register(ns, signedRecord(t, a), 120).GetStatus())
 	resp := rb.register(ns, signedRecord(t, b), 0)
@@ -214,14 +214,19 @@ func TestNotAuthorizedExclusive(t *testing.T) {
 	require.Equal(t, pb.Message_OK, rb.register(ns, signedRecord(t, b), 0).GetStatus())
 }
 
+// No namespace is exclusive by default, nor with an empty prefix.
 func TestNotAuthorizedDisabledPrefix(t *testing.T) {
-	_, sh := startServer(t, WithExclusivePrefix(""))
-	a, b := newTestHost(t), newTestHost(t)
-	connect(t, a, sh)
-	connect(t, b, sh)
-	ns := UserNamespacePrefix + "alice"
-	require.Equal(t, pb.Message_OK, openRaw(t, a, sh.ID(), ProtocolID).register(ns, signedRecord(t, a), 0).GetStatus())
-	require.Equal(t, pb.Message_OK, openRaw(t, b, sh.ID(), ProtocolID).register(ns, signedRecord(t, b), 0).GetStatus())
+	for name, opts := range map[string][]ServerOption{"default": nil, "empty prefix": {WithExclusivePrefix("")}} {
+		t.Run(name, func(t *testing.T) {
+			_, sh := startServer(t, opts...)
+			a, b := newTestHost(t), newTestHost(t)
+			connect(t, a, sh)
+			connect(t, b, sh)
+			ns := ctUserPrefix + "alice"
+			require.Equal(t, pb.Message_OK, openRaw(t, a, sh.ID(), ProtocolID).register(ns, signedRecord(t, a), 0).GetStatus())
+			require.Equal(t, pb.Message_OK, openRaw(t, b, sh.ID(), ProtocolID).register(ns, signedRecord(t, b), 0).GetStatus())
+		})
+	}
 }
 
 // TestPerPeerCap: exactly MaxRegistrationsPerPeer fit; one more does not;

@@ -36,9 +36,6 @@ const (
 	MaxDiscoverLimit = 1000
 	// MaxRegistrationsPerPeer is the spec's recommended per-peer cap.
 	MaxRegistrationsPerPeer = 1000
-	// UserNamespacePrefix is where the chat keeps user names; the server
-	// treats it as exclusive by default (one holder at a time).
-	UserNamespacePrefix = "p2p-messaging/user/"
 )
 
 // Status is a rendezvous response status code.
