@@ -1,7 +1,6 @@
 package rendezvous
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -154,20 +153,4 @@ func TestClientWithOtherServer(t *testing.T) {
 	all, err = cb.Discover(ctx, "room", 0)
 	require.NoError(t, err)
 	require.Equal(t, []peer.ID{id}, ctIDs(all))
-}
-
-// Unregister is an error only when the request cannot be written: a server
-// that is unreachable fails it, a server that resets after reading does not.
-func TestClientUnregisterUnreachable(t *testing.T) {
-	gone := ctHost(t, nil, "")
-	info := peer.AddrInfo{ID: gone.ID(), Addrs: gone.Addrs()}
-	require.NoError(t, gone.Close())
-	alice := ctHost(t, nil, "")
-	c, err := NewClient(alice, []peer.AddrInfo{info}, WithRequestTimeout(time.Second, time.Second))
-	require.NoError(t, err)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.Error(t, c.Unregister(ctx, "room"))
-	require.Error(t, c.UnregisterOn(ctx, gone.ID(), "room"))
 }

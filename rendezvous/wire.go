@@ -2,12 +2,10 @@ package rendezvous
 
 import (
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-msgio/pbio"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
@@ -75,12 +73,5 @@ type Registration struct {
 	TTL time.Duration
 }
 
-// newReader returns a delimited protobuf reader capped at MaxMessageSize.
-func newReader(r io.Reader) pbio.ReadCloser {
-	return pbio.NewDelimitedReader(r, MaxMessageSize)
-}
-
-// newWriter returns a delimited protobuf writer.
-func newWriter(w io.Writer) pbio.WriteCloser {
-	return pbio.NewDelimitedWriter(w)
-}
+// cookieSeqLen is the size of the sequence number at the front of a cookie.
+const cookieSeqLen = 8

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
@@ -47,9 +46,9 @@ func (s *Server) handleWatch(str network.Stream) {
 		s.refuseWatch(str, ns, StatusUnavailable, "too many requests, slow down")
 		return
 	}
-	if text := s.checkNamespace(ns); text != "" {
+	if err := checkNamespace(ns, s.lim.MaxNamespaceLen); err != nil {
 		s.m.reject(rejectNamespace)
-		s.refuseWatch(str, ns, StatusInvalidNamespace, text)
+		s.refuseWatch(str, ns, StatusInvalidNamespace, err.Error())
 		return
 	}
 	w := &subscriber{
@@ -99,7 +98,7 @@ func (s *Server) handleWatch(str network.Stream) {
 		snap[i] = snapEntry{} // let removed entries go
 	}
 	snap = nil
-	if !write(frameEvent(&pb.WatchEvent{Kind: pb.WatchEvent_SYNCED.Enum(), Ns: proto.String(ns)})) {
+	if !write(syncedEvent(ns)) {
 		return
 	}
 	for {
@@ -127,15 +126,7 @@ func (s *Server) handleWatch(str network.Stream) {
 // refuseWatch answers a refused subscription with one ERROR event.
 func (s *Server) refuseWatch(str network.Stream, ns string, status Status, text string) {
 	s.log.Debug("watch refused", "peer", str.Conn().RemotePeer(), "ns", ns, "status", status, "err", text)
-	ev := &pb.WatchEvent{
-		Kind:       pb.WatchEvent_ERROR.Enum(),
-		Status:     status.Enum(),
-		StatusText: proto.String(text),
-	}
-	if ns != "" {
-		ev.Ns = proto.String(ns)
-	}
-	if _, err := str.Write(frameEvent(ev)); err != nil {
+	if _, err := str.Write(errorEvent(ns, status, text)); err != nil {
 		str.Reset()
 		return
 	}
