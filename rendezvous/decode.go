@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/libp2p/go-msgio/pbio"
@@ -245,9 +246,15 @@ type frameReader struct {
 	start, end int
 	small      [frameSmall]byte
 	pooled     *[]byte
+	// max bounds a frame (MaxMessageSize unless set lower).
+	max int
+	// mem, when set, is the stream scope that bodies above framePoolSize
+	// are reserved in while they are held; held is what is reserved.
+	mem  network.ResourceScope
+	held int
 }
 
-func newFrameReader(r io.Reader) *frameReader { return &frameReader{r: r} }
+func newFrameReader(r io.Reader) *frameReader { return &frameReader{r: r, max: MaxMessageSize} }
 
 // fill reads more bytes into the empty small buffer.
 func (f *frameReader) fill() error {
@@ -283,7 +290,10 @@ func (f *frameReader) next() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n > MaxMessageSize {
+	if n > uint64(f.max) {
+		if f.max < MaxMessageSize {
+			return nil, fmt.Errorf("message larger than %d bytes", f.max)
+		}
 		return nil, errFrameTooLarge
 	}
 	size := int(n)
@@ -312,12 +322,19 @@ func (f *frameReader) next() ([]byte, error) {
 // buffer with what actually arrives: a peer that announces 1 MiB and sends
 // a trickle holds memory in proportion to what it sent, not to its claim.
 func (f *frameReader) readLarge(size int) ([]byte, error) {
+	if err := f.reserve(2 * framePoolSize); err != nil {
+		return nil, err
+	}
 	b := make([]byte, 0, 2*framePoolSize)
 	b = append(b, f.small[f.start:f.end]...)
 	f.start, f.end = 0, 0
 	for len(b) < size {
 		if len(b) == cap(b) {
-			b = append(b[:cap(b)], make([]byte, min(cap(b), size-cap(b)))...)[:len(b)]
+			grow := min(cap(b), size-cap(b))
+			if err := f.reserve(grow); err != nil {
+				return nil, err
+			}
+			b = append(b[:cap(b)], make([]byte, grow)...)[:len(b)]
 		}
 		n, err := f.r.Read(b[len(b):min(cap(b), size)])
 		b = b[:len(b)+n]
@@ -331,11 +348,27 @@ func (f *frameReader) readLarge(size int) ([]byte, error) {
 	return b, nil
 }
 
+// reserve accounts n more bytes of a large body in the stream's scope.
+func (f *frameReader) reserve(n int) error {
+	if f.mem == nil {
+		return nil
+	}
+	if err := f.mem.ReserveMemory(n, network.ReservationPriorityHigh); err != nil {
+		return fmt.Errorf("reserve %d bytes for a large message: %w", n, err)
+	}
+	f.held += n
+	return nil
+}
+
 // done releases the body returned by next.
 func (f *frameReader) done() {
 	if f.pooled != nil {
 		framePool.Put(f.pooled)
 		f.pooled = nil
+	}
+	if f.held > 0 {
+		f.mem.ReleaseMemory(f.held)
+		f.held = 0
 	}
 }
 

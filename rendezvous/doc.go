@@ -83,6 +83,14 @@
 // are served normally); signed records up to 16 KiB; a 1 min stream
 // timeout; 256 watches per peer and 100,000 in total.
 //
+// Streams are accounted in the host's resource manager under the service
+// ServiceName, as go-libp2p's circuit relay does: a rendezvous stream
+// reserves 4.2 KiB for its life, plus what a request above 4 KiB or a
+// DISCOVER page above 4 KiB holds while it is handled (a page that does not
+// fit is answered E_UNAVAILABLE); a watch stream reserves its request and
+// its event queue (25 KiB by default). A stream the resource manager
+// refuses is reset.
+//
 // Expired registrations disappear from answers at once and are freed by a
 // sweeper that runs every 30 s and soon after a read skipped one.
 //

@@ -31,6 +31,31 @@ func (s *Server) untrack(str network.Stream) {
 	s.wg.Done()
 }
 
+// streamMemory is what a rendezvous stream's handler reserves in its
+// resource scope for its whole life, as go-libp2p's circuit relay does:
+// the frame reader and the pooled buffer that holds one request (a REGISTER
+// with its record). A larger request, or a DISCOVER page above
+// framePoolSize, reserves what it holds while it is handled.
+const streamMemory = frameSmall + framePoolSize
+
+// admit puts str in the server's resource-manager service and reserves mem
+// bytes in its scope. It resets str and returns false when the resource
+// manager refuses; otherwise the caller releases mem when it is done.
+func (s *Server) admit(str network.Stream, mem int) bool {
+	scope := str.Scope()
+	err := scope.SetService(ServiceName)
+	if err == nil {
+		err = scope.ReserveMemory(mem, network.ReservationPriorityAlways)
+	}
+	if err != nil {
+		s.m.reject(rejectResource)
+		s.log.Debug("stream refused by resource manager", "peer", str.Conn().RemotePeer(), "protocol", str.Protocol(), "err", err)
+		str.Reset()
+		return false
+	}
+	return true
+}
+
 // handleStream serves one /rendezvous/1.0.0 stream: any number of
 // sequential requests, each answered in order, until the peer closes its
 // side. Anything undecodable resets the stream.
@@ -40,15 +65,15 @@ func (s *Server) handleStream(str network.Stream) {
 		return
 	}
 	defer s.untrack(str)
-	if err := str.Scope().SetService(ServiceName); err != nil {
-		s.log.Debug("rendezvous stream refused by resource manager", "peer", str.Conn().RemotePeer(), "err", err)
-		str.Reset()
+	if !s.admit(str, streamMemory) {
 		return
 	}
+	defer str.Scope().ReleaseMemory(streamMemory)
 	remote := str.Conn().RemotePeer()
 	bucket := s.rl.acquire(remote)
 	defer s.rl.release(bucket)
 	r := newFrameReader(str)
+	r.mem = str.Scope()
 	defer r.done()
 	var (
 		req     pb.Message
@@ -75,6 +100,12 @@ func (s *Server) handleStream(str network.Stream) {
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				str.Close()
+				return
+			}
+			if errors.Is(err, network.ErrResourceLimitExceeded) {
+				s.m.reject(rejectResource)
+				s.log.Debug("no memory for a large rendezvous request, resetting stream", "peer", remote, "err", err)
+				str.Reset()
 				return
 			}
 			s.m.reject(rejectMalformed)
@@ -141,7 +172,23 @@ func (s *Server) handleStream(str network.Stream) {
 			}
 			req.Reset() // an idle stream keeps no record alive
 		}
-		if _, err := str.Write(out); err != nil {
+		pageMem := 0
+		if d != nil && len(out) > framePoolSize {
+			// A large DISCOVER page is held until it is written.
+			if err := str.Scope().ReserveMemory(len(out), network.ReservationPriorityHigh); err != nil {
+				s.m.reject(rejectResource)
+				status = StatusUnavailable
+				buf = appendDiscoverRefusal(buf[:0], status, "server is short of memory for this page; ask for fewer registrations")
+				out = buf
+			} else {
+				pageMem = len(out)
+			}
+		}
+		_, err = str.Write(out)
+		if pageMem > 0 {
+			str.Scope().ReleaseMemory(pageMem)
+		}
+		if err != nil {
 			s.log.Debug("writing rendezvous response", "peer", remote, "err", err)
 			str.Reset()
 			return

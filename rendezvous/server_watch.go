@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"errors"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -12,6 +13,14 @@ import (
 
 // watchRequestMax bounds the single WatchRequest: a namespace and framing.
 const watchRequestMax = 1024
+
+// watchMemory is what a watch stream's handler reserves in its resource
+// scope for its life: the request and the subscriber's event queue (slice
+// headers: the frames are shared by every subscriber of a namespace).
+func watchMemory(lim *Limits) int {
+	const sliceHeader = 3 * strconv.IntSize / 8
+	return watchRequestMax + lim.WatchQueue*sliceHeader
+}
 
 // handleWatch serves one watch stream: read one WatchRequest, send the
 // snapshot and SYNCED, then forward events until either side ends it. A
@@ -23,11 +32,11 @@ func (s *Server) handleWatch(str network.Stream) {
 	}
 	defer s.untrack(str)
 	remote := str.Conn().RemotePeer()
-	if err := str.Scope().SetService(ServiceName); err != nil {
-		s.log.Debug("watch stream refused by resource manager", "peer", remote, "err", err)
-		str.Reset()
+	mem := watchMemory(&s.lim)
+	if !s.admit(str, mem) {
 		return
 	}
+	defer str.Scope().ReleaseMemory(mem)
 	if err := str.SetDeadline(time.Now().Add(s.lim.StreamTimeout)); err != nil {
 		str.Reset()
 		return
