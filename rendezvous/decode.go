@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-msgio/pbio"
 	"github.com/multiformats/go-varint"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
@@ -183,6 +184,21 @@ func parseCookie(cookie []byte, ns string) (uint64, error) {
 		return 0, errCookieNamespace
 	}
 	return binary.BigEndian.Uint64(cookie), nil
+}
+
+// readWatchRequest reads the one WatchRequest of a watch stream through r
+// and returns its namespace.
+func readWatchRequest(r *frameReader) (string, error) {
+	body, err := r.next()
+	if err != nil {
+		return "", err
+	}
+	defer r.done()
+	var req pb.WatchRequest
+	if err := proto.Unmarshal(body, &req); err != nil {
+		return "", err
+	}
+	return req.GetNs(), nil
 }
 
 // parseWatchEvent decodes one pushed event for namespace ns. An ERROR event

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-
-	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
 
 // watchRequestMax bounds the single WatchRequest: a namespace and framing.
@@ -41,14 +39,17 @@ func (s *Server) handleWatch(str network.Stream) {
 		str.Reset()
 		return
 	}
-	var req pb.WatchRequest
-	if err := newReader(io.LimitReader(str, watchRequestMax)).ReadMsg(&req); err != nil {
+	// One reader for the request and for the check that nothing follows
+	// it: bytes that arrived with the request stay in its buffer.
+	r := newFrameReader(str)
+	r.max = watchRequestMax
+	ns, err := readWatchRequest(r)
+	if err != nil {
 		s.m.reject(rejectMalformed)
 		s.log.Debug("bad watch request, resetting stream", "peer", remote, "err", err)
 		str.Reset()
 		return
 	}
-	ns := req.GetNs()
 	now := s.cfg.now()
 	if !s.rl.allow(remote, now) {
 		s.m.reject(rejectRateLimit)
@@ -82,10 +83,8 @@ func (s *Server) handleWatch(str network.Stream) {
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
-		var b [1]byte
 		_ = str.SetReadDeadline(time.Time{})
-		_, err := str.Read(b[:])
-		if err == nil || !errors.Is(err, io.EOF) {
+		if _, err := r.ReadByte(); err == nil || !errors.Is(err, io.EOF) {
 			close(gone)
 		}
 	}()

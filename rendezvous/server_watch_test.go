@@ -179,3 +179,20 @@ func TestWatchHalfClose(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return s.st.watchCount() == 1 }, 5*time.Second, 5*time.Millisecond)
 }
+
+// Bytes sent with the request, in the same write, are data after the
+// request all the same: the subscription ends with a reset.
+func TestWatchTrailingBytesInOneWrite(t *testing.T) {
+	s, sh := startServer(t)
+	wh := newTestHost(t)
+	connect(t, wh, sh)
+	rs := openRaw(t, wh, sh.ID(), WatchProtocolID)
+	req := frame(mustMarshal(t, watchRequest("room")))
+	_, err := rs.s.Write(append(req, 0x01, 0x02))
+	require.NoError(t, err)
+	require.True(t, isReset(readEnd(t, rs)), "the server must reset a watch with trailing data")
+	require.Eventually(t, func() bool { return s.st.watchCount() == 0 }, 5*time.Second, 5*time.Millisecond)
+	// The request alone still subscribes.
+	w := openWatch(t, wh, sh, "room")
+	require.Equal(t, pb.WatchEvent_SYNCED, w.next().GetKind())
+}
