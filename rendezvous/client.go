@@ -26,6 +26,12 @@ var (
 	// ErrUnknownServer is returned by single-server calls for a peer that is
 	// not one of the client's servers.
 	ErrUnknownServer = errors.New("rendezvous: unknown server")
+	// ErrNotYetRegistered is returned (wrapped, with each server's error) by
+	// Register when no server accepted the registration, for reasons that
+	// may pass (unreachable, E_UNAVAILABLE, a timeout): the client keeps it
+	// and retries in the background until a server accepts it, Unregister
+	// or Close. Match it with errors.Is.
+	ErrNotYetRegistered = errors.New("rendezvous: no server accepted the registration yet; it is kept and retried")
 )
 
 // Client talks to one or more rendezvous servers on behalf of a host. It is
@@ -427,7 +433,12 @@ func (c *Client) Discover(ctx context.Context, ns string, limit int) ([]Registra
 // It returns nil if at least one server accepted and none answered
 // E_NOT_AUTHORIZED. On E_NOT_AUTHORIZED (an exclusive namespace held by
 // another peer) it undoes the registrations that succeeded and returns the
-// *StatusError; on any error nothing is kept.
+// *StatusError, and keeps nothing; so it does when no server accepted and
+// one refused (E_INVALID_*: asking again would not help). When no server
+// accepted for reasons that may pass (unreachable, E_UNAVAILABLE,
+// E_INTERNAL_ERROR, a timeout, ctx ending), the registration is kept all
+// the same, retried in the background with backoff, and the error wraps
+// ErrNotYetRegistered.
 func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) error {
 	if err := checkNamespace(ns, MaxNamespaceLen); err != nil {
 		return fmt.Errorf("register %q: %w", ns, err)
@@ -446,7 +457,7 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 		d, conn, err := sc.register(ctx, ns, ttl)
 		return regResult{d, conn}, err
 	})
-	var denied error
+	var denied, refused error
 	var errs []error
 	accepted := 0
 	for _, r := range res {
@@ -458,11 +469,18 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 			if denied == nil {
 				denied = r.err
 			}
+		case isRefusal(r.err):
+			if refused == nil {
+				refused = r.err
+			}
 		default:
 			errs = append(errs, r.err)
 		}
 	}
-	if denied != nil || accepted == 0 {
+	if accepted == 0 && denied == nil && refused != nil {
+		return refused
+	}
+	if denied != nil {
 		if accepted > 0 {
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.requestTimeout)
 			onAll(c, func(sc *serverConn) (struct{}, error) {
@@ -475,20 +493,17 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 			})
 			cancel()
 		}
-		if denied != nil {
-			return denied
-		}
-		return fmt.Errorf("register %q: %w", ns, errors.Join(errs...))
+		return denied
 	}
 
 	now := time.Now()
 	state := make(map[peer.ID]*keptServer, len(res))
 	for _, r := range res {
-		st := &keptServer{}
+		st := newKeptServer(c)
 		if r.err == nil {
 			st.succeeded(now, r.val.granted, ttl, r.val.conn)
 		} else {
-			st.failed(now, c.cfg.retryMin, c.cfg.retryMax)
+			st.failed(now)
 			c.log.Debug("register failed; will retry", "ns", ns, "peer", r.server, "err", r.err)
 		}
 		state[r.server] = st
@@ -506,6 +521,9 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 	c.mu.Unlock()
 	if old != nil {
 		old.stop()
+	}
+	if accepted == 0 {
+		return fmt.Errorf("register %q: %w: %w", ns, ErrNotYetRegistered, errors.Join(errs...))
 	}
 	return nil
 }

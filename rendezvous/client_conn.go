@@ -330,6 +330,14 @@ func (sc *serverConn) discoverAll(ctx context.Context, ns string, limit int) ([]
 	return all, nil
 }
 
+// isRefusal reports a status that asking again will not change: anything
+// but E_UNAVAILABLE (rate limit, server full) and E_INTERNAL_ERROR (the
+// server's store failing). Unreachable servers and timeouts are transient.
+func isRefusal(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Status != StatusUnavailable && se.Status != StatusInternalError
+}
+
 func isStatus(err error) bool {
 	var se *StatusError
 	return errors.As(err, &se)

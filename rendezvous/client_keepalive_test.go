@@ -79,7 +79,7 @@ func TestClientKeepaliveRefresh(t *testing.T) {
 	require.False(t, lapsed, "registration lapsed")
 }
 
-func TestClientBackoffMath(t *testing.T) {
+func TestClientRefreshDelay(t *testing.T) {
 	for _, tc := range []struct {
 		granted, asked time.Duration
 		r              float64
@@ -94,12 +94,80 @@ func TestClientBackoffMath(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, refreshDelay(tc.granted, tc.asked, tc.r), "%+v", tc)
 	}
-	lo, hi := time.Second, 30*time.Second
-	for _, tc := range []struct {
-		n    int
-		want time.Duration
-	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {5, 16 * time.Second}, {6, 30 * time.Second}, {100, 30 * time.Second}} {
-		require.Equal(t, tc.want, retryDelay(tc.n, lo, hi, 1), "n=%d", tc.n)
-		require.Equal(t, tc.want*8/10, retryDelay(tc.n, lo, hi, 0), "n=%d", tc.n)
-	}
+}
+
+// Register with no server reachable keeps the registration, says so with
+// ErrNotYetRegistered, and the keeper registers it once a server is back.
+func TestClientRegisterKeptWhileUnreachable(t *testing.T) {
+	srv := ctStartServer(t, nil, "")
+	alice := ctHost(t, nil, "")
+	bob := ctHost(t, nil, "")
+	ca := ctClient(t, alice, []*ctServer{srv})
+	ctx := ctCtx(t)
+	srv.stop()
+
+	err := ca.Register(ctx, "room", time.Hour)
+	require.ErrorIs(t, err, ErrNotYetRegistered)
+	require.False(t, isStatus(err))
+	ca.mu.Lock()
+	require.Contains(t, ca.kept, "room")
+	ca.mu.Unlock()
+
+	srv2 := srv.restart()
+	cb := ctClient(t, bob, []*ctServer{srv2})
+	require.Eventually(t, func() bool {
+		regs, err := cb.Discover(ctx, "room", 0)
+		return err == nil && slices.Contains(ctIDs(regs), alice.ID())
+	}, 15*time.Second, 20*time.Millisecond)
+}
+
+// E_UNAVAILABLE is transient: kept and retried. A refusal is returned as a
+// *StatusError and nothing is kept.
+func TestClientRegisterTransientAndRefused(t *testing.T) {
+	clock := newFakeClock()
+	lim := ctLimits()
+	lim.RequestRate, lim.RequestBurst = 1, 1
+	srv := ctStartServer(t, nil, "", WithLimits(lim), WithClock(clock.Now))
+	alice := ctHost(t, nil, "")
+	bob := ctHost(t, nil, "")
+	ca := ctClient(t, alice, []*ctServer{srv})
+	cb := ctClient(t, bob, []*ctServer{srv})
+	ctx := ctCtx(t)
+
+	_, err := ca.RegisterOn(ctx, srv.h.ID(), "other", time.Hour) // the one token
+	require.NoError(t, err)
+	err = ca.Register(ctx, "room", time.Hour)
+	require.ErrorIs(t, err, ErrNotYetRegistered)
+	var se *StatusError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, StatusUnavailable, se.Status)
+	ca.mu.Lock()
+	require.Contains(t, ca.kept, "room")
+	ca.mu.Unlock()
+	// Tokens come back with (server) time; the keeper's retry gets in.
+	clock.Advance(time.Minute)
+	require.Eventually(t, func() bool {
+		regs, _, err := cb.DiscoverOn(ctx, srv.h.ID(), "room", 0, nil)
+		if err != nil {
+			clock.Advance(time.Minute) // bob's own bucket ran dry
+			return false
+		}
+		return slices.Contains(ctIDs(regs), alice.ID())
+	}, 15*time.Second, 20*time.Millisecond)
+
+	// A refusal: not kept, returned as the server's status.
+	clock.Advance(time.Minute)
+	err = ca.Register(ctx, "hall", MaxTTL+time.Hour)
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, StatusInvalidTTL, se.Status)
+	require.NotErrorIs(t, err, ErrNotYetRegistered)
+	ca.mu.Lock()
+	require.NotContains(t, ca.kept, "hall")
+	ca.mu.Unlock()
+
+	// Unregister stops the retries of a kept one.
+	require.NoError(t, ca.Unregister(ctx, "room"))
+	ca.mu.Lock()
+	require.NotContains(t, ca.kept, "room")
+	ca.mu.Unlock()
 }

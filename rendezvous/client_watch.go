@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/p2p-messaging/p2p-messaging/internal/backoff"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
 
@@ -122,7 +122,7 @@ func (w *watcher) send(u watchUpdate) bool {
 func (w *watcher) serverLoop(sc *serverConn) {
 	defer w.c.wg.Done()
 	id := sc.info.ID
-	failures := 0
+	retry := backoff.New(w.c.cfg.retryMin, w.c.cfg.retryMax)
 	for {
 		synced, err := w.subscribe(sc)
 		if w.ctx.Err() != nil {
@@ -137,10 +137,9 @@ func (w *watcher) serverLoop(sc *serverConn) {
 			return
 		}
 		if synced {
-			failures = 0
+			retry.Reset()
 		}
-		failures++
-		delay := retryDelay(failures, w.c.cfg.retryMin, w.c.cfg.retryMax, rand.Float64())
+		delay := retry.Next()
 		w.c.log.Debug("watch stream ended; resubscribing", "ns", w.ns, "peer", id, "err", err, "retry_in", delay)
 		t := time.NewTimer(delay)
 		select {

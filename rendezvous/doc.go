@@ -132,6 +132,26 @@
 // events); one that falls behind is reset and must resubscribe, so a slow
 // watcher never slows registration.
 //
+// # Client
+//
+// A Client talks to several servers at once. Discover and FindPeers ask
+// every server and merge the answers by (namespace asked for, peer). Watch
+// merges the servers' pushes: a peer is present while any server lists it.
+//
+// Register registers on every server and keeps the registration alive in
+// the background: refreshed at about half its TTL, renewed at once when the
+// host's addresses change or a server's connection comes back, and retried
+// with backoff (package internal/backoff: doubling from 1 s to 30 s, up to
+// a fifth of jitter) while a server fails. When no server accepts it at
+// first for reasons that may pass (unreachable, E_UNAVAILABLE,
+// E_INTERNAL_ERROR, a timeout), Register keeps it all the same and returns
+// an error wrapping ErrNotYetRegistered: the retries go on until a server
+// accepts it, Unregister or Close. A refusal (E_NOT_AUTHORIZED,
+// E_INVALID_*) is returned as a *StatusError and nothing is kept; after
+// E_NOT_AUTHORIZED from any server, the servers that accepted are
+// unregistered again. Lost watch streams are resubscribed with the same
+// backoff.
+//
 // # Metrics
 //
 // WithRegisterer exports rendezvous_registrations, rendezvous_watch_subscribers,
