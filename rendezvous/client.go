@@ -68,6 +68,7 @@ func NewClient(h host.Host, servers []peer.AddrInfo, opts ...ClientOption) (*Cli
 		retryMax:       DefaultRetryMax,
 		watchBuffer:    DefaultWatchBuffer,
 		closeTimeout:   DefaultCloseTimeout,
+		clock:          systemClock{},
 	}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -496,7 +497,7 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 		return denied
 	}
 
-	now := time.Now()
+	now := c.cfg.clock.Now()
 	state := make(map[peer.ID]*keptServer, len(res))
 	for _, r := range res {
 		st := newKeptServer(c)

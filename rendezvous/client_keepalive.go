@@ -127,10 +127,11 @@ func (k *keeper) applyPending(now time.Time) {
 
 func (k *keeper) run() {
 	defer close(k.done)
-	timer := time.NewTimer(time.Hour)
+	clock := k.c.cfg.clock
+	timer := clock.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		now := time.Now()
+		now := clock.Now()
 		k.applyPending(now)
 		var due []peer.ID
 		next := now.Add(time.Hour)
@@ -148,11 +149,11 @@ func (k *keeper) run() {
 			}
 			continue
 		}
-		timer.Reset(time.Until(next))
+		timer.Reset(next.Sub(now))
 		select {
 		case <-k.ctx.Done():
 			return
-		case <-timer.C:
+		case <-timer.C():
 		case <-k.wake:
 		}
 	}
@@ -181,7 +182,7 @@ func (k *keeper) refresh(servers []peer.ID) {
 	if k.ctx.Err() != nil {
 		return
 	}
-	now := time.Now()
+	now := k.c.cfg.clock.Now()
 	for _, r := range results {
 		st := k.state[r.id]
 		if r.err == nil {

@@ -36,6 +36,7 @@ type clientConfig struct {
 	retryMax       time.Duration
 	watchBuffer    int
 	closeTimeout   time.Duration
+	clock          Clock
 }
 
 // WithClientLogger sets the client's logger (default: discard).
@@ -79,6 +80,19 @@ func WithWatchBuffer(n int) ClientOption {
 			return fmt.Errorf("watch buffer %d must be positive", n)
 		}
 		c.watchBuffer = n
+		return nil
+	}
+}
+
+// WithClientClock sets the clock of the client's schedules (refreshes,
+// retries, watch expiry); the default is the system clock. Tests pass a
+// clock they advance, so schedules run without waiting.
+func WithClientClock(c Clock) ClientOption {
+	return func(cfg *clientConfig) error {
+		if c == nil {
+			return errors.New("nil clock")
+		}
+		cfg.clock = c
 		return nil
 	}
 }

@@ -141,12 +141,12 @@ func (w *watcher) serverLoop(sc *serverConn) {
 		}
 		delay := retry.Next()
 		w.c.log.Debug("watch stream ended; resubscribing", "ns", w.ns, "peer", id, "err", err, "retry_in", delay)
-		t := time.NewTimer(delay)
+		t := w.c.cfg.clock.NewTimer(delay)
 		select {
 		case <-w.ctx.Done():
 			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 		case <-w.wake[id]:
 			t.Stop()
 		}
@@ -196,7 +196,7 @@ func (w *watcher) subscribe(sc *serverConn) (synced bool, err error) {
 			continue
 		}
 		u.server = id
-		u.at = time.Now()
+		u.at = w.c.cfg.clock.Now()
 		if u.kind == updSynced && !synced {
 			synced = true
 			if err := s.SetDeadline(time.Time{}); err != nil {
@@ -226,7 +226,8 @@ func (w *watcher) merge() {
 	}()
 	st := newWatchState(w.ns, w.c.order)
 	var queue []WatchEvent
-	timer := time.NewTimer(time.Hour)
+	clock := w.c.cfg.clock
+	timer := clock.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	for {
@@ -246,18 +247,19 @@ func (w *watcher) merge() {
 			queue = queue[1:]
 		case u := <-updates:
 			queue = append(queue, st.apply(u)...)
-		case <-timer.C:
+		case <-timer.C():
 		}
 		if !st.anyDown() {
 			timer.Stop()
 			continue
 		}
-		evs, next := st.expire(time.Now())
+		now := clock.Now()
+		evs, next := st.expire(now)
 		queue = append(queue, evs...)
 		if next.IsZero() {
 			timer.Stop()
 		} else {
-			timer.Reset(time.Until(next))
+			timer.Reset(next.Sub(now))
 		}
 	}
 }

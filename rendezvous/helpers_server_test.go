@@ -147,29 +147,6 @@ func peersOf(t testing.TB, resp *pb.Message_DiscoverResponse) []peer.ID {
 	return ids
 }
 
-// fakeClock is a settable clock for WithClock.
-type fakeClock struct {
-	mu  chan struct{}
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{mu: make(chan struct{}, 1), now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	return c
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu <- struct{}{}
-	defer func() { <-c.mu }()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu <- struct{}{}
-	defer func() { <-c.mu }()
-	c.now = c.now.Add(d)
-}
-
 var ioEOF = io.EOF
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
