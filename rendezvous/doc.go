@@ -81,7 +81,10 @@
 // (then E_UNAVAILABLE); 1000 per DISCOVER; a token bucket per peer of 100
 // requests/s with a burst of 1500 (then E_UNAVAILABLE, while other peers
 // are served normally); signed records up to 16 KiB; a 1 min stream
-// timeout; 256 watches per peer and 100,000 in total.
+// timeout; 48 watches per peer and 100,000 in total (then an ERROR event
+// with E_UNAVAILABLE). The per-peer watch cap fits the inbound streams per
+// peer and protocol that go-libp2p's default resource manager allows (at
+// least 64); SetResourceLimits raises a host's limits to fit higher caps.
 //
 // Streams are accounted in the host's resource manager under the service
 // ServiceName, as go-libp2p's circuit relay does: a rendezvous stream

@@ -599,7 +599,7 @@ func TestParseByteSize(t *testing.T) {
 }
 
 func TestResourceLimitsSizedForTenThousandClients(t *testing.T) {
-	limits, _, fds := resourceLimits(defaultConnsMax, 1<<20)
+	limits, _, fds := resourceLimits(defaultConnsMax, 1<<20, rendezvous.DefaultLimits())
 	p := limits.ToPartialLimitConfig()
 	require.GreaterOrEqual(t, int(p.System.ConnsInbound), 10_000)
 	require.GreaterOrEqual(t, int(p.System.Conns), 10_000)
@@ -616,7 +616,7 @@ func TestResourceLimitsSizedForTenThousandClients(t *testing.T) {
 	require.Less(t, high, int(p.System.Conns))
 
 	// Without an OS descriptor limit (Windows) descriptors follow conns.
-	_, _, fds = resourceLimits(defaultConnsMax, 0)
+	_, _, fds = resourceLimits(defaultConnsMax, 0, rendezvous.DefaultLimits())
 	require.GreaterOrEqual(t, fds, defaultConnsMax)
 }
 
