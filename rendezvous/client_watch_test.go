@@ -10,17 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// ctNextFor skips events about other peers (and Synced) until one about p.
-func ctNextFor(t *testing.T, ch <-chan WatchEvent, p peer.ID) WatchEvent {
-	t.Helper()
-	for {
-		ev := ctNext(t, ch)
-		if ev.Kind != WatchSynced && ev.Registration.Peer.ID == p {
-			return ev
-		}
-	}
-}
-
 func TestClientMultiServer(t *testing.T) {
 	s1 := ctStartServer(t, nil, "")
 	s2 := ctStartServer(t, nil, "")
