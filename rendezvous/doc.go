@@ -129,7 +129,11 @@
 // every live registration in ns, one SYNCED, and then REGISTERED (new or
 // refreshed) and UNREGISTERED (peer ID in binary form; by unregister,
 // expiry, disconnect or replacement by the holder of an expired exclusive
-// name) as they happen, until either side closes. A refused request (bad ns,
+// name) as they happen, until either side resets or the connection closes.
+// Data after the request ends the watch with a reset; a client may
+// half-close its side and keep reading (a half-closed watch whose
+// connection is gone is ended within a quarter of the stream timeout). A
+// refused request (bad ns,
 // watch caps reached, rate limit) gets one ERROR event with a status and the
 // stream is closed. Each subscriber has a bounded queue (default 1024
 // events); one that falls behind is reset and must resubscribe, so a slow

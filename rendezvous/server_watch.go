@@ -78,17 +78,23 @@ func (s *Server) handleWatch(str network.Stream) {
 
 	// The client sends nothing more. A reset, or data after the request,
 	// ends the subscription; a clean half-close (EOF) does not: such a
-	// client still reads.
+	// client still reads. Once the read side is closed, a reset or a lost
+	// connection no longer shows there, so the connection is checked every
+	// watchProbe until an event write would notice.
 	gone := make(chan struct{})
+	halfClosed := make(chan struct{})
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
 		_ = str.SetReadDeadline(time.Time{})
 		if _, err := r.ReadByte(); err == nil || !errors.Is(err, io.EOF) {
 			close(gone)
+			return
 		}
+		close(halfClosed)
 	}()
 	defer func() { <-readerDone }()
+	var probe <-chan time.Time
 
 	write := func(frame []byte) bool {
 		_ = str.SetWriteDeadline(time.Now().Add(s.lim.StreamTimeout))
@@ -124,12 +130,27 @@ func (s *Server) handleWatch(str network.Stream) {
 			// The client reset the stream or broke the protocol.
 			str.Reset()
 			return
+		case <-halfClosed:
+			halfClosed = nil
+			t := time.NewTicker(s.watchProbe())
+			defer t.Stop()
+			probe = t.C
+		case <-probe:
+			if str.Conn().IsClosed() {
+				s.log.Debug("half-closed watch lost its connection", "peer", remote, "ns", ns)
+				str.Reset()
+				return
+			}
 		case <-s.ctx.Done():
 			str.Reset()
 			return
 		}
 	}
 }
+
+// watchProbe is how often a half-closed watch checks that its connection
+// is still open: a quarter of the stream timeout (15 s by default).
+func (s *Server) watchProbe() time.Duration { return s.lim.StreamTimeout / 4 }
 
 // refuseWatch answers a refused subscription with one ERROR event.
 func (s *Server) refuseWatch(str network.Stream, ns string, status Status, text string) {
