@@ -29,7 +29,7 @@ func relayedPair(t *testing.T, opts ...relay.Option) (alice, bob *tnode, ctx con
 		libp2p.EnableRelayService(opts...),
 	)
 	require.NoError(t, err)
-	srv, err := rendezvous.NewServer(rh)
+	srv, err := rendezvous.NewServer(rh, rendezvous.WithExclusivePrefix(UserNamespacePrefix))
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Close(); rh.Close() })
 	r := &rdvServer{h: rh, srv: srv, info: peer.AddrInfo{ID: rh.ID(), Addrs: rh.Addrs()}}

@@ -22,7 +22,7 @@ func benchRegister(b *testing.B, nrec int) {
 	_ = rs.s.SetDeadline(time.Time{})
 	reqs := make([][]byte, nrec)
 	for i := range reqs {
-		reqs[i] = appendServerFrame(nil, &pb.Message{
+		reqs[i] = appendFrame(nil, &pb.Message{
 			Type: pb.Message_REGISTER.Enum(),
 			Register: &pb.Message_Register{
 				Ns:               proto.String("room"),

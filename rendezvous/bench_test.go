@@ -33,7 +33,7 @@ func BenchmarkDiscoverWarm(b *testing.B) {
 	connect(b, ch, sh)
 	rs := openRaw(b, ch, sh.ID(), ProtocolID)
 	_ = rs.s.SetDeadline(time.Time{})
-	req := appendServerFrame(nil, &pb.Message{
+	req := appendFrame(nil, &pb.Message{
 		Type:     pb.Message_DISCOVER.Enum(),
 		Discover: &pb.Message_Discover{Ns: proto.String("room")},
 	})

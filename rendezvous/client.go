@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math"
 	"slices"
 	"sync"
 	"time"
@@ -17,46 +15,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
-	"github.com/libp2p/go-msgio/pbio"
 	ma "github.com/multiformats/go-multiaddr"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
-)
-
-// Client defaults.
-const (
-	// DefaultRequestTimeout bounds one request/response exchange on a stream
-	// when the caller's context has no earlier deadline.
-	DefaultRequestTimeout = 20 * time.Second
-	// DefaultDialTimeout bounds connecting to a server.
-	DefaultDialTimeout = 10 * time.Second
-	// DefaultRetryMin and DefaultRetryMax bound the backoff between attempts
-	// to reach a server that failed (kept registrations, watches).
-	DefaultRetryMin = time.Second
-	DefaultRetryMax = 30 * time.Second
-	// DefaultWatchBuffer is the capacity of the channel Watch returns.
-	DefaultWatchBuffer = 256
-	// DefaultCloseTimeout bounds the best-effort UNREGISTER of kept
-	// registrations in Close.
-	DefaultCloseTimeout = 2 * time.Second
-
-	// connProtectTag protects server connections in the connection manager.
-	connProtectTag = "rendezvous"
-	// maxIdleStreams is how many warm request streams are kept per server.
-	maxIdleStreams = 4
-	// maxIdleAge drops a warm stream that sat unused for longer (the server
-	// may have timed it out).
-	maxIdleAge = 30 * time.Second
-	// maxDiscoverPages caps pagination against a server that never ends.
-	maxDiscoverPages = 1000
-	// serverCapFloor: a short page with at least this many registrations may
-	// be a server-side cap on the page size rather than the end, so the
-	// client asks once more. Below it, a short page ends the listing.
-	serverCapFloor = 100
 )
 
 var (
@@ -65,77 +26,13 @@ var (
 	// ErrUnknownServer is returned by single-server calls for a peer that is
 	// not one of the client's servers.
 	ErrUnknownServer = errors.New("rendezvous: unknown server")
+	// ErrNotYetRegistered is returned (wrapped, with each server's error) by
+	// Register when no server accepted the registration, for reasons that
+	// may pass (unreachable, E_UNAVAILABLE, a timeout): the client keeps it
+	// and retries in the background until a server accepts it, Unregister
+	// or Close. Match it with errors.Is.
+	ErrNotYetRegistered = errors.New("rendezvous: no server accepted the registration yet; it is kept and retried")
 )
-
-// ClientOption configures a Client.
-type ClientOption func(*clientConfig) error
-
-type clientConfig struct {
-	logger         *slog.Logger
-	requestTimeout time.Duration
-	dialTimeout    time.Duration
-	retryMin       time.Duration
-	retryMax       time.Duration
-	watchBuffer    int
-	closeTimeout   time.Duration
-}
-
-// WithClientLogger sets the client's logger (default: discard).
-func WithClientLogger(l *slog.Logger) ClientOption {
-	return func(c *clientConfig) error {
-		if l == nil {
-			return errors.New("nil logger")
-		}
-		c.logger = l
-		return nil
-	}
-}
-
-// WithRequestTimeout bounds one request/response exchange and one dial.
-func WithRequestTimeout(request, dial time.Duration) ClientOption {
-	return func(c *clientConfig) error {
-		if request <= 0 || dial <= 0 {
-			return fmt.Errorf("request timeout %v and dial timeout %v must be positive", request, dial)
-		}
-		c.requestTimeout, c.dialTimeout = request, dial
-		return nil
-	}
-}
-
-// WithRetryBackoff sets the exponential backoff used to reach a server
-// again after a failure (kept registrations and watches).
-func WithRetryBackoff(lo, hi time.Duration) ClientOption {
-	return func(c *clientConfig) error {
-		if lo <= 0 || hi < lo {
-			return fmt.Errorf("invalid retry backoff [%v, %v]", lo, hi)
-		}
-		c.retryMin, c.retryMax = lo, hi
-		return nil
-	}
-}
-
-// WithWatchBuffer sets the capacity of the channels Watch returns.
-func WithWatchBuffer(n int) ClientOption {
-	return func(c *clientConfig) error {
-		if n < 1 {
-			return fmt.Errorf("watch buffer %d must be positive", n)
-		}
-		c.watchBuffer = n
-		return nil
-	}
-}
-
-// WithCloseTimeout bounds the best-effort UNREGISTER of kept registrations
-// when the client closes; 0 skips it.
-func WithCloseTimeout(d time.Duration) ClientOption {
-	return func(c *clientConfig) error {
-		if d < 0 {
-			return fmt.Errorf("close timeout %v is negative", d)
-		}
-		c.closeTimeout = d
-		return nil
-	}
-}
 
 // Client talks to one or more rendezvous servers on behalf of a host. It is
 // safe for concurrent use. It implements go-libp2p's discovery.Discovery.
@@ -171,6 +68,7 @@ func NewClient(h host.Host, servers []peer.AddrInfo, opts ...ClientOption) (*Cli
 		retryMax:       DefaultRetryMax,
 		watchBuffer:    DefaultWatchBuffer,
 		closeTimeout:   DefaultCloseTimeout,
+		clock:          systemClock{},
 	}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -364,7 +262,7 @@ func (c *Client) signedRecord() ([]byte, error) {
 	return env.Marshal()
 }
 
-// ---- single-server calls ----
+// Single-server calls.
 
 // RegisterOn registers this host under ns on one server, once (no refresh),
 // and returns the TTL the server granted. ttl 0 asks for the server default.
@@ -408,7 +306,7 @@ func (c *Client) DiscoverOn(ctx context.Context, server peer.ID, ns string, limi
 	return sc.discover(ctx, ns, limit, cookie)
 }
 
-// ---- multi-server calls ----
+// Multi-server calls.
 
 type serverResult[T any] struct {
 	server peer.ID
@@ -536,9 +434,14 @@ func (c *Client) Discover(ctx context.Context, ns string, limit int) ([]Registra
 // It returns nil if at least one server accepted and none answered
 // E_NOT_AUTHORIZED. On E_NOT_AUTHORIZED (an exclusive namespace held by
 // another peer) it undoes the registrations that succeeded and returns the
-// *StatusError; on any error nothing is kept.
+// *StatusError, and keeps nothing; so it does when no server accepted and
+// one refused (E_INVALID_*: asking again would not help). When no server
+// accepted for reasons that may pass (unreachable, E_UNAVAILABLE,
+// E_INTERNAL_ERROR, a timeout, ctx ending), the registration is kept all
+// the same, retried in the background with backoff, and the error wraps
+// ErrNotYetRegistered.
 func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) error {
-	if err := checkNamespace(ns); err != nil {
+	if err := checkNamespace(ns, MaxNamespaceLen); err != nil {
 		return fmt.Errorf("register %q: %w", ns, err)
 	}
 	if ttl < 0 {
@@ -555,7 +458,7 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 		d, conn, err := sc.register(ctx, ns, ttl)
 		return regResult{d, conn}, err
 	})
-	var denied error
+	var denied, refused error
 	var errs []error
 	accepted := 0
 	for _, r := range res {
@@ -567,11 +470,18 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 			if denied == nil {
 				denied = r.err
 			}
+		case isRefusal(r.err):
+			if refused == nil {
+				refused = r.err
+			}
 		default:
 			errs = append(errs, r.err)
 		}
 	}
-	if denied != nil || accepted == 0 {
+	if accepted == 0 && denied == nil && refused != nil {
+		return refused
+	}
+	if denied != nil {
 		if accepted > 0 {
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.requestTimeout)
 			onAll(c, func(sc *serverConn) (struct{}, error) {
@@ -584,20 +494,17 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 			})
 			cancel()
 		}
-		if denied != nil {
-			return denied
-		}
-		return fmt.Errorf("register %q: %w", ns, errors.Join(errs...))
+		return denied
 	}
 
-	now := time.Now()
+	now := c.cfg.clock.Now()
 	state := make(map[peer.ID]*keptServer, len(res))
 	for _, r := range res {
-		st := &keptServer{}
+		st := newKeptServer(c)
 		if r.err == nil {
 			st.succeeded(now, r.val.granted, ttl, r.val.conn)
 		} else {
-			st.failed(now, c.cfg.retryMin, c.cfg.retryMax)
+			st.failed(now)
 			c.log.Debug("register failed; will retry", "ns", ns, "peer", r.server, "err", r.err)
 		}
 		state[r.server] = st
@@ -616,13 +523,18 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 	if old != nil {
 		old.stop()
 	}
+	if accepted == 0 {
+		return fmt.Errorf("register %q: %w: %w", ns, ErrNotYetRegistered, errors.Join(errs...))
+	}
 	return nil
 }
 
 // Unregister stops keeping ns alive and removes this host's registration
-// under ns from every server. It fails only if no server could be reached.
+// under ns from every server. It fails only if the request could be
+// written to no server (UNREGISTER has no response: a server that resets
+// the stream after reading it has done its part).
 func (c *Client) Unregister(ctx context.Context, ns string) error {
-	if err := checkNamespace(ns); err != nil {
+	if err := checkNamespace(ns, MaxNamespaceLen); err != nil {
 		return fmt.Errorf("unregister %q: %w", ns, err)
 	}
 	c.mu.Lock()
@@ -649,371 +561,6 @@ func (c *Client) Unregister(ctx context.Context, ns string) error {
 		return fmt.Errorf("unregister %q: %w", ns, errors.Join(errs...))
 	}
 	return nil
-}
-
-// ---- per-server connection and requests ----
-
-type serverConn struct {
-	c    *Client
-	info peer.AddrInfo
-
-	mu   sync.Mutex
-	idle []*reqStream
-}
-
-// reqStream is a request stream to a server, reusable for sequential
-// requests.
-type reqStream struct {
-	s    network.Stream
-	r    pbio.ReadCloser
-	w    pbio.WriteCloser
-	used time.Time
-}
-
-func (sc *serverConn) connect(ctx context.Context) error {
-	h := sc.c.h
-	if h.Network().Connectedness(sc.info.ID) == network.Connected {
-		return nil
-	}
-	dctx, cancel := context.WithTimeout(ctx, sc.c.cfg.dialTimeout)
-	defer cancel()
-	// Our own backoff governs retries; don't let the swarm's dial backoff
-	// hide a server that just came back.
-	dctx = network.WithForceDirectDial(dctx, "rendezvous server")
-	h.Peerstore().AddAddrs(sc.info.ID, sc.info.Addrs, peerstore.PermanentAddrTTL)
-	return h.Connect(dctx, sc.info)
-}
-
-func (sc *serverConn) openStream(ctx context.Context, pid protocol.ID) (network.Stream, error) {
-	if err := sc.connect(ctx); err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	s, err := sc.c.h.NewStream(ctx, sc.info.ID, pid)
-	if err != nil {
-		return nil, fmt.Errorf("open stream: %w", err)
-	}
-	return s, nil
-}
-
-func (sc *serverConn) take() *reqStream {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	for len(sc.idle) > 0 {
-		rs := sc.idle[len(sc.idle)-1]
-		sc.idle = sc.idle[:len(sc.idle)-1]
-		if time.Since(rs.used) < maxIdleAge && !rs.s.Conn().IsClosed() {
-			return rs
-		}
-		rs.s.Reset()
-	}
-	return nil
-}
-
-func (sc *serverConn) put(rs *reqStream) {
-	rs.used = time.Now()
-	sc.mu.Lock()
-	if sc.c.ctx.Err() == nil && len(sc.idle) < maxIdleStreams {
-		sc.idle = append(sc.idle, rs)
-		rs = nil
-	}
-	sc.mu.Unlock()
-	if rs != nil {
-		rs.s.Close()
-	}
-}
-
-func (sc *serverConn) resetIdle() {
-	sc.mu.Lock()
-	idle := sc.idle
-	sc.idle = nil
-	sc.mu.Unlock()
-	for _, rs := range idle {
-		rs.s.Reset()
-	}
-}
-
-// roundTrip sends req and reads one response into resp, on a warm stream
-// when one is idle (retrying once on a fresh stream if the warm one turns
-// out to be dead) or on a new one. It returns the connection used.
-func (sc *serverConn) roundTrip(ctx context.Context, req, resp *pb.Message) (network.Conn, error) {
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		rs := sc.take()
-		reused := rs != nil
-		if rs == nil {
-			s, err := sc.openStream(ctx, ProtocolID)
-			if err != nil {
-				return nil, err
-			}
-			rs = &reqStream{s: s, r: newReader(s), w: newWriter(s)}
-		}
-		conn := rs.s.Conn()
-		ok, err := sc.exchange(ctx, rs, req, resp)
-		if err == nil {
-			if ok {
-				sc.put(rs)
-			}
-			return conn, nil
-		}
-		rs.s.Reset()
-		if reused && ctx.Err() == nil && sc.c.ctx.Err() == nil {
-			// The warm stream was stale (server timeout or restart): drop the
-			// other idle ones too and try on a fresh stream.
-			sc.resetIdle()
-			continue
-		}
-		return nil, err
-	}
-}
-
-// exchange runs one request on rs, bounded by the request timeout, the
-// caller's ctx and the client's life. ok reports whether rs may be reused.
-func (sc *serverConn) exchange(ctx context.Context, rs *reqStream, req, resp *pb.Message) (ok bool, err error) {
-	// The request timeout is the stream's own bound; the caller's ctx (and
-	// its deadline) bounds it through the reset below, so a ctx error is
-	// reported as such.
-	if err := rs.s.SetDeadline(time.Now().Add(sc.c.cfg.requestTimeout)); err != nil {
-		return false, fmt.Errorf("set deadline: %w", err)
-	}
-	stopCtx := context.AfterFunc(ctx, func() { rs.s.Reset() })
-	stopClient := context.AfterFunc(sc.c.ctx, func() { rs.s.Reset() })
-	err = rs.w.WriteMsg(req)
-	if err == nil {
-		err = rs.r.ReadMsg(resp)
-	}
-	ctxAlive, clientAlive := stopCtx(), stopClient()
-	switch {
-	case err != nil && (!ctxAlive || ctx.Err() != nil):
-		return false, ctx.Err()
-	case err != nil && !clientAlive:
-		return false, ErrClientClosed
-	case err != nil:
-		return false, err
-	}
-	if !ctxAlive || !clientAlive {
-		return false, nil // answered, but the stream was reset meanwhile
-	}
-	if err := rs.s.SetDeadline(time.Time{}); err != nil {
-		return false, nil
-	}
-	return true, nil
-}
-
-func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration) (time.Duration, network.Conn, error) {
-	wrap := func(err error) error { return fmt.Errorf("register %q on %s: %w", ns, sc.info.ID, err) }
-	if err := checkNamespace(ns); err != nil {
-		return 0, nil, wrap(err)
-	}
-	if ttl < 0 {
-		return 0, nil, wrap(fmt.Errorf("negative ttl %v", ttl))
-	}
-	spr, err := sc.c.signedRecord()
-	if err != nil {
-		return 0, nil, wrap(err)
-	}
-	reg := &pb.Message_Register{Ns: proto.String(ns), SignedPeerRecord: spr}
-	if ttl > 0 {
-		reg.Ttl = proto.Uint64(ttlSeconds(ttl))
-	}
-	req := &pb.Message{Type: pb.Message_REGISTER.Enum(), Register: reg}
-	var resp pb.Message
-	conn, err := sc.roundTrip(ctx, req, &resp)
-	if err != nil {
-		return 0, nil, wrap(err)
-	}
-	if resp.GetType() != pb.Message_REGISTER_RESPONSE || resp.RegisterResponse == nil {
-		return 0, nil, wrap(fmt.Errorf("unexpected response %s", resp.GetType()))
-	}
-	rr := resp.RegisterResponse
-	if rr.GetStatus() != StatusOK {
-		return 0, nil, wrap(&StatusError{Status: rr.GetStatus(), Text: rr.GetStatusText()})
-	}
-	granted := durationFromSeconds(rr.GetTtl())
-	if rr.Ttl == nil {
-		granted = ttl
-		if granted == 0 {
-			granted = DefaultTTL
-		}
-	}
-	return granted, conn, nil
-}
-
-// unregister sends UNREGISTER on a stream of its own and half-closes it;
-// the server's end of the stream confirms the request was processed
-// (UNREGISTER has no response).
-func (sc *serverConn) unregister(ctx context.Context, ns string) error {
-	wrap := func(err error) error { return fmt.Errorf("unregister %q on %s: %w", ns, sc.info.ID, err) }
-	if err := checkNamespace(ns); err != nil {
-		return wrap(err)
-	}
-	s, err := sc.openStream(ctx, ProtocolID)
-	if err != nil {
-		return wrap(err)
-	}
-	if err := s.SetDeadline(time.Now().Add(sc.c.cfg.requestTimeout)); err != nil {
-		s.Reset()
-		return wrap(err)
-	}
-	stop := context.AfterFunc(ctx, func() { s.Reset() })
-	defer stop()
-	req := &pb.Message{
-		Type:       pb.Message_UNREGISTER.Enum(),
-		Unregister: &pb.Message_Unregister{Ns: proto.String(ns)},
-	}
-	if err := newWriter(s).WriteMsg(req); err != nil {
-		s.Reset()
-		return wrap(ctxOr(ctx, err))
-	}
-	if err := s.CloseWrite(); err != nil {
-		s.Reset()
-		return wrap(ctxOr(ctx, err))
-	}
-	// Wait for the server to end the stream: it reads our UNREGISTER, then
-	// our EOF, then closes. Anything it sends meanwhile is ignored.
-	var m pb.Message
-	r := newReader(s)
-	for i := 0; i < 8; i++ {
-		if err := r.ReadMsg(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				s.Close()
-				return nil
-			}
-			s.Reset()
-			return wrap(ctxOr(ctx, err))
-		}
-	}
-	s.Reset()
-	return wrap(errors.New("server kept talking after unregister"))
-}
-
-func (sc *serverConn) discover(ctx context.Context, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
-	wrap := func(err error) error { return fmt.Errorf("discover %q on %s: %w", ns, sc.info.ID, err) }
-	if len(ns) > MaxNamespaceLen {
-		return nil, nil, wrap(errInvalidNamespace)
-	}
-	if limit < 0 {
-		return nil, nil, wrap(fmt.Errorf("negative limit %d", limit))
-	}
-	d := &pb.Message_Discover{Cookie: cookie}
-	if ns != "" {
-		d.Ns = proto.String(ns)
-	}
-	if limit > 0 {
-		d.Limit = proto.Uint64(uint64(limit))
-	}
-	req := &pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: d}
-	var resp pb.Message
-	if _, err := sc.roundTrip(ctx, req, &resp); err != nil {
-		return nil, nil, wrap(err)
-	}
-	regs, next, err := parseDiscoverResponse(&resp, sc.c.log)
-	if err != nil {
-		return nil, nil, wrap(err)
-	}
-	return regs, next, nil
-}
-
-// discoverAll follows cookies until the server has nothing more (or limit
-// registrations were collected; limit <= 0 means all).
-func (sc *serverConn) discoverAll(ctx context.Context, ns string, limit int) ([]Registration, error) {
-	var all []Registration
-	var cookie []byte
-	for range maxDiscoverPages {
-		ask := MaxDiscoverLimit
-		if limit > 0 {
-			ask = min(ask, limit-len(all))
-		}
-		page, next, err := sc.discover(ctx, ns, ask, cookie)
-		if err != nil {
-			if len(all) > 0 && !isStatus(err) && ctx.Err() == nil {
-				// A later page failed: what we have is still true.
-				sc.c.log.Debug("discover: later page failed", "ns", ns, "peer", sc.info.ID, "err", err)
-				return all, nil
-			}
-			return nil, err
-		}
-		all = append(all, page...)
-		cookie = next
-		if len(page) == 0 || (limit > 0 && len(all) >= limit) {
-			break
-		}
-		if len(page) < ask && len(page) < serverCapFloor {
-			break
-		}
-		if len(cookie) == 0 {
-			break
-		}
-	}
-	return all, nil
-}
-
-// ---- decoding ----
-
-var errInvalidNamespace = fmt.Errorf("namespace must be 1 to %d bytes", MaxNamespaceLen)
-
-func checkNamespace(ns string) error {
-	if len(ns) == 0 || len(ns) > MaxNamespaceLen {
-		return errInvalidNamespace
-	}
-	return nil
-}
-
-func isStatus(err error) bool {
-	var se *StatusError
-	return errors.As(err, &se)
-}
-
-// parseDiscoverResponse checks a DISCOVER_RESPONSE and decodes its
-// registrations. Registrations whose signed record is invalid are dropped
-// (logged at Debug); a non-OK status is a *StatusError.
-func parseDiscoverResponse(m *pb.Message, log *slog.Logger) ([]Registration, []byte, error) {
-	if m.GetType() != pb.Message_DISCOVER_RESPONSE || m.DiscoverResponse == nil {
-		return nil, nil, fmt.Errorf("unexpected response %s", m.GetType())
-	}
-	dr := m.DiscoverResponse
-	if dr.GetStatus() != StatusOK {
-		return nil, nil, &StatusError{Status: dr.GetStatus(), Text: dr.GetStatusText()}
-	}
-	regs := make([]Registration, 0, len(dr.Registrations))
-	for _, r := range dr.Registrations {
-		reg, err := parseRegistration(r)
-		if err != nil {
-			log.Debug("dropping invalid registration", "ns", r.GetNs(), "err", err)
-			continue
-		}
-		regs = append(regs, reg)
-	}
-	return regs, dr.Cookie, nil
-}
-
-// parseRegistration decodes one registration and verifies its signed peer
-// record: a valid envelope signed by the key of the peer it describes.
-func parseRegistration(r *pb.Message_Register) (Registration, error) {
-	if r == nil {
-		return Registration{}, errors.New("empty registration")
-	}
-	env, rec, err := record.ConsumeEnvelope(r.SignedPeerRecord, peer.PeerRecordEnvelopeDomain)
-	if err != nil {
-		return Registration{}, fmt.Errorf("signed peer record: %w", err)
-	}
-	pr, ok := rec.(*peer.PeerRecord)
-	if !ok {
-		return Registration{}, errors.New("signed peer record: not a peer record")
-	}
-	signer, err := peer.IDFromPublicKey(env.PublicKey)
-	if err != nil {
-		return Registration{}, fmt.Errorf("signed peer record: %w", err)
-	}
-	if signer != pr.PeerID {
-		return Registration{}, fmt.Errorf("signed peer record: record of %s signed by %s", pr.PeerID, signer)
-	}
-	return Registration{
-		Namespace: r.GetNs(),
-		Peer:      peer.AddrInfo{ID: pr.PeerID, Addrs: pr.Addrs},
-		TTL:       durationFromSeconds(r.GetTtl()),
-	}, nil
 }
 
 // mergeRegistrations deduplicates by (namespace, peer), keeping the longest
@@ -1066,21 +613,4 @@ func sameAddrs(a, b []ma.Multiaddr) bool {
 		}
 	}
 	return true
-}
-
-func ttlSeconds(d time.Duration) uint64 {
-	s := uint64((d + time.Second - 1) / time.Second)
-	return max(s, 1)
-}
-
-func durationFromSeconds(s uint64) time.Duration {
-	const maxSec = uint64(math.MaxInt64 / int64(time.Second))
-	return time.Duration(min(s, maxSec)) * time.Second
-}
-
-func ctxOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }

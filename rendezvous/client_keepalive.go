@@ -2,13 +2,14 @@ package rendezvous
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2p-messaging/p2p-messaging/internal/backoff"
 )
 
 // keeper keeps one namespace registered on every server: one goroutine that
@@ -32,23 +33,29 @@ type keeper struct {
 
 // keptServer is the keeper's view of one server.
 type keptServer struct {
-	due      time.Time
-	failures int
-	granted  time.Duration
-	conn     network.Conn // connection of the last successful REGISTER
+	due     time.Time
+	failing bool
+	retry   *backoff.Backoff
+	granted time.Duration
+	conn    network.Conn // connection of the last successful REGISTER
+}
+
+func newKeptServer(c *Client) *keptServer {
+	return &keptServer{retry: backoff.New(c.cfg.retryMin, c.cfg.retryMax)}
 }
 
 func (st *keptServer) succeeded(now time.Time, granted, asked time.Duration, conn network.Conn) {
-	st.failures = 0
+	st.failing = false
+	st.retry.Reset()
 	st.granted = granted
 	st.conn = conn
 	st.due = now.Add(refreshDelay(granted, asked, rand.Float64()))
 }
 
-func (st *keptServer) failed(now time.Time, lo, hi time.Duration) {
-	st.failures++
+func (st *keptServer) failed(now time.Time) {
+	st.failing = true
 	st.conn = nil
-	st.due = now.Add(retryDelay(st.failures, lo, hi, rand.Float64()))
+	st.due = now.Add(st.retry.Next())
 }
 
 // refreshDelay is when to renew a registration granted for granted (asked
@@ -63,17 +70,6 @@ func refreshDelay(granted, asked time.Duration, r float64) time.Duration {
 	}
 	d := time.Duration(float64(granted) * (0.45 + 0.1*r))
 	return max(d, 100*time.Millisecond)
-}
-
-// retryDelay is the backoff after the n-th consecutive failure: lo doubled
-// per failure, capped at hi, with up to 20% jitter below.
-func retryDelay(n int, lo, hi time.Duration, r float64) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return time.Duration(float64(d) * (0.8 + 0.2*r))
 }
 
 func newKeeper(c *Client, ns string, ttl time.Duration, state map[peer.ID]*keptServer) *keeper {
@@ -124,17 +120,18 @@ func (k *keeper) applyPending(now time.Time) {
 				continue
 			}
 			st.due = now
-			st.failures = 0
+			st.retry.Reset()
 		}
 	}
 }
 
 func (k *keeper) run() {
 	defer close(k.done)
-	timer := time.NewTimer(time.Hour)
+	clock := k.c.cfg.clock
+	timer := clock.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		now := time.Now()
+		now := clock.Now()
 		k.applyPending(now)
 		var due []peer.ID
 		next := now.Add(time.Hour)
@@ -152,11 +149,11 @@ func (k *keeper) run() {
 			}
 			continue
 		}
-		timer.Reset(time.Until(next))
+		timer.Reset(next.Sub(now))
 		select {
 		case <-k.ctx.Done():
 			return
-		case <-timer.C:
+		case <-timer.C():
 		case <-k.wake:
 		}
 	}
@@ -185,19 +182,18 @@ func (k *keeper) refresh(servers []peer.ID) {
 	if k.ctx.Err() != nil {
 		return
 	}
-	now := time.Now()
+	now := k.c.cfg.clock.Now()
 	for _, r := range results {
 		st := k.state[r.id]
 		if r.err == nil {
-			if st.failures > 0 || st.conn == nil {
+			if st.failing || st.conn == nil {
 				k.c.log.Debug("registration renewed", "ns", k.ns, "peer", r.id, "ttl", r.granted)
 			}
 			st.succeeded(now, r.granted, k.ttl, r.conn)
 			continue
 		}
-		st.failed(now, k.c.cfg.retryMin, k.c.cfg.retryMax)
-		var se *StatusError
-		if errors.As(r.err, &se) && se.Status != StatusUnavailable {
+		st.failed(now)
+		if isRefusal(r.err) {
 			// A refusal (name taken, TTL out of range...) is not transient.
 			k.c.log.Warn("registration refused", "ns", k.ns, "peer", r.id, "err", r.err)
 		} else {

@@ -7,32 +7,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 )
-
-func ctNext(t *testing.T, ch <-chan WatchEvent) WatchEvent {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		require.True(t, ok, "watch channel closed")
-		return ev
-	case <-time.After(15 * time.Second):
-		t.Fatal("no watch event")
-		return WatchEvent{}
-	}
-}
-
-// ctNextFor skips events about other peers (and Synced) until one about p.
-func ctNextFor(t *testing.T, ch <-chan WatchEvent, p peer.ID) WatchEvent {
-	t.Helper()
-	for {
-		ev := ctNext(t, ch)
-		if ev.Kind != WatchSynced && ev.Registration.Peer.ID == p {
-			return ev
-		}
-	}
-}
 
 func TestClientMultiServer(t *testing.T) {
 	s1 := ctStartServer(t, nil, "")
@@ -180,90 +156,4 @@ func TestClientWatchClosedByClient(t *testing.T) {
 	require.ErrorIs(t, c.Register(ctCtx(t), "room", 0), ErrClientClosed)
 	_, err = c.Discover(ctCtx(t), "room", 0)
 	require.ErrorIs(t, err, ErrClientClosed)
-}
-
-// Pure merge logic: presence across servers, address changes, TTL expiry
-// of a server that is down.
-func TestClientWatchStateMerge(t *testing.T) {
-	s1, s2, p := peer.ID("s1"), peer.ID("s2"), peer.ID("p")
-	a1 := ctAddr(t, "/ip4/127.0.0.1/tcp/1")
-	a2 := ctAddr(t, "/ip4/127.0.0.1/tcp/2")
-	now := time.Unix(1000, 0)
-	reg := func(addrs ...string) Registration {
-		r := Registration{Namespace: "ns", Peer: peer.AddrInfo{ID: p}, TTL: time.Minute}
-		for _, a := range addrs {
-			r.Peer.Addrs = append(r.Peer.Addrs, ctAddr(t, a))
-		}
-		return r
-	}
-	st := newWatchState("ns", []peer.ID{s1, s2})
-	kinds := func(evs []WatchEvent) []WatchKind {
-		var k []WatchKind
-		for _, e := range evs {
-			k = append(k, e.Kind)
-		}
-		return k
-	}
-	require.Empty(t, st.apply(watchUpdate{server: s1, kind: updSubscribed}))
-	require.Equal(t, []WatchKind{WatchRegistered}, kinds(st.apply(watchUpdate{server: s1, kind: updRegistered, reg: reg("/ip4/127.0.0.1/tcp/1"), at: now})))
-	require.Empty(t, st.apply(watchUpdate{server: s1, kind: updSynced}), "s2 not settled yet")
-	require.Equal(t, []WatchKind{WatchSynced}, kinds(st.apply(watchUpdate{server: s2, kind: updDown})))
-	// s2 comes up listing p with another address: an address change.
-	st.apply(watchUpdate{server: s2, kind: updSubscribed})
-	evs := st.apply(watchUpdate{server: s2, kind: updRegistered, reg: reg("/ip4/127.0.0.1/tcp/2"), at: now})
-	require.Equal(t, []WatchKind{WatchRegistered}, kinds(evs))
-	require.True(t, ctHasAddr(evs[0].Registration.Peer.Addrs, a1) && ctHasAddr(evs[0].Registration.Peer.Addrs, a2))
-	require.Empty(t, st.apply(watchUpdate{server: s2, kind: updSynced}))
-	// Same addresses again (a refresh): nothing to report.
-	require.Empty(t, st.apply(watchUpdate{server: s2, kind: updRegistered, reg: reg("/ip4/127.0.0.1/tcp/2"), at: now}))
-	// s1 drops p: still on s2, but the merged addresses shrink.
-	evs = st.apply(watchUpdate{server: s1, kind: updUnregistered, id: p})
-	require.Equal(t, []WatchKind{WatchRegistered}, kinds(evs))
-	require.False(t, ctHasAddr(evs[0].Registration.Peer.Addrs, a1))
-	// s2 goes down: p stays until its TTL runs out.
-	require.Empty(t, st.apply(watchUpdate{server: s2, kind: updDown}))
-	evs, next := st.expire(now.Add(30 * time.Second))
-	require.Empty(t, evs)
-	require.Equal(t, now.Add(time.Minute), next)
-	evs, next = st.expire(now.Add(time.Minute))
-	require.Equal(t, []WatchKind{WatchUnregistered}, kinds(evs))
-	require.True(t, next.IsZero())
-	require.Empty(t, st.peers)
-}
-
-func ctAddr(t *testing.T, s string) ma.Multiaddr {
-	t.Helper()
-	a, err := ma.NewMultiaddr(s)
-	require.NoError(t, err)
-	return a
-}
-
-// A live server's departure news outranks what a down server last said;
-// a peer listed only by a down server stays.
-func TestClientWatchStateDownServer(t *testing.T) {
-	s1, s2 := peer.ID("s1"), peer.ID("s2")
-	p, q := peer.ID("p"), peer.ID("q")
-	now := time.Unix(1000, 0)
-	reg := func(id peer.ID) Registration {
-		return Registration{Namespace: "ns", Peer: peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{ctAddr(t, "/ip4/127.0.0.1/tcp/1")}}, TTL: time.Hour}
-	}
-	st := newWatchState("ns", []peer.ID{s1, s2})
-	for _, s := range []peer.ID{s1, s2} {
-		st.apply(watchUpdate{server: s, kind: updSubscribed})
-		st.apply(watchUpdate{server: s, kind: updRegistered, reg: reg(p), at: now})
-		st.apply(watchUpdate{server: s, kind: updSynced})
-	}
-	st.apply(watchUpdate{server: s1, kind: updRegistered, reg: reg(q), at: now})
-	require.Empty(t, st.apply(watchUpdate{server: s1, kind: updDown}), "no spurious departure")
-	evs := st.apply(watchUpdate{server: s2, kind: updUnregistered, id: p})
-	require.Len(t, evs, 1)
-	require.Equal(t, WatchUnregistered, evs[0].Kind)
-	require.Equal(t, p, evs[0].Registration.Peer.ID)
-	require.Contains(t, st.peers, q, "q, listed only by the down server, stays")
-	// s1 comes back without q: reconciled away.
-	st.apply(watchUpdate{server: s1, kind: updSubscribed})
-	evs = st.apply(watchUpdate{server: s1, kind: updSynced})
-	require.Len(t, evs, 1)
-	require.Equal(t, WatchUnregistered, evs[0].Kind)
-	require.Equal(t, q, evs[0].Registration.Peer.ID)
 }

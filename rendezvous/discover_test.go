@@ -4,53 +4,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/record"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
-
-// fakePeer is a key pair and its signed peer record, without a host.
-type fakePeer struct {
-	id  peer.ID
-	rec []byte
-}
-
-func newFakePeer(t testing.TB) fakePeer {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(nil)
-	require.NoError(t, err)
-	id, err := peer.IDFromPrivateKey(k)
-	require.NoError(t, err)
-	addr := ma.StringCast("/ip4/127.0.0.1/tcp/4001")
-	env, err := record.Seal(peer.PeerRecordFromAddrInfo(peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}}), k)
-	require.NoError(t, err)
-	b, err := env.Marshal()
-	require.NoError(t, err)
-	return fakePeer{id: id, rec: b}
-}
-
-// inject registers fake peers directly in the store, as if they had
-// registered over the wire.
-func inject(t testing.TB, s *Server, ns string, peers ...fakePeer) {
-	t.Helper()
-	now := s.cfg.now().UnixNano()
-	for _, p := range peers {
-		res := s.st.register(p.id, ns, p.rec, int64(DefaultTTL), now, false, &s.lim)
-		require.Equal(t, StatusOK, res.status, res.text)
-	}
-}
-
-func fakePeers(t testing.TB, n int) []fakePeer {
-	ps := make([]fakePeer, n)
-	for i := range ps {
-		ps[i] = newFakePeer(t)
-	}
-	return ps
-}
 
 // TestPaginationExactlyOnce pages through a namespace with a small limit
 // and sees every registration once, in the order they registered.
@@ -188,102 +146,4 @@ func TestRemainingTTL(t *testing.T) {
 	require.Empty(t, rs.discover("room", 0, nil).Registrations)
 }
 
-// TestExpiryFreesMemory: expired registrations vanish from reads at once
-// and from the index after a sweep.
-func TestExpiryFreesMemory(t *testing.T) {
-	clock := newFakeClock()
-	s, _ := startServer(t, WithClock(clock.Now))
-	ps := fakePeers(t, 40)
-	now := clock.Now().UnixNano()
-	for i, p := range ps {
-		ttl := time.Hour
-		if i%4 == 0 {
-			ttl = 3 * time.Hour
-		}
-		require.Equal(t, StatusOK, s.st.register(p.id, "room", p.rec, int64(ttl), now, false, &s.lim).status)
-		require.Equal(t, StatusOK, s.st.register(p.id, "solo-"+itoa(i), p.rec, int64(ttl), now, false, &s.lim).status)
-	}
-	require.Equal(t, 80, s.Registrations())
-	clock.Advance(2 * time.Hour)
-
-	var d discoverBuf
-	st, _ := s.st.discover("room", nil, 1000, clock.Now().UnixNano(), &d)
-	require.Equal(t, StatusOK, st)
-	var m pb.Message
-	require.NoError(t, newReader(bytesReader(d.out)).ReadMsg(&m))
-	require.Len(t, m.DiscoverResponse.Registrations, 10, "lazy expiry on read")
-
-	// The read woke the background sweeper; sweeping again is harmless.
-	s.st.sweep(clock.Now().UnixNano())
-	require.Equal(t, 20, s.Registrations())
-	require.Equal(t, indexSizes{all: 20, room: 10, namespaces: 11, peers: 10}, sizesOf(s))
-
-	clock.Advance(2 * time.Hour)
-	require.Equal(t, 20, s.st.sweep(clock.Now().UnixNano()))
-	require.Equal(t, indexSizes{}, sizesOf(s))
-	s.st.mu.RLock()
-	released := s.st.all.entries == nil
-	s.st.mu.RUnlock()
-	require.True(t, released, "an emptied index releases its slice")
-}
-
 type indexSizes struct{ all, room, namespaces, peers int }
-
-// sizesOf reads the index sizes under the store lock.
-func sizesOf(s *Server) indexSizes {
-	s.st.mu.RLock()
-	defer s.st.mu.RUnlock()
-	z := indexSizes{all: s.st.all.live(), namespaces: len(s.st.byNS), peers: len(s.st.byPeer)}
-	bounded := func(ix *seqIndex) {
-		// Dead entries are compacted away once they are half the slice.
-		if len(ix.entries) > 2*ix.live()+16 {
-			panic("index holds too many dead entries")
-		}
-	}
-	bounded(&s.st.all)
-	for _, ix := range s.st.byNS {
-		bounded(ix)
-	}
-	if ix := s.st.byNS["room"]; ix != nil {
-		z.room = ix.live()
-	}
-	return z
-}
-
-// TestSweeperRunsAfterLazyExpiry: a read that skips an expired entry
-// wakes the background sweeper, which frees it without a test calling
-// sweep.
-func TestSweeperRunsAfterLazyExpiry(t *testing.T) {
-	clock := newFakeClock()
-	s, sh := startServer(t, WithClock(clock.Now))
-	inject(t, s, "room", fakePeers(t, 3)...)
-	clock.Advance(DefaultTTL + time.Second)
-	ch := newTestHost(t)
-	connect(t, ch, sh)
-	require.Empty(t, openRaw(t, ch, sh.ID(), ProtocolID).discover("room", 0, nil).Registrations)
-	require.Eventually(t, func() bool { return s.Registrations() == 0 }, 5*time.Second, 5*time.Millisecond)
-}
-
-// TestOneRequestPerStream: the classic one-shot client opens a stream per
-// request and closes it; the server closes its side cleanly.
-func TestOneRequestPerStream(t *testing.T) {
-	_, sh := startServer(t)
-	ch := newTestHost(t)
-	connect(t, ch, sh)
-	for i := range 3 {
-		rs := openRaw(t, ch, sh.ID(), ProtocolID)
-		require.Equal(t, pb.Message_OK, rs.register("room", signedRecord(t, ch), 0).GetStatus())
-		require.NoError(t, rs.s.CloseWrite())
-		var b [1]byte
-		_, err := rs.s.Read(b[:])
-		require.ErrorIs(t, err, ioEOF, "request %d: server closes after the client's EOF", i)
-	}
-	// Many requests on one stream, mixing types.
-	rs := openRaw(t, ch, sh.ID(), ProtocolID)
-	for range 20 {
-		require.Equal(t, pb.Message_OK, rs.register("room", signedRecord(t, ch), 0).GetStatus())
-		require.Len(t, rs.discover("room", 0, nil).Registrations, 1)
-		rs.unregister("room")
-		require.Empty(t, rs.discover("room", 0, nil).Registrations)
-	}
-}

@@ -24,10 +24,13 @@
 //     "libp2p-peer-record") holding a peer record; its signature must
 //     verify, the record's peer ID must match the signing key, and it must
 //     be the authenticated remote peer of the stream: a peer registers only
-//     itself (else E_INVALID_SIGNED_PEER_RECORD). Registering (peer, ns)
+//     itself; and it must hold at least one address (else
+//     E_INVALID_SIGNED_PEER_RECORD, with the reason). Registering (peer, ns)
 //     again replaces the previous registration and restarts its TTL. The
 //     granted TTL is returned.
-//   - UNREGISTER {ns}: removes the sender's registration in ns. No response.
+//   - UNREGISTER {ns}: removes the sender's registration in ns. No response;
+//     the client waits for the server to end the stream, and takes a reset
+//     (what other servers do) as well as a clean close.
 //   - DISCOVER {ns, limit, cookie}: answered by DISCOVER_RESPONSE
 //     {registrations, cookie, status, statusText}. An absent (or empty) ns
 //     lists all namespaces. limit 0 or absent means the maximum (1000);
@@ -35,6 +38,9 @@
 //     its remaining TTL (rounded up, so a live one never shows 0). An OK
 //     response always carries a cookie, and a page never exceeds
 //     MaxMessageSize: a page of large records may hold fewer than limit.
+//     The client reads a registration without ns in an answer for one
+//     namespace as belonging to it (proto3 servers omit it), drops one
+//     naming another namespace, and accepts records with no addresses.
 //
 // Anything else (an undecodable frame, a message without a type, a response
 // type sent as a request, a truncated frame) resets that stream and is
@@ -75,7 +81,18 @@
 // (then E_UNAVAILABLE); 1000 per DISCOVER; a token bucket per peer of 100
 // requests/s with a burst of 1500 (then E_UNAVAILABLE, while other peers
 // are served normally); signed records up to 16 KiB; a 1 min stream
-// timeout; 256 watches per peer and 100,000 in total.
+// timeout; 48 watches per peer and 100,000 in total (then an ERROR event
+// with E_UNAVAILABLE). The per-peer watch cap fits the inbound streams per
+// peer and protocol that go-libp2p's default resource manager allows (at
+// least 64); SetResourceLimits raises a host's limits to fit higher caps.
+//
+// Streams are accounted in the host's resource manager under the service
+// ServiceName, as go-libp2p's circuit relay does: a rendezvous stream
+// reserves 4.2 KiB for its life, plus what a request above 4 KiB or a
+// DISCOVER page above 4 KiB holds while it is handled (a page that does not
+// fit is answered E_UNAVAILABLE); a watch stream reserves its request and
+// its event queue (25 KiB by default). A stream the resource manager
+// refuses is reset.
 //
 // Expired registrations disappear from answers at once and are freed by a
 // sweeper that runs every 30 s and soon after a read skipped one.
@@ -98,8 +115,8 @@
 // the meantime. Registrations loaded from disk at start are subject to this
 // only once their peer connects again.
 //
-// Exclusive namespaces: under a prefix (WithExclusivePrefix, default
-// UserNamespacePrefix "p2p-messaging/user/") only one peer may be registered
+// Exclusive namespaces: under a prefix (WithExclusivePrefix; off by default,
+// the daemon passes the chat's user prefix) only one peer may be registered
 // in a namespace at a time. Another peer gets E_NOT_AUTHORIZED until the
 // holder unregisters, disconnects (after the grace period) or expires; the
 // holder may refresh freely. This binds a user name to a key while it is in
@@ -112,11 +129,35 @@
 // every live registration in ns, one SYNCED, and then REGISTERED (new or
 // refreshed) and UNREGISTERED (peer ID in binary form; by unregister,
 // expiry, disconnect or replacement by the holder of an expired exclusive
-// name) as they happen, until either side closes. A refused request (bad ns,
+// name) as they happen, until either side resets or the connection closes.
+// Data after the request ends the watch with a reset; a client may
+// half-close its side and keep reading (a half-closed watch whose
+// connection is gone is ended within a quarter of the stream timeout). A
+// refused request (bad ns,
 // watch caps reached, rate limit) gets one ERROR event with a status and the
 // stream is closed. Each subscriber has a bounded queue (default 1024
 // events); one that falls behind is reset and must resubscribe, so a slow
 // watcher never slows registration.
+//
+// # Client
+//
+// A Client talks to several servers at once. Discover and FindPeers ask
+// every server and merge the answers by (namespace asked for, peer). Watch
+// merges the servers' pushes: a peer is present while any server lists it.
+//
+// Register registers on every server and keeps the registration alive in
+// the background: refreshed at about half its TTL, renewed at once when the
+// host's addresses change or a server's connection comes back, and retried
+// with backoff (package internal/backoff: doubling from 1 s to 30 s, up to
+// a fifth of jitter) while a server fails. When no server accepts it at
+// first for reasons that may pass (unreachable, E_UNAVAILABLE,
+// E_INTERNAL_ERROR, a timeout), Register keeps it all the same and returns
+// an error wrapping ErrNotYetRegistered: the retries go on until a server
+// accepts it, Unregister or Close. A refusal (E_NOT_AUTHORIZED,
+// E_INVALID_*) is returned as a *StatusError and nothing is kept; after
+// E_NOT_AUTHORIZED from any server, the servers that accepted are
+// unregistered again. Lost watch streams are resubscribed with the same
+// backoff.
 //
 // # Metrics
 //

@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/libp2p/go-msgio/pbio"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
@@ -145,29 +147,6 @@ func peersOf(t testing.TB, resp *pb.Message_DiscoverResponse) []peer.ID {
 	return ids
 }
 
-// fakeClock is a settable clock for WithClock.
-type fakeClock struct {
-	mu  chan struct{}
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{mu: make(chan struct{}, 1), now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	return c
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu <- struct{}{}
-	defer func() { <-c.mu }()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu <- struct{}{}
-	defer func() { <-c.mu }()
-	c.now = c.now.Add(d)
-}
-
 var ioEOF = io.EOF
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
@@ -181,4 +160,51 @@ func newUnmanagedHost(t testing.TB) host.Host {
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
 	require.NoError(t, err)
 	return h
+}
+
+// fakePeer is a key pair and its signed peer record, without a host.
+type fakePeer struct {
+	id  peer.ID
+	rec []byte
+}
+
+func newFakePeer(t testing.TB) fakePeer {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	require.NoError(t, err)
+	id, err := peer.IDFromPrivateKey(k)
+	require.NoError(t, err)
+	addr := ma.StringCast("/ip4/127.0.0.1/tcp/4001")
+	env, err := record.Seal(peer.PeerRecordFromAddrInfo(peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}}), k)
+	require.NoError(t, err)
+	b, err := env.Marshal()
+	require.NoError(t, err)
+	return fakePeer{id: id, rec: b}
+}
+
+// inject registers fake peers directly in the store, as if they had
+// registered over the wire.
+func inject(t testing.TB, s *Server, ns string, peers ...fakePeer) {
+	t.Helper()
+	now := s.cfg.now().UnixNano()
+	for _, p := range peers {
+		res := s.st.register(p.id, ns, p.rec, int64(DefaultTTL), now, false, &s.lim)
+		require.Equal(t, StatusOK, res.status, res.text)
+	}
+}
+
+func fakePeers(t testing.TB, n int) []fakePeer {
+	ps := make([]fakePeer, n)
+	for i := range ps {
+		ps[i] = newFakePeer(t)
+	}
+	return ps
+}
+
+func ids(ps []fakePeer) []peer.ID {
+	out := make([]peer.ID, len(ps))
+	for i, p := range ps {
+		out[i] = p.id
+	}
+	return out
 }

@@ -25,7 +25,13 @@ const (
 	// DefaultMaxRecordSize bounds one signed peer record, in bytes.
 	DefaultMaxRecordSize = 16 << 10
 	// DefaultMaxWatchesPerPeer and DefaultMaxWatches cap watch subscriptions.
-	DefaultMaxWatchesPerPeer = 256
+	// The per-peer cap fits go-libp2p's default resource manager, which
+	// lets one peer open at least 64 inbound streams of one protocol (more
+	// with more memory): all 48 watches and the refusal of the 49th, with
+	// room for streams being torn down. A server with a higher cap builds
+	// its host's resource manager with SetResourceLimits, or the streams
+	// beyond the manager's limit are reset before the server can answer.
+	DefaultMaxWatchesPerPeer = 48
 	DefaultMaxWatches        = 100_000
 	// DefaultWatchQueue is the number of events buffered per watch
 	// subscriber; a subscriber that falls further behind is disconnected.

@@ -23,6 +23,7 @@ const (
 	rejectWatchCap      = "watch_cap"
 	rejectWatchOverflow = "watch_overflow"
 	rejectMalformed     = "malformed"
+	rejectResource      = "resource"
 )
 
 // requestTypes are the request labels of rendezvous_requests_total.
@@ -90,7 +91,7 @@ func newMetrics(reg prometheus.Registerer, registrations, watchers func() float6
 		m.latency[t] = latency.WithLabelValues(t.String())
 	}
 	for _, r := range []string{rejectRateLimit, rejectNamespace, rejectRecord, rejectTTL, rejectCookie,
-		rejectExclusive, rejectPeerCap, rejectTotalCap, rejectStore, rejectWatchCap, rejectWatchOverflow, rejectMalformed} {
+		rejectExclusive, rejectPeerCap, rejectTotalCap, rejectStore, rejectWatchCap, rejectWatchOverflow, rejectMalformed, rejectResource} {
 		rejections.WithLabelValues(r)
 	}
 	return m, nil

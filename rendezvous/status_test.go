@@ -35,6 +35,11 @@ func TestRegisterStatus(t *testing.T) {
 	require.NoError(t, err)
 	// A valid envelope that is not a peer record (wrong domain).
 	wrongDomain := sealOtherDomain(t, ch)
+	// A well-signed record of the registering peer with no addresses.
+	env, err = record.Seal(peer.PeerRecordFromAddrInfo(peer.AddrInfo{ID: ch.ID()}), ch.Peerstore().PrivKey(ch.ID()))
+	require.NoError(t, err)
+	noAddrs, err := env.Marshal()
+	require.NoError(t, err)
 
 	tests := []struct {
 		name   string
@@ -60,6 +65,7 @@ func TestRegisterStatus(t *testing.T) {
 		{"record naming me signed by another key", "d", forged, 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
 		{"record naming another peer signed by me", "d", sealRecord(t, ch, other.ID()), 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
 		{"envelope of another domain", "d", wrongDomain, 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
+		{"record without addresses", "d", noAddrs, 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
 		{"record too large", "d", make([]byte, DefaultMaxRecordSize+1), 0, pb.Message_E_INVALID_SIGNED_PEER_RECORD, 0},
 	}
 	for _, tt := range tests {
@@ -73,6 +79,8 @@ func TestRegisterStatus(t *testing.T) {
 			}
 		})
 	}
+	// The reason names the problem.
+	require.Contains(t, rs.register("d", noAddrs, 0).GetStatusText(), "no addresses")
 }
 
 // sealOtherDomain signs a valid envelope that is not a peer record.
@@ -173,13 +181,13 @@ func TestExplicitZeroFields(t *testing.T) {
 
 func TestNotAuthorizedExclusive(t *testing.T) {
 	clock := newFakeClock()
-	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond))
+	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond), WithExclusivePrefix(ctUserPrefix))
 	a, b := newTestHost(t), newTestHost(t)
 	connect(t, a, sh)
 	connect(t, b, sh)
 	ra := openRaw(t, a, sh.ID(), ProtocolID)
 	rb := openRaw(t, b, sh.ID(), ProtocolID)
-	ns := UserNamespacePrefix + "alice"
+	ns := ctUserPrefix + "alice"
 
 	require.Equal(t, pb.Message_OK, ra.register(ns, signedRecord(t, a), 120).GetStatus())
 	resp := rb.register(ns, signedRecord(t, b), 0)
@@ -206,14 +214,19 @@ func TestNotAuthorizedExclusive(t *testing.T) {
 	require.Equal(t, pb.Message_OK, rb.register(ns, signedRecord(t, b), 0).GetStatus())
 }
 
+// No namespace is exclusive by default, nor with an empty prefix.
 func TestNotAuthorizedDisabledPrefix(t *testing.T) {
-	_, sh := startServer(t, WithExclusivePrefix(""))
-	a, b := newTestHost(t), newTestHost(t)
-	connect(t, a, sh)
-	connect(t, b, sh)
-	ns := UserNamespacePrefix + "alice"
-	require.Equal(t, pb.Message_OK, openRaw(t, a, sh.ID(), ProtocolID).register(ns, signedRecord(t, a), 0).GetStatus())
-	require.Equal(t, pb.Message_OK, openRaw(t, b, sh.ID(), ProtocolID).register(ns, signedRecord(t, b), 0).GetStatus())
+	for name, opts := range map[string][]ServerOption{"default": nil, "empty prefix": {WithExclusivePrefix("")}} {
+		t.Run(name, func(t *testing.T) {
+			_, sh := startServer(t, opts...)
+			a, b := newTestHost(t), newTestHost(t)
+			connect(t, a, sh)
+			connect(t, b, sh)
+			ns := ctUserPrefix + "alice"
+			require.Equal(t, pb.Message_OK, openRaw(t, a, sh.ID(), ProtocolID).register(ns, signedRecord(t, a), 0).GetStatus())
+			require.Equal(t, pb.Message_OK, openRaw(t, b, sh.ID(), ProtocolID).register(ns, signedRecord(t, b), 0).GetStatus())
+		})
+	}
 }
 
 // TestPerPeerCap: exactly MaxRegistrationsPerPeer fit; one more does not;

@@ -7,10 +7,6 @@ import (
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
 
 // regEntry is one registration. Its fields never change after it is indexed,
@@ -380,7 +376,7 @@ func (st *regStore) discover(ns string, cookie []byte, limit int, now int64, d *
 			continue
 		}
 		ttl := remainingSeconds(e.expires, now)
-		n := protowire.SizeTag(1) + protowire.SizeBytes(registerSize(e, ttl))
+		n := registrationFieldSize(e, ttl)
 		if body+n > maxDiscoverBody {
 			break
 		}
@@ -396,47 +392,9 @@ func (st *regStore) discover(ns string, cookie []byte, limit int, now int64, d *
 		}
 	}
 
-	cookieLen := cookieSeqLen + len(ns)
-	body += protowire.SizeTag(2) + protowire.SizeBytes(cookieLen) + protowire.SizeTag(3) + 1
-	msg := protowire.SizeTag(1) + 1 + protowire.SizeTag(6) + protowire.SizeBytes(body)
-
-	b := d.out[:0]
-	b = protowire.AppendVarint(b, uint64(msg))
-	b = protowire.AppendTag(b, 1, protowire.VarintType)
-	b = protowire.AppendVarint(b, uint64(pb.Message_DISCOVER_RESPONSE))
-	b = protowire.AppendTag(b, 6, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(body))
-	for i, e := range d.sel {
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(registerSize(e, d.ttls[i])))
-		b = appendRegister(b, e, d.ttls[i])
-	}
-	b = protowire.AppendTag(b, 2, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(cookieLen))
-	b = appendCookie(b, last, ns)
-	b = protowire.AppendTag(b, 3, protowire.VarintType)
-	b = protowire.AppendVarint(b, uint64(StatusOK))
-	d.out = b
+	d.out = appendDiscoverResponse(d.out[:0], d.sel, d.ttls, body, last, ns)
 	clear(d.sel) // drop references to entries between requests
 	return StatusOK, ""
-}
-
-// registerSize is the encoded size of a Message.Register for e.
-func registerSize(e *regEntry, ttl uint64) int {
-	return protowire.SizeTag(1) + protowire.SizeBytes(len(e.ns)) +
-		protowire.SizeTag(2) + protowire.SizeBytes(len(e.rec)) +
-		protowire.SizeTag(3) + protowire.SizeVarint(ttl)
-}
-
-// appendRegister encodes e as a Message.Register, fields in number order
-// (as proto.Marshal does).
-func appendRegister(b []byte, e *regEntry, ttl uint64) []byte {
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
-	b = protowire.AppendString(b, e.ns)
-	b = protowire.AppendTag(b, 2, protowire.BytesType)
-	b = protowire.AppendBytes(b, e.rec)
-	b = protowire.AppendTag(b, 3, protowire.VarintType)
-	return protowire.AppendVarint(b, ttl)
 }
 
 // remainingSeconds rounds the time left up to whole seconds, so a live
@@ -547,38 +505,4 @@ func (st *regStore) watchCount() int {
 	st.mu.RLock()
 	defer st.mu.RUnlock()
 	return st.nwatch
-}
-
-func registeredEvent(e *regEntry, ttlNanos int64) []byte {
-	ttl := remainingSeconds(ttlNanos, 0)
-	return frameEvent(&pb.WatchEvent{
-		Kind: pb.WatchEvent_REGISTERED.Enum(),
-		Registration: &pb.Message_Register{
-			Ns:               proto.String(e.ns),
-			SignedPeerRecord: e.rec,
-			Ttl:              proto.Uint64(ttl),
-		},
-		Ns: proto.String(e.ns),
-	})
-}
-
-func unregisteredEvent(e *regEntry) []byte {
-	return frameEvent(&pb.WatchEvent{
-		Kind: pb.WatchEvent_UNREGISTERED.Enum(),
-		Peer: []byte(e.peer),
-		Ns:   proto.String(e.ns),
-	})
-}
-
-// frameEvent marshals m with its varint length prefix; nil if it cannot
-// be marshalled (not expected for messages built from stored fields).
-func frameEvent(m proto.Message) []byte {
-	size := proto.Size(m)
-	b := make([]byte, 0, protowire.SizeVarint(uint64(size))+size)
-	b = protowire.AppendVarint(b, uint64(size))
-	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m)
-	if err != nil {
-		return nil
-	}
-	return b
 }

@@ -2,12 +2,10 @@ package rendezvous
 
 import (
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-msgio/pbio"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
@@ -36,9 +34,6 @@ const (
 	MaxDiscoverLimit = 1000
 	// MaxRegistrationsPerPeer is the spec's recommended per-peer cap.
 	MaxRegistrationsPerPeer = 1000
-	// UserNamespacePrefix is where the chat keeps user names; the server
-	// treats it as exclusive by default (one holder at a time).
-	UserNamespacePrefix = "p2p-messaging/user/"
 )
 
 // Status is a rendezvous response status code.
@@ -78,12 +73,5 @@ type Registration struct {
 	TTL time.Duration
 }
 
-// newReader returns a delimited protobuf reader capped at MaxMessageSize.
-func newReader(r io.Reader) pbio.ReadCloser {
-	return pbio.NewDelimitedReader(r, MaxMessageSize)
-}
-
-// newWriter returns a delimited protobuf writer.
-func newWriter(w io.Writer) pbio.WriteCloser {
-	return pbio.NewDelimitedWriter(w)
-}
+// cookieSeqLen is the size of the sequence number at the front of a cookie.
+const cookieSeqLen = 8

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/p2p-messaging/p2p-messaging/chat"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
@@ -43,7 +44,7 @@ const benchTTL = 7200 // seconds
 // nickNS is client i's namespace: one holder each, under the exclusive
 // user prefix, like a chat nick.
 func nickNS(tag string, i int) string {
-	return fmt.Sprintf("%sbench-%s-%d", rendezvous.UserNamespacePrefix, tag, i)
+	return fmt.Sprintf("%sbench-%s-%d", chat.UserNamespacePrefix, tag, i)
 }
 
 func wrapRVClient(lc *liteConn, s network.MuxedStream, ns string) *rvClient {

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
 
+	"github.com/p2p-messaging/p2p-messaging/chat"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
@@ -28,7 +29,7 @@ func daemon(t *testing.T) (host.Host, string) {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	require.NoError(t, err)
-	srv, err := rendezvous.NewServer(h)
+	srv, err := rendezvous.NewServer(h, rendezvous.WithExclusivePrefix(chat.UserNamespacePrefix))
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = srv.Close()

@@ -25,6 +25,10 @@ import (
 // -max-ttl is RENDEZVOUS_MAX_TTL.
 const envPrefix = "RENDEZVOUS_"
 
+// userNamespacePrefix is the chat's user-name prefix (chat.UserNamespacePrefix):
+// the daemon serves the chat's naming scheme and makes it exclusive by default.
+const userNamespacePrefix = "p2p-messaging/user/"
+
 // defaultListen is where a daemon started without -listen accepts peers.
 var defaultListen = []string{
 	"/ip4/0.0.0.0/tcp/4001",
@@ -179,7 +183,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		streamTO     = fs.Duration("stream-timeout", def.StreamTimeout, "deadline for each request on a rendezvous stream")
 		maxWatches   = fs.Int("max-watches", def.MaxWatches, "total watch subscriptions")
 		maxWatchPeer = fs.Int("max-watches-per-peer", def.MaxWatchesPerPeer, "watch subscriptions one peer may hold")
-		exclusive    = fs.String("exclusive-prefix", rendezvous.UserNamespacePrefix, "namespace prefix under which one peer at a time may register (empty: none)")
+		exclusive    = fs.String("exclusive-prefix", userNamespacePrefix, "namespace prefix under which one peer at a time may register (empty: none)")
 		grace        = fs.Duration("disconnect-grace", defaultDisconnectGrace, "unregister a peer's registrations this long after its last connection closes (negative: never)")
 
 		relayOn          = fs.Bool("relay", true, "serve circuit relay v2 (starts once the host is publicly reachable)")

@@ -35,7 +35,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want, c.dataDir)
 	require.Equal(t, rendezvous.DefaultLimits(), c.limits)
-	require.Equal(t, rendezvous.UserNamespacePrefix, c.exclusivePrefix)
+	require.Equal(t, userNamespacePrefix, c.exclusivePrefix)
 	require.Equal(t, defaultDisconnectGrace, c.disconnectGrace)
 	require.False(t, c.forcePublic)
 	require.Empty(t, c.metrics)

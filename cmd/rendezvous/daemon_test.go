@@ -236,9 +236,9 @@ func TestRegisterDiscoverThroughDaemon(t *testing.T) {
 	require.NotEmpty(t, regs[0].Peer.Addrs)
 
 	// The exclusive user prefix is on by default: one holder per nick.
-	_, err = ca.RegisterOn(ctx, d.peer, rendezvous.UserNamespacePrefix+"alice", 0)
+	_, err = ca.RegisterOn(ctx, d.peer, userNamespacePrefix+"alice", 0)
 	require.NoError(t, err)
-	_, err = cb.RegisterOn(ctx, d.peer, rendezvous.UserNamespacePrefix+"alice", 0)
+	_, err = cb.RegisterOn(ctx, d.peer, userNamespacePrefix+"alice", 0)
 	var se *rendezvous.StatusError
 	require.ErrorAs(t, err, &se)
 	require.Equal(t, rendezvous.StatusNotAuthorized, se.Status)
@@ -275,14 +275,14 @@ func TestLimitFlagsReachServer(t *testing.T) {
 	require.Equal(t, rendezvous.StatusNotAuthorized, se.Status)
 
 	// -exclusive-prefix "" turns exclusivity off.
-	_, err = ca.RegisterOn(ctx, d.peer, rendezvous.UserNamespacePrefix+"x", 0)
+	_, err = ca.RegisterOn(ctx, d.peer, userNamespacePrefix+"x", 0)
 	require.ErrorAs(t, err, &se) // alice is at her cap of 2
-	_, err = cb.RegisterOn(ctx, d.peer, rendezvous.UserNamespacePrefix+"x", 0)
+	_, err = cb.RegisterOn(ctx, d.peer, userNamespacePrefix+"x", 0)
 	require.NoError(t, err)
 	_, err = ca.RegisterOn(ctx, d.peer, "ns/a", 0) // replacing her own is fine
 	require.NoError(t, err)
 	require.NoError(t, ca.UnregisterOn(ctx, d.peer, "ns/a"))
-	_, err = ca.RegisterOn(ctx, d.peer, rendezvous.UserNamespacePrefix+"x", 0)
+	_, err = ca.RegisterOn(ctx, d.peer, userNamespacePrefix+"x", 0)
 	require.NoError(t, err, "a second holder of a user name with exclusivity off")
 }
 

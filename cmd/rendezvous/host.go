@@ -44,7 +44,7 @@ func connWatermarks(connsMax int) (low, high int) {
 // inbound connections; a rendezvous daemon keeps one long-lived connection
 // (and one watch stream) per client, so the system, transient, service and
 // protocol scopes are raised to match.
-func resourceLimits(connsMax, fdLimit int) (rcmgr.ConcreteLimitConfig, int64, int) {
+func resourceLimits(connsMax, fdLimit int, lim rendezvous.Limits) (rcmgr.ConcreteLimitConfig, int64, int) {
 	memBudget := int64(memory.TotalMemory()) / 4
 	if memBudget < 1<<30 {
 		memBudget = 1 << 30
@@ -61,6 +61,9 @@ func resourceLimits(connsMax, fdLimit int) (rcmgr.ConcreteLimitConfig, int64, in
 
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
+	// The per-peer watch cap (-max-watches-per-peer) must be the server's,
+	// not the resource manager's.
+	rendezvous.SetResourceLimits(&scaling, lim)
 	base := scaling.Scale(memBudget, fds)
 	partial := base.ToPartialLimitConfig()
 
@@ -128,7 +131,7 @@ func resourceLimits(connsMax, fdLimit int) (rcmgr.ConcreteLimitConfig, int64, in
 // The relay's ACL needs the host's network: call its attach once the host
 // exists.
 func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Registerer, log *slog.Logger) ([]libp2p.Option, *connmgr.BasicConnMgr, *relayACL, error) {
-	limits, memBudget, fds := resourceLimits(c.connsMax, fdLimit)
+	limits, memBudget, fds := resourceLimits(c.connsMax, fdLimit, c.limits)
 	perIP := []rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: c.connsPerIP}}
 	perIP6 := []rcmgr.ConnLimitPerSubnet{
 		{PrefixLength: 56, ConnCount: c.connsPerIP},

@@ -10,7 +10,7 @@ import (
 )
 
 func TestResourceLimitsSizedForTenThousandClients(t *testing.T) {
-	limits, _, fds := resourceLimits(defaultConnsMax, 1<<20)
+	limits, _, fds := resourceLimits(defaultConnsMax, 1<<20, rendezvous.DefaultLimits())
 	p := limits.ToPartialLimitConfig()
 	require.GreaterOrEqual(t, int(p.System.ConnsInbound), 10_000)
 	require.GreaterOrEqual(t, int(p.System.Conns), 10_000)
@@ -27,6 +27,6 @@ func TestResourceLimitsSizedForTenThousandClients(t *testing.T) {
 	require.Less(t, high, int(p.System.Conns))
 
 	// Without an OS descriptor limit (Windows) descriptors follow conns.
-	_, _, fds = resourceLimits(defaultConnsMax, 0)
+	_, _, fds = resourceLimits(defaultConnsMax, 0, rendezvous.DefaultLimits())
 	require.GreaterOrEqual(t, fds, defaultConnsMax)
 }

@@ -45,11 +45,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// goTool finds the go command: go test puts its own GOROOT/bin first on
+// the test binary's PATH; else $GOROOT/bin.
 func goTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	if root := os.Getenv("GOROOT"); root != "" {
+		return filepath.Join(root, "bin", "go")
+	}
+	return "go"
 }
 
 // daemonBinary builds ./cmd/rendezvous once per test binary run.

@@ -41,7 +41,10 @@
 //     a frame just under 1 MiB is still accepted.
 //   - Unregister on disconnect, and the watch extension
 //     (/p2p-messaging/rendezvous/watch/1.0.0): snapshot, SYNCED, live
-//     arrivals and departures; refused watches get one ERROR event.
+//     arrivals and departures; refused watches get one ERROR event; the
+//     per-peer cap (the default, and one raised with -max-watches-per-peer)
+//     is the daemon's, not its resource manager's: every watch it allows
+//     is served and the next gets E_UNAVAILABLE.
 //   - Limits seen from outside: -stream-timeout ends idle and half-sent
 //     streams, the rate limit refills, expired registrations and held user
 //     names are freed, UNREGISTER only ever removes the sender.

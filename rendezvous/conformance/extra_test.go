@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -271,4 +273,37 @@ func TestQUIC(t *testing.T) {
 	conns := c.h.Network().ConnsToPeer(d.info.ID)
 	require.NotEmpty(t, conns)
 	require.Contains(t, conns[0].RemoteMultiaddr().String(), "/quic-v1")
+}
+
+// The per-peer watch cap is the daemon's, not its resource manager's: with
+// -max-watches-per-peer 120 (above go-libp2p's default of 64 inbound streams
+// per peer and protocol, plus a little per GiB) all 120 are served and the
+// 121st is refused with a status. The default cap works the same.
+func TestWatchCapHonoured(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{48, 120} {
+		args := fastFlags
+		if n != 48 {
+			args = append(slices.Clone(fastFlags), "-max-watches-per-peer", strconv.Itoa(n))
+		}
+		d := startDaemon(t, t.TempDir(), args...)
+		c := newClient(t)
+		for i := range n {
+			ws := c.open(d, watchProto)
+			ws.send(&pb.WatchRequest{Ns: proto.String("conf/cap")})
+			raw, err := ws.readFrame()
+			require.NoError(t, err, "watch %d of %d", i+1, n)
+			var ev pb.WatchEvent
+			require.NoError(t, proto.Unmarshal(raw, &ev))
+			require.Equal(t, pb.WatchEvent_SYNCED.String(), ev.GetKind().String(), "watch %d of %d", i+1, n)
+		}
+		ws := c.open(d, watchProto)
+		ws.send(&pb.WatchRequest{Ns: proto.String("conf/cap")})
+		raw, err := ws.readFrame()
+		require.NoError(t, err, "watch %d over a cap of %d gets a status, not a reset", n+1, n)
+		var ev pb.WatchEvent
+		require.NoError(t, proto.Unmarshal(raw, &ev))
+		require.Equal(t, pb.WatchEvent_ERROR.String(), ev.GetKind().String())
+		require.Equal(t, pb.Message_E_UNAVAILABLE.String(), ev.GetStatus().String())
+	}
 }

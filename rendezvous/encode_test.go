@@ -42,7 +42,7 @@ func goldenPeer(t testing.TB) (peer.ID, []byte) {
 
 func framed(t testing.TB, m proto.Message) []byte {
 	t.Helper()
-	return appendServerFrame(nil, m)
+	return appendFrame(nil, m)
 }
 
 // TestGoldenWire pins the bytes of every message type, framed as on the
@@ -98,8 +98,8 @@ func TestGoldenWire(t *testing.T) {
 		"watch_request":            framed(t, &pb.WatchRequest{Ns: proto.String("room")}),
 		"watch_event_registered":   registeredEvent(e, int64(2*time.Hour)),
 		"watch_event_unregistered": unregisteredEvent(e),
-		"watch_event_synced":       frameEvent(&pb.WatchEvent{Kind: pb.WatchEvent_SYNCED.Enum(), Ns: proto.String("room")}),
-		"watch_event_error": frameEvent(&pb.WatchEvent{
+		"watch_event_synced":       appendFrame(nil, &pb.WatchEvent{Kind: pb.WatchEvent_SYNCED.Enum(), Ns: proto.String("room")}),
+		"watch_event_error": appendFrame(nil, &pb.WatchEvent{
 			Kind: pb.WatchEvent_ERROR.Enum(), Ns: proto.String("room"),
 			Status: StatusUnavailable.Enum(), StatusText: proto.String("too many watch subscriptions on this server"),
 		}),

@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/multiformats/go-varint"
 	"github.com/stretchr/testify/require"
@@ -198,4 +200,107 @@ func TestUnknownTypeWithBody(t *testing.T) {
 		err = readEnd(t, rs)
 	}
 	require.True(t, isReset(err), "want a reset, got %v", err)
+}
+
+// TestOneRequestPerStream: the classic one-shot client opens a stream per
+// request and closes it; the server closes its side cleanly.
+func TestOneRequestPerStream(t *testing.T) {
+	_, sh := startServer(t)
+	ch := newTestHost(t)
+	connect(t, ch, sh)
+	for i := range 3 {
+		rs := openRaw(t, ch, sh.ID(), ProtocolID)
+		require.Equal(t, pb.Message_OK, rs.register("room", signedRecord(t, ch), 0).GetStatus())
+		require.NoError(t, rs.s.CloseWrite())
+		var b [1]byte
+		_, err := rs.s.Read(b[:])
+		require.ErrorIs(t, err, ioEOF, "request %d: server closes after the client's EOF", i)
+	}
+	// Many requests on one stream, mixing types.
+	rs := openRaw(t, ch, sh.ID(), ProtocolID)
+	for range 20 {
+		require.Equal(t, pb.Message_OK, rs.register("room", signedRecord(t, ch), 0).GetStatus())
+		require.Len(t, rs.discover("room", 0, nil).Registrations, 1)
+		rs.unregister("room")
+		require.Empty(t, rs.discover("room", 0, nil).Registrations)
+	}
+}
+
+// FuzzServerStream feeds arbitrary bytes into a live server stream on
+// loopback: the server must not crash, must end the stream, and must keep
+// serving another peer.
+func FuzzServerStream(f *testing.F) {
+	fuzzSeeds(f)
+	// Hosts live for the whole fuzz run; the per-test cleanup of the first
+	// iteration would close them, so manage them here.
+	var hosts []host.Host
+	var srv *Server
+	f.Cleanup(func() {
+		if srv != nil {
+			srv.Close()
+		}
+		for _, h := range hosts {
+			h.Close()
+		}
+	})
+	mk := func() host.Host {
+		h := newUnmanagedHost(f)
+		hosts = append(hosts, h)
+		return h
+	}
+	sh, bad, good := mk(), mk(), mk()
+	lim := DefaultLimits()
+	lim.RequestRate = 1e9
+	lim.RequestBurst = 1 << 30
+	lim.StreamTimeout = 2 * time.Second
+	var err error
+	srv, err = NewServer(sh, WithLimits(lim), WithExclusivePrefix(""))
+	if err != nil {
+		f.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, h := range []host.Host{bad, good} {
+		if err := h.Connect(ctx, sh.Peerstore().PeerInfo(sh.ID())); err != nil {
+			f.Fatal(err)
+		}
+		h.Peerstore().AddAddrs(sh.ID(), sh.Addrs(), time.Hour)
+	}
+	goodRec := signedRecord(f, good)
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := bad.NewStream(ctx, sh.ID(), ProtocolID)
+		if err != nil {
+			t.Fatalf("open stream: %v", err)
+		}
+		_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := s.Write(data); err == nil {
+			_ = s.CloseWrite()
+		}
+		// The server answers what it can and ends the stream, in time.
+		_, _ = io.Copy(io.Discard, s)
+		s.Reset()
+
+		g, err := good.NewStream(ctx, sh.ID(), ProtocolID)
+		if err != nil {
+			t.Fatalf("server stopped accepting streams: %v", err)
+		}
+		defer g.Reset()
+		_ = g.SetDeadline(time.Now().Add(5 * time.Second))
+		w, r := newWriter(g), newReader(g)
+		if err := w.WriteMsg(&pb.Message{Type: pb.Message_REGISTER.Enum(), Register: &pb.Message_Register{
+			Ns: proto.String("fuzz"), SignedPeerRecord: goodRec,
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		var resp pb.Message
+		if err := r.ReadMsg(&resp); err != nil {
+			t.Fatalf("server stopped serving another peer: %v", err)
+		}
+		if resp.GetRegisterResponse().GetStatus() != StatusOK {
+			t.Fatalf("good peer refused: %v", resp.GetRegisterResponse())
+		}
+	})
 }

@@ -1,139 +1,19 @@
 package rendezvous
 
 import (
+	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
-
-// TestRestartPersistence: a new server on the same data dir lists the live
-// registrations, drops the expired ones and honours cookies issued before.
-func TestRestartPersistence(t *testing.T) {
-	dir := t.TempDir()
-	clock := newFakeClock()
-	h := newTestHost(t)
-	s1, err := NewServer(h, WithDataDir(dir), WithClock(clock.Now), WithDisconnectGrace(-1))
-	require.NoError(t, err)
-
-	ch := newTestHost(t)
-	connect(t, ch, h)
-	rs := openRaw(t, ch, h.ID(), ProtocolID)
-	require.Equal(t, pb.Message_OK, rs.register("room", signedRecord(t, ch), 0).GetStatus())
-	require.Equal(t, pb.Message_OK, rs.register("short", signedRecord(t, ch), 120).GetStatus())
-	require.Equal(t, pb.Message_OK, rs.register("gone", signedRecord(t, ch), 0).GetStatus())
-	rs.unregister("gone")
-	ps := fakePeers(t, 5)
-	inject(t, s1, "room", ps...)
-	first := rs.discover("room", 3, nil)
-	require.Len(t, first.Registrations, 3)
-	all := rs.discover("", 0, nil)
-	require.Len(t, all.Registrations, 7)
-	require.NoError(t, s1.Close())
-
-	clock.Advance(5 * time.Minute) // "short" expires while the server is down
-	s2, err := NewServer(h, WithDataDir(dir), WithClock(clock.Now), WithDisconnectGrace(-1))
-	require.NoError(t, err)
-	defer func() { require.NoError(t, s2.Close()) }()
-	require.Equal(t, 6, s2.Registrations())
-
-	rs = openRaw(t, ch, h.ID(), ProtocolID)
-	rest := rs.discover("room", 0, first.Cookie)
-	require.Equal(t, pb.Message_OK, rest.GetStatus(), "a cookie from before the restart stays valid")
-	require.Len(t, rest.Registrations, 3, "and continues where it left off")
-	require.Equal(t, append(peersOf(t, first), peersOf(t, rest)...), append([]peer.ID{ch.ID()}, ids(ps)...))
-	require.Empty(t, rs.discover("", 0, all.Cookie).Registrations)
-	require.Empty(t, rs.discover("gone", 0, nil).Registrations)
-	require.Empty(t, rs.discover("short", 0, nil).Registrations)
-	d := rs.discover("room", 0, nil)
-	require.Equal(t, uint64(7200-300), d.Registrations[0].GetTtl())
-
-	// New registrations get sequence numbers after every issued cookie.
-	p := newFakePeer(t)
-	inject(t, s2, "room", p)
-	require.Equal(t, []peer.ID{p.id}, peersOf(t, rs.discover("room", 0, rest.Cookie)))
-}
-
-// TestRestartMemoryOnly: without a data dir, sequence numbers still grow
-// across restarts (they start from the clock), so an old cookie never
-// hides new registrations.
-func TestRestartMemoryOnly(t *testing.T) {
-	h := newTestHost(t)
-	s1, err := NewServer(h)
-	require.NoError(t, err)
-	inject(t, s1, "room", newFakePeer(t))
-	ch := newTestHost(t)
-	connect(t, ch, h)
-	old := openRaw(t, ch, h.ID(), ProtocolID).discover("room", 0, nil).Cookie
-	require.NoError(t, s1.Close())
-
-	s2, err := NewServer(h)
-	require.NoError(t, err)
-	defer s2.Close()
-	p := newFakePeer(t)
-	inject(t, s2, "room", p)
-	require.Equal(t, []peer.ID{p.id}, peersOf(t, openRaw(t, ch, h.ID(), ProtocolID).discover("room", 0, old)))
-}
-
-func ids(ps []fakePeer) []peer.ID {
-	out := make([]peer.ID, len(ps))
-	for i, p := range ps {
-		out[i] = p.id
-	}
-	return out
-}
-
-func TestUnregisterOnDisconnect(t *testing.T) {
-	s, sh := startServer(t, WithDisconnectGrace(20*time.Millisecond))
-	ch := newTestHost(t)
-	connect(t, ch, sh)
-	rs := openRaw(t, ch, sh.ID(), ProtocolID)
-	require.Equal(t, pb.Message_OK, rs.register("room", signedRecord(t, ch), 0).GetStatus())
-	require.Equal(t, pb.Message_OK, rs.register("lobby", signedRecord(t, ch), 0).GetStatus())
-	stay := newTestHost(t)
-	connect(t, stay, sh)
-	require.Equal(t, pb.Message_OK, openRaw(t, stay, sh.ID(), ProtocolID).register("room", signedRecord(t, stay), 0).GetStatus())
-	require.Equal(t, 3, s.Registrations())
-
-	require.NoError(t, ch.Network().ClosePeer(sh.ID()))
-	require.Eventually(t, func() bool { return s.Registrations() == 1 }, 5*time.Second, 5*time.Millisecond)
-	require.True(t, s.st.hasPeer(stay.ID()))
-}
-
-// TestDisconnectGraceReconnect: a peer that comes back within the grace
-// period keeps its registrations.
-func TestDisconnectGraceReconnect(t *testing.T) {
-	s, sh := startServer(t, WithDisconnectGrace(time.Hour))
-	ch := newTestHost(t)
-	connect(t, ch, sh)
-	require.Equal(t, pb.Message_OK, openRaw(t, ch, sh.ID(), ProtocolID).register("room", signedRecord(t, ch), 0).GetStatus())
-
-	require.NoError(t, ch.Network().ClosePeer(sh.ID()))
-	pending := func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.grace[ch.ID()] != nil
-	}
-	require.Eventually(t, pending, 5*time.Second, 5*time.Millisecond)
-	connect(t, ch, sh)
-	require.Eventually(t, func() bool { return !pending() }, 5*time.Second, 5*time.Millisecond)
-	require.Equal(t, 1, s.Registrations())
-}
-
-func TestDisconnectGraceDisabled(t *testing.T) {
-	s, sh := startServer(t, WithDisconnectGrace(-1))
-	ch := newTestHost(t)
-	connect(t, ch, sh)
-	require.Equal(t, pb.Message_OK, openRaw(t, ch, sh.ID(), ProtocolID).register("room", signedRecord(t, ch), 0).GetStatus())
-	require.NoError(t, ch.Network().ClosePeer(sh.ID()))
-	require.Eventually(t, func() bool { return sh.Network().Connectedness(ch.ID()) != 1 }, 5*time.Second, 5*time.Millisecond)
-	require.Equal(t, 1, s.Registrations())
-	require.Nil(t, s.sub, "no connectedness subscription when disabled")
-}
 
 // watchStream is a raw watch subscription.
 type watchStream struct{ *rawStream }
@@ -304,24 +184,118 @@ func TestWatchHalfClose(t *testing.T) {
 	require.Eventually(t, func() bool { return s.st.watchCount() == 1 }, 5*time.Second, 5*time.Millisecond)
 }
 
-// TestCloseFlushes: registrations accepted just before Close are on disk.
-func TestCloseFlushes(t *testing.T) {
-	dir := t.TempDir()
-	h := newTestHost(t)
-	s1, err := NewServer(h, WithDataDir(dir))
-	require.NoError(t, err)
-	ps := fakePeers(t, 300)
-	inject(t, s1, "room", ps...)
-	s1.st.unregister(ps[0].id, "room")
-	require.NoError(t, s1.Close())
-	require.NoError(t, s1.Close(), "Close is idempotent")
+// A half-closed watch (its reader has seen EOF, so a reset is not seen
+// there) still ends when its connection goes, though no event is written
+// to it: a peer cannot hold watch slots after it left.
+func TestWatchHalfClosedThenDisconnected(t *testing.T) {
+	lim := DefaultLimits()
+	lim.StreamTimeout = 200 * time.Millisecond
+	s, sh := startServer(t, WithLimits(lim))
+	wh := newTestHost(t)
+	connect(t, wh, sh)
+	w := openWatch(t, wh, sh, "quiet")
+	require.NoError(t, w.s.CloseWrite())
+	require.Equal(t, pb.WatchEvent_SYNCED, w.next().GetKind())
+	require.Equal(t, 1, s.st.watchCount())
+	require.NoError(t, wh.Network().ClosePeer(sh.ID()))
+	require.Eventually(t, func() bool { return s.st.watchCount() == 0 }, 5*time.Second, 5*time.Millisecond)
+}
 
-	s2, err := NewServer(h, WithDataDir(dir))
+// Bytes sent with the request, in the same write, are data after the
+// request all the same: the subscription ends with a reset.
+func TestWatchTrailingBytesInOneWrite(t *testing.T) {
+	s, sh := startServer(t)
+	wh := newTestHost(t)
+	connect(t, wh, sh)
+	rs := openRaw(t, wh, sh.ID(), WatchProtocolID)
+	req := frame(mustMarshal(t, watchRequest("room")))
+	_, err := rs.s.Write(append(req, 0x01, 0x02))
 	require.NoError(t, err)
-	defer s2.Close()
-	require.Equal(t, 299, s2.Registrations())
+	require.True(t, isReset(readEnd(t, rs)), "the server must reset a watch with trailing data")
+	require.Eventually(t, func() bool { return s.st.watchCount() == 0 }, 5*time.Second, 5*time.Millisecond)
+	// The request alone still subscribes.
+	w := openWatch(t, wh, sh, "room")
+	require.Equal(t, pb.WatchEvent_SYNCED, w.next().GetKind())
+}
 
-	// A second server cannot open the same store while it is in use.
-	_, err = NewServer(newTestHost(t), WithDataDir(dir))
-	require.Error(t, err)
+// FuzzWatchStream feeds arbitrary bytes to a live watch stream: the server
+// never panics, answers with events or ends the stream, and keeps serving
+// watches; subscriptions end with their streams.
+func FuzzWatchStream(f *testing.F) {
+	req := frame(mustMarshalTB(f, watchRequest("room")))
+	f.Add(req)
+	f.Add(append(slices.Clone(req), 0x00))
+	f.Add(frame(mustMarshalTB(f, watchRequest(""))))
+	f.Add(frame(mustMarshalTB(f, watchRequest(strings.Repeat("n", 300)))))
+	f.Add([]byte{0x80})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add(frame([]byte{0x0a, 0x05, 'r'}))
+	f.Add([]byte{})
+	var hosts []host.Host
+	var srv *Server
+	f.Cleanup(func() {
+		if srv != nil {
+			srv.Close()
+		}
+		for _, h := range hosts {
+			h.Close()
+		}
+	})
+	sh, c := newUnmanagedHost(f), newUnmanagedHost(f)
+	hosts = append(hosts, sh, c)
+	lim := DefaultLimits()
+	lim.RequestRate, lim.RequestBurst = 1e9, 1<<30
+	lim.StreamTimeout = 250 * time.Millisecond // requests cut short end quickly
+	var err error
+	if srv, err = NewServer(sh, WithLimits(lim)); err != nil {
+		f.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx, sh.Peerstore().PeerInfo(sh.ID())); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := c.NewStream(ctx, sh.ID(), WatchProtocolID)
+		if err != nil {
+			t.Fatalf("open stream: %v", err)
+		}
+		// No half-close: a reset of a half-closed watch is only seen by the
+		// next event write or a lost connection (TestWatchHalfClosed...).
+		_ = s.SetDeadline(time.Now().Add(3 * time.Second))
+		_, _ = s.Write(data)
+		// Events until SYNCED, an ERROR or the end of the stream (or the
+		// server's stream timeout for a request cut short).
+		r := newReader(s)
+		for {
+			var ev pb.WatchEvent
+			if r.ReadMsg(&ev) != nil || ev.GetKind() == pb.WatchEvent_SYNCED || ev.GetKind() == pb.WatchEvent_ERROR {
+				break
+			}
+		}
+		s.Reset()
+		require.Eventually(t, func() bool { return srv.st.watchCount() == 0 }, 5*time.Second, time.Millisecond, "a subscription outlived its stream")
+
+		g, err := c.NewStream(ctx, sh.ID(), WatchProtocolID)
+		if err != nil {
+			t.Fatalf("server stopped accepting watches: %v", err)
+		}
+		defer g.Reset()
+		_ = g.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := newWriter(g).WriteMsg(watchRequest("room")); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		var ev pb.WatchEvent
+		if err := newReader(g).ReadMsg(&ev); err != nil || ev.GetKind() != pb.WatchEvent_SYNCED {
+			t.Fatalf("good watch: %v %v", ev.GetKind(), err)
+		}
+	})
+}
+
+func mustMarshalTB(t testing.TB, m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	require.NoError(t, err)
+	return b
 }
