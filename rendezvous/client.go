@@ -621,7 +621,14 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 
 // Unregister stops keeping ns alive and removes this host's registration
 // under ns from every server. It fails only if no server could be reached.
+// A name under a server's exclusive prefix stays leased to this host; see
+// Release.
 func (c *Client) Unregister(ctx context.Context, ns string) error {
+	return c.unregisterAll(ctx, ns, false)
+}
+
+// unregisterAll is Unregister, and with release Release (client_claim.go).
+func (c *Client) unregisterAll(ctx context.Context, ns string, release bool) error {
 	if err := checkNamespace(ns); err != nil {
 		return fmt.Errorf("unregister %q: %w", ns, err)
 	}
@@ -637,7 +644,7 @@ func (c *Client) Unregister(ctx context.Context, ns string) error {
 		k.stop()
 	}
 	res := onAll(c, func(sc *serverConn) (struct{}, error) {
-		return struct{}{}, sc.unregister(ctx, ns)
+		return struct{}{}, sc.sendUnregister(ctx, ns, release)
 	})
 	var errs []error
 	for _, r := range res {
@@ -646,6 +653,9 @@ func (c *Client) Unregister(ctx context.Context, ns string) error {
 		}
 	}
 	if len(errs) == len(res) {
+		if release {
+			return fmt.Errorf("release %q: %w", ns, errors.Join(errs...))
+		}
 		return fmt.Errorf("unregister %q: %w", ns, errors.Join(errs...))
 	}
 	return nil
@@ -844,6 +854,12 @@ func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration
 // the server's end of the stream confirms the request was processed
 // (UNREGISTER has no response).
 func (sc *serverConn) unregister(ctx context.Context, ns string) error {
+	return sc.sendUnregister(ctx, ns, false)
+}
+
+// sendUnregister is unregister; release also gives up the name's lease
+// (client_claim.go).
+func (sc *serverConn) sendUnregister(ctx context.Context, ns string, release bool) error {
 	wrap := func(err error) error { return fmt.Errorf("unregister %q on %s: %w", ns, sc.info.ID, err) }
 	if err := checkNamespace(ns); err != nil {
 		return wrap(err)
@@ -861,6 +877,9 @@ func (sc *serverConn) unregister(ctx context.Context, ns string) error {
 	req := &pb.Message{
 		Type:       pb.Message_UNREGISTER.Enum(),
 		Unregister: &pb.Message_Unregister{Ns: proto.String(ns)},
+	}
+	if release {
+		req = releaseRequest(ns)
 	}
 	if err := newWriter(s).WriteMsg(req); err != nil {
 		s.Reset()

@@ -99,11 +99,9 @@
 // only once their peer connects again.
 //
 // Exclusive namespaces: under a prefix (WithExclusivePrefix, default
-// UserNamespacePrefix "p2p-messaging/user/") only one peer may be registered
-// in a namespace at a time. Another peer gets E_NOT_AUTHORIZED until the
-// holder unregisters, disconnects (after the grace period) or expires; the
-// holder may refresh freely. This binds a user name to a key while it is in
-// use.
+// UserNamespacePrefix "p2p-messaging/user/") a namespace is a name, held by
+// one key at a time through a lease that outlives the registration; see
+// Names.
 //
 // Watch, on its own protocol WatchProtocolID
 // (/p2p-messaging/rendezvous/watch/1.0.0), with the same framing: the client
@@ -117,6 +115,38 @@
 // stream is closed. Each subscriber has a bounded queue (default 1024
 // events); one that falls behind is reset and must resubscribe, so a slow
 // watcher never slows registration.
+//
+// # Names
+//
+// A namespace under the exclusive prefix is a name. The first peer to
+// register a free name claims it: the server binds the name to that
+// peer's key with a lease, kept apart from the registration (the
+// presence). The lease lasts Limits.LeaseDuration (default 30 days) after
+// the owner last registered or refreshed the name, and never ends before
+// the owner's registration does. Unregister, expiry and disconnect end
+// only the presence: while the lease lasts, a REGISTER of the name by any
+// other peer is E_NOT_AUTHORIZED with the status text "namespace is
+// exclusive and held by another key until <RFC 3339 UTC time> ...", also
+// while the owner is offline. The owner takes the name back by
+// registering it again, which needs nothing more and renews the lease.
+//
+// Release: the owner gives a name up with an UNREGISTER whose Unregister
+// message carries release_name = true (field 100, an extension: other
+// servers ignore it and just unregister). It ends the lease and the
+// registration; from any other peer it changes nothing (no response is
+// sent, as for every UNREGISTER). Client.Release does this on every
+// server.
+//
+// Leases are persisted in their own bbolt file beside the registrations,
+// dir/names.db (bucket "leases", key = the name, value = expiry as 8
+// bytes big-endian unix nanoseconds followed by the owner's binary peer
+// ID), written in batches like the registrations. A renewal is written
+// once the lease moved on by an hour (or 1 % of the lease, if shorter), so
+// a crash shortens a lease by at most that much. Registrations found on
+// disk without a lease (written before leases existed) give their holders
+// one at start. At most Limits.MaxNames (default 100,000) leases are held;
+// a claim beyond that is E_UNAVAILABLE. Expired leases are freed by the
+// sweeper.
 //
 // # Metrics
 //

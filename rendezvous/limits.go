@@ -50,6 +50,10 @@ type Limits struct {
 	MaxRecordSize int
 	// WatchQueue is the per-subscriber event buffer.
 	WatchQueue int
+
+	// Names under the exclusive prefix (lease.go; see the package doc,
+	// "Names").
+	NameLimits
 }
 
 // DefaultLimits returns the limits a server uses unless told otherwise.
@@ -69,6 +73,7 @@ func DefaultLimits() Limits {
 		MaxWatches:              DefaultMaxWatches,
 		MaxRecordSize:           DefaultMaxRecordSize,
 		WatchQueue:              DefaultWatchQueue,
+		NameLimits:              DefaultNameLimits(),
 	}
 }
 
@@ -97,5 +102,6 @@ func (l Limits) validate() error {
 	check(l.MaxRecordSize >= 64 && l.MaxRecordSize <= MaxMessageSize/2,
 		"max record size %d out of range 64..%d", l.MaxRecordSize, MaxMessageSize/2)
 	check(l.WatchQueue >= 1, "watch queue %d must be positive", l.WatchQueue)
+	errs = append(errs, l.NameLimits.validate()...)
 	return errors.Join(errs...)
 }

@@ -118,6 +118,8 @@ type Server struct {
 	st  *regStore
 	m   *serverMetrics
 	rl  *rateLimiter
+	// names holds the name leases (lease.go).
+	names *nameTable
 	// verify feeds the verifier pool.
 	verify chan verifyJob
 
@@ -174,12 +176,22 @@ func NewServer(h host.Host, opts ...ServerOption) (*Server, error) {
 	}
 	s.st = newStore(seq, p)
 	s.st.load(loaded)
+	// Name leases (lease.go).
+	names, err := openNames(&cfg, &s.lim, loaded, now.UnixNano())
+	if err != nil {
+		if p != nil {
+			p.close()
+		}
+		return nil, fmt.Errorf("rendezvous server: %w", err)
+	}
+	s.names = names
 
 	m, err := newMetrics(cfg.reg, func() float64 { return float64(s.st.len()) }, func() float64 { return float64(s.st.watchCount()) })
 	if err != nil {
 		if p != nil {
 			p.close()
 		}
+		names.close()
 		return nil, fmt.Errorf("rendezvous server: %w", err)
 	}
 	s.m = m
@@ -197,6 +209,7 @@ func NewServer(h host.Host, opts ...ServerOption) (*Server, error) {
 			if p != nil {
 				p.close()
 			}
+			names.close()
 			return nil, fmt.Errorf("rendezvous server: subscribe to connectedness events: %w", err)
 		}
 		s.sub = sub
@@ -246,10 +259,14 @@ func (s *Server) Close() error {
 		s.sub.Close()
 	}
 	s.wg.Wait()
+	namesErr := s.names.close() // name leases (lease.go)
 	if s.st.persist != nil {
 		if err := s.st.persist.close(); err != nil {
-			return fmt.Errorf("rendezvous server: close store: %w", err)
+			return fmt.Errorf("rendezvous server: close store: %w", errors.Join(err, namesErr))
 		}
+	}
+	if namesErr != nil {
+		return fmt.Errorf("rendezvous server: close names: %w", namesErr)
 	}
 	return nil
 }
@@ -364,7 +381,7 @@ func (s *Server) handleStream(str network.Stream) {
 				if reply == nil {
 					reply = make(chan string, 1)
 				}
-				resp := s.register(remote, bucket, req.GetRegister(), reply)
+				resp := s.register(remote, str.Conn(), bucket, req.GetRegister(), reply)
 				status = resp.GetStatus()
 				buf = appendServerFrame(buf[:0], &pb.Message{
 					Type:             pb.Message_REGISTER_RESPONSE.Enum(),
@@ -478,7 +495,7 @@ func (s *Server) reject(reason string, status Status, text string) *pb.Message_R
 
 // register validates and stores one REGISTER. reply receives the answer
 // of the verifier pool.
-func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register, reply chan string) *pb.Message_RegisterResponse {
+func (s *Server) register(remote peer.ID, conn network.Conn, b *bucket, r *pb.Message_Register, reply chan string) *pb.Message_RegisterResponse {
 	now := s.cfg.now()
 	if !b.allow(now) {
 		s.log.Debug("rate limited", "peer", remote)
@@ -511,7 +528,16 @@ func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register, rep
 		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
 	}
 	exclusive := s.cfg.exclusivePrefix != "" && strings.HasPrefix(ns, s.cfg.exclusivePrefix)
+	// Name leases (lease.go): the lease decides who may hold the name.
+	var tk nameTicket
+	if exclusive {
+		var refused *pb.Message_RegisterResponse
+		if tk, refused = s.admitName(remote, conn, r, now); refused != nil {
+			return refused
+		}
+	}
 	res := s.st.register(remote, ns, rec, int64(ttl)*int64(time.Second), now.UnixNano(), exclusive, &s.lim)
+	s.nameRegistered(tk, res.status == StatusOK, now, ttl)
 	if res.status != StatusOK {
 		s.log.Debug("registration refused", "peer", remote, "ns", ns, "status", res.status, "err", res.text)
 		return s.reject(res.reason, res.status, res.text)
@@ -627,6 +653,9 @@ func (s *Server) discover(remote peer.ID, b *bucket, ns string, reqLimit uint64,
 // unregister removes one registration; the spec sends no response.
 func (s *Server) unregister(remote peer.ID, r *pb.Message_Unregister) {
 	ns := r.GetNs()
+	if r.GetReleaseName() {
+		s.releaseName(remote, ns) // name leases (lease.go)
+	}
 	if s.st.unregister(remote, ns) {
 		s.log.Debug("unregistered", "peer", remote, "ns", ns)
 	}
@@ -726,5 +755,6 @@ func (s *Server) sweeper() {
 			s.log.Debug("expired registrations removed", "registrations", n)
 		}
 		s.rl.sweep(now)
+		s.names.sweep(now.UnixNano()) // name leases (lease.go)
 	}
 }

@@ -217,6 +217,13 @@ func unregMsg(ns string) *pb.Message {
 	}
 }
 
+// releaseMsg is an UNREGISTER that also gives up the name's lease.
+func releaseMsg(ns string) *pb.Message {
+	m := unregMsg(ns)
+	m.Unregister.ReleaseName = proto.Bool(true)
+	return m
+}
+
 // recvRegisterResponse reads a REGISTER_RESPONSE and checks its wire shape.
 func (rs *rawStream) recvRegisterResponse() *pb.Message_RegisterResponse {
 	rs.t.Helper()
