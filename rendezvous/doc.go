@@ -148,6 +148,11 @@
 // a claim beyond that is E_UNAVAILABLE. Expired leases are freed by the
 // sweeper.
 //
+// A key holds at most Limits.MaxNamesPerPeer names (default 3): a further
+// claim is E_NOT_AUTHORIZED, "this key already holds 3 names (...), the
+// most one key may hold; release one first". Refreshing a held name is no
+// claim; a release or an expired lease frees a slot.
+//
 // # Metrics
 //
 // WithRegisterer exports rendezvous_registrations, rendezvous_watch_subscribers,

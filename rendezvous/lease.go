@@ -29,6 +29,8 @@ const (
 	DefaultLeaseDuration = 30 * 24 * time.Hour
 	// DefaultMaxNames caps the leases one server holds.
 	DefaultMaxNames = 100_000
+	// DefaultMaxNamesPerPeer caps the names one key holds.
+	DefaultMaxNamesPerPeer = 3
 )
 
 // leaseWriteSlack: a renewal is written to disk only once the lease has
@@ -41,6 +43,7 @@ const leaseWriteSlack = time.Hour
 const (
 	rejectNameHeld  = "name_held"
 	rejectNamesFull = "names_full"
+	rejectNameCap   = "name_cap"
 )
 
 // lease binds one name to its owner until expires (unix nanoseconds).
@@ -134,7 +137,7 @@ type nameRefusal struct {
 // lasts. A free name (never leased, expired or released) gets a new lease
 // for p, reserved at once so that two claimers cannot both win; claim
 // checks, when not nil, may still refuse it.
-func (t *nameTable) admit(p peer.ID, ns string, now int64, claim func(held []string) *nameRefusal) (nameTicket, *nameRefusal) {
+func (t *nameTable) admit(p peer.ID, ns string, now int64, claim func() *nameRefusal) (nameTicket, *nameRefusal) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if l := t.byNS[ns]; l != nil {
@@ -155,8 +158,14 @@ func (t *nameTable) admit(p peer.ID, ns string, now int64, claim func(held []str
 			return nameTicket{}, &nameRefusal{StatusUnavailable, "server holds too many names, try again later", rejectNamesFull}
 		}
 	}
+	if held := t.heldLocked(p, now); len(held) >= t.lim.MaxNamesPerPeer {
+		return nameTicket{}, &nameRefusal{StatusNotAuthorized,
+			fmt.Sprintf("this key already holds %d names (%s), the most one key may hold; release one first",
+				len(held), strings.Join(held, ", ")),
+			rejectNameCap}
+	}
 	if claim != nil {
-		if r := claim(t.heldLocked(p, now)); r != nil {
+		if r := claim(); r != nil {
 			return nameTicket{}, r
 		}
 	}
@@ -578,13 +587,17 @@ type NameLimits struct {
 	// MaxNames caps the leases the server holds; a claim beyond it is
 	// E_UNAVAILABLE.
 	MaxNames int
+	// MaxNamesPerPeer caps the names one key holds; a further claim is
+	// E_NOT_AUTHORIZED until it releases one (or one expires).
+	MaxNamesPerPeer int
 }
 
 // DefaultNameLimits returns the name limits of DefaultLimits.
 func DefaultNameLimits() NameLimits {
 	return NameLimits{
-		LeaseDuration: DefaultLeaseDuration,
-		MaxNames:      DefaultMaxNames,
+		LeaseDuration:   DefaultLeaseDuration,
+		MaxNames:        DefaultMaxNames,
+		MaxNamesPerPeer: DefaultMaxNamesPerPeer,
 	}
 }
 
@@ -597,5 +610,6 @@ func (l NameLimits) validate() []error {
 	}
 	check(l.LeaseDuration >= time.Second, "lease duration %v must be at least 1s", l.LeaseDuration)
 	check(l.MaxNames >= 1, "max names %d must be positive", l.MaxNames)
+	check(l.MaxNamesPerPeer >= 1, "max names per peer %d must be positive", l.MaxNamesPerPeer)
 	return errs
 }

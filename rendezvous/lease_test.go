@@ -240,7 +240,7 @@ func TestNameClaimRefusedByStoreLeavesNoLease(t *testing.T) {
 // holders keep refreshing theirs.
 func TestNameTableFull(t *testing.T) {
 	lim := DefaultLimits()
-	lim.MaxNames = 2
+	lim.MaxNames, lim.MaxNamesPerPeer = 2, 2
 	_, sh := startServer(t, nameServerOpts(WithLimits(lim))...)
 	a, b := newTestHost(t), newTestHost(t)
 	connect(t, a, sh)
@@ -260,6 +260,7 @@ func TestNameLimitsValidate(t *testing.T) {
 	}{
 		{"lease below 1s", func(l *Limits) { l.LeaseDuration = time.Millisecond }},
 		{"max names 0", func(l *Limits) { l.MaxNames = 0 }},
+		{"max names per peer 0", func(l *Limits) { l.MaxNamesPerPeer = 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -285,4 +286,37 @@ func TestLeaseEncoding(t *testing.T) {
 	require.Error(t, err)
 	_, err = decodeLease(nil, encodeLease(l))
 	require.Error(t, err)
+}
+
+// Attack: one peer registers many nicks. A key holds at most
+// MaxNamesPerPeer (3) names; a 4th claim is refused with a reason, a
+// refresh of a held one is not, and a release frees a slot. Expired
+// leases do not count.
+func TestNamesPerPeerCap(t *testing.T) {
+	clock := newFakeClock()
+	lim := DefaultLimits()
+	lim.LeaseDuration = time.Hour
+	s, sh := startServer(t, nameServerOpts(WithClock(clock.Now), WithLimits(lim))...)
+	a := newTestHost(t)
+	connect(t, a, sh)
+	ra := openRaw(t, a, sh.ID(), ProtocolID)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		require.Equal(t, pb.Message_OK, ra.register(UserNamespacePrefix+n, signedRecord(t, a), 120).GetStatus())
+	}
+	resp := ra.register(UserNamespacePrefix+"n4", signedRecord(t, a), 120)
+	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, resp.GetStatus())
+	require.Contains(t, resp.GetStatusText(), "already holds 3 names ("+UserNamespacePrefix+"n1, ")
+	require.Contains(t, resp.GetStatusText(), "release one first")
+	_, _, ok := s.NameHolder(UserNamespacePrefix + "n4")
+	require.False(t, ok)
+	require.Equal(t, pb.Message_OK, ra.register(UserNamespacePrefix+"n2", signedRecord(t, a), 120).GetStatus(), "a refresh is no new claim")
+	require.Equal(t, pb.Message_OK, ra.register("p2p-messaging/room/lobby", signedRecord(t, a), 120).GetStatus(), "other namespaces are not names")
+
+	ra.send(releaseRequest(UserNamespacePrefix + "n1"))
+	require.Equal(t, pb.Message_OK, ra.register(UserNamespacePrefix+"n4", signedRecord(t, a), 120).GetStatus(), "a release frees a slot")
+	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, ra.register(UserNamespacePrefix+"n5", signedRecord(t, a), 120).GetStatus())
+
+	// Once the leases expire, the key may claim again.
+	clock.Advance(time.Hour + time.Second)
+	require.Equal(t, pb.Message_OK, ra.register(UserNamespacePrefix+"n5", signedRecord(t, a), 120).GetStatus())
 }
