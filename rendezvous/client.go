@@ -78,6 +78,7 @@ type clientConfig struct {
 	retryMax       time.Duration
 	watchBuffer    int
 	closeTimeout   time.Duration
+	claims         claimOptions // client_claim.go
 }
 
 // WithClientLogger sets the client's logger (default: discard).
@@ -155,6 +156,8 @@ type Client struct {
 	closed  bool
 	kept    map[string]*keeper
 	watches map[*watcher]struct{}
+
+	proofs proofCache // claim proofs per namespace (client_claim.go)
 }
 
 var _ discovery.Discovery = (*Client)(nil)
@@ -811,7 +814,9 @@ func (sc *serverConn) exchange(ctx context.Context, rs *reqStream, req, resp *pb
 	return true, nil
 }
 
-func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration) (time.Duration, network.Conn, error) {
+// registerOnce sends one REGISTER, with the claim proof when not nil
+// (client_claim.go's register decides it).
+func (sc *serverConn) registerOnce(ctx context.Context, ns string, ttl time.Duration, proof []byte) (time.Duration, network.Conn, error) {
 	wrap := func(err error) error { return fmt.Errorf("register %q on %s: %w", ns, sc.info.ID, err) }
 	if err := checkNamespace(ns); err != nil {
 		return 0, nil, wrap(err)
@@ -823,7 +828,7 @@ func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration
 	if err != nil {
 		return 0, nil, wrap(err)
 	}
-	reg := &pb.Message_Register{Ns: proto.String(ns), SignedPeerRecord: spr}
+	reg := &pb.Message_Register{Ns: proto.String(ns), SignedPeerRecord: spr, ClaimProof: proof}
 	if ttl > 0 {
 		reg.Ttl = proto.Uint64(ttlSeconds(ttl))
 	}

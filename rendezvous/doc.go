@@ -153,6 +153,35 @@
 // most one key may hold; release one first". Refreshing a held name is no
 // claim; a release or an expired lease frees a slot.
 //
+// Claiming a free name costs the claimer two things the server checks
+// cheaply, in this order (refreshing a held name costs neither):
+//
+//   - A proof of work bound to (peer ID, name). Register carries it in
+//     claim_proof (field 100, bytes; other servers ignore it): a nonce of
+//     1..64 bytes such that SHA-256("p2p-messaging name claim" || peer ID
+//     (binary) || 0x00 || ns || nonce) has at least Limits.ClaimDifficulty
+//     leading zero bits (default 19: about 2^19 hashes, 130 ms on one core
+//     here; the server checks one hash). Without it, or with a weaker one,
+//     the answer is E_NOT_AUTHORIZED with a status text containing
+//     "claim-difficulty=<D>" (ClaimDifficultyKey), so a client knows what
+//     to compute. ClaimDifficulty 0 asks for no proof.
+//   - A token of its source network's bucket: one per IPv4 address, one
+//     per IPv6 /56 (the address the REGISTER's connection comes from),
+//     Limits.ClaimBurst claims at once (default 8), then one per
+//     Limits.ClaimInterval (default 5 min). Beyond it the answer is
+//     E_UNAVAILABLE, "too many new names claimed from your network
+//     (<prefix>), the next in <duration>". Loopback and private sources
+//     count like any other. At most MaxNames networks are tracked; a new
+//     one finding the table full of buckets that have not refilled is
+//     E_UNAVAILABLE.
+//
+// The Client attaches the proof: under a prefix given with
+// WithClaimPrefix it computes one per name at DefaultClaimDifficulty
+// (cached; a proof serves every server) and sends it from the first
+// attempt; for any name a server refuses with a claim-difficulty it
+// computes that difficulty and retries once, up to WithMaxClaimDifficulty
+// (default 23).
+//
 // # Metrics
 //
 // WithRegisterer exports rendezvous_registrations, rendezvous_watch_subscribers,

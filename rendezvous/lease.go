@@ -67,6 +67,8 @@ type nameTable struct {
 	byPeer map[peer.ID]map[string]*lease
 
 	db *leaseDB // nil: memory only
+
+	claims *claimLimiter // new claims per source network (claim.go)
 }
 
 func newNameTable(lim *Limits, db *leaseDB, stored []*lease) *nameTable {
@@ -76,6 +78,7 @@ func newNameTable(lim *Limits, db *leaseDB, stored []*lease) *nameTable {
 		byNS:   make(map[string]*lease),
 		byPeer: make(map[peer.ID]map[string]*lease),
 		db:     db,
+		claims: newClaimLimiter(&lim.NameLimits),
 	}
 	for _, l := range stored {
 		l.stored = l.expires
@@ -256,6 +259,7 @@ func (t *nameTable) adopt(entries []*regEntry, prefix string, now int64) {
 
 // sweep frees the leases expired at now and returns how many.
 func (t *nameTable) sweep(now int64) int {
+	t.claims.sweep(time.Unix(0, now))
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.sweepLocked(now)
@@ -323,7 +327,7 @@ func (s *Server) admitName(remote peer.ID, conn network.Conn, r *pb.Message_Regi
 	if s.names.failing() {
 		return nameTicket{}, s.reject(rejectStore, StatusInternalError, "the name store cannot write to disk")
 	}
-	tk, ref := s.names.admit(remote, ns, now.UnixNano(), nil)
+	tk, ref := s.names.admit(remote, ns, now.UnixNano(), s.claimCheck(remote, conn, r, now))
 	if ref != nil {
 		s.log.Debug("name claim refused", "peer", remote, "ns", ns, "status", ref.status, "err", ref.text)
 		return nameTicket{}, s.reject(ref.reason, ref.status, ref.text)
@@ -590,6 +594,14 @@ type NameLimits struct {
 	// MaxNamesPerPeer caps the names one key holds; a further claim is
 	// E_NOT_AUTHORIZED until it releases one (or one expires).
 	MaxNamesPerPeer int
+	// ClaimDifficulty is the proof of work a new name costs (leading zero
+	// bits of the claim hash, 0..MaxClaimDifficulty; 0 asks for none).
+	ClaimDifficulty int
+	// ClaimBurst and ClaimInterval shape the token bucket of new claims
+	// per source network (IPv4 address, IPv6 /56): ClaimBurst at once,
+	// then one per ClaimInterval. Beyond it a claim is E_UNAVAILABLE.
+	ClaimBurst    int
+	ClaimInterval time.Duration
 }
 
 // DefaultNameLimits returns the name limits of DefaultLimits.
@@ -598,6 +610,9 @@ func DefaultNameLimits() NameLimits {
 		LeaseDuration:   DefaultLeaseDuration,
 		MaxNames:        DefaultMaxNames,
 		MaxNamesPerPeer: DefaultMaxNamesPerPeer,
+		ClaimDifficulty: DefaultClaimDifficulty,
+		ClaimBurst:      DefaultClaimBurst,
+		ClaimInterval:   DefaultClaimInterval,
 	}
 }
 
@@ -611,5 +626,9 @@ func (l NameLimits) validate() []error {
 	check(l.LeaseDuration >= time.Second, "lease duration %v must be at least 1s", l.LeaseDuration)
 	check(l.MaxNames >= 1, "max names %d must be positive", l.MaxNames)
 	check(l.MaxNamesPerPeer >= 1, "max names per peer %d must be positive", l.MaxNamesPerPeer)
+	check(l.ClaimDifficulty >= 0 && l.ClaimDifficulty <= MaxClaimDifficulty,
+		"claim difficulty %d out of range 0..%d", l.ClaimDifficulty, MaxClaimDifficulty)
+	check(l.ClaimBurst >= 1, "claim burst %d must be positive", l.ClaimBurst)
+	check(l.ClaimInterval > 0, "claim interval %v must be positive", l.ClaimInterval)
 	return errs
 }

@@ -15,6 +15,7 @@ import (
 // exclusive, a short disconnect grace.
 func nameServerOpts(extra ...ServerOption) []ServerOption {
 	return append([]ServerOption{
+		WithLimits(testNameLimits()),
 		WithExclusivePrefix(UserNamespacePrefix),
 		WithDisconnectGrace(10 * time.Millisecond),
 	}, extra...)
@@ -94,7 +95,7 @@ func TestNameSnipingRefused(t *testing.T) {
 // long as the registration; then anyone may claim the name.
 func TestNameLeaseExpires(t *testing.T) {
 	clock := newFakeClock()
-	lim := DefaultLimits()
+	lim := testNameLimits()
 	lim.LeaseDuration = time.Hour
 	s, sh := startServer(t, nameServerOpts(WithClock(clock.Now), WithLimits(lim))...)
 	a, b := newTestHost(t), newTestHost(t)
@@ -222,7 +223,7 @@ func TestNameLeaseAdoptsStoredRegistrations(t *testing.T) {
 // A claim the store refuses (here: the per-peer registration cap) leaves
 // no lease behind.
 func TestNameClaimRefusedByStoreLeavesNoLease(t *testing.T) {
-	lim := DefaultLimits()
+	lim := testNameLimits()
 	lim.MaxRegistrationsPerPeer = 1
 	s, sh := startServer(t, nameServerOpts(WithLimits(lim))...)
 	a, b := newTestHost(t), newTestHost(t)
@@ -239,7 +240,7 @@ func TestNameClaimRefusedByStoreLeavesNoLease(t *testing.T) {
 // The total lease cap: a claim beyond MaxNames is E_UNAVAILABLE; the
 // holders keep refreshing theirs.
 func TestNameTableFull(t *testing.T) {
-	lim := DefaultLimits()
+	lim := testNameLimits()
 	lim.MaxNames, lim.MaxNamesPerPeer = 2, 2
 	_, sh := startServer(t, nameServerOpts(WithLimits(lim))...)
 	a, b := newTestHost(t), newTestHost(t)
@@ -294,7 +295,7 @@ func TestLeaseEncoding(t *testing.T) {
 // leases do not count.
 func TestNamesPerPeerCap(t *testing.T) {
 	clock := newFakeClock()
-	lim := DefaultLimits()
+	lim := testNameLimits()
 	lim.LeaseDuration = time.Hour
 	s, sh := startServer(t, nameServerOpts(WithClock(clock.Now), WithLimits(lim))...)
 	a := newTestHost(t)

@@ -173,7 +173,7 @@ func TestExplicitZeroFields(t *testing.T) {
 
 func TestNotAuthorizedExclusive(t *testing.T) {
 	clock := newFakeClock()
-	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond))
+	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond), WithLimits(testNameLimits()))
 	a, b := newTestHost(t), newTestHost(t)
 	connect(t, a, sh)
 	connect(t, b, sh)
