@@ -72,7 +72,8 @@
 // Limits holds every bound; DefaultLimits gives: TTL 2 min .. 72 h, default
 // 2 h; namespace 1..255 bytes; 1000 registrations per peer (replacing one
 // does not count twice; the 1001st is E_NOT_AUTHORIZED); 500,000 in total
-// (then E_UNAVAILABLE); 1000 per DISCOVER; a token bucket per peer of 100
+// (then E_UNAVAILABLE; a name's own registration is counted apart, and a
+// share is kept for name holders, see Names); 1000 per DISCOVER; a token bucket per peer of 100
 // requests/s with a burst of 1500 (then E_UNAVAILABLE, while other peers
 // are served normally); signed records up to 16 KiB; a 1 min stream
 // timeout; 256 watches per peer and 100,000 in total.
@@ -181,6 +182,22 @@
 // attempt; for any name a server refuses with a claim-difficulty it
 // computes that difficulty and retries once, up to WithMaxClaimDifficulty
 // (default 23).
+//
+// Room for established names: the total cap (MaxRegistrations) must not
+// let strangers lock out the users who hold names. A name registered by
+// its owner is counted apart from MaxRegistrations (the lease table,
+// MaxNames, bounds those), so an owner, or a new user who just claimed a
+// name, always finds room for it. Of MaxRegistrations, a share
+// (Limits.HolderShare, default 20 %: 100,000 of 500,000) is kept for
+// peers that hold a name: a peer holding none gets E_UNAVAILABLE ("server
+// is full") once the other registrations fill the rest, while a name
+// holder may still register up to Limits.HolderQuota (default 16)
+// registrations of its own (rooms; its names not counted) until the whole
+// cap is full. Renewals never need room. Filling the holders' share thus
+// takes HolderShare*MaxRegistrations/HolderQuota names (6,250 by
+// default), each paid with a proof of work and a claim token of its
+// network. In the worst case the server holds MaxRegistrations +
+// MaxNames registrations.
 //
 // # Metrics
 //

@@ -237,6 +237,18 @@ func (t *nameTable) holder(ns string, now int64) (peer.ID, time.Time, bool) {
 	return l.owner, time.Unix(0, l.expires).UTC(), true
 }
 
+// holds reports whether p holds a live lease.
+func (t *nameTable) holds(p peer.ID, now int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, l := range t.byPeer[p] {
+		if l.expires > now {
+			return true
+		}
+	}
+	return false
+}
+
 // adopt gives a lease to the holders of registrations under prefix that
 // have none (a store written before leases existed).
 func (t *nameTable) adopt(entries []*regEntry, prefix string, now int64) {
@@ -299,9 +311,10 @@ func formatExpiry(unixNanos int64) string {
 
 // ---- server hooks ----
 
-// openNames opens the name leases (dir/names.db when dir is set) and
-// adopts the loaded registrations under the exclusive prefix.
-func openNames(cfg *serverConfig, lim *Limits, loaded []*regEntry, now int64) (*nameTable, error) {
+// openNames opens the name leases (dir/names.db when dir is set), adopts
+// the loaded registrations under the exclusive prefix and marks those of
+// the names' owners in st (reserve.go). It runs before st is shared.
+func openNames(cfg *serverConfig, lim *Limits, st *regStore, loaded []*regEntry, now int64) (*nameTable, error) {
 	var (
 		db     *leaseDB
 		stored []*lease
@@ -316,6 +329,10 @@ func openNames(cfg *serverConfig, lim *Limits, loaded []*regEntry, now int64) (*
 	t := newNameTable(lim, db, stored)
 	if cfg.exclusivePrefix != "" {
 		t.adopt(loaded, cfg.exclusivePrefix, now)
+		st.markOwn(loaded, func(e *regEntry) bool {
+			owner, _, ok := t.holder(e.ns, now)
+			return ok && owner == e.peer && strings.HasPrefix(e.ns, cfg.exclusivePrefix)
+		})
 	}
 	return t, nil
 }
@@ -602,6 +619,13 @@ type NameLimits struct {
 	// then one per ClaimInterval. Beyond it a claim is E_UNAVAILABLE.
 	ClaimBurst    int
 	ClaimInterval time.Duration
+	// HolderShare is the share (0 <= x < 1) of MaxRegistrations that only
+	// peers holding a name may fill (reserve.go); HolderQuota is how many
+	// registrations, its names not counted, one holder may have in it.
+	// A name's own registration is counted apart from MaxRegistrations
+	// (bounded by MaxNames), so it never lacks room.
+	HolderShare float64
+	HolderQuota int
 }
 
 // DefaultNameLimits returns the name limits of DefaultLimits.
@@ -613,6 +637,8 @@ func DefaultNameLimits() NameLimits {
 		ClaimDifficulty: DefaultClaimDifficulty,
 		ClaimBurst:      DefaultClaimBurst,
 		ClaimInterval:   DefaultClaimInterval,
+		HolderShare:     DefaultHolderShare,
+		HolderQuota:     DefaultHolderQuota,
 	}
 }
 
@@ -630,5 +656,7 @@ func (l NameLimits) validate() []error {
 		"claim difficulty %d out of range 0..%d", l.ClaimDifficulty, MaxClaimDifficulty)
 	check(l.ClaimBurst >= 1, "claim burst %d must be positive", l.ClaimBurst)
 	check(l.ClaimInterval > 0, "claim interval %v must be positive", l.ClaimInterval)
+	check(l.HolderShare >= 0 && l.HolderShare < 1, "holder share %v out of range [0, 1)", l.HolderShare)
+	check(l.HolderQuota >= 0, "holder quota %d must not be negative", l.HolderQuota)
 	return errs
 }

@@ -178,7 +178,7 @@ func NewServer(h host.Host, opts ...ServerOption) (*Server, error) {
 	s.st = newStore(seq, p)
 	s.st.load(loaded)
 	// Name leases (lease.go).
-	names, err := openNames(&cfg, &s.lim, loaded, now.UnixNano())
+	names, err := openNames(&cfg, &s.lim, s.st, loaded, now.UnixNano())
 	if err != nil {
 		if p != nil {
 			p.close()
@@ -537,7 +537,8 @@ func (s *Server) register(remote peer.ID, conn network.Conn, b *bucket, r *pb.Me
 			return refused
 		}
 	}
-	res := s.st.register(remote, ns, rec, int64(ttl)*int64(time.Second), now.UnixNano(), exclusive, &s.lim)
+	res := s.st.registerIn(remote, ns, rec, int64(ttl)*int64(time.Second), now.UnixNano(), exclusive,
+		s.roomFor(remote, exclusive, now.UnixNano()), &s.lim) // reserve.go
 	s.nameRegistered(tk, res.status == StatusOK, now, ttl)
 	if res.status != StatusOK {
 		s.log.Debug("registration refused", "peer", remote, "ns", ns, "status", res.status, "err", res.text)
