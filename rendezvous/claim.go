@@ -228,7 +228,7 @@ func withObservedIP(f func(network.Conn) netip.Addr) ServerOption {
 // observedIP is the IP conn comes from, or the zero Addr.
 func (s *Server) observedIP(conn network.Conn) netip.Addr {
 	if s.cfg.names.observe != nil {
-		return s.cfg.names.observe(conn)
+		return s.cfg.names.observe(conn).Unmap()
 	}
 	ip, err := manet.ToIP(conn.RemoteMultiaddr())
 	if err != nil {

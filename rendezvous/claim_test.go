@@ -201,7 +201,7 @@ func TestClaimRatePerSource(t *testing.T) {
 		h := newTestHost(t)
 		src.set(h.ID(), ip)
 		connect(t, h, sh)
-		return regRaw(t, h, sh, UserNamespacePrefix+nick)
+		return openRaw(t, h, sh.ID(), ProtocolID).register(UserNamespacePrefix+nick, recordFor(t, h, ip), 0)
 	}
 
 	// One key claiming a second name renews nothing: it is a claim too.
@@ -209,14 +209,14 @@ func TestClaimRatePerSource(t *testing.T) {
 	src.set(first.ID(), "11.0.0.1")
 	connect(t, first, sh)
 	rf := openRaw(t, first, sh.ID(), ProtocolID)
-	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, rf.registerProof(UserNamespacePrefix+"v0", signedRecord(t, first), nil).GetStatus())
-	require.Equal(t, pb.Message_OK, rf.register(UserNamespacePrefix+"v0", signedRecord(t, first), 0).GetStatus(), "the proofless try took no token")
+	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, rf.registerProof(UserNamespacePrefix+"v0", recordFor(t, first, "11.0.0.1"), nil).GetStatus())
+	require.Equal(t, pb.Message_OK, rf.register(UserNamespacePrefix+"v0", recordFor(t, first, "11.0.0.1"), 0).GetStatus(), "the proofless try took no token")
 	require.Equal(t, pb.Message_OK, claim("11.0.0.1", "v1").GetStatus())
 	resp := claim("11.0.0.1", "v2")
 	require.Equal(t, pb.Message_E_UNAVAILABLE, resp.GetStatus())
 	require.Contains(t, resp.GetStatusText(), "too many new names claimed from your network (11.0.0.1/32), the next in 1m0s")
 	for range 5 {
-		require.Equal(t, pb.Message_OK, rf.register(UserNamespacePrefix+"v0", signedRecord(t, first), 0).GetStatus(), "renewals are not claims")
+		require.Equal(t, pb.Message_OK, rf.register(UserNamespacePrefix+"v0", recordFor(t, first, "11.0.0.1"), 0).GetStatus(), "renewals are not claims")
 	}
 	require.Equal(t, pb.Message_OK, claim("11.0.0.2", "w1").GetStatus(), "another IPv4 address has its own bucket")
 	require.Equal(t, pb.Message_OK, claim("::ffff:11.0.0.3", "w2").GetStatus(), "a mapped IPv4 address is that address")
@@ -251,16 +251,16 @@ func TestClaimSourcesBounded(t *testing.T) {
 	for i, ip := range []string{"11.0.0.1", "11.0.0.2"} {
 		src.set(h.ID(), ip)
 		ns := UserNamespacePrefix + "s" + itoa(i)
-		require.Equal(t, pb.Message_OK, rs.register(ns, signedRecord(t, h), 0).GetStatus())
+		require.Equal(t, pb.Message_OK, rs.register(ns, recordFor(t, h, ip), 0).GetStatus())
 		rs.send(releaseRequest(ns))
 	}
 	src.set(h.ID(), "11.0.0.3")
-	resp := rs.register(UserNamespacePrefix+"s3", signedRecord(t, h), 0)
+	resp := rs.register(UserNamespacePrefix+"s3", recordFor(t, h, "11.0.0.3"), 0)
 	require.Equal(t, pb.Message_E_UNAVAILABLE, resp.GetStatus())
 	require.Contains(t, resp.GetStatusText(), "too many networks")
 	require.Equal(t, 2, s.names.claims.len())
 	clock.Advance(time.Minute) // both buckets refill and are swept
-	require.Equal(t, pb.Message_OK, rs.register(UserNamespacePrefix+"s3", signedRecord(t, h), 0).GetStatus())
+	require.Equal(t, pb.Message_OK, rs.register(UserNamespacePrefix+"s3", recordFor(t, h, "11.0.0.3"), 0).GetStatus())
 	require.Equal(t, 1, s.names.claims.len())
 }
 

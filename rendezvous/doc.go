@@ -199,6 +199,43 @@
 // network. In the worst case the server holds MaxRegistrations +
 // MaxNames registrations.
 //
+// # Addresses in records
+//
+// A registered record is an instruction to every peer that discovers it:
+// dial these addresses. So that a record cannot aim that traffic at
+// someone else's host, the server checks the addresses of every
+// REGISTER's record (in any namespace; the record is signed, so the server
+// can only accept or refuse it whole) and answers
+// E_INVALID_SIGNED_PEER_RECORD, with the offending address and the
+// registrant's observed IP ("observed=<ip>", ObservedKey) in the status
+// text, when:
+//
+//   - it lists more than Limits.MaxRecordAddrs addresses (default 16);
+//   - an address has a public IP (manet.IsPublicAddr) that is not the
+//     registrant's observed address: the IP its connection to the server
+//     comes from (that of the REGISTER's stream, or of another direct
+//     connection of the same peer); an IPv6 address counts as observed
+//     when it lies in the observed address's /64 (temporary and stable
+//     addresses of one host). Ports are not checked: a host's listen
+//     ports differ from the source port of its connection;
+//   - an address is a DNS name (/dns, /dns4, /dns6, /dnsaddr), which
+//     cannot be checked;
+//   - a relay address (.../p2p/<relay>/p2p-circuit...) reaches its relay
+//     at a public IP that is neither this server's own (for a relay
+//     through this server) nor one this server is connected to that
+//     relay from (for another relay: daemons that know each other);
+//     /p2p/<relay>/p2p-circuit without a transport part is accepted, as
+//     it aims nowhere by itself;
+//   - an address is unspecified, multicast or broadcast;
+//   - an address is loopback while the registrant does not come over
+//     loopback (it would aim remote dialers at their own host).
+//
+// Other non-public addresses (RFC 1918, CGNAT, ULA, link-local and the
+// other ranges manet.IsPublicAddr refuses) are accepted: they reach only
+// inside the dialer's own network, where the registrant may really be
+// (peers behind one NAT find each other by them). The per-record cap
+// bounds how many a dialer is given; dialers bound what they try.
+//
 // # Metrics
 //
 // WithRegisterer exports rendezvous_registrations, rendezvous_watch_subscribers,

@@ -528,6 +528,11 @@ func (s *Server) register(remote peer.ID, conn network.Conn, b *bucket, r *pb.Me
 		s.log.Debug("invalid signed peer record", "peer", remote, "ns", ns, "err", text)
 		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
 	}
+	// Records cannot aim traffic (addrcheck.go).
+	if text := s.checkRecordAddrs(remote, conn, rec); text != "" {
+		s.log.Debug("signed peer record refused for its addresses", "peer", remote, "ns", ns, "err", text)
+		return s.reject(rejectRecordAddrs, StatusInvalidSignedPeerRecord, text)
+	}
 	exclusive := s.cfg.exclusivePrefix != "" && strings.HasPrefix(ns, s.cfg.exclusivePrefix)
 	// Name leases (lease.go): the lease decides who may hold the name.
 	var tk nameTicket
