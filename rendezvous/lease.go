@@ -327,6 +327,7 @@ func openNames(cfg *serverConfig, lim *Limits, st *regStore, loaded []*regEntry,
 		}
 	}
 	t := newNameTable(lim, db, stored)
+	st.holds = func(p peer.ID) bool { return t.holds(p, cfg.now().UnixNano()) }
 	if cfg.exclusivePrefix != "" {
 		t.adopt(loaded, cfg.exclusivePrefix, now)
 		st.markOwn(loaded, func(e *regEntry) bool {

@@ -17,12 +17,10 @@ const (
 type roomClass uint8
 
 const (
-	// roomStranger: a peer holding no name; it shares what the holders'
-	// share leaves.
-	roomStranger roomClass = iota
-	// roomHolder: a peer holding a name; beyond the strangers' part it
-	// may fill the holders' share, up to HolderQuota registrations each.
-	roomHolder
+	// roomOther: any other registration. A peer holding no name shares
+	// what the holders' share leaves; a peer holding one (st.holds) may
+	// also fill the holders' share, up to HolderQuota registrations each.
+	roomOther roomClass = iota
 	// roomOwnName: the owner registering its own name; counted apart from
 	// MaxRegistrations and bounded by the lease table (MaxNames).
 	roomOwnName
@@ -35,41 +33,35 @@ func strangerCap(lim *Limits) int {
 }
 
 // hasRoom reports whether a new registration of p (whose current ones
-// are mine) fits the total cap for its class. Callers hold st.mu.
-func (st *regStore) hasRoom(mine map[string]*regEntry, class roomClass, lim *Limits) bool {
+// are mine) fits the total cap for its class. Whether p holds a name is
+// asked (st.holds) only once the strangers' part is full. Callers hold
+// st.mu.
+func (st *regStore) hasRoom(p peer.ID, mine map[string]*regEntry, class roomClass, lim *Limits) bool {
 	pool := st.count - st.own
-	switch class {
-	case roomOwnName:
+	switch {
+	case class == roomOwnName:
 		return st.own < lim.MaxNames
-	case roomHolder:
-		if pool >= lim.MaxRegistrations {
-			return false
-		}
-		if pool < strangerCap(lim) {
-			return true
-		}
-		n := 0
-		for _, e := range mine {
-			if !e.own {
-				n++
-			}
-		}
-		return n < lim.HolderQuota
-	default:
-		return pool < strangerCap(lim)
+	case pool < strangerCap(lim):
+		return true
+	case pool >= lim.MaxRegistrations || st.holds == nil || !st.holds(p):
+		return false
 	}
+	n := 0
+	for _, e := range mine {
+		if !e.own {
+			n++
+		}
+	}
+	return n < lim.HolderQuota
 }
 
-// roomFor is the class of remote's REGISTER: exclusive means the name
-// checks admitted remote as the name's owner.
-func (s *Server) roomFor(remote peer.ID, exclusive bool, now int64) roomClass {
-	switch {
-	case exclusive:
+// roomFor is the class of a REGISTER: exclusive means the name checks
+// admitted the registrant as the name's owner.
+func roomFor(exclusive bool) roomClass {
+	if exclusive {
 		return roomOwnName
-	case s.names.holds(remote, now):
-		return roomHolder
 	}
-	return roomStranger
+	return roomOther
 }
 
 // markOwn flags the loaded entries for which own says so as names

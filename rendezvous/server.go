@@ -543,7 +543,7 @@ func (s *Server) register(remote peer.ID, conn network.Conn, b *bucket, r *pb.Me
 		}
 	}
 	res := s.st.registerIn(remote, ns, rec, int64(ttl)*int64(time.Second), now.UnixNano(), exclusive,
-		s.roomFor(remote, exclusive, now.UnixNano()), &s.lim) // reserve.go
+		roomFor(exclusive), &s.lim) // reserve.go
 	s.nameRegistered(tk, res.status == StatusOK, now, ttl)
 	if res.status != StatusOK {
 		s.log.Debug("registration refused", "peer", remote, "ns", ns, "status", res.status, "err", res.text)

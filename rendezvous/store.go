@@ -75,7 +75,8 @@ type regStore struct {
 	byNS     map[string]*seqIndex
 	byPeer   map[peer.ID]map[string]*regEntry
 	count    int
-	own      int // entries with own set, counted apart from the total cap (reserve.go)
+	own      int                // entries with own set, counted apart from the total cap (reserve.go)
+	holds    func(peer.ID) bool // whether a peer holds a name (reserve.go); nil: none does
 	watchers map[string]map[*subscriber]struct{}
 	nwatch   int
 	watchBy  map[peer.ID]int
@@ -196,7 +197,7 @@ func (st *regStore) knownRecord(p peer.ID, ns string, rec []byte) []byte {
 // are built before the write lock is taken; under it, only the index
 // changes and the sequence number is filled in.
 func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int64, exclusive bool, lim *Limits) registerResult {
-	return st.registerIn(p, ns, rec, ttlNanos, now, exclusive, roomStranger, lim)
+	return st.registerIn(p, ns, rec, ttlNanos, now, exclusive, roomOther, lim)
 }
 
 // registerIn is register for a peer of the given room class (reserve.go).
@@ -249,7 +250,7 @@ func (st *regStore) registerIn(p peer.ID, ns string, rec []byte, ttlNanos, now i
 				return registerResult{StatusNotAuthorized, "too many registrations for this peer", rejectPeerCap}
 			}
 		}
-		if !st.hasRoom(mine, class, lim) {
+		if !st.hasRoom(p, mine, class, lim) {
 			return registerResult{StatusUnavailable, "server is full, try again later", rejectTotalCap}
 		}
 	}
