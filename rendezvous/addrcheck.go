@@ -167,7 +167,7 @@ func (p *addrPolicy) firstObserved() string {
 // checkAddrs returns why addrs may not be registered under p, or "".
 func (p *addrPolicy) checkAddrs(addrs []ma.Multiaddr, max int) string {
 	if len(addrs) > max {
-		return fmt.Sprintf("signed peer record lists %d addresses, more than %d", len(addrs), max)
+		return fmt.Sprintf("signed peer record lists %d addresses, more than %d (%s%s)", len(addrs), max, ObservedKey, p.firstObserved())
 	}
 	for _, a := range addrs {
 		if text := p.check(a); text != "" {

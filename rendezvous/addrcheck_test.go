@@ -3,11 +3,14 @@ package rendezvous
 import (
 	"net/netip"
 	"testing"
+	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
@@ -162,4 +165,45 @@ func TestRecordAddrsLimitValidate(t *testing.T) {
 	l := DefaultLimits()
 	l.MaxRecordAddrs = 0
 	require.Error(t, l.validate())
+}
+
+// A client whose record the server refuses for an address registers, on
+// that server and from then on, a record with only the addresses that
+// server accepts (its observed address, private ones, relays through it).
+func TestClientRegistersAcceptedAddrs(t *testing.T) {
+	var src sourceMap
+	reg := prometheus.NewRegistry()
+	srv := ctStartServer(t, nil, "", WithLimits(ctLimits()), withObservedIP(src.observe), WithRegisterer(reg))
+	extra := []ma.Multiaddr{
+		ma.StringCast("/ip4/11.0.0.5/tcp/4001"),
+		ma.StringCast("/ip4/8.8.8.8/tcp/4001"),
+		ma.StringCast("/ip4/192.168.1.2/tcp/4001"),
+		ma.StringCast("/p2p/" + srv.h.ID().String() + "/p2p-circuit"),
+	}
+	h, err := libp2p.New(
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.DisableRelay(),
+		libp2p.AddrsFactory(func(as []ma.Multiaddr) []ma.Multiaddr { return append(as, extra...) }),
+	)
+	require.NoError(t, err)
+	t.Cleanup(func() { h.Close() })
+	src.set(h.ID(), "11.0.0.5")
+	c := ctClient(t, h, []*ctServer{srv})
+	ctx := ctCtx(t)
+
+	require.NoError(t, c.Register(ctx, "room", time.Hour))
+	regs, err := c.Discover(ctx, "room", 0)
+	require.NoError(t, err)
+	require.Len(t, regs, 1)
+	var got []string
+	for _, a := range regs[0].Peer.Addrs {
+		got = append(got, a.String())
+	}
+	require.ElementsMatch(t, []string{"/ip4/11.0.0.5/tcp/4001", "/ip4/192.168.1.2/tcp/4001", "/p2p/" + srv.h.ID().String() + "/p2p-circuit"}, got,
+		"loopback (the server sees 11.0.0.5) and someone else's 8.8.8.8 left out")
+	require.Equal(t, 1.0, rejections(t, reg, rejectRecordAddrs))
+	// Later registrations use the filtered record at once.
+	_, err = c.RegisterOn(ctx, srv.h.ID(), "room2", time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, 1.0, rejections(t, reg, rejectRecordAddrs))
 }

@@ -294,22 +294,7 @@ func TestClientClaimProof(t *testing.T) {
 	lim.ClaimDifficulty = 10
 	reg := prometheus.NewRegistry()
 	srv := ctStartServer(t, nil, "", WithLimits(lim), WithExclusivePrefix(UserNamespacePrefix), WithRegisterer(reg))
-	refusedForProof := func() float64 {
-		t.Helper()
-		mfs, err := reg.Gather()
-		require.NoError(t, err)
-		for _, mf := range mfs {
-			if mf.GetName() != "rendezvous_rejections_total" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				if m.GetLabel()[0].GetValue() == rejectClaimProof {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-		return 0
-	}
+	refusedForProof := func() float64 { return rejections(t, reg, rejectClaimProof) }
 	ctx := ctCtx(t)
 
 	asked := ctClient(t, ctHost(t, nil, ""), []*ctServer{srv})
@@ -350,4 +335,22 @@ func BenchmarkClaimProofDefault(b *testing.B) {
 		require.NoError(b, err)
 	}
 	b.ReportMetric(float64(time.Since(start).Milliseconds())/float64(b.N), "ms/claim")
+}
+
+// rejections reads rendezvous_rejections_total{reason} from reg.
+func rejections(t *testing.T, reg *prometheus.Registry, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "rendezvous_rejections_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

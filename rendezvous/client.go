@@ -672,6 +672,8 @@ type serverConn struct {
 
 	mu   sync.Mutex
 	idle []*reqStream
+
+	filter addrFilter // client_claim.go
 }
 
 // reqStream is a request stream to a server, reusable for sequential
@@ -824,7 +826,7 @@ func (sc *serverConn) registerOnce(ctx context.Context, ns string, ttl time.Dura
 	if ttl < 0 {
 		return 0, nil, wrap(fmt.Errorf("negative ttl %v", ttl))
 	}
-	spr, err := sc.c.signedRecord()
+	spr, err := sc.record() // client_claim.go: the addresses this server accepts
 	if err != nil {
 		return 0, nil, wrap(err)
 	}

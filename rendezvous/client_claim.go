@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // claimOptions is the part of clientConfig about claiming names.
@@ -113,9 +117,11 @@ func (c *Client) maxClaimDifficulty() int {
 }
 
 // register sends a REGISTER (registerOnce, client.go), with a claim proof
-// for names under a claim prefix; when the server refuses it for a missing
-// or weaker proof and names a difficulty the client accepts to compute, it
-// computes that and tries once more.
+// for names under a claim prefix. It mends each of two refusals once and
+// tries again: a record refused for its addresses (the server names the
+// observed IP) is replaced by one with only the addresses that server
+// accepts, from then on; a missing or weaker proof is computed at the
+// difficulty the server names, if the client accepts to compute it.
 func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration) (time.Duration, network.Conn, error) {
 	var (
 		proof []byte
@@ -128,19 +134,108 @@ func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration
 			return 0, nil, fmt.Errorf("register %q on %s: %w", ns, sc.info.ID, err)
 		}
 	}
-	granted, conn, err := sc.registerOnce(ctx, ns, ttl, proof)
-	var se *StatusError
-	if err == nil || !errors.As(err, &se) || se.Status != StatusNotAuthorized {
-		return granted, conn, err
+	mendedAddrs, mendedProof := false, false
+	for {
+		granted, conn, err := sc.registerOnce(ctx, ns, ttl, proof)
+		var se *StatusError
+		if err == nil || !errors.As(err, &se) {
+			return granted, conn, err
+		}
+		switch se.Status {
+		case StatusInvalidSignedPeerRecord:
+			if mendedAddrs || !sc.filter.learn(se.Text) {
+				return granted, conn, err
+			}
+			mendedAddrs = true
+			sc.c.log.Debug("server refused some of our addresses; registering those it accepts", "ns", ns, "peer", sc.info.ID, "err", se.Text)
+		case StatusNotAuthorized:
+			d, ok := claimDifficultyAsked(se.Text)
+			if mendedProof || !ok || (proof != nil && d <= have) || d > sc.c.maxClaimDifficulty() {
+				return granted, conn, err
+			}
+			mendedProof = true
+			if proof, err = sc.c.proof(ctx, ns, d); err != nil {
+				return 0, nil, fmt.Errorf("register %q on %s: %w", ns, sc.info.ID, err)
+			}
+			have = d
+		default:
+			return granted, conn, err
+		}
 	}
-	d, ok := claimDifficultyAsked(se.Text)
-	if !ok || (proof != nil && d <= have) || d > sc.c.maxClaimDifficulty() {
-		return granted, conn, err
+}
+
+// addrFilter is what a server told this client about its addresses: once
+// it refused a record for an address, only the addresses it accepts are
+// registered there (judged as the server does, addrcheck.go, with the
+// observed IP it named).
+type addrFilter struct {
+	mu       sync.Mutex
+	on       bool
+	observed netip.Addr // invalid: the server named none
+}
+
+// learn takes the observed IP from a refusal's status text; false if the
+// text is not an address refusal or teaches nothing new.
+func (f *addrFilter) learn(text string) bool {
+	i := strings.Index(text, ObservedKey)
+	if i < 0 {
+		return false
 	}
-	if proof, err = sc.c.proof(ctx, ns, d); err != nil {
-		return 0, nil, fmt.Errorf("register %q on %s: %w", ns, sc.info.ID, err)
+	rest := text[i+len(ObservedKey):]
+	if j := strings.IndexAny(rest, "); "); j >= 0 {
+		rest = rest[:j]
 	}
-	return sc.registerOnce(ctx, ns, ttl, proof)
+	ip, _ := netip.ParseAddr(rest) // "unknown": none
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.on && f.observed == ip.Unmap() {
+		return false
+	}
+	f.on, f.observed = true, ip.Unmap()
+	return true
+}
+
+// record is this host's signed record for this server: the full one, or
+// the filtered one once the server refused the full one.
+func (sc *serverConn) record() ([]byte, error) {
+	sc.filter.mu.Lock()
+	on, observed := sc.filter.on, sc.filter.observed
+	sc.filter.mu.Unlock()
+	if !on {
+		return sc.c.signedRecord()
+	}
+	var obs []netip.Addr
+	if observed.IsValid() {
+		obs = append(obs, observed)
+	}
+	p := addrPolicy{
+		self:     sc.info.ID,
+		observed: obs,
+		ownIP: func(ip netip.Addr) bool {
+			for _, a := range sc.info.Addrs {
+				if own, _, ok := firstHost(a); ok && own == ip {
+					return true
+				}
+			}
+			return false
+		},
+		relayAt: func(peer.ID, netip.Addr) bool { return false },
+	}
+	var keep []ma.Multiaddr
+	for _, a := range sc.c.h.Addrs() {
+		if len(keep) < DefaultMaxRecordAddrs && p.check(a) == "" {
+			keep = append(keep, a)
+		}
+	}
+	key := sc.c.h.Peerstore().PrivKey(sc.c.h.ID())
+	if key == nil {
+		return nil, errors.New("host has no private key")
+	}
+	env, err := record.Seal(peer.PeerRecordFromAddrInfo(peer.AddrInfo{ID: sc.c.h.ID(), Addrs: keep}), key)
+	if err != nil {
+		return nil, fmt.Errorf("seal peer record: %w", err)
+	}
+	return env.Marshal()
 }
 
 // Release gives up this host's name ns on every server: it stops keeping

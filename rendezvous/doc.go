@@ -236,6 +236,12 @@
 // (peers behind one NAT find each other by them). The per-record cap
 // bounds how many a dialer is given; dialers bound what they try.
 //
+// The Client mends such a refusal once: it learns the observed IP from the
+// status text and, on that server from then on, registers a record it
+// signs itself with only the addresses the server accepts (judged by the
+// same rules; relay addresses through that server are kept). The text of
+// every address refusal, including the count cap, carries "observed=".
+//
 // # Metrics
 //
 // WithRegisterer exports rendezvous_registrations, rendezvous_watch_subscribers,
