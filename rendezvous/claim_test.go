@@ -1,10 +1,13 @@
 package rendezvous
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -353,4 +356,46 @@ func rejections(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestGoldenNamesWire pins the bytes of the name extensions: a REGISTER
+// carrying claim_proof (field 100 of Register, tag a2 06), the refusal
+// naming the difficulty, and an UNREGISTER with release_name (field 100 of
+// Unregister, tag a0 06). Run with -update to regenerate.
+func TestGoldenNamesWire(t *testing.T) {
+	id, rec := goldenPeer(t)
+	ns := UserNamespacePrefix + "golden"
+	proof, err := ComputeClaimProof(context.Background(), id, ns, 8)
+	require.NoError(t, err)
+	cases := map[string][]byte{
+		"register_claim": framed(t, &pb.Message{
+			Type:     pb.Message_REGISTER.Enum(),
+			Register: &pb.Message_Register{Ns: proto.String(ns), SignedPeerRecord: rec, Ttl: proto.Uint64(7200), ClaimProof: proof},
+		}),
+		"register_response_claim": framed(t, &pb.Message{
+			Type: pb.Message_REGISTER_RESPONSE.Enum(),
+			RegisterResponse: &pb.Message_RegisterResponse{
+				Status:     StatusNotAuthorized.Enum(),
+				StatusText: proto.String("claiming a new name needs a proof of work (Register.claim_proof, field 100) and it is missing: claim-difficulty=19; see the rendezvous package doc"),
+			},
+		}),
+		"unregister_release": appendServerFrame(nil, releaseRequest(ns)),
+	}
+	for name, got := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join("testdata", name+".bin")
+			if *updateGolden {
+				require.NoError(t, os.WriteFile(path, got, 0o644))
+			}
+			want, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.Equal(t, want, got)
+		})
+	}
+	require.True(t, bytes.Contains(cases["register_claim"], append([]byte{0xa2, 0x06, byte(len(proof))}, proof...)))
+	require.True(t, bytes.HasSuffix(cases["unregister_release"], []byte{0xa0, 0x06, 0x01}))
+	// A server that knows neither field reads these as the spec's messages.
+	var m pb.Message
+	require.NoError(t, newReader(bytes.NewReader(cases["unregister_release"])).ReadMsg(&m))
+	require.Equal(t, ns, m.GetUnregister().GetNs())
 }

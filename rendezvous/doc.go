@@ -24,10 +24,14 @@
 //     "libp2p-peer-record") holding a peer record; its signature must
 //     verify, the record's peer ID must match the signing key, and it must
 //     be the authenticated remote peer of the stream: a peer registers only
-//     itself (else E_INVALID_SIGNED_PEER_RECORD). Registering (peer, ns)
+//     itself (else E_INVALID_SIGNED_PEER_RECORD); its addresses are
+//     checked too (see Addresses in records). Registering (peer, ns)
 //     again replaces the previous registration and restarts its TTL. The
-//     granted TTL is returned.
+//     granted TTL is returned. An extension field, claim_proof (100),
+//     carries the proof of work that claims a new name (see Names).
 //   - UNREGISTER {ns}: removes the sender's registration in ns. No response.
+//     An extension field, release_name (100), also gives up the sender's
+//     lease on the name ns (see Names).
 //   - DISCOVER {ns, limit, cookie}: answered by DISCOVER_RESPONSE
 //     {registrations, cookie, status, statusText}. An absent (or empty) ns
 //     lists all namespaces. limit 0 or absent means the maximum (1000);
@@ -44,11 +48,14 @@
 // reset comes between 1 and 1.5 times the timeout after that answer.
 //
 // Status codes: OK, E_INVALID_NAMESPACE (empty, too long, not UTF-8),
-// E_INVALID_SIGNED_PEER_RECORD, E_INVALID_TTL, E_INVALID_COOKIE,
-// E_NOT_AUTHORIZED (an exclusive namespace held by another peer, or the
-// per-peer cap reached), E_INTERNAL_ERROR (the store cannot write to disk;
-// reads still work), E_UNAVAILABLE (the per-peer request rate exceeded, or
-// the server's total registration cap reached). Non-OK answers carry a
+// E_INVALID_SIGNED_PEER_RECORD (also: too many addresses, or an address
+// that would aim dialers at someone else), E_INVALID_TTL,
+// E_INVALID_COOKIE, E_NOT_AUTHORIZED (a name leased to another key, a
+// missing or weak claim proof, the names per key reached, or the per-peer
+// cap reached), E_INTERNAL_ERROR (the store cannot write to disk; reads
+// still work), E_UNAVAILABLE (the per-peer request rate exceeded, the
+// server's total registration cap reached, the source network's claim
+// rate exceeded, or the names table full). Non-OK answers carry a
 // human-readable statusText.
 //
 // # Cookies
