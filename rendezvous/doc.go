@@ -168,7 +168,7 @@
 //     claim_proof (field 100, bytes; other servers ignore it): a nonce of
 //     1..64 bytes such that SHA-256("p2p-messaging name claim" || peer ID
 //     (binary) || 0x00 || ns || nonce) has at least Limits.ClaimDifficulty
-//     leading zero bits (default 19: about 2^19 hashes, 130 ms on one core
+//     leading zero bits (default 19: about 2^19 hashes, 104 ms on one core
 //     here; the server checks one hash). Without it, or with a weaker one,
 //     the answer is E_NOT_AUTHORIZED with a status text containing
 //     "claim-difficulty=<D>" (ClaimDifficultyKey), so a client knows what
