@@ -96,3 +96,27 @@ func zeroBitsOf(id peer.ID, ns string, nonce []byte) int {
 	sum := sha256.Sum256(b)
 	return zeroBits(sum[:])
 }
+
+// A name's lease survives a restart of the daemon: the holder only
+// unregistered, then the daemon restarted; another key is still refused,
+// the holder takes the name back.
+func TestNameLeaseSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	d := startDaemon(t, dir, fastFlags...)
+	const ns = "p2p-messaging/user/restarted"
+	holder, other := newClient(t), newClient(t)
+	holder.mustRegister(d, ns, hour)
+	rs := holder.stream(d)
+	rs.send(unregMsg(ns))
+	rs.send(discMsg(discReq{ns: proto.String(ns)}))
+	require.Empty(t, rs.recvDiscoverResponse().GetRegistrations())
+	d.stop(t)
+
+	d2 := startDaemon(t, dir, fastFlags...)
+	resp := other.register(d2, ns, hour)
+	requireStatus(t, pb.Message_E_NOT_AUTHORIZED, resp.GetStatus(), resp.GetStatusText(), "another key after the restart")
+	require.Contains(t, resp.GetStatusText(), "held by another key until")
+	resp = holder.register(d2, ns, hour)
+	requireStatus(t, pb.Message_OK, resp.GetStatus(), resp.GetStatusText(), "the holder after the restart")
+}
