@@ -52,6 +52,8 @@ type Client struct {
 	closed  bool
 	kept    map[string]*keeper
 	watches map[*watcher]struct{}
+
+	proofs proofCache // claim proofs per namespace (client_claim.go)
 }
 
 var _ discovery.Discovery = (*Client)(nil)
@@ -532,8 +534,14 @@ func (c *Client) Register(ctx context.Context, ns string, ttl time.Duration) err
 // Unregister stops keeping ns alive and removes this host's registration
 // under ns from every server. It fails only if the request could be
 // written to no server (UNREGISTER has no response: a server that resets
-// the stream after reading it has done its part).
+// the stream after reading it has done its part). A name under a server's
+// exclusive prefix stays leased to this host; see Release.
 func (c *Client) Unregister(ctx context.Context, ns string) error {
+	return c.unregisterAll(ctx, ns, false)
+}
+
+// unregisterAll is Unregister, and with release Release (client_claim.go).
+func (c *Client) unregisterAll(ctx context.Context, ns string, release bool) error {
 	if err := checkNamespace(ns, MaxNamespaceLen); err != nil {
 		return fmt.Errorf("unregister %q: %w", ns, err)
 	}
@@ -549,7 +557,7 @@ func (c *Client) Unregister(ctx context.Context, ns string) error {
 		k.stop()
 	}
 	res := onAll(c, func(sc *serverConn) (struct{}, error) {
-		return struct{}{}, sc.unregister(ctx, ns)
+		return struct{}{}, sc.sendUnregister(ctx, ns, release)
 	})
 	var errs []error
 	for _, r := range res {
@@ -558,6 +566,9 @@ func (c *Client) Unregister(ctx context.Context, ns string) error {
 		}
 	}
 	if len(errs) == len(res) {
+		if release {
+			return fmt.Errorf("release %q: %w", ns, errors.Join(errs...))
+		}
 		return fmt.Errorf("unregister %q: %w", ns, errors.Join(errs...))
 	}
 	return nil

@@ -40,6 +40,8 @@ type serverConn struct {
 
 	mu   sync.Mutex
 	idle []*reqStream
+
+	filter addrFilter // client_claim.go
 }
 
 // reqStream is a request stream to a server, reusable for sequential
@@ -182,7 +184,9 @@ func (sc *serverConn) exchange(ctx context.Context, rs *reqStream, req, resp *pb
 	return true, nil
 }
 
-func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration) (time.Duration, network.Conn, error) {
+// registerOnce sends one REGISTER, with the claim proof when not nil
+// (client_claim.go's register decides it).
+func (sc *serverConn) registerOnce(ctx context.Context, ns string, ttl time.Duration, proof []byte) (time.Duration, network.Conn, error) {
 	wrap := func(err error) error { return fmt.Errorf("register %q on %s: %w", ns, sc.info.ID, err) }
 	if err := checkNamespace(ns, MaxNamespaceLen); err != nil {
 		return 0, nil, wrap(err)
@@ -190,11 +194,12 @@ func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration
 	if ttl < 0 {
 		return 0, nil, wrap(fmt.Errorf("negative ttl %v", ttl))
 	}
-	spr, err := sc.c.signedRecord()
+	spr, err := sc.record() // client_claim.go: the addresses this server accepts
 	if err != nil {
 		return 0, nil, wrap(err)
 	}
 	req := registerRequest(ns, spr, ttl)
+	req.Register.ClaimProof = proof
 	var resp pb.Message
 	conn, err := sc.roundTrip(ctx, req, &resp)
 	if err != nil {
@@ -225,6 +230,12 @@ func (sc *serverConn) register(ctx context.Context, ns string, ttl time.Duration
 // end keeps the request ordered before the caller's next one; the caller's
 // ctx bounds the wait.
 func (sc *serverConn) unregister(ctx context.Context, ns string) error {
+	return sc.sendUnregister(ctx, ns, false)
+}
+
+// sendUnregister is unregister; release also gives up the name's lease
+// (client_claim.go).
+func (sc *serverConn) sendUnregister(ctx context.Context, ns string, release bool) error {
 	wrap := func(err error) error { return fmt.Errorf("unregister %q on %s: %w", ns, sc.info.ID, err) }
 	if err := checkNamespace(ns, MaxNamespaceLen); err != nil {
 		return wrap(err)
@@ -239,7 +250,11 @@ func (sc *serverConn) unregister(ctx context.Context, ns string) error {
 	}
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	if err := newWriter(s).WriteMsg(unregisterRequest(ns)); err != nil {
+	req := unregisterRequest(ns)
+	if release {
+		req = releaseRequest(ns)
+	}
+	if err := newWriter(s).WriteMsg(req); err != nil {
 		s.Reset()
 		return wrap(ctxOr(ctx, err))
 	}

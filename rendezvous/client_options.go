@@ -37,6 +37,7 @@ type clientConfig struct {
 	watchBuffer    int
 	closeTimeout   time.Duration
 	clock          Clock
+	claims         claimOptions // client_claim.go
 }
 
 // WithClientLogger sets the client's logger (default: discard).

@@ -80,8 +80,12 @@ func TestClientStatusErrors(t *testing.T) {
 	require.Error(t, cm.Register(ctx, string(make([]byte, MaxNamespaceLen+1)), 0))
 	require.Error(t, cm.Register(ctx, "room", -time.Second))
 
-	// Once the holder leaves, the name is free.
+	// Once the holder leaves, the name stays leased to it (lease.go);
+	// once it releases the name, the name is free.
 	require.NoError(t, ca.Unregister(ctx, nick))
+	require.ErrorAs(t, cm.Register(ctx, nick, 0), &se)
+	require.Equal(t, StatusNotAuthorized, se.Status)
+	require.NoError(t, ca.Release(ctx, nick))
 	require.NoError(t, cm.Register(ctx, nick, 0))
 }
 
@@ -158,8 +162,10 @@ func TestClientCloseUnregisters(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, regs, ns)
 	}
-	// The exclusive name is free again at once.
-	require.NoError(t, cb.Register(ctx, ctUserPrefix+"alice", time.Hour))
+	// The exclusive name stays leased to alice's key (lease.go).
+	var se *StatusError
+	require.ErrorAs(t, cb.Register(ctx, ctUserPrefix+"alice", time.Hour), &se)
+	require.Equal(t, StatusNotAuthorized, se.Status)
 }
 
 // A server that caps pages below what the client asks: Discover keeps

@@ -25,12 +25,16 @@
 //     verify, the record's peer ID must match the signing key, and it must
 //     be the authenticated remote peer of the stream: a peer registers only
 //     itself; and it must hold at least one address (else
-//     E_INVALID_SIGNED_PEER_RECORD, with the reason). Registering (peer, ns)
+//     E_INVALID_SIGNED_PEER_RECORD, with the reason); its addresses are
+//     checked too (see Addresses in records). Registering (peer, ns)
 //     again replaces the previous registration and restarts its TTL. The
-//     granted TTL is returned.
+//     granted TTL is returned. An extension field, claim_proof (100),
+//     carries the proof of work that claims a new name (see Names).
 //   - UNREGISTER {ns}: removes the sender's registration in ns. No response;
 //     the client waits for the server to end the stream, and takes a reset
-//     (what other servers do) as well as a clean close.
+//     (what other servers do) as well as a clean close. An extension field,
+//     release_name (100), also gives up the sender's lease on the name ns
+//     (see Names).
 //   - DISCOVER {ns, limit, cookie}: answered by DISCOVER_RESPONSE
 //     {registrations, cookie, status, statusText}. An absent (or empty) ns
 //     lists all namespaces. limit 0 or absent means the maximum (1000);
@@ -50,11 +54,14 @@
 // reset comes between 1 and 1.5 times the timeout after that answer.
 //
 // Status codes: OK, E_INVALID_NAMESPACE (empty, too long, not UTF-8),
-// E_INVALID_SIGNED_PEER_RECORD, E_INVALID_TTL, E_INVALID_COOKIE,
-// E_NOT_AUTHORIZED (an exclusive namespace held by another peer, or the
-// per-peer cap reached), E_INTERNAL_ERROR (the store cannot write to disk;
-// reads still work), E_UNAVAILABLE (the per-peer request rate exceeded, or
-// the server's total registration cap reached). Non-OK answers carry a
+// E_INVALID_SIGNED_PEER_RECORD (also: too many addresses, or an address
+// that would aim dialers at someone else), E_INVALID_TTL,
+// E_INVALID_COOKIE, E_NOT_AUTHORIZED (a name leased to another key, a
+// missing or weak claim proof, the names per key reached, or the per-peer
+// cap reached), E_INTERNAL_ERROR (the store cannot write to disk; reads
+// still work), E_UNAVAILABLE (the per-peer request rate exceeded, the
+// server's total registration cap reached, the source network's claim
+// rate exceeded, or the names table full). Non-OK answers carry a
 // human-readable statusText.
 //
 // # Cookies
@@ -78,7 +85,8 @@
 // Limits holds every bound; DefaultLimits gives: TTL 2 min .. 72 h, default
 // 2 h; namespace 1..255 bytes; 1000 registrations per peer (replacing one
 // does not count twice; the 1001st is E_NOT_AUTHORIZED); 500,000 in total
-// (then E_UNAVAILABLE); 1000 per DISCOVER; a token bucket per peer of 100
+// (then E_UNAVAILABLE; a name's own registration is counted apart, and a
+// share is kept for name holders, see Names); 1000 per DISCOVER; a token bucket per peer of 100
 // requests/s with a burst of 1500 (then E_UNAVAILABLE, while other peers
 // are served normally); signed records up to 16 KiB; a 1 min stream
 // timeout; 48 watches per peer and 100,000 in total (then an ERROR event
@@ -116,11 +124,9 @@
 // only once their peer connects again.
 //
 // Exclusive namespaces: under a prefix (WithExclusivePrefix; off by default,
-// the daemon passes the chat's user prefix) only one peer may be registered
-// in a namespace at a time. Another peer gets E_NOT_AUTHORIZED until the
-// holder unregisters, disconnects (after the grace period) or expires; the
-// holder may refresh freely. This binds a user name to a key while it is in
-// use.
+// the daemon passes the chat's user prefix "p2p-messaging/user/") a
+// namespace is a name, held by one key at a time through a lease that
+// outlives the registration; see Names.
 //
 // Watch, on its own protocol WatchProtocolID
 // (/p2p-messaging/rendezvous/watch/1.0.0), with the same framing: the client
@@ -139,6 +145,131 @@
 // events); one that falls behind is reset and must resubscribe, so a slow
 // watcher never slows registration.
 //
+// # Names
+//
+// A namespace under the exclusive prefix is a name. The first peer to
+// register a free name claims it: the server binds the name to that
+// peer's key with a lease, kept apart from the registration (the
+// presence). The lease lasts Limits.LeaseDuration (default 30 days) after
+// the owner last registered or refreshed the name, and never ends before
+// the owner's registration does. Unregister, expiry and disconnect end
+// only the presence: while the lease lasts, a REGISTER of the name by any
+// other peer is E_NOT_AUTHORIZED with the status text "namespace is
+// exclusive and held by another key until <RFC 3339 UTC time> ...", also
+// while the owner is offline. The owner takes the name back by
+// registering it again, which needs nothing more and renews the lease.
+//
+// Release: the owner gives a name up with an UNREGISTER whose Unregister
+// message carries release_name = true (field 100, an extension: other
+// servers ignore it and just unregister). It ends the lease and the
+// registration; from any other peer it changes nothing (no response is
+// sent, as for every UNREGISTER). Client.Release does this on every
+// server.
+//
+// Leases are persisted in their own bbolt file beside the registrations,
+// dir/names.db (bucket "leases", key = the name, value = expiry as 8
+// bytes big-endian unix nanoseconds followed by the owner's binary peer
+// ID), written in batches like the registrations. A renewal is written
+// once the lease moved on by an hour (or 1 % of the lease, if shorter), so
+// a crash shortens a lease by at most that much. Registrations found on
+// disk without a lease (written before leases existed) give their holders
+// one at start. At most Limits.MaxNames (default 100,000) leases are held;
+// a claim beyond that is E_UNAVAILABLE. Expired leases are freed by the
+// sweeper.
+//
+// A key holds at most Limits.MaxNamesPerPeer names (default 3): a further
+// claim is E_NOT_AUTHORIZED, "this key already holds 3 names (...), the
+// most one key may hold; release one first". Refreshing a held name is no
+// claim; a release or an expired lease frees a slot.
+//
+// Claiming a free name costs the claimer two things the server checks
+// cheaply, in this order (refreshing a held name costs neither):
+//
+//   - A proof of work bound to (peer ID, name). Register carries it in
+//     claim_proof (field 100, bytes; other servers ignore it): a nonce of
+//     1..64 bytes such that SHA-256("p2p-messaging name claim" || peer ID
+//     (binary) || 0x00 || ns || nonce) has at least Limits.ClaimDifficulty
+//     leading zero bits (default 19: about 2^19 hashes, 104 ms on one core
+//     here; the server checks one hash). Without it, or with a weaker one,
+//     the answer is E_NOT_AUTHORIZED with a status text containing
+//     "claim-difficulty=<D>" (ClaimDifficultyKey), so a client knows what
+//     to compute. ClaimDifficulty 0 asks for no proof.
+//   - A token of its source network's bucket: one per IPv4 address, one
+//     per IPv6 /56 (the address the REGISTER's connection comes from),
+//     Limits.ClaimBurst claims at once (default 8), then one per
+//     Limits.ClaimInterval (default 5 min). Beyond it the answer is
+//     E_UNAVAILABLE, "too many new names claimed from your network
+//     (<prefix>), the next in <duration>". Loopback and private sources
+//     count like any other. At most MaxNames networks are tracked; a new
+//     one finding the table full of buckets that have not refilled is
+//     E_UNAVAILABLE.
+//
+// The Client attaches the proof: under a prefix given with
+// WithClaimPrefix it computes one per name at DefaultClaimDifficulty
+// (cached; a proof serves every server) and sends it from the first
+// attempt; for any name a server refuses with a claim-difficulty it
+// computes that difficulty and retries once, up to WithMaxClaimDifficulty
+// (default 23).
+//
+// Room for established names: the total cap (MaxRegistrations) must not
+// let strangers lock out the users who hold names. A name registered by
+// its owner is counted apart from MaxRegistrations (the lease table,
+// MaxNames, bounds those), so an owner, or a new user who just claimed a
+// name, always finds room for it. Of MaxRegistrations, a share
+// (Limits.HolderShare, default 20 %: 100,000 of 500,000) is kept for
+// peers that hold a name: a peer holding none gets E_UNAVAILABLE ("server
+// is full") once the other registrations fill the rest, while a name
+// holder may still register up to Limits.HolderQuota (default 16)
+// registrations of its own (rooms; its names not counted) until the whole
+// cap is full. Renewals never need room. Filling the holders' share thus
+// takes HolderShare*MaxRegistrations/HolderQuota names (6,250 by
+// default), each paid with a proof of work and a claim token of its
+// network. In the worst case the server holds MaxRegistrations +
+// MaxNames registrations.
+//
+// # Addresses in records
+//
+// A registered record is an instruction to every peer that discovers it:
+// dial these addresses. So that a record cannot aim that traffic at
+// someone else's host, the server checks the addresses of every
+// REGISTER's record (in any namespace; the record is signed, so the server
+// can only accept or refuse it whole) and answers
+// E_INVALID_SIGNED_PEER_RECORD, with the offending address and the
+// registrant's observed IP ("observed=<ip>", ObservedKey) in the status
+// text, when:
+//
+//   - it lists more than Limits.MaxRecordAddrs addresses (default 16);
+//   - an address has a public IP (manet.IsPublicAddr) that is not the
+//     registrant's observed address: the IP its connection to the server
+//     comes from (that of the REGISTER's stream, or of another direct
+//     connection of the same peer); an IPv6 address counts as observed
+//     when it lies in the observed address's /64 (temporary and stable
+//     addresses of one host). Ports are not checked: a host's listen
+//     ports differ from the source port of its connection;
+//   - an address is a DNS name (/dns, /dns4, /dns6, /dnsaddr), which
+//     cannot be checked;
+//   - a relay address (.../p2p/<relay>/p2p-circuit...) reaches its relay
+//     at a public IP that is neither this server's own (for a relay
+//     through this server) nor one this server is connected to that
+//     relay from (for another relay: daemons that know each other);
+//     /p2p/<relay>/p2p-circuit without a transport part is accepted, as
+//     it aims nowhere by itself;
+//   - an address is unspecified, multicast or broadcast;
+//   - an address is loopback while the registrant does not come over
+//     loopback (it would aim remote dialers at their own host).
+//
+// Other non-public addresses (RFC 1918, CGNAT, ULA, link-local and the
+// other ranges manet.IsPublicAddr refuses) are accepted: they reach only
+// inside the dialer's own network, where the registrant may really be
+// (peers behind one NAT find each other by them). The per-record cap
+// bounds how many a dialer is given; dialers bound what they try.
+//
+// The Client mends such a refusal once: it learns the observed IP from the
+// status text and, on that server from then on, registers a record it
+// signs itself with only the addresses the server accepts (judged by the
+// same rules; relay addresses through that server are kept). The text of
+// every address refusal, including the count cap, carries "observed=".
+
 // # Client
 //
 // A Client talks to several servers at once. Discover and FindPeers ask

@@ -187,6 +187,14 @@ func unregisterRequest(ns string) *pb.Message {
 	}
 }
 
+// releaseRequest is the UNREGISTER that also gives up the name's lease.
+func releaseRequest(ns string) *pb.Message {
+	return &pb.Message{
+		Type:       pb.Message_UNREGISTER.Enum(),
+		Unregister: &pb.Message_Unregister{Ns: proto.String(ns), ReleaseName: proto.Bool(true)},
+	}
+}
+
 // discoverRequest is a DISCOVER of ns ("" for all) after cookie; limit 0
 // lets the server choose.
 func discoverRequest(ns string, limit int, cookie []byte) *pb.Message {

@@ -105,6 +105,7 @@ func (r *rawStream) register(ns string, rec []byte, ttl uint64) *pb.Message_Regi
 	if ttl != 0 {
 		reg.Ttl = proto.Uint64(ttl)
 	}
+	reg.ClaimProof = testClaimProof(r.t, r.s.Conn().LocalPeer(), ns) // claim_test.go
 	r.send(&pb.Message{Type: pb.Message_REGISTER.Enum(), Register: reg})
 	m := r.recv()
 	require.Equal(r.t, pb.Message_REGISTER_RESPONSE, m.GetType())

@@ -54,8 +54,15 @@ type Limits struct {
 	MaxWatches                 int
 	// MaxRecordSize bounds one signed peer record, in bytes.
 	MaxRecordSize int
+	// MaxRecordAddrs bounds the addresses of one signed peer record
+	// (addrcheck.go).
+	MaxRecordAddrs int
 	// WatchQueue is the per-subscriber event buffer.
 	WatchQueue int
+
+	// Names under the exclusive prefix (lease.go; see the package doc,
+	// "Names").
+	NameLimits
 }
 
 // DefaultLimits returns the limits a server uses unless told otherwise.
@@ -74,7 +81,9 @@ func DefaultLimits() Limits {
 		MaxWatchesPerPeer:       DefaultMaxWatchesPerPeer,
 		MaxWatches:              DefaultMaxWatches,
 		MaxRecordSize:           DefaultMaxRecordSize,
+		MaxRecordAddrs:          DefaultMaxRecordAddrs,
 		WatchQueue:              DefaultWatchQueue,
+		NameLimits:              DefaultNameLimits(),
 	}
 }
 
@@ -107,5 +116,7 @@ func (l Limits) validate() error {
 	check(l.MaxRecordSize >= 64 && l.MaxRecordSize <= MaxMessageSize/2,
 		"max record size %d out of range 64..%d", l.MaxRecordSize, MaxMessageSize/2)
 	check(l.WatchQueue >= 1, "watch queue %d must be positive", l.WatchQueue)
+	check(l.MaxRecordAddrs >= 1, "max record addresses %d must be positive", l.MaxRecordAddrs)
+	errs = append(errs, l.NameLimits.validate()...)
 	return errors.Join(errs...)
 }

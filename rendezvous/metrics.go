@@ -91,7 +91,9 @@ func newMetrics(reg prometheus.Registerer, registrations, watchers func() float6
 		m.latency[t] = latency.WithLabelValues(t.String())
 	}
 	for _, r := range []string{rejectRateLimit, rejectNamespace, rejectRecord, rejectTTL, rejectCookie,
-		rejectExclusive, rejectPeerCap, rejectTotalCap, rejectStore, rejectWatchCap, rejectWatchOverflow, rejectMalformed, rejectResource} {
+		rejectExclusive, rejectPeerCap, rejectTotalCap, rejectStore, rejectWatchCap, rejectWatchOverflow, rejectMalformed, rejectResource,
+		// names and records (lease.go, claim.go, addrcheck.go)
+		rejectNameHeld, rejectNamesFull, rejectNameCap, rejectClaimProof, rejectClaimRate, rejectRecordAddrs} {
 		rejections.WithLabelValues(r)
 	}
 	return m, nil

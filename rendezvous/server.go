@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -27,6 +28,8 @@ type Server struct {
 	st  *regStore
 	m   *serverMetrics
 	rl  *rateLimiter
+	// names holds the name leases (lease.go).
+	names *nameTable
 	// verify feeds the verifier pool.
 	verify chan verifyJob
 
@@ -82,12 +85,22 @@ func NewServer(h host.Host, opts ...ServerOption) (*Server, error) {
 	}
 	s.st = newStore(seq, p)
 	s.st.load(loaded)
+	// Name leases (lease.go).
+	names, err := openNames(&cfg, &s.lim, s.st, loaded, now.UnixNano())
+	if err != nil {
+		if p != nil {
+			p.close()
+		}
+		return nil, fmt.Errorf("rendezvous server: %w", err)
+	}
+	s.names = names
 
 	m, err := newMetrics(cfg.reg, func() float64 { return float64(s.st.len()) }, func() float64 { return float64(s.st.watchCount()) })
 	if err != nil {
 		if p != nil {
 			p.close()
 		}
+		names.close()
 		return nil, fmt.Errorf("rendezvous server: %w", err)
 	}
 	s.m = m
@@ -105,6 +118,7 @@ func NewServer(h host.Host, opts ...ServerOption) (*Server, error) {
 			if p != nil {
 				p.close()
 			}
+			names.close()
 			return nil, fmt.Errorf("rendezvous server: subscribe to connectedness events: %w", err)
 		}
 		s.sub = sub
@@ -154,10 +168,14 @@ func (s *Server) Close() error {
 		s.sub.Close()
 	}
 	s.wg.Wait()
+	namesErr := s.names.close() // name leases (lease.go)
 	if s.st.persist != nil {
 		if err := s.st.persist.close(); err != nil {
-			return fmt.Errorf("rendezvous server: close store: %w", err)
+			return fmt.Errorf("rendezvous server: close store: %w", errors.Join(err, namesErr))
 		}
+	}
+	if namesErr != nil {
+		return fmt.Errorf("rendezvous server: close names: %w", namesErr)
 	}
 	return nil
 }
@@ -172,7 +190,7 @@ func (s *Server) reject(reason string, status Status, text string) *pb.Message_R
 
 // register validates and stores one REGISTER. reply receives the answer
 // of the verifier pool.
-func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register, reply chan string) *pb.Message_RegisterResponse {
+func (s *Server) register(remote peer.ID, conn network.Conn, b *bucket, r *pb.Message_Register, reply chan string) *pb.Message_RegisterResponse {
 	now := s.cfg.now()
 	if !b.allow(now) {
 		s.log.Debug("rate limited", "peer", remote)
@@ -204,8 +222,23 @@ func (s *Server) register(remote peer.ID, b *bucket, r *pb.Message_Register, rep
 		s.log.Debug("invalid signed peer record", "peer", remote, "ns", ns, "err", text)
 		return s.reject(rejectRecord, StatusInvalidSignedPeerRecord, text)
 	}
+	// Records cannot aim traffic (addrcheck.go).
+	if text := s.checkRecordAddrs(remote, conn, rec); text != "" {
+		s.log.Debug("signed peer record refused for its addresses", "peer", remote, "ns", ns, "err", text)
+		return s.reject(rejectRecordAddrs, StatusInvalidSignedPeerRecord, text)
+	}
 	exclusive := s.cfg.exclusivePrefix != "" && strings.HasPrefix(ns, s.cfg.exclusivePrefix)
-	res := s.st.register(remote, ns, rec, int64(ttl)*int64(time.Second), now.UnixNano(), exclusive, &s.lim)
+	// Name leases (lease.go): the lease decides who may hold the name.
+	var tk nameTicket
+	if exclusive {
+		var refused *pb.Message_RegisterResponse
+		if tk, refused = s.admitName(remote, conn, r, now); refused != nil {
+			return refused
+		}
+	}
+	res := s.st.registerIn(remote, ns, rec, int64(ttl)*int64(time.Second), now.UnixNano(), exclusive,
+		roomFor(exclusive), &s.lim) // reserve.go
+	s.nameRegistered(tk, res.status == StatusOK, now, ttl)
 	if res.status != StatusOK {
 		s.log.Debug("registration refused", "peer", remote, "ns", ns, "status", res.status, "err", res.text)
 		return s.reject(res.reason, res.status, res.text)
@@ -302,6 +335,9 @@ func (s *Server) discover(remote peer.ID, b *bucket, ns string, reqLimit uint64,
 // unregister removes one registration; the spec sends no response.
 func (s *Server) unregister(remote peer.ID, r *pb.Message_Unregister) {
 	ns := r.GetNs()
+	if r.GetReleaseName() {
+		s.releaseName(remote, ns) // name leases (lease.go)
+	}
 	if s.st.unregister(remote, ns) {
 		s.log.Debug("unregistered", "peer", remote, "ns", ns)
 	}

@@ -109,5 +109,6 @@ func (s *Server) sweeper() {
 			s.log.Debug("expired registrations removed", "registrations", n)
 		}
 		s.rl.sweep(now)
+		s.names.sweep(now.UnixNano()) // name leases (lease.go)
 	}
 }

@@ -27,6 +27,7 @@ type serverConfig struct {
 	exclusivePrefix string
 	grace           time.Duration
 	now             func() time.Time
+	names           nameOptions // claim.go
 }
 
 // WithDataDir persists registrations and the cookie sequence in

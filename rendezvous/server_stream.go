@@ -150,7 +150,7 @@ func (s *Server) handleStream(str network.Stream) {
 				if reply == nil {
 					reply = make(chan string, 1)
 				}
-				resp := s.register(remote, bucket, req.GetRegister(), reply)
+				resp := s.register(remote, str.Conn(), bucket, req.GetRegister(), reply)
 				status = resp.GetStatus()
 				buf = appendRegisterResponse(buf[:0], resp)
 				out = buf

@@ -181,7 +181,7 @@ func TestExplicitZeroFields(t *testing.T) {
 
 func TestNotAuthorizedExclusive(t *testing.T) {
 	clock := newFakeClock()
-	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond), WithExclusivePrefix(ctUserPrefix))
+	s, sh := startServer(t, WithClock(clock.Now), WithDisconnectGrace(10*time.Millisecond), WithLimits(testNameLimits()), WithExclusivePrefix(ctUserPrefix))
 	a, b := newTestHost(t), newTestHost(t)
 	connect(t, a, sh)
 	connect(t, b, sh)
@@ -198,20 +198,25 @@ func TestNotAuthorizedExclusive(t *testing.T) {
 	require.Equal(t, pb.Message_OK, ra.register("p2p-messaging/room/x", signedRecord(t, a), 0).GetStatus())
 	require.Equal(t, pb.Message_OK, rb.register("p2p-messaging/room/x", signedRecord(t, b), 0).GetStatus())
 
-	// Released by unregister.
+	// Unregister, expiry and disconnect end the presence, not the name's
+	// lease (lease.go): only the holder's release frees it.
 	ra.unregister(ns)
 	ra.discover(ns, 0, nil) // requests on a stream are handled in order
-	require.Equal(t, pb.Message_OK, rb.register(ns, signedRecord(t, b), 120).GetStatus())
-	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, ra.register(ns, signedRecord(t, a), 0).GetStatus())
-
-	// Released by expiry.
+	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, rb.register(ns, signedRecord(t, b), 120).GetStatus())
+	require.Equal(t, pb.Message_OK, ra.register(ns, signedRecord(t, a), 120).GetStatus())
 	clock.Advance(121 * time.Second)
-	require.Equal(t, pb.Message_OK, ra.register(ns, signedRecord(t, a), 0).GetStatus())
-
-	// Released by disconnect, after the grace period.
+	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, rb.register(ns, signedRecord(t, b), 120).GetStatus())
 	require.NoError(t, a.Network().ClosePeer(sh.ID()))
 	require.Eventually(t, func() bool { return !s.st.hasPeer(a.ID()) }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, rb.register(ns, signedRecord(t, b), 0).GetStatus())
+
+	// Released by the holder.
+	connect(t, a, sh)
+	ra = openRaw(t, a, sh.ID(), ProtocolID)
+	ra.send(releaseRequest(ns))
+	ra.discover(ns, 0, nil)
 	require.Equal(t, pb.Message_OK, rb.register(ns, signedRecord(t, b), 0).GetStatus())
+	require.Equal(t, pb.Message_E_NOT_AUTHORIZED, ra.register(ns, signedRecord(t, a), 0).GetStatus())
 }
 
 // No namespace is exclusive by default, nor with an empty prefix.

@@ -18,6 +18,7 @@ type regEntry struct {
 	seq     uint64
 	expires int64 // unix nanoseconds
 	dead    bool
+	own     bool // a name registered by its lease owner (reserve.go)
 }
 
 // seqIndex holds entries ordered by seq. Removed entries stay in place, marked
@@ -70,6 +71,8 @@ type regStore struct {
 	byNS     map[string]*seqIndex
 	byPeer   map[peer.ID]map[string]*regEntry
 	count    int
+	own      int                // entries with own set, counted apart from the total cap (reserve.go)
+	holds    func(peer.ID) bool // whether a peer holds a name (reserve.go); nil: none does
 	watchers map[string]map[*subscriber]struct{}
 	nwatch   int
 	watchBy  map[peer.ID]int
@@ -123,6 +126,9 @@ func (st *regStore) insert(e *regEntry) {
 	}
 	m[e.ns] = e
 	st.count++
+	if e.own {
+		st.own++
+	}
 }
 
 // remove takes e out of every index, persists the deletion and tells the
@@ -143,6 +149,9 @@ func (st *regStore) remove(e *regEntry, reason string) {
 		}
 	}
 	st.count--
+	if e.own {
+		st.own--
+	}
 	if reason != reasonReplaced {
 		if st.persist != nil {
 			st.persist.del(entryKey(e.peer, e.ns))
@@ -184,7 +193,12 @@ func (st *regStore) knownRecord(p peer.ID, ns string, rec []byte) []byte {
 // are built before the write lock is taken; under it, only the index
 // changes and the sequence number is filled in.
 func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int64, exclusive bool, lim *Limits) registerResult {
-	e := &regEntry{peer: p, ns: ns, rec: rec, expires: now + ttlNanos}
+	return st.registerIn(p, ns, rec, ttlNanos, now, exclusive, roomOther, lim)
+}
+
+// registerIn is register for a peer of the given room class (reserve.go).
+func (st *regStore) registerIn(p peer.ID, ns string, rec []byte, ttlNanos, now int64, exclusive bool, class roomClass, lim *Limits) registerResult {
+	e := &regEntry{peer: p, ns: ns, rec: rec, expires: now + ttlNanos, own: class == roomOwnName}
 	var key string
 	var val []byte
 	if st.persist != nil {
@@ -232,7 +246,7 @@ func (st *regStore) register(p peer.ID, ns string, rec []byte, ttlNanos, now int
 				return registerResult{StatusNotAuthorized, "too many registrations for this peer", rejectPeerCap}
 			}
 		}
-		if st.count >= lim.MaxRegistrations {
+		if !st.hasRoom(p, mine, class, lim) {
 			return registerResult{StatusUnavailable, "server is full, try again later", rejectTotalCap}
 		}
 	}

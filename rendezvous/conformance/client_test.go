@@ -188,12 +188,13 @@ type regReq struct {
 	ns     *string
 	ttl    *uint64
 	record []byte // nil: absent
+	proof  []byte // claim_proof (field 100); nil: absent
 }
 
 func regMsg(r regReq) *pb.Message {
 	return &pb.Message{
 		Type:     pb.Message_REGISTER.Enum(),
-		Register: &pb.Message_Register{Ns: r.ns, Ttl: r.ttl, SignedPeerRecord: r.record},
+		Register: &pb.Message_Register{Ns: r.ns, Ttl: r.ttl, SignedPeerRecord: r.record, ClaimProof: r.proof},
 	}
 }
 
@@ -215,6 +216,13 @@ func unregMsg(ns string) *pb.Message {
 		Type:       pb.Message_UNREGISTER.Enum(),
 		Unregister: &pb.Message_Unregister{Ns: proto.String(ns)},
 	}
+}
+
+// releaseMsg is an UNREGISTER that also gives up the name's lease.
+func releaseMsg(ns string) *pb.Message {
+	m := unregMsg(ns)
+	m.Unregister.ReleaseName = proto.Bool(true)
+	return m
 }
 
 // recvRegisterResponse reads a REGISTER_RESPONSE and checks its wire shape.
@@ -241,7 +249,13 @@ func (c *client) register(d *daemon, ns string, ttl uint64) *pb.Message_Register
 	if ttl != 0 {
 		r.ttl = proto.Uint64(ttl)
 	}
-	return c.registerReq(d, r)
+	resp := c.registerReq(d, r)
+	if bits, ok := claimDifficulty(resp); ok {
+		// A new name: pay the claim's proof of work (claim_test.go).
+		r.proof = claimProof(c.t, c.id(), ns, bits)
+		resp = c.registerReq(d, r)
+	}
+	return resp
 }
 
 func (c *client) registerReq(d *daemon, r regReq) *pb.Message_RegisterResponse {

@@ -142,14 +142,21 @@ func TestRegister(t *testing.T) {
 		require.Len(t, regs, 1)
 		require.Equal(t, a.id(), regPeer(t, regs[0]), "the holder alone is listed")
 
-		// After the holder unregisters, the name is free.
+		// After the holder unregisters, the name stays leased to its key;
+		// an UNREGISTER with release_name (field 100) frees it.
 		rs := a.stream(d)
 		rs.send(unregMsg(ns))
 		rs.send(discMsg(discReq{ns: proto.String(ns)}))
 		dr := rs.recvDiscoverResponse()
 		require.Empty(t, dr.GetRegistrations(), "unregistered holder still listed")
 		resp = b.register(d, ns, hour)
-		requireStatus(t, pb.Message_OK, resp.GetStatus(), resp.GetStatusText(), "registering a user name freed by UNREGISTER")
+		requireStatus(t, pb.Message_E_NOT_AUTHORIZED, resp.GetStatus(), resp.GetStatusText(), "registering a user name whose holder only unregistered")
+		require.Contains(t, resp.GetStatusText(), "held by another key until")
+		rs.send(releaseMsg(ns))
+		rs.send(discMsg(discReq{ns: proto.String(ns)}))
+		rs.recvDiscoverResponse()
+		resp = b.register(d, ns, hour)
+		requireStatus(t, pb.Message_OK, resp.GetStatus(), resp.GetStatusText(), "registering a user name its holder released")
 	})
 
 	t.Run("E_INTERNAL_ERROR", func(t *testing.T) {

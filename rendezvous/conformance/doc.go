@@ -18,7 +18,12 @@
 //     (E_INVALID_NAMESPACE); signed peer records that are garbage, absent,
 //     signed by another peer's key or naming another peer
 //     (E_INVALID_SIGNED_PEER_RECORD); exclusive user namespaces held by
-//     another peer and the per-peer cap (E_NOT_AUTHORIZED); the total cap and
+//     another peer, also after the holder unregistered, disconnected or
+//     expired, until it releases the name (UNREGISTER with release_name),
+//     also across a restart of the daemon, a new name's claim proof of
+//     work (claim_proof, computed here by an independent implementation
+//     at the difficulty the daemon names), and
+//     the per-peer cap (E_NOT_AUTHORIZED); the total cap and
 //     the per-peer request rate limit (E_UNAVAILABLE, while another peer is
 //     still served). E_INTERNAL_ERROR cannot be provoked from outside.
 //   - DISCOVER: every registration carries its own ns, its remaining TTL and

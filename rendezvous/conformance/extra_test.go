@@ -167,7 +167,9 @@ func TestRateLimitRefills(t *testing.T) {
 	}, 5*time.Second, 250*time.Millisecond, "a rate-limited peer must be served again once tokens refill")
 }
 
-func TestExclusiveNameFreedOnDisconnectAndExpiry(t *testing.T) {
+// A user name is leased to its key beyond the presence: the holder's
+// disconnect or expiry removes its registration, not its claim.
+func TestExclusiveNameHeldAcrossDisconnectAndExpiry(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, t.TempDir(), append(fastFlags, "-min-ttl", "1s", "-disconnect-grace", "300ms")...)
 	holder, expiring, other := newClient(t), newClient(t), newClient(t)
@@ -180,15 +182,21 @@ func TestExclusiveNameFreedOnDisconnectAndExpiry(t *testing.T) {
 
 	require.NoError(t, holder.h.Close())
 	require.Eventually(t, func() bool {
-		return other.register(d, "p2p-messaging/user/leaver", hour).GetStatus() == pb.Message_OK
-	}, 10*time.Second, 100*time.Millisecond, "a user name must be free once its holder disconnected (after the grace)")
+		return len(other.discoverNS(d, "p2p-messaging/user/leaver")) == 0
+	}, 10*time.Second, 100*time.Millisecond, "the registration goes once its holder disconnected (after the grace)")
+	resp = other.register(d, "p2p-messaging/user/leaver", hour)
+	requireStatus(t, pb.Message_E_NOT_AUTHORIZED, resp.GetStatus(), resp.GetStatusText(), "the name outlives its holder's disconnect")
 
 	require.Eventually(t, func() bool {
-		return other.register(d, "p2p-messaging/user/expirer", hour).GetStatus() == pb.Message_OK
-	}, 10*time.Second, 100*time.Millisecond, "a user name must be free once its holder's registration expired")
+		return len(other.discoverNS(d, "p2p-messaging/user/expirer")) == 0
+	}, 10*time.Second, 100*time.Millisecond, "the registration goes once it expired")
+	resp = other.register(d, "p2p-messaging/user/expirer", hour)
+	requireStatus(t, pb.Message_E_NOT_AUTHORIZED, resp.GetStatus(), resp.GetStatusText(), "the name outlives its holder's expired registration")
+	resp = expiring.register(d, "p2p-messaging/user/expirer", hour)
+	requireStatus(t, pb.Message_OK, resp.GetStatus(), resp.GetStatusText(), "the holder takes its name back")
 	regs := other.discoverNS(d, "p2p-messaging/user/expirer")
 	require.Len(t, regs, 1)
-	require.Equal(t, other.id(), regPeer(t, regs[0]))
+	require.Equal(t, expiring.id(), regPeer(t, regs[0]))
 }
 
 func TestConcurrentClients(t *testing.T) {

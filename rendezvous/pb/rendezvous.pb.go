@@ -459,7 +459,11 @@ type Message_Register struct {
 	// A libp2p signed envelope holding a peer record.
 	SignedPeerRecord []byte `protobuf:"bytes,2,opt,name=signedPeerRecord" json:"signedPeerRecord,omitempty"`
 	// Seconds.
-	Ttl           *uint64 `protobuf:"varint,3,opt,name=ttl" json:"ttl,omitempty"`
+	Ttl *uint64 `protobuf:"varint,3,opt,name=ttl" json:"ttl,omitempty"`
+	// p2p-messaging extension, far from the spec's numbers (others ignore
+	// it): the nonce of a proof of work that claims a new name under the
+	// server's exclusive prefix. See the rendezvous package doc, "Names".
+	ClaimProof    []byte `protobuf:"bytes,100,opt,name=claim_proof,json=claimProof" json:"claim_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +517,13 @@ func (x *Message_Register) GetTtl() uint64 {
 		return *x.Ttl
 	}
 	return 0
+}
+
+func (x *Message_Register) GetClaimProof() []byte {
+	if x != nil {
+		return x.ClaimProof
+	}
+	return nil
 }
 
 type Message_RegisterResponse struct {
@@ -576,8 +587,11 @@ func (x *Message_RegisterResponse) GetTtl() uint64 {
 }
 
 type Message_Unregister struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ns            *string                `protobuf:"bytes,1,opt,name=ns" json:"ns,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ns    *string                `protobuf:"bytes,1,opt,name=ns" json:"ns,omitempty"`
+	// p2p-messaging extension: also give up the name's lease (only the
+	// lease holder can). Servers that do not know it just unregister.
+	ReleaseName   *bool `protobuf:"varint,100,opt,name=release_name,json=releaseName" json:"release_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -617,6 +631,13 @@ func (x *Message_Unregister) GetNs() string {
 		return *x.Ns
 	}
 	return ""
+}
+
+func (x *Message_Unregister) GetReleaseName() bool {
+	if x != nil && x.ReleaseName != nil {
+		return *x.ReleaseName
+	}
+	return false
 }
 
 type Message_Discover struct {
@@ -751,7 +772,8 @@ var File_rendezvous_proto protoreflect.FileDescriptor
 
 const file_rendezvous_proto_rawDesc = "" +
 	"\n" +
-	"\x10rendezvous.proto\x12\rrendezvous.pb\"\xf3\t\n" +
+	"\x10rendezvous.proto\x12\rrendezvous.pb\"\xb7\n" +
+	"\n" +
 	"\aMessage\x126\n" +
 	"\x04type\x18\x01 \x01(\x0e2\".rendezvous.pb.Message.MessageTypeR\x04type\x12;\n" +
 	"\bregister\x18\x02 \x01(\v2\x1f.rendezvous.pb.Message.RegisterR\bregister\x12S\n" +
@@ -760,20 +782,23 @@ const file_rendezvous_proto_rawDesc = "" +
 	"unregister\x18\x04 \x01(\v2!.rendezvous.pb.Message.UnregisterR\n" +
 	"unregister\x12;\n" +
 	"\bdiscover\x18\x05 \x01(\v2\x1f.rendezvous.pb.Message.DiscoverR\bdiscover\x12S\n" +
-	"\x10discoverResponse\x18\x06 \x01(\v2'.rendezvous.pb.Message.DiscoverResponseR\x10discoverResponse\x1aX\n" +
+	"\x10discoverResponse\x18\x06 \x01(\v2'.rendezvous.pb.Message.DiscoverResponseR\x10discoverResponse\x1ay\n" +
 	"\bRegister\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12*\n" +
 	"\x10signedPeerRecord\x18\x02 \x01(\fR\x10signedPeerRecord\x12\x10\n" +
-	"\x03ttl\x18\x03 \x01(\x04R\x03ttl\x1a\x83\x01\n" +
+	"\x03ttl\x18\x03 \x01(\x04R\x03ttl\x12\x1f\n" +
+	"\vclaim_proof\x18d \x01(\fR\n" +
+	"claimProof\x1a\x83\x01\n" +
 	"\x10RegisterResponse\x12=\n" +
 	"\x06status\x18\x01 \x01(\x0e2%.rendezvous.pb.Message.ResponseStatusR\x06status\x12\x1e\n" +
 	"\n" +
 	"statusText\x18\x02 \x01(\tR\n" +
 	"statusText\x12\x10\n" +
-	"\x03ttl\x18\x03 \x01(\x04R\x03ttl\x1a\"\n" +
+	"\x03ttl\x18\x03 \x01(\x04R\x03ttl\x1aE\n" +
 	"\n" +
 	"Unregister\x12\x0e\n" +
-	"\x02ns\x18\x01 \x01(\tR\x02nsJ\x04\b\x02\x10\x03\x1aH\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12!\n" +
+	"\frelease_name\x18d \x01(\bR\vreleaseNameJ\x04\b\x02\x10\x03\x1aH\n" +
 	"\bDiscover\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x04R\x05limit\x12\x16\n" +
