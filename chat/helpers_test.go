@@ -53,7 +53,12 @@ func newRendezvous(t testing.TB, opts ...rendezvous.ServerOption) *rdvServer {
 		libp2p.DisableMetrics(),
 	)
 	require.NoError(t, err)
+	// Cheap name claims: the tests start many nicks on one daemon (the
+	// claim costs are the rendezvous package's tests).
+	lim := rendezvous.DefaultLimits()
+	lim.ClaimDifficulty, lim.ClaimBurst = 8, 1000
 	opts = append([]rendezvous.ServerOption{
+		rendezvous.WithLimits(lim),
 		rendezvous.WithLogger(testLogger()),
 		rendezvous.WithDisconnectGrace(500 * time.Millisecond),
 		rendezvous.WithExclusivePrefix(UserNamespacePrefix),

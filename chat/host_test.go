@@ -59,7 +59,7 @@ func TestQUICAndIPv6(t *testing.T) {
 func TestDaemonConnUsesListenPort(t *testing.T) {
 	r := newRendezvous(t)
 	for i := range 8 {
-		n := newNode(t, r, "obs", "", func(c *testConfig) { c.DisableDHT = false })
+		n := newNode(t, r, fmt.Sprintf("obs%d", i), "", func(c *testConfig) { c.DisableDHT = false })
 		var listenPort string
 		for _, a := range n.h.Network().ListenAddresses() {
 			if p, err := a.ValueForProtocol(multiaddr.P_TCP); err == nil {

@@ -48,29 +48,40 @@ func TestNickTaken(t *testing.T) {
 
 func TestImpersonationWarning(t *testing.T) {
 	r := newRendezvous(t)
-	alice := newNode(t, r, "alice", "")
+	aliceDir := t.TempDir()
+	alice := newNode(t, r, "alice", aliceDir)
 	bob := newNode(t, r, "bob", "")
 	m := send(t, alice, "bob", "hi, I am alice")
 	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
 	aliceID := alice.ID()
 	require.NoError(t, alice.Close())
 
-	// Another key takes the nick once alice has left.
-	mallory := newNode(t, r, "alice", "")
-	require.NotEqual(t, aliceID, mallory.ID())
-	send(t, mallory, "bob", "send me your password")
+	// Attack 3 (squatting): the daemon keeps alice's nick leased to her
+	// key while she is away; another key cannot take it.
+	_, err := tryNode(t, r, "alice", "")
+	require.ErrorIs(t, err, ErrNickTaken)
+
+	// A peer claiming alice's nick in its Hello anyway.
+	raw := rawPeer(t)
+	s := rawStream(t, raw, bob.Node)
+	defer s.Reset()
+	_, err = s.Write(encode(t, helloF("alice"), msgF(randID(t), "send me your password")))
+	require.NoError(t, err)
 	w := bob.rec.wait(t, 10*time.Second, func(e Event) bool { _, ok := e.(EventWarning); return ok }).(EventWarning)
 	require.Equal(t, "alice", w.Nick)
-	require.Equal(t, mallory.ID(), w.Peer)
+	require.Equal(t, raw.ID(), w.Peer)
+	require.Contains(t, w.Text, aliceID.String())
 	// An unverified claim is shown under the peer ID, and a stranger's
 	// message is a request.
 	got := bob.rec.wait(t, 10*time.Second, isRequest("send me your password")).(EventRequest)
-	require.Equal(t, mallory.ID().String(), got.Nick, "an unverified claim is shown under the peer ID")
+	require.Equal(t, raw.ID().String(), got.Nick, "an unverified claim is shown under the peer ID")
 
-	// Messages to the nick still go to the pinned peer only.
+	// Messages to the nick still go to the pinned peer only, and alice
+	// gets her nick back when she returns.
 	out := send(t, bob, "alice", "who is this?")
 	require.Equal(t, aliceID, out.Peer)
-	require.Zero(t, mallory.rec.count(isMessage("who is this?")))
+	back := newNode(t, r, "alice", aliceDir)
+	back.rec.wait(t, 15*time.Second, isMessage("who is this?"))
 }
 
 // A Hello nick that the rendezvous daemons do not list for the peer is
@@ -118,6 +129,7 @@ func TestUnregisteredNickClaim(t *testing.T) {
 func TestClaimStormPinsNothing(t *testing.T) {
 	lim := rendezvous.DefaultLimits()
 	lim.RequestRate, lim.RequestBurst = 0.5, 12 // the victim's allowance runs out quickly
+	lim.ClaimDifficulty = 8
 	r := newRendezvous(t, rendezvous.WithLimits(lim))
 	victim := newNode(t, r, "victim", "")
 	dave := newNode(t, r, "dave", "")

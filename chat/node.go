@@ -221,7 +221,10 @@ func New(h host.Host, cfg Config) (*Node, error) {
 		n.disc = drouting.NewRoutingDiscovery(cfg.DHT)
 	}
 	if len(cfg.Rendezvous) > 0 {
-		n.rdv, err = rendezvous.NewClient(h, cfg.Rendezvous, rendezvous.WithClientLogger(log))
+		// A new nick costs a proof of work on the daemons: computed once
+		// per nick and sent with the first registration.
+		n.rdv, err = rendezvous.NewClient(h, cfg.Rendezvous, rendezvous.WithClientLogger(log),
+			rendezvous.WithClaimPrefix(UserNamespacePrefix))
 		if err != nil {
 			return fail(fmt.Errorf("rendezvous client: %w", err))
 		}

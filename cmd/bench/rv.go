@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/p2p-messaging/p2p-messaging/chat"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/pb"
 )
@@ -41,10 +40,14 @@ type rvClient struct {
 
 const benchTTL = 7200 // seconds
 
-// nickNS is client i's namespace: one holder each, under the exclusive
-// user prefix, like a chat nick.
+// benchPrefix is where the load clients register: one namespace each, like
+// a chat nick, but outside the exclusive user prefix, whose new names cost
+// a proof of work by design (a claim is not the hot path; a refresh is).
+const benchPrefix = "p2p-messaging/bench/"
+
+// nickNS is client i's namespace.
 func nickNS(tag string, i int) string {
-	return fmt.Sprintf("%sbench-%s-%d", chat.UserNamespacePrefix, tag, i)
+	return fmt.Sprintf("%sbench-%s-%d", benchPrefix, tag, i)
 }
 
 func wrapRVClient(lc *liteConn, s network.MuxedStream, ns string) *rvClient {
