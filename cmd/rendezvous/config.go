@@ -186,6 +186,16 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		exclusive    = fs.String("exclusive-prefix", userNamespacePrefix, "namespace prefix under which one peer at a time may register (empty: none)")
 		grace        = fs.Duration("disconnect-grace", defaultDisconnectGrace, "unregister a peer's registrations this long after its last connection closes (negative: never)")
 
+		leaseDur      = fs.Duration("name-lease", def.LeaseDuration, "how long a name under -exclusive-prefix stays bound to the key that last registered it (its owner is away meanwhile)")
+		maxNames      = fs.Int("max-names", def.MaxNames, "names (leases) held in total; a new claim beyond it is E_UNAVAILABLE")
+		namesPerPeer  = fs.Int("max-names-per-peer", def.MaxNamesPerPeer, "names one key may hold")
+		claimDiff     = fs.Int("claim-difficulty", def.ClaimDifficulty, "proof of work of a new name, in leading zero bits of its claim hash (0: none; 19 costs about 100 ms)")
+		claimBurst    = fs.Int("claim-burst", def.ClaimBurst, "new names claimed at once from one IPv4 address or IPv6 /56")
+		claimInterval = fs.Duration("claim-interval", def.ClaimInterval, "then one new name per this interval from one address")
+		holderShare   = fs.Float64("holder-share", def.HolderShare, "share of -max-registrations only name holders may fill, so strangers cannot lock them out")
+		holderQuota   = fs.Int("holder-quota", def.HolderQuota, "registrations (its names not counted) one name holder may have in that share")
+		recordAddrs   = fs.Int("max-record-addrs", def.MaxRecordAddrs, "addresses in one signed peer record")
+
 		relayOn          = fs.Bool("relay", true, "serve circuit relay v2 (starts once the host is publicly reachable)")
 		relayInfinite    = fs.Bool("relay-infinite", false, "no duration or data limit on relayed connections (they are then not marked limited)")
 		relayMaxRes      = fs.Int("relay-max-reservations", defaultRelayMaxReservations, "relay reservations held at once")
@@ -293,6 +303,10 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 	l.RequestRate, l.RequestBurst = *rate, *burst
 	l.StreamTimeout = *streamTO
 	l.MaxWatches, l.MaxWatchesPerPeer = *maxWatches, *maxWatchPeer
+	l.LeaseDuration, l.MaxNames, l.MaxNamesPerPeer = *leaseDur, *maxNames, *namesPerPeer
+	l.ClaimDifficulty, l.ClaimBurst, l.ClaimInterval = *claimDiff, *claimBurst, *claimInterval
+	l.HolderShare, l.HolderQuota = *holderShare, *holderQuota
+	l.MaxRecordAddrs = *recordAddrs
 	c.limits = l
 
 	if err := c.validate(); err != nil {

@@ -186,3 +186,31 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// The name and record limits of the rendezvous server have flags and
+// environment variables, and a bad value is refused by the library's check.
+func TestConfigNameFlags(t *testing.T) {
+	c, err := parseConfig([]string{
+		"-name-lease", "72h", "-max-names", "500", "-max-names-per-peer", "1",
+		"-claim-difficulty", "12", "-claim-burst", "3", "-claim-interval", "1m",
+		"-holder-share", "0.5", "-holder-quota", "4", "-max-record-addrs", "8",
+	}, mapEnv(map[string]string{"RENDEZVOUS_CLAIM_BURST": "99"}), io.Discard)
+	require.NoError(t, err)
+	l := c.limits
+	require.Equal(t, 72*time.Hour, l.LeaseDuration)
+	require.Equal(t, 500, l.MaxNames)
+	require.Equal(t, 1, l.MaxNamesPerPeer)
+	require.Equal(t, 12, l.ClaimDifficulty)
+	require.Equal(t, 3, l.ClaimBurst, "the flag wins over the environment")
+	require.Equal(t, time.Minute, l.ClaimInterval)
+	require.Equal(t, 0.5, l.HolderShare)
+	require.Equal(t, 4, l.HolderQuota)
+	require.Equal(t, 8, l.MaxRecordAddrs)
+
+	c, err = parseConfig(nil, mapEnv(map[string]string{"RENDEZVOUS_NAME_LEASE": "24h"}), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 24*time.Hour, c.limits.LeaseDuration)
+
+	_, err = parseConfig([]string{"-holder-share", "1.5"}, noEnv, io.Discard)
+	require.Error(t, err)
+}
