@@ -449,13 +449,14 @@ func firstEcho(ctx context.Context, h host.Host) (time.Duration, error) {
 
 // connKind describes the connection between a and p: "tcp", "quic".
 func connKind(a *chatNode, p peer.ID) string {
-	for _, c := range a.Host.Network().ConnsToPeer(p) {
-		if _, err := c.RemoteMultiaddr().ValueForProtocol(multiaddr.P_QUIC_V1); err == nil {
-			return "quic conn"
-		}
-		return "tcp conn"
+	conns := a.Host.Network().ConnsToPeer(p)
+	if len(conns) == 0 {
+		return "no conn"
 	}
-	return "no conn"
+	if _, err := conns[0].RemoteMultiaddr().ValueForProtocol(multiaddr.P_QUIC_V1); err == nil {
+		return "quic conn"
+	}
+	return "tcp conn"
 }
 
 func (b *bench) chatRowBase(name, mode string, lat *Latencies) {

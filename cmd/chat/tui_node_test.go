@@ -77,7 +77,7 @@ func TestModelWithRealNode(t *testing.T) {
 	// /to and /history against the real store.
 	m = update(t, m, typeText("/to bob"), tea.KeyMsg{Type: tea.KeyEnter})
 	require.Equal(t, "bob", m.sess.target())
-	next, cmd = m.Update(typeText("/history"))
+	next, _ = m.Update(typeText("/history"))
 	m = next.(model)
 	next, cmd = m.Update(tea.KeyMsg{Type: tea.KeyEnter})
 	m = next.(model)
