@@ -62,9 +62,9 @@
 // not acknowledged, the stream stays up and the sender keeps it in its
 // outbox, so one poisoned message never fails or stalls others. A stream cut
 // inside a frame is an error, not a clean end. A repeated Hello is
-// ignored. Streams also work over limited (relayed) connections; when a
-// direct connection to the peer appears (hole punch), a new stream is
-// opened on it and the relayed one closed.
+// ignored. Streams also work over relayed connections, limited or not;
+// when a direct connection to the peer appears (hole punch), a new stream
+// is opened on it and the relayed one closed.
 //
 // # Delivery
 //

@@ -101,10 +101,23 @@ func TestRedialRelayed(t *testing.T) {
 	}), "alice never shown offline on the other side either")
 }
 
-// Text works over a limited relayed connection, and when a direct
+// Text works over a relayed connection (limited or not), and when a direct
 // connection appears the chat moves to a new stream on it.
 func TestRelayedThenDirect(t *testing.T) {
-	alice, bob, ctx := relayedPair(t)
+	for _, c := range []struct {
+		name    string
+		limited bool
+		opts    []relay.Option
+	}{
+		{"limited relay", true, nil},
+		{"unlimited relay", false, []relay.Option{relay.WithInfiniteLimits()}},
+	} {
+		t.Run(c.name, func(t *testing.T) { testRelayedThenDirect(t, c.limited, c.opts...) })
+	}
+}
+
+func testRelayedThenDirect(t *testing.T, limited bool, opts ...relay.Option) {
+	alice, bob, ctx := relayedPair(t, opts...)
 	direct := bob.h.Addrs()
 	m, err := alice.Send(ctx, bob.ID().String(), "over the relay")
 	require.NoError(t, err)
@@ -112,10 +125,11 @@ func TestRelayedThenDirect(t *testing.T) {
 	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
 	_, _, cs := alice.peers.streams(bob.ID())
 	require.NotNil(t, cs)
-	require.True(t, cs.limited, "first stream runs on the limited relayed connection")
+	require.True(t, cs.relayed, "first stream runs on the relayed connection")
+	require.Equal(t, limited, cs.limited)
 	alice.rec.wait(t, 5*time.Second, func(e Event) bool {
 		c, ok := e.(EventConn)
-		return ok && c.Peer == bob.ID() && c.Conn.Kind == ConnRelayed && c.Conn.Limited
+		return ok && c.Peer == bob.ID() && c.Conn.Kind == ConnRelayed && c.Conn.Limited == limited
 	})
 
 	// A direct connection appears (as after a hole punch).
@@ -131,8 +145,8 @@ func TestRelayedThenDirect(t *testing.T) {
 		return ok && c.Peer == bob.ID() && c.Conn.Kind == ConnDirect && !c.Conn.Limited
 	})
 	require.Eventually(t, func() bool {
-		total, limited, _ := alice.peers.streams(bob.ID())
-		return total > 0 && limited == 0
+		total, relayed, _ := alice.peers.streams(bob.ID())
+		return total > 0 && relayed == 0
 	}, 10*time.Second, 20*time.Millisecond, "chat did not move off the relayed stream")
 	m2, err := alice.Send(ctx, bob.ID().String(), "now direct")
 	require.NoError(t, err)

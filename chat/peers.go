@@ -2,9 +2,9 @@ package chat
 
 import (
 	"sort"
+	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
@@ -100,10 +100,46 @@ type peerTable struct {
 	kickc chan struct{}
 
 	peers map[peer.ID]*peerState // loop only
+
+	// Connections opened and closed, as the swarm reports them: the
+	// notifiee must not block, so it only marks the peer and wakes the loop.
+	connMu    sync.Mutex
+	connDirty map[peer.ID]struct{}
+	connWake  chan struct{}
 }
 
 func newPeerTable(n *Node) *peerTable {
-	return &peerTable{n: n, cmds: make(chan func(), 256), kickc: make(chan struct{}, 1), peers: map[peer.ID]*peerState{}}
+	return &peerTable{
+		n:         n,
+		cmds:      make(chan func(), 256),
+		kickc:     make(chan struct{}, 1),
+		peers:     map[peer.ID]*peerState{},
+		connDirty: map[peer.ID]struct{}{},
+		connWake:  make(chan struct{}, 1),
+	}
+}
+
+// connChanged is the swarm's notifiee: a connection to p opened or closed.
+func (t *peerTable) connChanged(_ network.Network, c network.Conn) {
+	t.connMu.Lock()
+	t.connDirty[c.RemotePeer()] = struct{}{}
+	t.connMu.Unlock()
+	select {
+	case t.connWake <- struct{}{}:
+	default:
+	}
+}
+
+// takeDirty returns the peers whose connections changed since last time.
+func (t *peerTable) takeDirty() []peer.ID {
+	t.connMu.Lock()
+	defer t.connMu.Unlock()
+	out := make([]peer.ID, 0, len(t.connDirty))
+	for p := range t.connDirty {
+		out = append(out, p)
+	}
+	clear(t.connDirty)
+	return out
 }
 
 // do runs f on the loop. It waits only for room in the loop's queue,
@@ -142,12 +178,9 @@ func (t *peerTable) kick() {
 
 func (t *peerTable) run() {
 	n := t.n
-	sub, err := n.h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
-	if err != nil {
-		n.log.Error("peer table: subscribe to connectedness", "err", err)
-		return
-	}
-	defer sub.Close()
+	nb := &network.NotifyBundle{ConnectedF: t.connChanged, DisconnectedF: t.connChanged}
+	n.h.Network().Notify(nb)
+	defer n.h.Network().StopNotify(nb)
 	tick := time.NewTicker(tableTick)
 	defer tick.Stop()
 	for {
@@ -156,9 +189,10 @@ func (t *peerTable) run() {
 			return
 		case f := <-t.cmds:
 			f()
-		case e := <-sub.Out():
-			c := e.(event.EvtPeerConnectednessChanged)
-			t.onConnectedness(c.Peer, c.Connectedness)
+		case <-t.connWake:
+			for _, p := range t.takeDirty() {
+				t.onConnsChanged(p)
+			}
 		case <-tick.C:
 			t.scan(time.Now())
 		case <-t.kickc:
@@ -260,13 +294,13 @@ func (t *peerTable) streamUp(cs *chatStream, nick string) bool {
 		// Messages stay on one stream while it lives, so they arrive in
 		// order; they move only off a limited stream or off a stream that
 		// ended.
-		if ps.active == nil || (ps.active.limited && !cs.limited) {
+		if ps.active == nil || (ps.active.relayed && !cs.relayed) || (ps.active.limited && !cs.limited) {
 			t.setActive(ps, cs)
 		}
-		// A stream on a direct connection retires those on limited ones.
-		if !cs.limited {
+		// A stream on a direct connection retires those over a relay.
+		if !cs.relayed {
 			for o := range ps.streams {
-				if o != cs && o.limited && (len(retire) == 0 || retire[0] != o) {
+				if o != cs && o.relayed && (len(retire) == 0 || retire[0] != o) {
 					retire = append(retire, o)
 				}
 			}
@@ -302,8 +336,8 @@ func (t *peerTable) streamDown(cs *chatStream) {
 		if ps.active == cs {
 			var next *chatStream
 			for o := range ps.streams {
-				if next == nil || (next.limited && !o.limited) ||
-					(next.limited == o.limited && o.lastRecv.Load() > next.lastRecv.Load()) {
+				if next == nil || (next.relayed && !o.relayed) ||
+					(next.relayed == o.relayed && o.lastRecv.Load() > next.lastRecv.Load()) {
 					next = o
 				}
 			}
@@ -374,20 +408,21 @@ func (t *peerTable) dialDone(ps *peerState, err error) {
 	}
 }
 
-// onConnectedness reacts to a peer's connectedness changing. A direct
-// connection appearing while the chat runs over the relay (a hole punch, a
+// onConnsChanged reacts to a connection to p opening or closing. A direct
+// connection appearing while the chat runs over a relay (a hole punch, a
 // direct dial) moves the chat to a new stream on it; new life resets the
 // peer's dial backoff.
-func (t *peerTable) onConnectedness(p peer.ID, c network.Connectedness) {
+func (t *peerTable) onConnsChanged(p peer.ID) {
 	ps, known := t.peers[p]
 	if !known {
 		return
 	}
-	if c == network.Connected || c == network.Limited {
+	conns := t.n.h.Network().ConnsToPeer(p)
+	if len(conns) > 0 {
 		ps.bo.Reset()
 		ps.nextTry = time.Time{}
 	}
-	if c == network.Connected && ps.active != nil && ps.active.limited {
+	if ps.active != nil && ps.active.relayed && hasDirect(conns) {
 		t.n.log.Debug("direct connection: reopening chat stream", "peer", p)
 		t.connect(ps, true)
 	}
@@ -395,6 +430,16 @@ func (t *peerTable) onConnectedness(p peer.ID, c network.Connectedness) {
 		t.kick()
 	}
 	t.updateConn(ps)
+}
+
+// hasDirect reports whether one of conns is open and not through a relay.
+func hasDirect(conns []network.Conn) bool {
+	for _, c := range conns {
+		if !c.IsClosed() && !isRelayed(c.RemoteMultiaddr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // scan opens chat streams to the peers that need one: those with pending
@@ -421,8 +466,8 @@ func (t *peerTable) scan(now time.Time) {
 			}
 			t.updatePresence(ps)
 		}
-		if ps.active != nil && ps.active.limited && !ps.dialing && !now.Before(ps.nextTry) &&
-			t.n.h.Network().Connectedness(id) == network.Connected {
+		if ps.active != nil && ps.active.relayed && !ps.dialing && !now.Before(ps.nextTry) &&
+			hasDirect(t.n.h.Network().ConnsToPeer(id)) {
 			t.connect(ps, true)
 		}
 		if len(ps.streams) > 0 || ps.dialing || now.Before(ps.nextTry) || id == t.n.h.ID() {
@@ -587,19 +632,19 @@ func (t *peerTable) streamCount(p peer.ID) int {
 }
 
 // streams returns the number of live chat streams to p, how many of them
-// are limited, and the active one.
-func (t *peerTable) streams(p peer.ID) (total, limited int, active *chatStream) {
+// run over a relay, and the active one.
+func (t *peerTable) streams(p peer.ID) (total, relayed int, active *chatStream) {
 	t.call(func() {
 		if ps, ok := t.peers[p]; ok {
 			total, active = len(ps.streams), ps.active
 			for cs := range ps.streams {
-				if cs.limited {
-					limited++
+				if cs.relayed {
+					relayed++
 				}
 			}
 		}
 	})
-	return total, limited, active
+	return total, relayed, active
 }
 
 // Peers returns the peers known to be online (contacts and room members),
