@@ -72,7 +72,7 @@ type Config struct {
 	Rendezvous []peer.AddrInfo
 	// DHT, when set, finds the addresses of known peers when the daemons
 	// cannot, and advertises the room.
-	DHT *dht.IpfsDHT
+	DHT    *dht.IpfsDHT
 	Logger *slog.Logger
 
 	// PingInterval is the keepalive interval on a chat stream (default 1s).
