@@ -111,9 +111,10 @@
 // takes a read lock, binary-searches the namespace's sequence-ordered index
 // and writes the stored record bytes straight into a reused buffer, without
 // allocating. With WithDataDir, changes are written through to a bbolt file
-// (rendezvous.db) in small batches by a background writer; Close flushes
-// them. On start the server loads the live registrations, drops the expired
-// ones and restores the sequence number.
+// (rendezvous.db) by a background writer that commits what 20 ms gathered
+// in one transaction (one fsync per batch; answers never wait for it);
+// Close flushes them. On start the server loads the live registrations,
+// drops the expired ones and restores the sequence number.
 //
 // # Extensions
 //
