@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -399,22 +396,41 @@ type leaseDB struct {
 	*batchWriter
 }
 
+func (d *leaseDB) put(ns string, val []byte) { d.batchWriter.put(bucketLeases, ns, val) }
+
+func (d *leaseDB) del(ns string) { d.batchWriter.del(bucketLeases, ns) }
+
 func openLeaseDB(dir string, now int64, log *slog.Logger) (*leaseDB, []*lease, error) {
 	var leases []*lease
-	w, err := openBatchWriter(dir, NamesDBFileName, bucketLeases, log, func(k, v []byte) (bool, error) {
-		l, err := decodeLease(k, v)
+	db, err := openBolt(dir, NamesDBFileName, [][]byte{bucketLeases}, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLeases)
+		var drop [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			l, err := decodeLease(k, v)
+			if err != nil {
+				log.Warn("dropping unreadable stored lease", "err", err)
+			}
+			if err != nil || l.expires <= now {
+				drop = append(drop, bytes.Clone(k))
+				return nil
+			}
+			leases = append(leases, l)
+			return nil
+		})
 		if err != nil {
-			return false, err
+			return err
 		}
-		if l.expires <= now {
-			return false, nil
+		for _, k := range drop {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
 		}
-		leases = append(leases, l)
-		return true, nil
+		return nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
+	w := newBatchWriter(db, log)
 	return &leaseDB{w}, leases, nil
 }
 
@@ -433,162 +449,6 @@ func decodeLease(k, v []byte) (*lease, error) {
 		return nil, fmt.Errorf("lease owner: %w", err)
 	}
 	return &lease{ns: string(k), owner: id, expires: int64(binary.BigEndian.Uint64(v))}, nil
-}
-
-// batchWriter writes one bbolt bucket through in batches: put and del only
-// record the change and wake the writer goroutine, which commits all that
-// is pending in one transaction; close flushes the rest. While a commit
-// fails, failing reports true and the batch is retried.
-type batchWriter struct {
-	db     *bolt.DB
-	bucket []byte
-	log    *slog.Logger
-
-	mu      sync.Mutex
-	pending map[string][]byte // nil value: delete
-
-	failed atomic.Bool
-	kick   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
-}
-
-// openBatchWriter opens (creating) dir/file with bucket and calls keep for
-// each stored pair; pairs it does not keep (or cannot read: logged) are
-// deleted.
-func openBatchWriter(dir, file string, bucket []byte, log *slog.Logger, keep func(k, v []byte) (bool, error)) (*batchWriter, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
-	path := filepath.Join(dir, file)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucket)
-		if err != nil {
-			return err
-		}
-		var drop [][]byte
-		err = b.ForEach(func(k, v []byte) error {
-			ok, err := keep(k, v)
-			if err != nil {
-				log.Warn("dropping unreadable stored entry", "file", file, "err", err)
-			}
-			if !ok {
-				drop = append(drop, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range drop {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("load %s: %w", path, err)
-	}
-	w := &batchWriter{
-		db:      db,
-		bucket:  bucket,
-		log:     log,
-		pending: make(map[string][]byte),
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	go w.run()
-	return w, nil
-}
-
-func (w *batchWriter) put(key string, val []byte) { w.set(key, val) }
-
-func (w *batchWriter) del(key string) { w.set(key, nil) }
-
-func (w *batchWriter) set(key string, val []byte) {
-	w.mu.Lock()
-	w.pending[key] = val
-	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (w *batchWriter) failing() bool { return w.failed.Load() }
-
-func (w *batchWriter) run() {
-	defer close(w.done)
-	var retry <-chan time.Time
-	for {
-		select {
-		case <-w.kick:
-		case <-retry:
-		case <-w.stop:
-			return
-		}
-		retry = nil
-		if err := w.flush(); err != nil {
-			w.log.Error("writing to disk", "bucket", string(w.bucket), "err", err)
-			retry = time.After(persistRetry)
-		}
-	}
-}
-
-// flush commits everything pending; on failure the batch goes back into
-// pending unless newer changes replaced it.
-func (w *batchWriter) flush() error {
-	w.mu.Lock()
-	if len(w.pending) == 0 {
-		w.mu.Unlock()
-		return nil
-	}
-	batch := w.pending
-	w.pending = make(map[string][]byte)
-	w.mu.Unlock()
-
-	err := w.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(w.bucket)
-		for k, v := range batch {
-			var err error
-			if v == nil {
-				err = b.Delete([]byte(k))
-			} else {
-				err = b.Put([]byte(k), v)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		w.mu.Lock()
-		for k, v := range batch {
-			if _, newer := w.pending[k]; !newer {
-				w.pending[k] = v
-			}
-		}
-		w.mu.Unlock()
-		w.failed.Store(true)
-		return err
-	}
-	w.failed.Store(false)
-	return nil
-}
-
-// close stops the writer, flushes what is pending and closes the file.
-func (w *batchWriter) close() error {
-	close(w.stop)
-	<-w.done
-	return errors.Join(w.flush(), w.db.Close())
 }
 
 // NameLimits bounds the names under the exclusive prefix. It is embedded

@@ -5,12 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	bolt "go.etcd.io/bbolt"
@@ -25,17 +20,6 @@ var (
 	keySeq     = []byte("seq")
 )
 
-// persistRetry is how long the writer waits before retrying a failed flush.
-const persistRetry = time.Second
-
-// persistBatch is how long the writer gathers changes after the first one
-// before it commits them: one fsync per batch rather than one per
-// REGISTER. While a goroutine waits in fsync it keeps its P (until the
-// runtime's monitor takes it back), so on a 2-CPU host back-to-back
-// commits took half the server's capacity for most of the time. The
-// answers do not wait for the commit either way.
-const persistBatch = 20 * time.Millisecond
-
 // persister writes registrations through to bbolt in small batches: a
 // register only records the change in memory and wakes the writer, which
 // commits everything pending after persistBatch in one transaction. Close
@@ -45,50 +29,24 @@ const persistBatch = 20 * time.Millisecond
 // value = seq (8 bytes BE) | expiry (8 bytes BE unix ns) | signed record;
 // bucket "meta", key "seq" = the last sequence number handed out.
 type persister struct {
-	db  *bolt.DB
-	log *slog.Logger
-
-	mu      sync.Mutex
-	pending map[string][]byte // nil value: delete
-	seq     uint64
-	dirty   bool
-
-	failed atomic.Bool
-	kick   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
+	*batchWriter
 }
 
 // openPersister opens (creating) the database in dir and returns the live
 // entries it holds, sorted by seq, and the stored sequence number. Entries
 // expired at now are dropped from the file.
 func openPersister(dir string, now int64, log *slog.Logger) (*persister, []*regEntry, uint64, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, 0, fmt.Errorf("create data dir: %w", err)
-	}
-	path := filepath.Join(dir, DBFileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("open %s: %w", path, err)
-	}
 	var (
 		entries []*regEntry
 		seq     uint64
 	)
-	err = db.Update(func(tx *bolt.Tx) error {
-		regs, err := tx.CreateBucketIfNotExists(bucketRegs)
-		if err != nil {
-			return err
-		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
+	db, err := openBolt(dir, DBFileName, [][]byte{bucketRegs, bucketMeta}, func(tx *bolt.Tx) error {
+		regs, meta := tx.Bucket(bucketRegs), tx.Bucket(bucketMeta)
 		if v := meta.Get(keySeq); len(v) == 8 {
 			seq = binary.BigEndian.Uint64(v)
 		}
 		var drop [][]byte
-		err = regs.ForEach(func(k, v []byte) error {
+		err := regs.ForEach(func(k, v []byte) error {
 			e, err := decodeEntry(k, v)
 			if err != nil || e.expires <= now {
 				if err != nil {
@@ -111,8 +69,7 @@ func openPersister(dir string, now int64, log *slog.Logger) (*persister, []*regE
 		return nil
 	})
 	if err != nil {
-		db.Close()
-		return nil, nil, 0, fmt.Errorf("load %s: %w", path, err)
+		return nil, nil, 0, err
 	}
 	slices.SortFunc(entries, func(a, b *regEntry) int {
 		switch {
@@ -123,120 +80,17 @@ func openPersister(dir string, now int64, log *slog.Logger) (*persister, []*regE
 		}
 		return 0
 	})
-	p := &persister{
-		db:      db,
-		log:     log,
-		pending: make(map[string][]byte),
-		seq:     seq,
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	go p.run()
-	return p, entries, seq, nil
+	return &persister{newBatchWriter(db, log)}, entries, seq, nil
 }
 
+// put stores a registration and the sequence number handed out last.
 func (p *persister) put(key string, val []byte, seq uint64) {
-	p.mu.Lock()
-	p.pending[key] = val
-	p.seq = seq
-	p.dirty = true
-	p.mu.Unlock()
-	p.wake()
+	p.batchWriter.put(bucketRegs, key, val)
+	p.batchWriter.put(bucketMeta, string(keySeq), binary.BigEndian.AppendUint64(nil, seq))
 }
 
-func (p *persister) del(key string) {
-	p.mu.Lock()
-	p.pending[key] = nil
-	p.dirty = true
-	p.mu.Unlock()
-	p.wake()
-}
-
-func (p *persister) wake() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (p *persister) failing() bool { return p.failed.Load() }
-
-func (p *persister) run() {
-	defer close(p.done)
-	var retry <-chan time.Time
-	for {
-		select {
-		case <-p.kick:
-		case <-retry:
-		case <-p.stop:
-			return
-		}
-		retry = nil
-		batch := time.NewTimer(persistBatch)
-		select {
-		case <-batch.C:
-		case <-p.stop:
-			batch.Stop()
-			return // close flushes
-		}
-		if err := p.flush(); err != nil {
-			p.log.Error("writing registrations to disk", "err", err)
-			retry = time.After(persistRetry)
-		}
-	}
-}
-
-// flush commits everything pending. On failure the batch goes back into
-// pending (unless newer changes replaced it) and the store refuses new
-// registrations until a flush succeeds.
-func (p *persister) flush() error {
-	p.mu.Lock()
-	if !p.dirty {
-		p.mu.Unlock()
-		return nil
-	}
-	batch, seq := p.pending, p.seq
-	p.pending, p.dirty = make(map[string][]byte), false
-	p.mu.Unlock()
-
-	err := p.db.Update(func(tx *bolt.Tx) error {
-		regs := tx.Bucket(bucketRegs)
-		for k, v := range batch {
-			var err error
-			if v == nil {
-				err = regs.Delete([]byte(k))
-			} else {
-				err = regs.Put([]byte(k), v)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bucketMeta).Put(keySeq, binary.BigEndian.AppendUint64(nil, seq))
-	})
-	if err != nil {
-		p.mu.Lock()
-		for k, v := range batch {
-			if _, newer := p.pending[k]; !newer {
-				p.pending[k] = v
-			}
-		}
-		p.dirty = true
-		p.mu.Unlock()
-		p.failed.Store(true)
-		return err
-	}
-	p.failed.Store(false)
-	return nil
-}
-
-// close stops the writer, flushes what is pending and closes the file.
-func (p *persister) close() error {
-	close(p.stop)
-	<-p.done
-	return errors.Join(p.flush(), p.db.Close())
-}
+// del removes a registration.
+func (p *persister) del(key string) { p.batchWriter.del(bucketRegs, key) }
 
 func entryKey(p peer.ID, ns string) string {
 	b := make([]byte, 0, 1+len(p)+len(ns))
