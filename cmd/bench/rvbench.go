@@ -28,7 +28,12 @@ func (b *bench) daemon(ctx context.Context, label string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startDaemon(ctx, b.cfg.DaemonBin, dir, b.cfg.DaemonArgs, b.log)
+	// Every bench identity comes from one address: without room for their
+	// nick claims the daemon would refuse all but the first few (its
+	// per-network claim bucket); the claims' proof of work stays as it is.
+	// Flags given in -daemon-args come later and win.
+	args := append([]string{"-claim-burst", "1000000"}, b.cfg.DaemonArgs...)
+	return startDaemon(ctx, b.cfg.DaemonBin, dir, args, b.log)
 }
 
 // rvClients connects n lightweight rendezvous clients, each with its own
