@@ -382,6 +382,7 @@ func (d *dm) receive(cs *chatStream, name string, pm *pb.Message) {
 				n.names.warn(name, p, fmt.Sprintf("%s used up its storage quota (%d bytes): its messages are not taken", name, n.cfg.PeerQuota))
 			case res == inStored:
 				n.ev.emit(EventMessage{Message: m})
+				n.names.talkedWith(p)
 				cs.queue(ack)
 			default:
 				cs.queue(ack) // a duplicate: ack again, show once

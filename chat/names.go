@@ -81,6 +81,7 @@ type names struct {
 	mu       sync.Mutex
 	byPeer   map[peer.ID]string // pinned nick of a peer
 	allowed  map[peer.ID]bool   // peers the user wrote to or allowed
+	talked   map[peer.ID]bool   // peers with a conversation: allowed, or a message stored from them
 	blocked  map[peer.ID]bool
 	cache    map[string]*lookup
 	pending  map[string]*inflight
@@ -95,6 +96,7 @@ func newNames(n *Node) *names {
 		limiter:  rate.NewLimiter(verifyRate, verifyBurst),
 		byPeer:   map[peer.ID]string{},
 		allowed:  map[peer.ID]bool{},
+		talked:   map[peer.ID]bool{},
 		blocked:  map[peer.ID]bool{},
 		cache:    map[string]*lookup{},
 		pending:  map[string]*inflight{},
@@ -115,16 +117,45 @@ func (nm *names) loadContact(c contact) {
 	nm.n.peers.peer(c.Peer).nick = c.Nick // before the loop runs
 }
 
-// loadRelations reads the allowed and blocked peers.
+// loadRelations reads the allowed and blocked peers and the peers with a
+// conversation.
 func (nm *names) loadRelations() error {
 	allowed, blocked, err := nm.n.db.relations()
 	if err != nil {
 		return err
 	}
+	talked, err := nm.n.db.historyPeers()
+	if err != nil {
+		return err
+	}
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
-	nm.allowed, nm.blocked = allowed, blocked
+	nm.allowed, nm.blocked, nm.talked = allowed, blocked, talked
+	for p := range allowed {
+		nm.talked[p] = true
+	}
 	return nil
+}
+
+// hasTalked reports whether the user has a conversation with p (wrote to
+// it, allowed it, or stored a message from it): what makes a contact worth
+// following, as opposed to a room member whose nick is merely verified.
+func (nm *names) hasTalked(p peer.ID) bool {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	return nm.talked[p]
+}
+
+// talkedWith records a conversation with p and starts following its nick.
+func (nm *names) talkedWith(p peer.ID) {
+	nm.mu.Lock()
+	had := nm.talked[p]
+	nm.talked[p] = true
+	nick := nm.byPeer[p]
+	nm.mu.Unlock()
+	if !had && nick != "" {
+		nm.watchContact(nick)
+	}
 }
 
 // isContact reports whether p's messages go to the conversation rather
@@ -171,6 +202,9 @@ func (nm *names) setRelation(p peer.ID, rel string) (Message, bool, error) {
 	nm.allowed[p] = rel == relAllowed
 	nm.blocked[p] = rel == relBlocked
 	nm.mu.Unlock()
+	if rel == relAllowed {
+		nm.talkedWith(p)
+	}
 	return req, ok, nil
 }
 
@@ -245,13 +279,17 @@ func (nm *names) confusableContact(nick string, p peer.ID) (contact, bool) {
 	return contact{}, false
 }
 
-// learn indexes a verified nick and follows it.
+// learn indexes a verified nick, and follows it if the user talks with
+// the peer (a room member's verified nick alone is not followed).
 func (nm *names) learn(p peer.ID, nick string) {
 	nm.mu.Lock()
 	nm.byPeer[p] = nick
+	talked := nm.talked[p]
 	nm.mu.Unlock()
 	nm.n.peers.learnNick(p, nick)
-	nm.watchContact(nick)
+	if talked {
+		nm.watchContact(nick)
+	}
 }
 
 // identify decides how to show peer p that claims nick in its Hello. It
@@ -462,7 +500,8 @@ func (nm *names) warn(nick string, p peer.ID, text string) {
 	nm.n.ev.emit(EventWarning{Text: text, Nick: nick, Peer: p})
 }
 
-// watchContacts follows the pinned contacts' user namespaces.
+// watchContacts follows the user namespaces of the pinned contacts the user
+// talks with.
 func (nm *names) watchContacts() {
 	contacts, err := nm.n.db.contacts()
 	if err != nil {
@@ -470,7 +509,9 @@ func (nm *names) watchContacts() {
 		return
 	}
 	for _, c := range contacts {
-		nm.watchContact(c.Nick)
+		if nm.hasTalked(c.Peer) {
+			nm.watchContact(c.Nick)
+		}
 	}
 }
 

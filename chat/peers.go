@@ -220,7 +220,7 @@ func (t *peerTable) peer(p peer.ID) *peerState {
 // member of a watched namespace, pending messages, or a live stream.
 func (t *peerTable) relevant(ps *peerState) bool {
 	return len(ps.regs) > 0 || len(ps.streams) > 0 || ps.dialing || !ps.graceUntil.IsZero() ||
-		t.n.out.pending(ps.id) || t.n.names.isContact(ps.id)
+		t.n.out.pending(ps.id) || t.n.names.hasTalked(ps.id)
 }
 
 // updatePresence recomputes p's presence and emits EventPresence on a
@@ -470,6 +470,17 @@ func (t *peerTable) scan(now time.Time) {
 			hasDirect(t.n.h.Network().ConnsToPeer(id)) {
 			t.connect(ps, true)
 		}
+		if len(ps.streams) > 0 && len(ps.regs) == 0 && ps.graceUntil.IsZero() &&
+			!t.n.out.pending(id) && !t.n.names.hasTalked(id) {
+			// A session we opened for presence to a peer no longer in a
+			// watched namespace (it moved while our dial was under way):
+			// end it. Streams the peer opened are its own business.
+			for cs := range ps.streams {
+				if cs.outgoing {
+					cs.retire()
+				}
+			}
+		}
 		if len(ps.streams) > 0 || ps.dialing || now.Before(ps.nextTry) || id == t.n.h.ID() {
 			continue
 		}
@@ -526,10 +537,10 @@ func (t *peerTable) leftNamespace(ns string) {
 }
 
 // retireIfIdle closes the streams to a peer the node only met through a
-// namespace it no longer shares (nothing pending, not a contact), then
-// forgets it.
+// namespace it no longer shares (nothing pending, no conversation with it),
+// then forgets it.
 func (t *peerTable) retireIfIdle(ps *peerState) {
-	if len(ps.regs) > 0 || t.n.out.pending(ps.id) || t.n.names.isContact(ps.id) {
+	if len(ps.regs) > 0 || t.n.out.pending(ps.id) || t.n.names.hasTalked(ps.id) {
 		return
 	}
 	for cs := range ps.streams {

@@ -69,6 +69,24 @@ func TestRoomPresenceAndJoin(t *testing.T) {
 		return len(peers) == 1 && peers[0].Nick == "carol" && peers[0].RTT > 0
 	}, 10*time.Second, 50*time.Millisecond, "carol listed with a round-trip time")
 	require.Error(t, alice.Join(context.Background(), "bad room"))
+
+	// Carol moves to another room: alice, who never talked to her, shows
+	// her offline once and forgets her (her stream closed, no reconnect).
+	require.NoError(t, carol.Join(context.Background(), "elsewhere"))
+	alice.rec.wait(t, 10*time.Second, isPresence("carol", false))
+	require.Eventually(t, func() bool { return len(alice.Peers()) == 0 }, 10*time.Second, 20*time.Millisecond, "still listed: %v", alice.Peers())
+	require.Eventually(t, func() bool { return alice.peers.streamCount(carol.ID()) == 0 }, 10*time.Second, 20*time.Millisecond)
+	// Nothing makes alice dial carol again: she is not tracked as a room
+	// member any more (a retry scan leaves her alone).
+	var regs, dialing bool
+	alice.peers.call(func() {
+		alice.peers.scan(time.Now())
+		if ps, ok := alice.peers.peers[carol.ID()]; ok {
+			regs, dialing = len(ps.regs) > 0, ps.dialing
+		}
+	})
+	require.False(t, regs, "carol still tracked as a room member")
+	require.False(t, dialing, "alice dials carol again")
 }
 
 // Attack 6: a record can aim a node's dials at someone else's ports. The

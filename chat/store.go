@@ -802,6 +802,18 @@ func (s *store) requests() ([]Message, error) {
 	return out, err
 }
 
+// historyPeers returns the peers with a history.
+func (s *store) historyPeers() (map[peer.ID]bool, error) {
+	out := map[peer.ID]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktHistory).ForEachBucket(func(k []byte) error {
+			out[peer.ID(k)] = true
+			return nil
+		})
+	})
+	return out, err
+}
+
 // history returns the last limit messages exchanged with p, oldest first
 // (limit <= 0: all).
 func (s *store) history(p peer.ID, limit int) ([]Message, error) {
