@@ -148,8 +148,9 @@
 // # Presence
 //
 // A peer is online while a chat stream to it is up, or while the daemons
-// list it in a watched namespace (the room, pinned contacts' nicks) and no
-// stream to it has failed since. A registration alone is not proof of life
+// list it in a watched namespace (the room, the nicks of the contacts the
+// user talks with: written to, allowed, or received from) and no stream
+// to it has failed since. A registration alone is not proof of life
 // (the daemons keep a killed peer listed for a moment and watches replay
 // snapshots): once a peer's last stream ends it stays offline until a new
 // stream comes up. The node opens streams by itself to the room members and
@@ -157,7 +158,8 @@
 // presence, nicks and round-trip times for them. A registration does not
 // reset that backoff (anyone can register a record), and at most 8
 // addresses of a record are kept for dialling. A peer met only in a room
-// the node left, never talked to, is forgotten and its streams closed. A
+// the node (or the peer) left, never talked to, is forgotten, and the
+// streams the node opened to it are closed. A
 // killed peer's connection closes, its stream ends and the reconnect fails
 // at once, so it shows offline within a second; a peer whose network is
 // cut misses pings and shows offline after PingTimeout (3.5 s by default).
