@@ -65,7 +65,10 @@ type EventConn struct {
 	Conn ConnInfo
 }
 
-// EventHolePunch: a hole punch attempt ended.
+// EventHolePunch: a hole punch attempt ended (DCUtR's tracer), including an
+// attempt that broke off with a protocol error (Err starts with
+// "protocol: ") and a direct dial that made a punch unnecessary. A Host
+// from NewHost also publishes it on its event bus.
 type EventHolePunch struct {
 	Peer     peer.ID
 	Success  bool

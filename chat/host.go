@@ -88,7 +88,7 @@ var chatDHTLimits = dhtstore.Limits{MaxProviders: 10_000, MaxProvidersPerPeer: 6
 
 // Host is a libp2p host assembled for the chat: TCP and QUIC, Noise,
 // AutoNAT, AutoRelay with the daemons as static relays, hole punching whose
-// outcomes are published on the host's event bus as EvtHolePunch, and
+// outcomes are published on the host's event bus as EventHolePunch, and
 // (unless disabled) a DHT client under DHTPrefix bootstrapped from the
 // daemons.
 type Host struct {
@@ -101,12 +101,6 @@ type Host struct {
 	// peerstore for good.
 	Daemons []peer.AddrInfo
 }
-
-// EvtHolePunch is emitted on the host's event bus when a hole punch
-// attempt ends (DCUtR's tracer), including attempts that broke off with a
-// protocol error (Err starts with "protocol: ") and direct dials that made
-// a punch unnecessary.
-type EvtHolePunch = EventHolePunch // the event type itself: subscribers receive EventHolePunch
 
 // NewHost builds and starts the host.
 func NewHost(cfg HostConfig) (*Host, error) {
@@ -147,7 +141,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create host: %w", err)
 	}
-	em, err := h.EventBus().Emitter(new(EvtHolePunch))
+	em, err := h.EventBus().Emitter(new(EventHolePunch))
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("hole-punch emitter: %w", err)
@@ -201,7 +195,7 @@ func (h *Host) Close() error {
 	return errors.Join(errs...)
 }
 
-// hpTracer turns DCUtR traces into EvtHolePunch on the event bus. The
+// hpTracer turns DCUtR traces into EventHolePunch on the event bus. The
 // emitter is set once the host exists; no attempt can end before that.
 type hpTracer struct {
 	log *slog.Logger
@@ -218,7 +212,7 @@ func (t *hpTracer) setEmitter(em event.Emitter) {
 }
 
 func (t *hpTracer) Trace(evt *holepunch.Event) {
-	var out *EvtHolePunch
+	var out *EventHolePunch
 	t.mu.Lock()
 	switch e := evt.Evt.(type) {
 	case *holepunch.HolePunchAttemptEvt:
@@ -226,14 +220,14 @@ func (t *hpTracer) Trace(evt *holepunch.Event) {
 	case *holepunch.EndHolePunchEvt:
 		a := t.attempts[evt.Remote]
 		delete(t.attempts, evt.Remote)
-		out = &EvtHolePunch{Peer: evt.Remote, Success: e.Success, Attempts: a, Elapsed: e.EllapsedTime, Err: e.Error}
+		out = &EventHolePunch{Peer: evt.Remote, Success: e.Success, Attempts: a, Elapsed: e.EllapsedTime, Err: e.Error}
 	case *holepunch.ProtocolErrorEvt:
 		// The attempt ended before any dial.
 		delete(t.attempts, evt.Remote)
-		out = &EvtHolePunch{Peer: evt.Remote, Err: "protocol: " + e.Error}
+		out = &EventHolePunch{Peer: evt.Remote, Err: "protocol: " + e.Error}
 	case *holepunch.DirectDialEvt:
 		if e.Success {
-			out = &EvtHolePunch{Peer: evt.Remote, Success: true, Elapsed: e.EllapsedTime}
+			out = &EventHolePunch{Peer: evt.Remote, Success: true, Elapsed: e.EllapsedTime}
 		}
 	}
 	em := t.em

@@ -29,7 +29,7 @@ type nat struct{ n *Node }
 
 func newNAT(n *Node) *nat { return &nat{n: n} }
 
-// run reports hole punches (EvtHolePunch on the host's event bus; a
+// run reports hole punches (EventHolePunch on the host's event bus; a
 // Host from NewHost publishes them) and re-arms punching (punchWhenReady).
 func (t *nat) run() {
 	n := t.n
