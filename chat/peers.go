@@ -356,6 +356,7 @@ func (t *peerTable) streamDown(cs *chatStream) {
 				ps.graceUntil = g
 			}
 			t.updatePresence(ps)
+			t.forgetIfIdle(ps) // e.g. a stream of a peer retired as idle
 			t.kick()
 		}
 	})
@@ -477,7 +478,7 @@ func (t *peerTable) scan(now time.Time) {
 			// end it. Streams the peer opened are its own business.
 			for cs := range ps.streams {
 				if cs.outgoing {
-					cs.retire()
+					t.n.spawn(cs.retire) // closing a stream may wait on the network: not on the loop
 				}
 			}
 		}
@@ -544,7 +545,7 @@ func (t *peerTable) retireIfIdle(ps *peerState) {
 		return
 	}
 	for cs := range ps.streams {
-		cs.retire()
+		t.n.spawn(cs.retire) // closing a stream may wait on the network: not on the loop
 		delete(ps.streams, cs)
 	}
 	t.setActive(ps, nil)
