@@ -364,6 +364,23 @@ func TestRequestsAreBounded(t *testing.T) {
 	require.Equal(t, "hello 7", reqs[4].Text)
 }
 
+// contactStream opens a raw chat stream to n from a peer n allowed, with
+// the Hellos exchanged.
+func contactStream(t *testing.T, n *tnode, nick string) (host.Host, network.Stream, pbio.ReadCloser) {
+	t.Helper()
+	raw := rawPeer(t)
+	_, err := n.Allow(raw.ID().String())
+	require.NoError(t, err)
+	s := rawStream(t, raw, n.Node)
+	t.Cleanup(func() { s.Reset() })
+	r := pbio.NewDelimitedReader(s, MaxFrameSize)
+	_, err = s.Write(encode(t, helloF(nick)))
+	require.NoError(t, err)
+	var f pb.Frame
+	require.NoError(t, r.ReadMsg(&f))
+	return raw, s, r
+}
+
 // Every peer, contacts included, has a receive rate: beyond its burst,
 // messages are not taken (not acknowledged), and the stream stays up.
 func TestReceiveRateThrottlesAContact(t *testing.T) {
@@ -371,21 +388,12 @@ func TestReceiveRateThrottlesAContact(t *testing.T) {
 		c.ReceiveRate, c.ReceiveBurst = 0.001, 5
 		c.PingTimeout = time.Minute
 	})
-	raw := rawPeer(t)
-	_, err := victim.Allow(raw.ID().String())
-	require.NoError(t, err)
-	s := rawStream(t, raw, victim.Node)
-	defer s.Reset()
-	r := pbio.NewDelimitedReader(s, MaxFrameSize)
-	var f pb.Frame
-	_, err = s.Write(encode(t, helloF("fast")))
-	require.NoError(t, err)
-	require.NoError(t, r.ReadMsg(&f))
+	raw, s, r := contactStream(t, victim, "fast")
 	var frames []*pb.Frame
 	for i := range 20 {
 		frames = append(frames, msgF(randID(t), fmt.Sprintf("m%d", i)))
 	}
-	_, err = s.Write(encode(t, frames...))
+	_, err := s.Write(encode(t, frames...))
 	require.NoError(t, err)
 	acks := barrier(t, s, r, 1)
 	require.NoError(t, victim.db.flush())
@@ -403,21 +411,12 @@ func TestPeerQuota(t *testing.T) {
 		c.PeerQuota = 10
 		c.PingTimeout = time.Minute
 	})
-	raw := rawPeer(t)
-	_, err := victim.Allow(raw.ID().String())
-	require.NoError(t, err)
-	s := rawStream(t, raw, victim.Node)
-	defer s.Reset()
-	r := pbio.NewDelimitedReader(s, MaxFrameSize)
-	var f pb.Frame
-	_, err = s.Write(encode(t, helloF("big")))
-	require.NoError(t, err)
-	require.NoError(t, r.ReadMsg(&f))
+	raw, s, r := contactStream(t, victim, "big")
 	var frames []*pb.Frame
 	for range 5 {
 		frames = append(frames, msgF(randID(t), "aaaa"))
 	}
-	_, err = s.Write(encode(t, frames...))
+	_, err := s.Write(encode(t, frames...))
 	require.NoError(t, err)
 	barrier(t, s, r, 1)
 	require.NoError(t, victim.db.flush())
