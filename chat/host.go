@@ -1,11 +1,13 @@
 package chat
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -100,6 +102,8 @@ type Host struct {
 	// Daemons are the configured daemons, with their addresses in the
 	// peerstore for good.
 	Daemons []peer.AddrInfo
+	// punches counts the hole punches in flight, for Close.
+	punches *hpTracer
 }
 
 // NewHost builds and starts the host.
@@ -157,7 +161,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	// is discarded and hole punching never starts over TCP (every later
 	// dial to the daemon shares that connection). libp2p.Routing would
 	// build it inside libp2p.New, before listening.
-	out := &Host{Host: h, Daemons: cfg.Daemons}
+	out := &Host{Host: h, Daemons: cfg.Daemons, punches: tr}
 	if !cfg.DisableDHT {
 		if cfg.DHTDir == "" {
 			h.Close()
@@ -182,8 +186,30 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	return out, nil
 }
 
+// punchDrainTimeout bounds how long Close waits for hole punches in flight:
+// DCUtR's own dial timeout (10 s) and a margin.
+const punchDrainTimeout = 11 * time.Second
+
 // Close stops the DHT, the host and the DHT's store.
+//
+// Before the libp2p host closes, Close lets the hole punches in flight
+// finish. go-libp2p (v0.51 and v0.52) does not wait for the punch a DCUtR
+// responder starts from its stream handler: if the swarm drops its
+// transports while that dial is being set up, the dial dereferences a nil
+// transport (swarm.nonProxyAddr) and the process panics. So Close removes
+// the DCUtR handler (no new punch starts), closes the relayed connections
+// (a negotiation still on the wire fails instead of dialling) and waits,
+// bounded, for the punches the tracer saw start to end.
 func (h *Host) Close() error {
+	h.Host.RemoveStreamHandler(holepunch.Protocol)
+	for _, c := range h.Host.Network().Conns() {
+		if c.Stat().Limited {
+			_ = c.Close()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), punchDrainTimeout)
+	h.punches.wait(ctx)
+	cancel()
 	var errs []error
 	if h.DHT != nil {
 		errs = append(errs, h.DHT.Close())
@@ -203,6 +229,23 @@ type hpTracer struct {
 	mu       sync.Mutex
 	em       event.Emitter
 	attempts map[peer.ID]int
+	punching int           // punches started and not yet ended
+	drained  chan struct{} // closed when punching drops back to 0
+}
+
+// wait returns once no punch is in flight, or when ctx ends.
+func (t *hpTracer) wait(ctx context.Context) {
+	t.mu.Lock()
+	if t.punching == 0 {
+		t.mu.Unlock()
+		return
+	}
+	ch := t.drained
+	t.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
 }
 
 func (t *hpTracer) setEmitter(em event.Emitter) {
@@ -215,9 +258,19 @@ func (t *hpTracer) Trace(evt *holepunch.Event) {
 	var out *EventHolePunch
 	t.mu.Lock()
 	switch e := evt.Evt.(type) {
+	case *holepunch.StartHolePunchEvt:
+		if t.punching == 0 {
+			t.drained = make(chan struct{})
+		}
+		t.punching++
 	case *holepunch.HolePunchAttemptEvt:
 		t.attempts[evt.Remote] = e.Attempt
 	case *holepunch.EndHolePunchEvt:
+		if t.punching > 0 {
+			if t.punching--; t.punching == 0 {
+				close(t.drained)
+			}
+		}
 		a := t.attempts[evt.Remote]
 		delete(t.attempts, evt.Remote)
 		out = &EventHolePunch{Peer: evt.Remote, Success: e.Success, Attempts: a, Elapsed: e.EllapsedTime, Err: e.Error}

@@ -3,12 +3,16 @@ package chat
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 )
@@ -90,4 +94,44 @@ func TestHostDHTStoreIsBounded(t *testing.T) {
 		require.NoError(t, st.Put(t.Context(), key, []byte{1}))
 	}
 	require.Equal(t, chatDHTLimits.MaxProvidersPerPeer, st.Stats().Providers)
+}
+
+// The tracer counts punches from start to end, and wait (what Host.Close
+// uses before closing the libp2p host) returns only once none is left.
+func TestHolePunchTracerWaitsForPunchesInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := &hpTracer{log: slog.New(slog.DiscardHandler), attempts: map[peer.ID]int{}}
+		a, b := peer.ID("a"), peer.ID("b")
+		tr.wait(t.Context()) // nothing in flight: returns at once
+
+		tr.Trace(&holepunch.Event{Remote: a, Evt: &holepunch.StartHolePunchEvt{}})
+		tr.Trace(&holepunch.Event{Remote: b, Evt: &holepunch.StartHolePunchEvt{}})
+		done := make(chan struct{})
+		go func() {
+			tr.wait(context.Background())
+			close(done)
+		}()
+		ended := func() bool {
+			synctest.Wait()
+			select {
+			case <-done:
+				return true
+			default:
+				return false
+			}
+		}
+		require.False(t, ended(), "wait returned with two punches in flight")
+		tr.Trace(&holepunch.Event{Remote: a, Evt: &holepunch.EndHolePunchEvt{}})
+		require.False(t, ended(), "wait returned with one punch in flight")
+		tr.Trace(&holepunch.Event{Remote: b, Evt: &holepunch.EndHolePunchEvt{Success: true}})
+		require.True(t, ended(), "wait did not return after the last punch ended")
+
+		// A new punch after the drain gets a fresh channel.
+		tr.Trace(&holepunch.Event{Remote: a, Evt: &holepunch.StartHolePunchEvt{}})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		tr.wait(ctx) // bounded: returns when ctx ends
+		require.Equal(t, time.Second, time.Since(start))
+	})
 }
