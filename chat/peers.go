@@ -80,6 +80,8 @@ type peerState struct {
 	// met: a chat stream to the peer came up, so the user knows it (by its
 	// verified nick or by its peer ID).
 	met bool
+	// lastSeen: when presence last changed (contacts.go).
+	lastSeen time.Time
 }
 
 // shown reports whether the user sees the peer's presence: a verified nick,
@@ -229,7 +231,10 @@ func (t *peerTable) updatePresence(ps *peerState) {
 	online := len(ps.streams) > 0 || (!ps.dead && (len(ps.regs) > 0 || !ps.graceUntil.IsZero()))
 	if online != ps.online {
 		ps.online = online
-		if ps.shown() {
+		ps.lastSeen = time.Now()
+		// The node's own shutdown ends every stream: that says nothing
+		// about the peers, so no presence is reported for it.
+		if ps.shown() && !t.n.isClosed() {
 			t.n.log.Debug("presence", "peer", ps.id, "peer_nick", ps.nick, "online", online)
 			t.n.ev.emit(EventPresence{Nick: ps.name(), Peer: ps.id, Online: online})
 		}
@@ -245,7 +250,7 @@ func (t *peerTable) updateConn(ps *peerState) {
 	if ps.online {
 		ci = connInfo(t.n.h.Network(), ps.id)
 	}
-	if !ps.shown() || sameConn(ps.conn, ci) {
+	if !ps.shown() || sameConn(ps.conn, ci) || t.n.isClosed() {
 		return
 	}
 	ps.conn = ci
@@ -259,7 +264,7 @@ func (t *peerTable) forgetIfIdle(ps *peerState) {
 	if t.relevant(ps) {
 		return
 	}
-	if ps.online && ps.shown() {
+	if ps.online && ps.shown() && !t.n.isClosed() {
 		t.n.ev.emit(EventPresence{Nick: ps.name(), Peer: ps.id, Online: false})
 	}
 	delete(t.peers, ps.id)

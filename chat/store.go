@@ -348,6 +348,19 @@ func (s *store) pin(nick string, p peer.ID, addrs []multiaddr.Multiaddr, now tim
 	return pinned, err
 }
 
+// repin points nick at p, replacing any earlier pin (an accepted key
+// change, names.go).
+func (s *store) repin(nick string, p peer.ID, addrs []multiaddr.Multiaddr, now time.Time) error {
+	r := contactRecord{Peer: p.String(), PinnedAt: now, Addrs: addrStrings(addrs)}
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktContacts).Put([]byte(nick), v)
+	})
+}
+
 // setAddrs updates the last known addresses of a pinned contact.
 func (s *store) setAddrs(nick string, p peer.ID, addrs []multiaddr.Multiaddr) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
