@@ -53,7 +53,11 @@ func (n *Node) Contacts() ([]Contact, error) {
 		if st.online {
 			ct.LastSeen = time.Now()
 			ct.Conn = connInfo(n.h.Network(), c.Peer)
-		} else if ct.LastSeen.IsZero() {
+		}
+		if !st.online && c.LastSeen.After(ct.LastSeen) {
+			ct.LastSeen = c.LastSeen // from an earlier run
+		}
+		if ct.LastSeen.IsZero() {
 			if msgs, err := n.db.history(c.Peer, 1); err == nil && len(msgs) == 1 && !msgs[0].Outgoing {
 				ct.LastSeen = msgs[0].Time
 			}
@@ -164,6 +168,9 @@ func (nm *names) accept(nick string, ai peer.AddrInfo) error {
 		return err
 	}
 	nm.learn(ai.ID, nick)
+	// Its streams named it by its peer ID when they started: end them, so
+	// the next one is identified under the new pin.
+	nm.n.dm.resetPeer(ai.ID)
 	nm.n.peers.wantStream(ai.ID)
 	return nil
 }

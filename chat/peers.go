@@ -232,6 +232,9 @@ func (t *peerTable) updatePresence(ps *peerState) {
 	if online != ps.online {
 		ps.online = online
 		ps.lastSeen = time.Now()
+		if ps.nick != "" {
+			t.n.db.trySetLastSeen(ps.nick, ps.id, ps.lastSeen)
+		}
 		// The node's own shutdown ends every stream: that says nothing
 		// about the peers, so no presence is reported for it.
 		if ps.shown() && !t.n.isClosed() {
@@ -566,6 +569,8 @@ func (t *peerTable) learnNick(p peer.ID, nick string) {
 		ps.met = true
 		if had != nick && ps.online {
 			// Online but not announced under this nick yet.
+			ps.lastSeen = time.Now()
+			t.n.db.trySetLastSeen(nick, p, ps.lastSeen)
 			t.n.ev.emit(EventPresence{Nick: nick, Peer: p, Online: true})
 			t.updateConn(ps)
 		}

@@ -547,13 +547,17 @@ func (m *model) incoming(msg chat.Message) tea.Cmd {
 	return tea.Batch(load, m.alert(c))
 }
 
+// bellChar is the terminal bell, written as is (a string: tea.Raw prints its
+// argument with fmt).
+const bellChar = "\a"
+
 // alert rings the bell for activity outside the visible conversation
 // (the window title shows the unread count in View).
 func (m *model) alert(c *conv) tea.Cmd {
 	if !m.bell || m.cur() == c {
 		return nil
 	}
-	return tea.Raw(ansi.BEL)
+	return tea.Raw(bellChar)
 }
 
 // notice puts a presence or connection change in the status window and in

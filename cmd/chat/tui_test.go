@@ -181,19 +181,19 @@ func TestTUIUnreadBellAndTitle(t *testing.T) {
 	m = next.(model)
 	require.Equal(t, "(1) chat alice", m.View().WindowTitle)
 	require.NotNil(t, cmd)
-	require.True(t, cmdYields(cmd, tea.RawMsg{Msg: ansi.BEL}), "the bell rings for a message in another conversation")
+	require.True(t, cmdYields(cmd, tea.RawMsg{Msg: "\a"}), "the bell rings for a message in another conversation")
 
 	// In the visible conversation: no bell, no count.
 	m = update(t, m, key('2', tea.ModAlt))
 	require.Equal(t, "chat alice", m.title())
 	_, cmd = m.Update(incoming(t, "b2", "again"))
-	require.False(t, cmdYields(cmd, tea.RawMsg{Msg: ansi.BEL}))
+	require.False(t, cmdYields(cmd, tea.RawMsg{Msg: "\a"}))
 
 	// -bell=false: never.
 	m.bell = false
 	m = update(t, m, key('1', tea.ModAlt))
 	_, cmd = m.Update(incoming(t, "b3", "and again"))
-	require.False(t, cmdYields(cmd, tea.RawMsg{Msg: ansi.BEL}))
+	require.False(t, cmdYields(cmd, tea.RawMsg{Msg: "\a"}))
 
 	// A mention marks the conversation and the title.
 	m = update(t, m, msgFrom(t, "c1", "carol", carolID, "hey Alice!", testNow))
@@ -716,4 +716,54 @@ func TestTUITinyAndResized(t *testing.T) {
 	}
 	m = update(t, m, tea.WindowSizeMsg{Width: 40, Height: 12})
 	require.Equal(t, 40, strings.Count(screenText(m), "word"), "all words visible after wrapping")
+}
+
+// TestTUILimits: every bound of the UI holds.
+func TestTUILimits(t *testing.T) {
+	m := testModel(t, 80, 20, colorprofile.ASCII)
+
+	// Scrollback per conversation.
+	for i := range maxScrollback + 10 {
+		m = update(t, m, incoming(t, "s"+strconv.Itoa(i), "line "+strconv.Itoa(i)))
+	}
+	c := m.conv("bob")
+	require.Len(t, c.lines, maxScrollback)
+	require.Equal(t, "line 10", c.lines[0].text)
+	require.LessOrEqual(t, len(c.ids), maxScrollback)
+
+	// Conversations: strangers cannot grow the sidebar without end; the
+	// visible and the unread ones stay.
+	m = update(t, m, key('2', tea.ModAlt)) // bob, read
+	for i := range maxConvs + 20 {
+		m.add("p"+strconv.Itoa(i), &chatLine{kind: lineInfo, text: "x"})
+	}
+	require.Len(t, m.convs, maxConvs)
+	require.Equal(t, "bob", m.cur().key)
+	require.Equal(t, "", m.convs[0].key, "the status window stays")
+
+	// Names in one coalesced notice line.
+	for i := range maxNoticeItems + 3 {
+		m.addNotice("", "peer"+strconv.Itoa(i), "online")
+	}
+	var notices []*chatLine
+	for _, l := range m.convs[0].lines {
+		if l.kind == lineNotice {
+			notices = append(notices, l)
+		}
+	}
+	require.Len(t, notices, 2)
+	require.Len(t, notices[0].notes, maxNoticeItems)
+
+	// The input box grows to maxInputRows, then scrolls with the cursor.
+	m.in.reset()
+	for i := range 10 {
+		m = typeIn(t, m, "row "+strconv.Itoa(i))
+		m = update(t, m, key(tea.KeyEnter, tea.ModAlt))
+	}
+	m = typeIn(t, m, "last")
+	rows := screen(m)
+	require.Equal(t, "     last", rows[len(rows)-1], "the cursor's row is shown")
+	require.Contains(t, rows[statusRow(m)], "alice (")
+	require.Equal(t, m.height-1-maxInputRows, statusRow(m))
+	requireFits(t, m)
 }

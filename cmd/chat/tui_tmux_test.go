@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -107,9 +108,9 @@ func TestTUIInTmux(t *testing.T) {
 	tm.waitFor("bob offline in the status line", func(s []string) bool { return strings.Contains(s[height-2], "to bob: offline") })
 
 	tm.keys("C-c")
-	tm.waitFor("the chat exits", func([]string) bool {
+	require.Eventually(t, func() bool {
 		return exec.Command(tmuxBin, "-S", tm.sock, "has-session", "-t", "chat").Run() != nil
-	})
+	}, e2eWait, 20*time.Millisecond, "Ctrl-C ends the chat")
 }
 
 var unreadRow = regexp.MustCompile(`^2 bob +1!?│`)
@@ -157,7 +158,7 @@ func (tm *tmux) waitFor(what string, cond func([]string) bool) {
 	tm.t.Helper()
 	var last []string
 	ok := false
-	require.Eventually(tm.t, func() bool {
+	assert.Eventually(tm.t, func() bool {
 		last = tm.capture()
 		ok = len(last) > 2 && cond(last)
 		return ok
