@@ -88,6 +88,7 @@ type names struct {
 	claims   map[peer.ID]map[string]bool
 	warned   map[string]bool
 	watching map[string]context.CancelFunc
+	claimers map[string]peer.ID // last peer that claimed a pinned nick (contacts.go)
 }
 
 func newNames(n *Node) *names {
@@ -103,6 +104,7 @@ func newNames(n *Node) *names {
 		claims:   map[peer.ID]map[string]bool{},
 		warned:   map[string]bool{},
 		watching: map[string]context.CancelFunc{},
+		claimers: map[string]peer.ID{},
 	}
 }
 
@@ -474,6 +476,7 @@ func containsPeer(infos []peer.AddrInfo, p peer.ID) bool {
 }
 
 func (nm *names) warnImpersonation(nick string, claimer, pinned peer.ID) {
+	nm.noteClaimer(nick, claimer)
 	nm.warn(nick, claimer, fmt.Sprintf("peer %s claims nick %q, which is pinned to %s; not accepted (messages to %q still go to %s only)", claimer, nick, pinned, nick, pinned))
 }
 

@@ -80,6 +80,8 @@ type peerState struct {
 	// met: a chat stream to the peer came up, so the user knows it (by its
 	// verified nick or by its peer ID).
 	met bool
+	// lastSeen: when presence last changed (contacts.go).
+	lastSeen time.Time
 }
 
 // shown reports whether the user sees the peer's presence: a verified nick,
@@ -229,7 +231,13 @@ func (t *peerTable) updatePresence(ps *peerState) {
 	online := len(ps.streams) > 0 || (!ps.dead && (len(ps.regs) > 0 || !ps.graceUntil.IsZero()))
 	if online != ps.online {
 		ps.online = online
-		if ps.shown() {
+		ps.lastSeen = time.Now()
+		if ps.nick != "" {
+			t.n.db.trySetLastSeen(ps.nick, ps.id, ps.lastSeen)
+		}
+		// The node's own shutdown ends every stream: that says nothing
+		// about the peers, so no presence is reported for it.
+		if ps.shown() && !t.n.isClosed() {
 			t.n.log.Debug("presence", "peer", ps.id, "peer_nick", ps.nick, "online", online)
 			t.n.ev.emit(EventPresence{Nick: ps.name(), Peer: ps.id, Online: online})
 		}
@@ -245,7 +253,7 @@ func (t *peerTable) updateConn(ps *peerState) {
 	if ps.online {
 		ci = connInfo(t.n.h.Network(), ps.id)
 	}
-	if !ps.shown() || sameConn(ps.conn, ci) {
+	if !ps.shown() || sameConn(ps.conn, ci) || t.n.isClosed() {
 		return
 	}
 	ps.conn = ci
@@ -259,7 +267,7 @@ func (t *peerTable) forgetIfIdle(ps *peerState) {
 	if t.relevant(ps) {
 		return
 	}
-	if ps.online && ps.shown() {
+	if ps.online && ps.shown() && !t.n.isClosed() {
 		t.n.ev.emit(EventPresence{Nick: ps.name(), Peer: ps.id, Online: false})
 	}
 	delete(t.peers, ps.id)
@@ -561,6 +569,8 @@ func (t *peerTable) learnNick(p peer.ID, nick string) {
 		ps.met = true
 		if had != nick && ps.online {
 			// Online but not announced under this nick yet.
+			ps.lastSeen = time.Now()
+			t.n.db.trySetLastSeen(nick, p, ps.lastSeen)
 			t.n.ev.emit(EventPresence{Nick: nick, Peer: p, Online: true})
 			t.updateConn(ps)
 		}

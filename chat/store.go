@@ -55,6 +55,7 @@ type contactRecord struct {
 	Peer     string    `json:"peer"`
 	Addrs    []string  `json:"addrs,omitempty"`
 	PinnedAt time.Time `json:"pinned_at"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
 }
 
 type contact struct {
@@ -62,6 +63,7 @@ type contact struct {
 	Peer     peer.ID
 	Addrs    []multiaddr.Multiaddr
 	PinnedAt time.Time
+	LastSeen time.Time
 }
 
 type msgRecord struct {
@@ -281,7 +283,7 @@ func decodeContact(nick string, v []byte) (contact, error) {
 	if err != nil {
 		return contact{}, fmt.Errorf("contact %q: %w", nick, err)
 	}
-	c := contact{Nick: nick, Peer: p, PinnedAt: r.PinnedAt}
+	c := contact{Nick: nick, Peer: p, PinnedAt: r.PinnedAt, LastSeen: r.LastSeen}
 	for _, a := range r.Addrs {
 		if m, err := multiaddr.NewMultiaddr(a); err == nil {
 			c.Addrs = append(c.Addrs, m)
@@ -346,6 +348,41 @@ func (s *store) pin(nick string, p peer.ID, addrs []multiaddr.Multiaddr, now tim
 		return b.Put([]byte(nick), v)
 	})
 	return pinned, err
+}
+
+// repin points nick at p, replacing any earlier pin (an accepted key
+// change, names.go).
+func (s *store) repin(nick string, p peer.ID, addrs []multiaddr.Multiaddr, now time.Time) error {
+	r := contactRecord{Peer: p.String(), PinnedAt: now, Addrs: addrStrings(addrs)}
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktContacts).Put([]byte(nick), v)
+	})
+}
+
+// trySetLastSeen records when a pinned contact's presence last changed,
+// without waiting (the peer table's loop calls it; a full queue skips it).
+func (s *store) trySetLastSeen(nick string, p peer.ID, at time.Time) {
+	s.trySubmit(writeOp{apply: func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktContacts)
+		v := b.Get([]byte(nick))
+		if v == nil {
+			return nil
+		}
+		var r contactRecord
+		if err := json.Unmarshal(v, &r); err != nil || r.Peer != p.String() {
+			return nil
+		}
+		r.LastSeen = at.UTC()
+		nv, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(nick), nv)
+	}, done: func(error) {}})
 }
 
 // setAddrs updates the last known addresses of a pinned contact.

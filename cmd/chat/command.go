@@ -30,6 +30,9 @@ const (
 	cmdRequests                // /requests
 	cmdHelp                    // /help
 	cmdQuit                    // /quit
+	cmdReply                   // /r <text> (contacts.go)
+	cmdContacts                // /contacts (contacts.go)
+	cmdTrust                   // /trust <nick> [safety-number] (contacts.go)
 )
 
 var (
@@ -66,6 +69,9 @@ var helpLines = []string{
 	"/requests                messages from strangers waiting for /allow or /block",
 	"/allow <nick|peer-id>    accept a stranger: its request joins the conversation",
 	"/block <nick|peer-id>    refuse a peer: its request is dropped, its streams refused",
+	"/r <text>                reply to the last peer who wrote to you",
+	"/contacts                every contact: online or offline, last seen",
+	"/trust <nick> [number]   show nick's safety number; with it, accept nick's new key",
 	"/help                    this list",
 	"/quit                    unregister, flush and exit",
 }
@@ -156,6 +162,8 @@ func parseCommand(line string) (command, error) {
 			return command{}, errors.New("usage: /requests")
 		}
 		return command{kind: cmdRequests}, nil
+	case "/r", "/reply", "/contacts", "/trust":
+		return parseContactCommand(strings.ToLower(name), rest)
 	case "/help", "/?":
 		return command{kind: cmdHelp}, nil
 	case "/quit", "/exit":

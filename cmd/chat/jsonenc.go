@@ -232,6 +232,10 @@ func toJSON(v any) any {
 		return jsonHelp{Event: "help", Commands: e.Lines}
 	case errorResult:
 		return jsonError{Event: "error", Error: e.Err.Error()}
+	case contactsResult:
+		return contactsJSON(e)
+	case trustResult:
+		return trustJSON(e)
 	case sentResult, quitResult, nil:
 		return nil
 	default:

@@ -49,6 +49,10 @@ func (jw *jsonWriter) loop(w io.Writer) {
 		if broken {
 			continue
 		}
+		tag := ""
+		if t, ok := v.(tagged); ok {
+			tag, v = t.tag, t.v
+		}
 		obj := toJSON(v)
 		if obj == nil {
 			continue
@@ -58,6 +62,7 @@ func (jw *jsonWriter) loop(w io.Writer) {
 			jw.log.Error("encode event", "type", fmt.Sprintf("%T", v), "err", err)
 			continue
 		}
+		line = withTag(line, tag)
 		if _, err := w.Write(line); err != nil {
 			jw.err = fmt.Errorf("write stdout: %w", err)
 			broken = true
@@ -81,11 +86,18 @@ func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) e
 
 	// Node events → writer. Stopped after node.Close, then drained.
 	stopEvents := make(chan struct{})
+	order := newAnswerOrder()
+	sess := newSession(node, dataDir)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		forwardEvents(node.Events(), out.ch, stopEvents)
+		forwardEvents(node.Events(), out.ch, stopEvents, func(ev chat.Event) any {
+			if m, ok := ev.(chat.EventMessage); ok && !m.Message.Outgoing {
+				sess.noteSender(m.Message.From)
+			}
+			return order.forward(ev)
+		})
 	}()
 
 	closeNode := func() error {
@@ -113,7 +125,6 @@ func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) e
 	defer close(stopReading)
 	go readLines(stdin, lines, stopReading)
 
-	sess := newSession(node, dataDir)
 	for {
 		select {
 		case <-ctx.Done():
@@ -131,9 +142,14 @@ func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) e
 				out.ch <- errorResult{fmt.Errorf("line too long (max %d bytes), ignored", maxLineLen)}
 				continue
 			}
-			c, perr := parseCommand(l.text)
+			tag, text, terr := cutTag(l.text)
+			if terr != nil {
+				out.ch <- errorResult{terr}
+				continue
+			}
+			c, perr := parseCommand(text)
 			if perr != nil {
-				out.ch <- errorResult{perr}
+				out.ch <- tagged{tag, errorResult{perr}}
 				continue
 			}
 			if c.kind == cmdNone {
@@ -143,21 +159,28 @@ func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) e
 				log.Info("shutting down", "reason", "quit")
 				return closeNode()
 			}
-			out.ch <- sess.exec(ctx, c)
+			order.setTag(tag)
+			v := sess.exec(ctx, c)
+			if s, ok := v.(sentResult); ok {
+				// Its answer is the node's EventSent: let it pass first.
+				order.waitSent(s.Message.ID)
+			}
+			order.setTag("")
+			out.ch <- tagged{tag, v}
 		}
 	}
 }
 
 // forwardEvents copies node events to out until the channel closes or stop
 // is closed; then it forwards what is already buffered.
-func forwardEvents(events <-chan chat.Event, out chan<- any, stop <-chan struct{}) {
+func forwardEvents(events <-chan chat.Event, out chan<- any, stop <-chan struct{}, conv func(chat.Event) any) {
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
 				return
 			}
-			out <- ev
+			out <- conv(ev)
 		case <-stop:
 			for {
 				select {
@@ -165,7 +188,7 @@ func forwardEvents(events <-chan chat.Event, out chan<- any, stop <-chan struct{
 					if !ok {
 						return
 					}
-					out <- ev
+					out <- conv(ev)
 				default:
 					return
 				}

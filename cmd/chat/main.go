@@ -48,6 +48,7 @@ type config struct {
 	json         bool
 	reachability chat.Reachability
 	logLevel     slog.Level
+	bell         bool
 }
 
 const noDaemonHint = "no rendezvous daemon: start one with `go run ./cmd/rendezvous` or pass -rendezvous"
@@ -76,13 +77,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		room         = fs.String("room", "", "room to join (default \""+chat.DefaultRoom+"\")")
 		reachability = fs.String("reachability", "auto", "auto|public|private: force what the node believes about its reachability")
 		logLevel     = fs.String("log-level", "info", "debug|info|warn|error; logs go to stderr in -json mode, to <data-dir>/chat.log in the UI")
+		bell         = fs.Bool("bell", true, "ring the terminal bell for a message outside the visible conversation (-bell=false: never)")
 		jsonMode     = fs.Bool("json", false, "headless mode: commands on stdin, one JSON object per line on stdout (see cmd/chat/JSON.md)")
 	)
 	if err := fs.Parse(args, cli.NonEmpty(getenv)); err != nil {
 		return config{}, err
 	}
 
-	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode}
+	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode, bell: *bell}
 	if cfg.nick == "" {
 		return config{}, errors.New("-nick is required (or set CHAT_NICK)")
 	}
@@ -194,5 +196,5 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if cfg.json {
 		return runJSON(ctx, p.Node, p.Start, cfg.dataDir, stdin, stdout, logger)
 	}
-	return runTUI(ctx, p.Node, p.Start, cfg.dataDir, stdin, stdout, logger)
+	return runTUI(ctx, p.Node, p.Start, cfg.dataDir, cfg.bell, stdin, stdout, logger)
 }

@@ -76,8 +76,9 @@ type session struct {
 	node    *chat.Node
 	dataDir string // "" = do not persist the /to target
 
-	mu sync.Mutex
-	to string
+	mu       sync.Mutex
+	to       string
+	lastFrom string // who /r answers (contacts.go)
 }
 
 func newSession(node *chat.Node, dataDir string) *session {
@@ -131,7 +132,7 @@ func (s *session) exec(ctx context.Context, c command) any {
 		}
 		return toResult{Nick: c.nick}
 	case cmdPeers:
-		return peersResult{Peers: s.node.Peers()}
+		return peersResult{Peers: withContacts(s.node)}
 	case cmdWhois:
 		w, err := s.node.Whois(ctx, c.nick)
 		if err != nil {
@@ -176,6 +177,8 @@ func (s *session) exec(ctx context.Context, c command) any {
 			return errorResult{err}
 		}
 		return requestsResult{Requests: reqs}
+	case cmdReply, cmdContacts, cmdTrust:
+		return s.execContact(ctx, c)
 	case cmdHelp:
 		return helpResult{Lines: helpLines}
 	case cmdQuit:

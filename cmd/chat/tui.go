@@ -4,33 +4,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
 	"time"
-	"unicode/utf8"
 
-	"github.com/charmbracelet/bubbles/textinput"
-	"github.com/charmbracelet/bubbles/viewport"
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/ansi"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/muesli/termenv"
 
 	"github.com/p2p-messaging/p2p-messaging/chat"
 )
 
+// The terminal UI: Bubble Tea v2. Events only ever change conversations;
+// keys only ever change the input; the two meet in View. Layout, top to
+// bottom: the sidebar and the visible conversation, one status line, the
+// input box (1 to maxInputRows rows).
+
 const (
-	// maxScrollback bounds the lines kept in the message pane.
-	maxScrollback = 5000
-	// startupHistory is how many messages of the last conversation are
-	// shown on start.
+	// startupHistory is how many messages a conversation shows when it
+	// opens.
 	startupHistory = 20
 	// maxEarlyDelivered bounds the delivery acks remembered for messages
 	// whose send result has not reached the UI yet.
 	maxEarlyDelivered = 1024
+	// sidebarMin is the narrowest terminal with a sidebar; below it the
+	// status line lists the conversations with activity.
+	sidebarMin = 50
 )
 
 // Messages that enter the model besides keys and window sizes.
@@ -39,43 +41,16 @@ type (
 	eventsClosedMsg struct{}
 	startedMsg      struct{ err error }
 	// resultMsg is the result of a command run off the UI goroutine; seq
-	// ties a send to the pending line shown when Enter was pressed.
+	// ties a send to the pending line shown when Enter was pressed, conv
+	// is the conversation the command was typed in.
 	resultMsg struct {
-		seq int
-		v   any
+		seq  int
+		conv string
+		v    any
 	}
+	quietWhoisMsg    struct{ w chat.Whois }
+	historyLoadedMsg struct{ h historyResult }
 )
-
-type lineKind int
-
-const (
-	lineInfo lineKind = iota
-	lineIn
-	lineOut
-	lineError
-	lineWarning
-)
-
-type mark int
-
-const (
-	markNone mark = iota
-	markPending
-	markDelivered
-	markFailed
-)
-
-// chatLine is one entry of the message pane.
-type chatLine struct {
-	kind lineKind
-	time time.Time
-	from string  // sender nick (lineIn, lineOut)
-	to   string  // recipient nick (lineOut)
-	peer peer.ID // the other side, for its colour
-	text string
-	mark mark
-	id   string // message ID once known
-}
 
 type peerState struct {
 	id     peer.ID
@@ -84,165 +59,83 @@ type peerState struct {
 	conn   chat.ConnInfo
 }
 
-// styles are bound to one renderer so NO_COLOR and tests are honoured.
-type styles struct {
-	r       *lipgloss.Renderer
-	time    lipgloss.Style
-	info    lipgloss.Style
-	err     lipgloss.Style
-	warn    lipgloss.Style
-	self    lipgloss.Style
-	status  lipgloss.Style
-	pending lipgloss.Style
-	ok      lipgloss.Style
-	palette []lipgloss.Style
-}
-
-var peerPalette = []string{"#e06c75", "#98c379", "#e5c07b", "#61afef", "#c678dd", "#56b6c2", "#d19a66", "#ff79c6", "#8be9fd", "#50fa7b"}
-
-func newStyles(r *lipgloss.Renderer) styles {
-	s := styles{
-		r:       r,
-		time:    r.NewStyle().Faint(true),
-		info:    r.NewStyle().Foreground(lipgloss.Color("245")),
-		err:     r.NewStyle().Foreground(lipgloss.Color("9")).Bold(true),
-		warn:    r.NewStyle().Foreground(lipgloss.Color("11")).Bold(true),
-		self:    r.NewStyle().Bold(true),
-		status:  r.NewStyle().Foreground(lipgloss.Color("230")).Background(lipgloss.Color("238")),
-		pending: r.NewStyle().Foreground(lipgloss.Color("245")),
-		ok:      r.NewStyle().Foreground(lipgloss.Color("10")),
-	}
-	for _, c := range peerPalette {
-		s.palette = append(s.palette, r.NewStyle().Foreground(lipgloss.Color(c)).Bold(true))
-	}
-	return s
-}
-
-// peerStyle is a stable colour per peer: a hash of its peer ID (or of the
-// nick while the ID is unknown) picks from the palette.
-func (s styles) peerStyle(id peer.ID, nick string) lipgloss.Style {
-	key := string(id)
-	if key == "" {
-		key = nick
-	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	return s.palette[h.Sum32()%uint32(len(s.palette))]
-}
-
-// newRenderer returns the renderer for the UI on out: the terminal's colour
-// profile, or no styling at all when NO_COLOR is set (https://no-color.org).
-// A profile given in force replaces detection (tests).
-func newRenderer(out io.Writer, noColor bool, force ...termenv.Profile) *lipgloss.Renderer {
-	r := lipgloss.NewRenderer(out)
-	if len(force) > 0 {
-		r.SetColorProfile(force[0])
-	}
-	if noColor {
-		r.SetColorProfile(termenv.Ascii)
-	}
-	return r
-}
-
 type selfInfo struct {
 	nick string
 	id   peer.ID
 	room string
 }
 
-// model is the Bubble Tea model of the terminal UI. The message pane
-// (viewport) and the input line (textinput) are separate components: events
-// only ever change the pane, keys only ever change the input.
 type model struct {
 	ctx   context.Context
-	node  *chat.Node // used only inside commands
+	node  *chat.Node // used only inside commands; nil in model tests
 	sess  *session
 	start func(context.Context) error
 	st    styles
 	now   func() time.Time
+	loc   *time.Location // the zone times are shown in
+	wm    ansi.Method    // how the renderer counts cells
+	bell  bool           // ring for a message outside the visible conversation
 
-	vp     viewport.Model
-	input  textinput.Model
-	width  int
-	height int
+	width, height int
 
-	self  selfInfo
-	ready bool
-	lines []*chatLine
-	byID  map[string]*chatLine
-	bySeq map[int]*chatLine
-	early map[string]bool // delivered before the send result arrived
-	seq   int
-	peers map[string]*peerState
-	fatal error
+	self   selfInfo
+	ready  bool
+	convs  []*conv
+	active int
+	byID   map[string]*chatLine
+	bySeq  map[int]*chatLine
+	early  map[string]bool // delivered before the send result arrived
+	seq    int
+	peers  map[string]*peerState
+	fatal  error
 
-	// Input history, recalled with Up and Down.
-	hist    []string
-	histPos int    // len(hist) = the line being edited
-	draft   string // the line being edited while browsing history
+	in       editor
+	comp     *completion
+	lastFrom string // who /r answers
 }
 
-func newModel(ctx context.Context, node *chat.Node, sess *session, start func(context.Context) error, self selfInfo, r *lipgloss.Renderer) model {
-	st := newStyles(r)
-	in := textinput.New()
-	in.Prompt = "> "
-	in.Placeholder = "type a message, or /help"
-	in.CharLimit = chat.MaxTextLen + 64 // room for "/msg <nick> "
-	in.PromptStyle = r.NewStyle().Bold(true)
-	in.TextStyle = r.NewStyle()
-	in.PlaceholderStyle = r.NewStyle().Faint(true)
-	in.CompletionStyle = r.NewStyle().Faint(true)
-	// The cursor is reverse video, not a colour, so it stays visible under
-	// NO_COLOR too.
-	cr := lipgloss.NewRenderer(io.Discard)
-	cr.SetColorProfile(termenv.ANSI)
-	in.Cursor.Style = cr.NewStyle()
-	in.Cursor.TextStyle = r.NewStyle()
-	in.Focus()
-
+func newModel(ctx context.Context, node *chat.Node, sess *session, start func(context.Context) error, self selfInfo, profile colorprofile.Profile) model {
 	m := model{
 		ctx:   ctx,
 		node:  node,
 		sess:  sess,
 		start: start,
-		st:    st,
+		st:    newStyles(profile),
 		now:   time.Now,
-		vp:    viewport.New(80, 20),
-		input: in,
+		loc:   time.Local,
+		wm:    ansi.WcWidth,
+		bell:  true,
 		self:  self,
 		byID:  make(map[string]*chatLine),
 		bySeq: make(map[int]*chatLine),
 		early: make(map[string]bool),
 		peers: make(map[string]*peerState),
 	}
-	// Keys for the pane: page keys only, so that arrows, letters and space
-	// keep editing the input.
-	m.vp.KeyMap.Up.SetKeys("ctrl+up")
-	m.vp.KeyMap.Down.SetKeys("ctrl+down")
-	m.vp.KeyMap.PageUp.SetKeys("pgup")
-	m.vp.KeyMap.PageDown.SetKeys("pgdown")
-	m.vp.KeyMap.HalfPageUp.SetEnabled(false) // ctrl+u/ctrl+d edit the input
-	m.vp.KeyMap.HalfPageDown.SetEnabled(false)
-	m.vp.KeyMap.Left.SetEnabled(false)
-	m.vp.KeyMap.Right.SetEnabled(false)
-	m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("connecting as %s (%s)… /help lists the commands", self.nick, shortID(self.id))})
+	m.conv("")
+	m.addTo(m.convs[0], &chatLine{kind: lineInfo, text: fmt.Sprintf("connecting as %s (%s)… /help lists the commands, Alt-1..9 or Ctrl-N/Ctrl-P switch conversations", self.nick, shortID(self.id))})
+	if to := sess.target(); to != "" {
+		m.conv(to)
+		m.switchTo(len(m.convs) - 1)
+	}
 	return m
 }
 
 func (m model) Init() tea.Cmd {
-	cmds := []tea.Cmd{textinput.Blink, m.waitEvent(), m.startCmd()}
-	if to := m.sess.target(); to != "" {
-		cmds = append(cmds, m.historyCmd(to, startupHistory), m.whoisCmd(to))
+	cmds := []tea.Cmd{m.waitEvent(), m.startCmd()}
+	if c := m.cur(); c.key != "" && !c.isRoom() {
+		cmds = append(cmds, m.historyCmd(c.key, startupHistory), m.whoisCmd(c.key))
 	}
 	return tea.Batch(cmds...)
 }
 
 func (m model) waitEvent() tea.Cmd {
+	if m.node == nil {
+		return nil
+	}
 	node, ctx := m.node, m.ctx
 	return func() tea.Msg {
-		ch := node.Events()
 		select {
-		case ev, ok := <-ch:
+		case ev, ok := <-node.Events():
 			if !ok {
 				return eventsClosedMsg{}
 			}
@@ -254,44 +147,84 @@ func (m model) waitEvent() tea.Cmd {
 }
 
 func (m model) startCmd() tea.Cmd {
+	if m.start == nil {
+		return nil
+	}
 	start, ctx := m.start, m.ctx
 	return func() tea.Msg { return startedMsg{err: start(ctx)} }
 }
 
+// historyCmd loads a conversation's stored messages into it, quietly.
 func (m model) historyCmd(nick string, n int) tea.Cmd {
-	return m.execCmd(0, command{kind: cmdHistory, nick: nick, n: n})
+	if m.node == nil {
+		return nil
+	}
+	sess, ctx := m.sess, m.ctx
+	return func() tea.Msg {
+		v := sess.exec(ctx, command{kind: cmdHistory, nick: nick, n: n})
+		if h, ok := v.(historyResult); ok {
+			return historyLoadedMsg{h}
+		}
+		return nil
+	}
 }
 
 // whoisCmd refreshes what the status line shows about nick; its result is
 // not printed.
 func (m model) whoisCmd(nick string) tea.Cmd {
+	if m.node == nil {
+		return nil
+	}
 	sess, ctx := m.sess, m.ctx
 	return func() tea.Msg {
-		v := sess.exec(ctx, command{kind: cmdWhois, nick: nick})
-		if w, ok := v.(whoisResult); ok {
+		if w, ok := sess.exec(ctx, command{kind: cmdWhois, nick: nick}).(whoisResult); ok {
 			return quietWhoisMsg{w.Whois}
 		}
 		return nil
 	}
 }
 
-type quietWhoisMsg struct{ w chat.Whois }
-
-func (m model) execCmd(seq int, c command) tea.Cmd {
+func (m model) execCmd(seq int, conv string, c command) tea.Cmd {
+	if m.node == nil {
+		return nil
+	}
 	sess, ctx := m.sess, m.ctx
-	return func() tea.Msg { return resultMsg{seq: seq, v: sess.exec(ctx, c)} }
+	return func() tea.Msg { return resultMsg{seq: seq, conv: conv, v: sess.exec(ctx, c)} }
+}
+
+func (m model) fetch(f switchFetch) tea.Cmd {
+	var cmds []tea.Cmd
+	if f.history != "" {
+		cmds = append(cmds, m.historyCmd(f.history, startupHistory))
+	}
+	if f.whois != "" {
+		cmds = append(cmds, m.whoisCmd(f.whois))
+	}
+	return tea.Batch(cmds...)
 }
 
 func (m model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
-		m.resize(msg.Width, msg.Height)
+		m.width, m.height = msg.Width, msg.Height
 		return m, nil
-	case tea.KeyMsg:
+	case tea.ModeReportMsg:
+		if msg.Mode == ansi.ModeUnicodeCore && (msg.Value == ansi.ModeSet || msg.Value == ansi.ModeReset || msg.Value == ansi.ModePermanentlySet) {
+			m.wm = ansi.GraphemeWidth // the renderer switches too (tea.go)
+		}
+		return m, nil
+	case tea.ColorProfileMsg:
+		m.st = newStyles(msg.Profile)
+		return m, nil
+	case tea.KeyPressMsg:
 		return m.handleKey(msg)
+	case tea.PasteMsg:
+		m.comp = nil
+		m.paste(msg.Content)
+		return m, nil
 	case eventMsg:
-		m.handleEvent(msg.ev)
-		return m, m.waitEvent()
+		cmd := m.handleEvent(msg.ev)
+		return m, tea.Batch(cmd, m.waitEvent())
 	case eventsClosedMsg:
 		return m, nil
 	case startedMsg:
@@ -306,85 +239,105 @@ func (m model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case resultMsg:
 		return m.handleResult(msg)
+	case historyLoadedMsg:
+		m.fillHistory(msg.h.With, msg.h.Messages)
+		return m, nil
 	case quietWhoisMsg:
 		m.notePeer(msg.w.Nick, msg.w.Peer, &msg.w.Online, &msg.w.Conn)
 		return m, nil
 	}
-	var cmd tea.Cmd
-	m.input, cmd = m.input.Update(msg)
-	return m, cmd
+	return m, nil
 }
 
-func (m *model) resize(w, h int) {
-	follow := m.following()
-	m.width, m.height = w, h
-	m.input.Width = max(w-lipgloss.Width(m.input.Prompt)-1, 1)
-	m.vp.Width = max(w, 1)
-	m.vp.Height = max(h-2, 1) // status line and input line
-	m.renderFollow(follow)
+// paste inserts pasted text with its newlines, or refuses all of it when
+// the input would pass maxInput.
+func (m *model) paste(s string) {
+	s = normalizePaste(s)
+	if !m.in.insert(s) {
+		m.addTo(m.cur(), &chatLine{kind: lineError, text: fmt.Sprintf("paste of %d bytes refused: the input holds at most %d bytes (%d messages)", len(s), maxInput, maxInput/chat.MaxTextLen)})
+	}
 }
 
-func (m model) handleKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
-	switch k.Type {
-	case tea.KeyCtrlC:
-		return m, tea.Quit
-	case tea.KeyEnter:
-		line := m.input.Value()
-		m.input.Reset()
-		m.remember(line)
-		return m.submit(line)
-	case tea.KeyUp, tea.KeyDown:
-		m.browseHistory(k.Type == tea.KeyUp)
+func (m model) handleKey(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	if k.Code != tea.KeyTab {
+		m.comp = nil
+	}
+	ctrl, alt := k.Mod.Contains(tea.ModCtrl), k.Mod.Contains(tea.ModAlt)
+	// Text first: whatever a key types is text, whatever it spells.
+	if k.Text != "" && !ctrl && !alt {
+		if !m.in.insert(normalizePaste(k.Text)) {
+			m.addTo(m.cur(), &chatLine{kind: lineError, text: fmt.Sprintf("input full (%d bytes)", maxInput)})
+		}
 		return m, nil
-	case tea.KeyPgUp, tea.KeyPgDown, tea.KeyCtrlUp, tea.KeyCtrlDown:
-		var cmd tea.Cmd
-		m.vp, cmd = m.vp.Update(k)
-		return m, cmd
 	}
-	var cmd tea.Cmd
-	m.input, cmd = m.input.Update(k)
-	return m, cmd
-}
-
-// maxInputHistory bounds the lines Up and Down recall.
-const maxInputHistory = 200
-
-func (m *model) remember(line string) {
-	if strings.TrimSpace(line) != "" && (len(m.hist) == 0 || m.hist[len(m.hist)-1] != line) {
-		m.hist = append(m.hist, line)
-		if len(m.hist) > maxInputHistory {
-			m.hist = m.hist[len(m.hist)-maxInputHistory:]
-		}
+	if alt && !ctrl && k.Code >= '1' && k.Code <= '9' {
+		return m, m.fetch(m.switchTo(int(k.Code - '1')))
 	}
-	m.histPos, m.draft = len(m.hist), ""
-}
-
-func (m *model) browseHistory(back bool) {
 	switch {
-	case back && m.histPos > 0:
-		if m.histPos == len(m.hist) {
-			m.draft = m.input.Value()
-		}
-		m.histPos--
-		m.input.SetValue(m.hist[m.histPos])
-	case !back && m.histPos < len(m.hist):
-		m.histPos++
-		if m.histPos == len(m.hist) {
-			m.input.SetValue(m.draft)
-		} else {
-			m.input.SetValue(m.hist[m.histPos])
-		}
-	default:
-		return
+	case k.Code == 'c' && ctrl:
+		return m, tea.Quit
+	case k.Code == tea.KeyEnter && (alt || k.Mod.Contains(tea.ModShift)), k.Code == 'j' && ctrl:
+		m.in.insert("\n")
+		return m, nil
+	case k.Code == tea.KeyEnter:
+		line := m.in.value()
+		m.in.reset()
+		m.in.remember(line)
+		return m.submit(line)
+	case k.Code == 'n' && ctrl, k.Code == tea.KeyRight && alt:
+		return m, m.fetch(m.switchTo((m.active + 1) % len(m.convs)))
+	case k.Code == 'p' && ctrl, k.Code == tea.KeyLeft && alt:
+		return m, m.fetch(m.switchTo((m.active + len(m.convs) - 1) % len(m.convs)))
+	case k.Code == tea.KeyTab:
+		m.complete()
+	case k.Code == tea.KeyUp:
+		m.in.browse(true)
+	case k.Code == tea.KeyDown:
+		m.in.browse(false)
+	case k.Code == tea.KeyPgUp:
+		m.scroll(m.paneHeight() - 1)
+	case k.Code == tea.KeyPgDown:
+		m.scroll(-(m.paneHeight() - 1))
+	case k.Code == tea.KeyLeft, k.Code == 'b' && ctrl:
+		m.in.left()
+	case k.Code == tea.KeyRight, k.Code == 'f' && ctrl:
+		m.in.right()
+	case k.Code == tea.KeyHome, k.Code == 'a' && ctrl:
+		m.in.home()
+	case k.Code == tea.KeyEnd, k.Code == 'e' && ctrl:
+		m.in.end()
+	case k.Code == tea.KeyBackspace, k.Code == 'h' && ctrl:
+		m.in.backspace()
+	case k.Code == tea.KeyDelete, k.Code == 'd' && ctrl:
+		m.in.del()
+	case k.Code == 'w' && ctrl, k.Code == tea.KeyBackspace && alt:
+		m.in.deleteWord()
+	case k.Code == 'u' && ctrl:
+		m.in.killLineBefore()
+	case k.Code == 'k' && ctrl:
+		m.in.killLineAfter()
 	}
-	m.input.CursorEnd()
+	return m, nil
 }
 
-// submit runs one typed line.
+// scroll moves the visible conversation by rows (positive: up).
+func (m *model) scroll(rows int) {
+	c := m.cur()
+	c.scroll = max(c.scroll+rows, 0)
+	if total := m.totalRows(c); c.scroll > total-m.paneHeight() {
+		c.scroll = max(total-m.paneHeight(), 0)
+	}
+	if c.scroll == 0 {
+		c.below = 0
+	}
+}
+
+// submit runs one typed line in the visible conversation.
 func (m model) submit(line string) (tea.Model, tea.Cmd) {
+	here := m.cur()
 	c, err := parseCommand(line)
 	if err != nil {
-		m.addLine(&chatLine{kind: lineError, text: err.Error()})
+		m.addTo(here, &chatLine{kind: lineError, text: err.Error()})
 		return m, nil
 	}
 	switch c.kind {
@@ -392,28 +345,43 @@ func (m model) submit(line string) (tea.Model, tea.Cmd) {
 		return m, nil
 	case cmdQuit:
 		return m, tea.Quit
+	case cmdReply:
+		if m.lastFrom == "" {
+			m.addTo(here, &chatLine{kind: lineError, text: lastSenderHint})
+			return m, nil
+		}
+		c = command{kind: cmdMsg, nick: m.lastFrom, text: c.text}
+		fallthrough
 	case cmdSay, cmdMsg:
 		to := c.nick
 		if c.kind == cmdSay {
-			to = m.sess.target()
+			to = here.key
 			if to == "" {
-				m.addLine(&chatLine{kind: lineError, text: errNoTarget.Error()})
+				m.addTo(here, &chatLine{kind: lineError, text: "this is the status window: switch to a conversation (Alt-2…, Ctrl-N) or use /to <nick> or /msg <nick> <text>"})
 				return m, nil
 			}
 		}
-		m.seq++
-		l := &chatLine{kind: lineOut, from: m.self.nick, to: to, text: c.text, mark: markPending}
-		if ps := m.peers[to]; ps != nil {
-			l.peer = ps.id
+		var cmds []tea.Cmd
+		dest := m.conv(to)
+		for _, part := range splitMessage(c.text) {
+			m.seq++
+			l := &chatLine{kind: lineOut, from: m.self.nick, to: to, text: part, mark: markPending}
+			if ps := m.peers[to]; ps != nil {
+				l.peer = ps.id
+			}
+			m.bySeq[m.seq] = l
+			m.addTo(dest, l)
+			cmds = append(cmds, m.execCmd(m.seq, to, command{kind: cmdMsg, nick: to, text: part}))
 		}
-		m.bySeq[m.seq] = l
-		m.addLine(l)
-		return m, m.execCmd(m.seq, c)
+		// One's own line brings the view back down. The parts of a long
+		// text go out one after another, in order.
+		dest.scroll, dest.below = 0, 0
+		return m, tea.Sequence(cmds...)
 	case cmdTo:
 		v := m.sess.exec(m.ctx, c)
-		return m.handleResult(resultMsg{v: v})
+		return m.handleResult(resultMsg{conv: here.key, v: v})
 	default:
-		return m, m.execCmd(0, c)
+		return m, m.execCmd(0, here.key, c)
 	}
 }
 
@@ -423,6 +391,8 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		pending = m.bySeq[r.seq]
 		delete(m.bySeq, r.seq)
 	}
+	here := m.conv(r.conv)
+	info := func(text string) { m.addTo(here, &chatLine{kind: lineInfo, text: text}) }
 	switch v := r.v.(type) {
 	case sentResult:
 		if pending != nil {
@@ -432,45 +402,56 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 				pending.peer = v.Message.Peer
 			}
 			m.byID[v.Message.ID] = pending
+			here.ids[v.Message.ID] = true
 			if v.Message.Status == chat.StatusDelivered || m.early[v.Message.ID] {
 				pending.mark = markDelivered
 				delete(m.early, v.Message.ID)
 			}
-			m.render()
 		}
 	case errorResult:
 		if pending != nil {
 			pending.mark = markFailed
 		}
-		m.addLine(&chatLine{kind: lineError, text: v.Err.Error()})
+		m.addTo(here, &chatLine{kind: lineError, text: v.Err.Error()})
 	case toResult:
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("talking to %s: plain lines go there now", v.Nick)})
-		return m, tea.Batch(m.historyCmd(v.Nick, 10), m.whoisCmd(v.Nick))
+		i := m.index(v.Nick)
+		if i < 0 {
+			m.conv(v.Nick)
+			i = len(m.convs) - 1
+		}
+		return m, m.fetch(m.switchTo(i))
 	case peersResult:
-		m.showPeers(v.Peers)
+		m.showPeers(here, v.Peers)
+	case contactsResult:
+		m.showContacts(here, v)
+	case trustResult:
+		for _, l := range trustLines(v) {
+			info(l)
+		}
 	case whoisResult:
-		m.showWhois(v.Whois)
+		m.showWhois(here, v.Whois)
 	case joinedResult:
 		m.self.room = v.Room
-		m.addLine(&chatLine{kind: lineInfo, text: "joined room " + v.Room})
+		info("joined room " + v.Room)
 	case historyResult:
-		m.showHistory(v)
+		m.showHistory(here, v)
 	case idResult:
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("you are %s, peer %s, room %s", v.Nick, v.Peer, v.Room)})
+		info(fmt.Sprintf("you are %s, peer %s, room %s", v.Nick, v.Peer, v.Room))
 		for _, a := range v.Addrs {
-			m.addLine(&chatLine{kind: lineInfo, text: "  " + a.String()})
+			info("  " + a.String())
 		}
 	case helpResult:
 		for _, l := range v.Lines {
-			m.addLine(&chatLine{kind: lineInfo, text: l})
+			info(l)
 		}
-		m.addLine(&chatLine{kind: lineInfo, text: "PgUp/PgDn (or Ctrl-Up/Ctrl-Down) scroll the messages; Up/Down recall earlier input; Ctrl-C quits"})
+		info("Alt-1..9, Ctrl-N/Ctrl-P switch conversations; Tab completes; Alt-Enter starts a new line")
+		info("PgUp/PgDn scroll; Up/Down recall earlier input; Ctrl-C quits")
 	case requestsResult:
 		if len(v.Requests) == 0 {
-			m.addLine(&chatLine{kind: lineInfo, text: "no requests from strangers"})
+			info("no requests from strangers")
 		}
 		for _, r := range v.Requests {
-			m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("request from %s (%s): %s", r.From, r.Peer, r.Text)})
+			info(fmt.Sprintf("request from %s (%s): %s", r.From, shortID(r.Peer), oneLine(r.Text)))
 		}
 	case allowedResult, blockedResult:
 		// The node's EventAllowed / EventBlocked reports it.
@@ -480,65 +461,118 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 	return m, nil
 }
 
-func (m *model) handleEvent(ev chat.Event) {
+// handleEvent applies a node event; the command it returns rings the bell.
+func (m *model) handleEvent(ev chat.Event) tea.Cmd {
+	status := m.convs[0]
 	switch e := ev.(type) {
 	case chat.EventReady:
 		m.ready = true
 		m.self.nick, m.self.id = e.Nick, e.Peer
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("ready: %s (%s) in room %s", e.Nick, shortID(e.Peer), m.self.room)})
+		m.addTo(status, &chatLine{kind: lineInfo, text: fmt.Sprintf("ready: %s (%s) in room %s", e.Nick, shortID(e.Peer), m.self.room)})
 	case chat.EventSent:
 		// Shown when Enter was pressed; the send result binds the ID.
 	case chat.EventDelivered:
 		if l := m.byID[e.ID]; l != nil {
 			l.mark = markDelivered
-			m.render()
-			return
+			return nil
 		}
 		if len(m.early) >= maxEarlyDelivered {
 			clear(m.early)
 		}
 		m.early[e.ID] = true
 	case chat.EventMessage:
-		msg := e.Message
-		m.notePeer(msg.From, msg.Peer, nil, nil)
-		m.addLine(&chatLine{kind: lineIn, time: msg.Time, from: msg.From, to: msg.To, peer: msg.Peer, text: msg.Text, id: msg.ID})
+		return m.incoming(e.Message)
 	case chat.EventRequest:
-		m.addLine(&chatLine{kind: lineWarning, text: fmt.Sprintf("request from stranger %s: %q (/allow %s or /block %s)", e.Nick, e.Text, e.Peer, e.Peer)})
+		c := m.add("", &chatLine{kind: lineWarning, text: fmt.Sprintf("request from stranger %s: %q (/allow %s or /block %s)", shortenIDs(e.Nick), oneLine(e.Text), e.Peer, e.Peer)})
+		return m.alert(c)
 	case chat.EventAllowed:
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("allowed %s: its messages now arrive", e.Peer)})
+		m.addTo(m.cur(), &chatLine{kind: lineInfo, text: fmt.Sprintf("allowed %s: its messages now arrive", m.nickOf(e.Peer))})
 	case chat.EventBlocked:
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("blocked %s", e.Peer)})
+		m.addTo(m.cur(), &chatLine{kind: lineInfo, text: fmt.Sprintf("blocked %s", m.nickOf(e.Peer))})
 	case chat.EventPresence:
 		online := e.Online
-		m.notePeer(e.Nick, e.Peer, &online, nil)
-		state := "offline"
-		if e.Online {
-			state = "online"
+		ps := m.notePeer(e.Nick, e.Peer, &online, nil)
+		if !online {
+			ps.conn = chat.ConnInfo{}
 		}
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("%s is %s", e.Nick, state)})
+		m.notice(e.Nick, presenceText(ps))
 	case chat.EventConn:
 		conn := e.Conn
-		m.notePeer(e.Nick, e.Peer, nil, &conn)
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("%s: %s", e.Nick, describeConn(e.Conn, true))})
+		ps := m.notePeer(e.Nick, e.Peer, nil, &conn)
+		m.notice(e.Nick, presenceText(ps))
 	case chat.EventHolePunch:
+		nick := m.nickOf(e.Peer)
 		if e.Success {
-			m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("hole punch with %s succeeded (%d attempt(s), %s)", m.nickOf(e.Peer), e.Attempts, e.Elapsed.Round(time.Millisecond))})
+			m.notice(nick, fmt.Sprintf("hole punch succeeded (%d attempt(s), %s)", e.Attempts, e.Elapsed.Round(time.Millisecond)))
 		} else {
-			m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("hole punch with %s failed after %d attempt(s): %s; staying relayed", m.nickOf(e.Peer), e.Attempts, e.Err)})
+			m.notice(nick, fmt.Sprintf("hole punch failed after %d attempt(s), staying relayed", e.Attempts))
 		}
 	case chat.EventWarning:
-		text := e.Text
-		if e.Nick != "" || e.Peer != "" {
-			text = fmt.Sprintf("%s (nick %s, peer %s)", e.Text, e.Nick, e.Peer)
+		text := shortenIDs(e.Text)
+		if e.Nick != "" && strings.Contains(e.Text, "pinned to") {
+			text += fmt.Sprintf(" — compare keys with /trust %s", e.Nick)
 		}
-		m.addLine(&chatLine{kind: lineWarning, text: text})
+		l := &chatLine{kind: lineWarning, text: text}
+		m.addTo(status, l)
+		if m.active != 0 {
+			m.addTo(m.cur(), &chatLine{kind: lineWarning, text: text})
+		}
+	}
+	return nil
+}
+
+// incoming shows a message in its conversation, with unread count,
+// mention, bell and title when that conversation is not the visible one.
+func (m *model) incoming(msg chat.Message) tea.Cmd {
+	m.notePeer(msg.From, msg.Peer, nil, nil)
+	key := convKey(msg)
+	c := m.conv(key)
+	if c.ids[msg.ID] {
+		return nil
+	}
+	if !msg.Outgoing && !strings.HasPrefix(key, "#") {
+		m.lastFrom = msg.From
+		m.sess.noteSender(msg.From)
+	}
+	l := &chatLine{kind: lineIn, time: msg.Time, from: msg.From, to: msg.To, peer: msg.Peer, text: msg.Text, id: msg.ID}
+	m.addTo(c, l)
+	var load tea.Cmd
+	if !c.loaded && !c.isRoom() {
+		c.loaded = true
+		load = m.historyCmd(key, startupHistory)
+	}
+	if mentions(msg.Text, m.self.nick) && m.cur() != c {
+		c.mention = true
+	}
+	return tea.Batch(load, m.alert(c))
+}
+
+// bellChar is the terminal bell, written as is (a string: tea.Raw prints its
+// argument with fmt).
+const bellChar = "\a"
+
+// alert rings the bell for activity outside the visible conversation
+// (the window title shows the unread count in View).
+func (m *model) alert(c *conv) tea.Cmd {
+	if !m.bell || m.cur() == c {
+		return nil
+	}
+	return tea.Raw(bellChar)
+}
+
+// notice puts a presence or connection change in the status window and in
+// the peer's own conversation, if there is one.
+func (m *model) notice(nick, text string) {
+	m.addNotice("", nick, text)
+	if i := m.index(nick); i > 0 {
+		m.addNotice(nick, nick, text)
 	}
 }
 
 // notePeer records what is known about nick for the status line.
-func (m *model) notePeer(nick string, id peer.ID, online *bool, conn *chat.ConnInfo) {
+func (m *model) notePeer(nick string, id peer.ID, online *bool, conn *chat.ConnInfo) *peerState {
 	if nick == "" {
-		return
+		return &peerState{}
 	}
 	ps := m.peers[nick]
 	if ps == nil {
@@ -554,6 +588,7 @@ func (m *model) notePeer(nick string, id peer.ID, online *bool, conn *chat.ConnI
 	if conn != nil {
 		ps.conn = *conn
 	}
+	return ps
 }
 
 func (m *model) nickOf(id peer.ID) string {
@@ -565,28 +600,29 @@ func (m *model) nickOf(id peer.ID) string {
 	return shortID(id)
 }
 
-func (m *model) showPeers(ps []chat.PeerStatus) {
+func (m *model) showPeers(c *conv, ps []chat.PeerStatus) {
+	info := func(text string) { m.addTo(c, &chatLine{kind: lineInfo, text: text}) }
 	if len(ps) == 0 {
-		m.addLine(&chatLine{kind: lineInfo, text: "no known peers online"})
+		info("no known peers")
 		return
 	}
-	m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("%d peer(s):", len(ps))})
+	info(fmt.Sprintf("%d peer(s):", len(ps)))
 	for _, p := range ps {
 		online, conn := p.Online, p.Conn
 		m.notePeer(p.Nick, p.Peer, &online, &conn)
 		state := "offline"
 		if p.Online {
-			state = "online"
+			state = "online, " + describeConn(p.Conn, false)
 		}
 		rtt := ""
 		if p.RTT > 0 {
 			rtt = fmt.Sprintf(", rtt %s", p.RTT.Round(10*time.Microsecond))
 		}
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("  %-16s %s %s, %s%s", p.Nick, shortID(p.Peer), state, describeConn(p.Conn, true), rtt)})
+		info(fmt.Sprintf("  %-16s %s %s%s", oneLine(p.Nick), shortID(p.Peer), state, rtt))
 	}
 }
 
-func (m *model) showWhois(w chat.Whois) {
+func (m *model) showWhois(c *conv, w chat.Whois) {
 	online, conn := w.Online, w.Conn
 	m.notePeer(w.Nick, w.Peer, &online, &conn)
 	pinned := "not pinned"
@@ -597,250 +633,46 @@ func (m *model) showWhois(w chat.Whois) {
 	if w.Online {
 		state = "online"
 	}
-	m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("%s: peer %s, %s, %s, %s", w.Nick, w.Peer, pinned, state, describeConn(w.Conn, true))})
+	m.addTo(c, &chatLine{kind: lineInfo, text: fmt.Sprintf("%s: peer %s, %s, %s, %s", oneLine(w.Nick), w.Peer, pinned, state, describeConn(w.Conn, true))})
 	for _, a := range w.Addrs {
-		m.addLine(&chatLine{kind: lineInfo, text: "  " + a.String()})
+		m.addTo(c, &chatLine{kind: lineInfo, text: "  " + a.String()})
 	}
 }
 
-func (m *model) showHistory(h historyResult) {
+// showHistory answers /history: the messages as a block in the
+// conversation the command was typed in.
+func (m *model) showHistory(c *conv, h historyResult) {
 	if len(h.Messages) == 0 {
-		m.addLine(&chatLine{kind: lineInfo, text: "no history with " + h.With})
+		m.addTo(c, &chatLine{kind: lineInfo, text: "no history with " + h.With})
 		return
 	}
-	m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("── last %d message(s) with %s ──", len(h.Messages), h.With)})
+	m.addTo(c, &chatLine{kind: lineInfo, text: fmt.Sprintf("── last %d message(s) with %s ──", len(h.Messages), h.With)})
 	for _, msg := range h.Messages {
-		l := &chatLine{kind: lineIn, time: msg.Time, from: msg.From, to: msg.To, peer: msg.Peer, text: msg.Text, id: msg.ID}
+		l := &chatLine{kind: lineIn, time: msg.Time, from: msg.From, to: msg.To, peer: msg.Peer, text: msg.Text}
 		if msg.Outgoing {
-			l.kind = lineOut
-			l.mark = markPending
-			if msg.Status == chat.StatusDelivered || m.early[msg.ID] {
+			l.kind, l.mark = lineOut, markPending
+			if msg.Status == chat.StatusDelivered {
 				l.mark = markDelivered
 			}
-			// A still-pending message gets its tick when the outbox delivers it.
-			if l.mark == markPending {
-				m.byID[msg.ID] = l
-			}
 		}
-		m.lines = append(m.lines, l)
+		m.addTo(c, l)
 	}
-	m.addLine(&chatLine{kind: lineInfo, text: "──"})
-}
-
-// addLine appends to the pane, trims the scrollback and re-renders.
-func (m *model) addLine(l *chatLine) {
-	if l.time.IsZero() {
-		l.time = m.now()
-	}
-	m.lines = append(m.lines, l)
-	if over := len(m.lines) - maxScrollback; over > 0 {
-		for _, old := range m.lines[:over] {
-			if old.id != "" && m.byID[old.id] == old {
-				delete(m.byID, old.id)
-			}
-		}
-		m.lines = append([]*chatLine(nil), m.lines[over:]...)
-	}
-	m.render()
-}
-
-// render rebuilds the pane, following new lines only if the user has not
-// scrolled up.
-func (m *model) render() {
-	m.renderFollow(m.following())
-}
-
-// following reports whether the pane shows its last line.
-func (m *model) following() bool {
-	return m.vp.AtBottom() || m.vp.TotalLineCount() <= m.vp.Height
-}
-
-func (m *model) renderFollow(follow bool) {
-	var b strings.Builder
-	for i, l := range m.lines {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(m.renderLine(l))
-	}
-	m.vp.SetContent(b.String())
-	if follow {
-		m.vp.GotoBottom()
-	}
-}
-
-func (m *model) renderLine(l *chatLine) string {
-	st := m.st
-	ts := st.time.Render(l.time.Local().Format("15:04"))
-	text, from, to := sanitize(l.text), sanitize(l.from), sanitize(l.to)
-	var body string
-	switch l.kind {
-	case lineIn:
-		body = st.peerStyle(l.peer, l.from).Render(from) + ": " + text
-	case lineOut:
-		body = st.self.Render(from) + " → " + st.peerStyle(l.peer, l.to).Render(to) + ": " + text
-		switch l.mark {
-		case markPending:
-			body += " " + st.pending.Render("…")
-		case markDelivered:
-			body += " " + st.ok.Render("✓")
-		case markFailed:
-			body += " " + st.err.Render("✗")
-		}
-	case lineError:
-		body = st.err.Render("error: " + text)
-	case lineWarning:
-		body = st.warn.Render("warning: " + text)
-	default:
-		body = st.info.Render(text)
-	}
-	line := ts + " " + body
-	if w := m.vp.Width; w > 0 && lipgloss.Width(line) > w {
-		// Wrap long lines inside the pane, continuation lines indented
-		// under the text; the wrapping style carries no colour.
-		indent := lipgloss.Width(ts) + 1
-		if w-indent < 10 {
-			indent = 0
-		}
-		wrapped := strings.Split(st.r.NewStyle().Width(w-indent).Render(body), "\n")
-		for i := range wrapped {
-			wrapped[i] = strings.TrimRight(wrapped[i], " ")
-		}
-		pad := strings.Repeat(" ", indent)
-		if indent == 0 {
-			return ts + "\n" + strings.Join(wrapped, "\n")
-		}
-		return ts + " " + strings.Join(wrapped, "\n"+pad)
-	}
-	return line
-}
-
-func (m model) statusLine() string {
-	parts := []string{fmt.Sprintf("%s (%s)", m.self.nick, shortID(m.self.id))}
-	if m.self.room != "" {
-		parts = append(parts, "room "+m.self.room)
-	}
-	if to := m.sess.target(); to != "" {
-		s := "to " + to
-		if ps := m.peers[to]; ps != nil {
-			switch {
-			case ps.conn.Kind != "" && ps.conn.Kind != chat.ConnNone:
-				s += ": " + describeConn(ps.conn, false)
-			case ps.known && !ps.online:
-				s += ": offline"
-			case ps.known:
-				s += ": online"
-			}
-		}
-		parts = append(parts, s)
-	} else {
-		parts = append(parts, "no /to peer")
-	}
-	if !m.ready {
-		parts = append(parts, "connecting…")
-	}
-	line := " " + strings.Join(parts, " │ ")
-	if m.width > 0 {
-		if lipgloss.Width(line) > m.width {
-			line = truncate(line, m.width)
-		}
-		return m.st.status.Width(m.width).Render(line)
-	}
-	return m.st.status.Render(line)
-}
-
-func (m model) View() string {
-	if m.fatal != nil {
-		return ""
-	}
-	return m.vp.View() + "\n" + m.statusLine() + "\n" + m.input.View()
-}
-
-// sanitize makes remote text safe to print: no terminal escapes or other
-// control characters, no bidi overrides that reorder the line, no line
-// breaks that could fake a line from someone else.
-func sanitize(s string) string {
-	clean := true
-	for _, r := range s {
-		if unsafeRune(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == '\n':
-			b.WriteString(" ⏎ ")
-		case r == '\t':
-			b.WriteByte(' ')
-		case unsafeRune(r):
-			b.WriteRune(utf8.RuneError)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-func unsafeRune(r rune) bool {
-	return r < 0x20 || (r >= 0x7f && r < 0xa0) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == utf8.RuneError
-}
-
-// describeConn is e.g. "direct quic IPv6" or "relayed tcp IPv4 (limited)".
-func describeConn(c chat.ConnInfo, withAddr bool) string {
-	if c.Kind == "" || c.Kind == chat.ConnNone {
-		return "not connected"
-	}
-	parts := []string{string(c.Kind)}
-	if c.Transport != "" {
-		parts = append(parts, c.Transport)
-	}
-	if c.IPVersion != 0 {
-		parts = append(parts, fmt.Sprintf("IPv%d", c.IPVersion))
-	}
-	s := strings.Join(parts, " ")
-	if c.Limited {
-		s += " (limited)"
-	}
-	if withAddr && c.Remote != nil {
-		s += " via " + c.Remote.String()
-	}
-	return s
-}
-
-// shortID is the start and the distinctive end of a peer ID.
-func shortID(id peer.ID) string {
-	s := id.String()
-	if id == "" {
-		return "?"
-	}
-	if len(s) <= 12 {
-		return s
-	}
-	return s[:4] + "…" + s[len(s)-6:]
-}
-
-func truncate(s string, w int) string {
-	rs := []rune(s)
-	for len(rs) > 0 && lipgloss.Width(string(rs)) > w-1 {
-		rs = rs[:len(rs)-1]
-	}
-	return string(rs) + "…"
+	m.addTo(c, &chatLine{kind: lineInfo, text: "──"})
 }
 
 // runTUI runs the terminal UI until Ctrl-C, /quit or ctx ends, then closes
 // the node (unregister, flush).
-func runTUI(ctx context.Context, node *chat.Node, start func(context.Context) error, dataDir string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
+func runTUI(ctx context.Context, node *chat.Node, start func(context.Context) error, dataDir string, bell bool, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := newRenderer(stdout, os.Getenv("NO_COLOR") != "")
+	profile := colorprofile.Detect(stdout, os.Environ())
+	if os.Getenv("NO_COLOR") != "" {
+		profile = colorprofile.ASCII
+	}
 	self := selfInfo{nick: node.Nick(), id: node.ID(), room: node.Room()}
-	m := newModel(ctx, node, newSession(node, dataDir), start, self, r)
-	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithContext(ctx), tea.WithInput(stdin), tea.WithOutput(stdout))
+	m := newModel(ctx, node, newSession(node, dataDir), start, self, profile)
+	m.bell = bell
+	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(stdin), tea.WithOutput(stdout), tea.WithColorProfile(profile))
 	final, err := p.Run()
 	cancel()
 	log.Info("shutting down")
@@ -848,7 +680,7 @@ func runTUI(ctx context.Context, node *chat.Node, start func(context.Context) er
 	if cerr != nil {
 		cerr = fmt.Errorf("close node: %w", cerr)
 	}
-	if err != nil && !errors.Is(err, tea.ErrProgramKilled) && !errors.Is(err, tea.ErrInterrupted) {
+	if err != nil && !errors.Is(err, tea.ErrProgramKilled) && !errors.Is(err, tea.ErrInterrupted) && !errors.Is(err, context.Canceled) {
 		return errors.Join(fmt.Errorf("terminal ui: %w", err), cerr)
 	}
 	if fm, ok := final.(model); ok && fm.fatal != nil {

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestTUIInTmux runs the built chat binary in a real terminal (tmux, as
+// issue 12 was found: TERM=tmux-256color), types into it with send-keys and
+// reads the screen with capture-pane. The peer on the other side is a
+// -json chat binary. It checks what a new user sees: the conversation in
+// the sidebar with its unread count, switching, the Unicode samples on
+// both sides with the status line in place, a burst of 200 typed
+// characters arriving intact, and the status line after the peer is
+// killed.
+func TestTUIInTmux(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries in tmux")
+	}
+	tmuxBin, err := exec.LookPath("tmux")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("tmux is not installed (.ci/run installs it)")
+		}
+		t.Skip("tmux is not installed")
+	}
+	chatBin, rvBin := buildBinaries(t)
+	rv := startBin(t, "rendezvous", true, rvBin, "-listen", "/ip4/127.0.0.1/tcp/0", "-data-dir", t.TempDir(), "-log-format", "json")
+	rvAddr := rv.awaitKey("msg", "listening", nil, e2eWait)["addr"].(string)
+	rv.awaitKey("msg", "ready", nil, e2eWait)
+
+	bob := startBin(t, "bob", false, chatBin, "-json", "-nick", "bob", "-listen", "/ip4/127.0.0.1/tcp/0",
+		"-rendezvous", rvAddr, "-data-dir", t.TempDir(), "-log-level", "warn")
+	bob.await("ready", map[string]any{"nick": "bob"})
+
+	const width, height = 100, 30
+	tm := &tmux{t: t, bin: tmuxBin, sock: filepath.Join(t.TempDir(), "tmux.sock")}
+	aliceDir := t.TempDir()
+	tm.run("-f", "/dev/null", "new-session", "-d", "-x", fmt.Sprint(width), "-y", fmt.Sprint(height), "-s", "chat",
+		"env", "TERM=tmux-256color", "NO_COLOR=", chatBin, "-nick", "alice", "-listen", "/ip4/127.0.0.1/tcp/0",
+		"-rendezvous", rvAddr, "-data-dir", aliceDir)
+	t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", tm.sock, "kill-server").Run() })
+	tm.waitFor("alice ready", func(s []string) bool { return strings.Contains(strings.Join(s, "\n"), "ready: alice") })
+
+	statusIntact := func(s []string) bool {
+		return len(s) == height && strings.HasPrefix(s[height-2], " alice (") && strings.Contains(s[height-1], "> ")
+	}
+
+	// bob writes: a conversation with an unread count appears.
+	bob.send("/msg alice hello from bob")
+	tm.waitFor("bob's conversation with 1 unread", func(s []string) bool {
+		return unreadRow.MatchString(s[1])
+	})
+	tm.keys("M-2")
+	tm.waitFor("bob's conversation shown", func(s []string) bool {
+		return strings.Contains(strings.Join(s, "\n"), "bob: hello from bob") && strings.HasPrefix(s[height-1], "bob> ")
+	})
+
+	// Every Unicode sample, received and sent: the layout holds.
+	for _, sample := range unicodeSamples {
+		text := strings.TrimSpace(sample.text)
+		bob.send("/msg alice " + text)
+		bob.await("sent", nil)
+		tm.typeText(text)
+		tm.keys("Enter")
+		got := bob.await("message", map[string]any{"from": "alice", "text": text})
+		require.Equal(t, text, got["text"], sample.name)
+		tm.waitFor(sample.name+" on screen, status line intact", func(s []string) bool {
+			return statusIntact(s) && strings.HasPrefix(s[height-1], "bob> ") && strings.Count(strings.Join(s, "\n"), "alice (") == 1
+		})
+	}
+	// The skin-tone sample, the one that corrupted both screens, is
+	// still drawn with the status line in place after a redraw.
+	tm.keys("C-l")
+	tm.waitFor("redrawn, status line intact", statusIntact)
+	t.Logf("screen after the Unicode samples:\n%s", strings.Join(tm.capture(), "\n"))
+
+	// 200 characters typed in one burst (one send-keys write), including
+	// words that name keys.
+	burst := strings.Repeat("up left home end delete backspace ", 6)[:200]
+	tm.typeText(burst)
+	tm.keys("Enter")
+	got := bob.await("message", map[string]any{"from": "alice", "text": strings.TrimSpace(burst)})
+	require.Equal(t, strings.TrimSpace(burst), got["text"])
+
+	// A three-line message (Alt-Enter between lines).
+	tm.typeText("line one")
+	tm.keys("M-Enter")
+	tm.typeText("line two")
+	tm.keys("M-Enter")
+	tm.typeText("line three")
+	tm.keys("Enter")
+	bob.await("message", map[string]any{"from": "alice", "text": "line one\nline two\nline three"})
+
+	// bob is killed: the status line says offline, not the old connection.
+	tm.waitFor("bob's connection in the status line", func(s []string) bool { return strings.Contains(s[height-2], "to bob: direct") })
+	require.NoError(t, bob.cmd.Process.Signal(syscall.SIGKILL))
+	tm.waitFor("bob offline in the status line", func(s []string) bool { return strings.Contains(s[height-2], "to bob: offline") })
+
+	tm.keys("C-c")
+	require.Eventually(t, func() bool {
+		return exec.Command(tmuxBin, "-S", tm.sock, "has-session", "-t", "chat").Run() != nil
+	}, e2eWait, 20*time.Millisecond, "Ctrl-C ends the chat")
+}
+
+var unreadRow = regexp.MustCompile(`^2 bob +1!?│`)
+
+type tmux struct {
+	t    *testing.T
+	bin  string
+	sock string
+}
+
+func (tm *tmux) run(args ...string) string {
+	tm.t.Helper()
+	out, err := exec.Command(tm.bin, append([]string{"-S", tm.sock}, args...)...).CombinedOutput()
+	require.NoError(tm.t, err, "tmux %v: %s", args, out)
+	return string(out)
+}
+
+func (tm *tmux) keys(keys ...string) {
+	tm.t.Helper()
+	tm.run(append([]string{"send-keys", "-t", "chat"}, keys...)...)
+}
+
+// typeText types s literally in one write to the terminal.
+func (tm *tmux) typeText(s string) {
+	tm.t.Helper()
+	tm.run("send-keys", "-t", "chat", "-l", s)
+}
+
+// capture is the visible screen, one string per row, without trailing
+// spaces.
+func (tm *tmux) capture() []string {
+	out, err := exec.Command(tm.bin, "-S", tm.sock, "capture-pane", "-p", "-t", "chat").Output()
+	if err != nil {
+		return nil
+	}
+	rows := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	for i := range rows {
+		rows[i] = strings.TrimRight(rows[i], " ")
+	}
+	return rows
+}
+
+// waitFor polls the screen until cond holds.
+func (tm *tmux) waitFor(what string, cond func([]string) bool) {
+	tm.t.Helper()
+	var last []string
+	ok := false
+	assert.Eventually(tm.t, func() bool {
+		last = tm.capture()
+		ok = len(last) > 2 && cond(last)
+		return ok
+	}, e2eWait, 20*time.Millisecond)
+	if !ok {
+		tm.t.Fatalf("%s; screen:\n%s", what, strings.Join(last, "\n"))
+	}
+}
