@@ -521,11 +521,15 @@ func (m *model) handleEvent(ev chat.Event) tea.Cmd {
 	return nil
 }
 
-// incoming shows a message in its conversation, with unread count,
-// mention, bell and title when that conversation is not the visible one.
-func (m *model) incoming(msg chat.Message) tea.Cmd {
+// incoming shows a message in its conversation (convKey), with unread
+// count, mention, bell and title when that conversation is not the
+// visible one.
+func (m *model) incoming(msg chat.Message) tea.Cmd { return m.incomingIn(convKey(msg), msg) }
+
+// incomingIn is incoming in conversation key: a room's messages come in
+// through it with key "#name".
+func (m *model) incomingIn(key string, msg chat.Message) tea.Cmd {
 	m.notePeer(msg.From, msg.Peer, nil, nil)
-	key := convKey(msg)
 	c := m.conv(key)
 	if c.ids[msg.ID] {
 		return nil

@@ -71,6 +71,7 @@ func TestTUIInTmux(t *testing.T) {
 	tm.waitFor("bob's conversation with 1 unread", func(s []string) bool {
 		return unreadRow.MatchString(s[1])
 	})
+	require.Equal(t, "(1) chat alice", tm.paneTitle(), "the window title shows the unread count")
 	tm.keys("M-2")
 	tm.waitFor("bob's conversation shown", func(s []string) bool {
 		return strings.Contains(strings.Join(s, "\n"), "bob: hello from bob") && strings.HasPrefix(s[height-1], "bob> ")
@@ -166,6 +167,11 @@ func (tm *tmux) keys(keys ...string) {
 func (tm *tmux) typeText(s string) {
 	tm.t.Helper()
 	tm.run("send-keys", "-t", tm.session, "-l", s)
+}
+
+func (tm *tmux) paneTitle() string {
+	tm.t.Helper()
+	return strings.TrimSpace(tm.run("display-message", "-p", "-t", tm.session, "#{pane_title}"))
 }
 
 // capture is the visible screen, one string per row, without trailing
