@@ -48,8 +48,9 @@ type (
 		conv string
 		v    any
 	}
-	quietWhoisMsg    struct{ w chat.Whois }
-	historyLoadedMsg struct{ h historyResult }
+	quietWhoisMsg     struct{ w chat.Whois }
+	historyLoadedMsg  struct{ h historyResult }
+	contactsLoadedMsg struct{ cs []chat.Contact }
 )
 
 type peerState struct {
@@ -121,7 +122,7 @@ func newModel(ctx context.Context, node *chat.Node, sess *session, start func(co
 }
 
 func (m model) Init() tea.Cmd {
-	cmds := []tea.Cmd{m.waitEvent(), m.startCmd()}
+	cmds := []tea.Cmd{m.waitEvent(), m.startCmd(), m.contactsCmd()}
 	if c := m.cur(); c.key != "" && !c.isRoom() {
 		cmds = append(cmds, m.historyCmd(c.key, startupHistory), m.whoisCmd(c.key))
 	}
@@ -143,6 +144,23 @@ func (m model) waitEvent() tea.Cmd {
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// contactsCmd lists the contacts quietly at start: each gets its
+// conversation in the sidebar (dimmed while offline), up to
+// maxStartupConvs.
+func (m model) contactsCmd() tea.Cmd {
+	if m.node == nil {
+		return nil
+	}
+	node := m.node
+	return func() tea.Msg {
+		cs, err := node.Contacts()
+		if err != nil {
+			return nil
+		}
+		return contactsLoadedMsg{cs}
 	}
 }
 
@@ -239,6 +257,9 @@ func (m model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case resultMsg:
 		return m.handleResult(msg)
+	case contactsLoadedMsg:
+		m.openContacts(msg.cs)
+		return m, nil
 	case historyLoadedMsg:
 		m.fillHistory(msg.h.With, msg.h.Messages)
 		return m, nil
