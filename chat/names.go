@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -350,6 +351,57 @@ func (nm *names) identify(ctx context.Context, p peer.ID, claimed string) (strin
 		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which it has not registered at the rendezvous daemons; shown by peer ID", p, claimed))
 	}
 	return p.String(), false
+}
+
+// accept pins nick to ai.ID in place of its old key: the old peer loses
+// the nick, the new one is followed as the contact.
+func (nm *names) accept(nick string, ai peer.AddrInfo) error {
+	old, _, err := nm.n.db.contact(nick)
+	if err != nil {
+		return err
+	}
+	if err := nm.n.db.repin(nick, ai.ID, ai.Addrs, time.Now()); err != nil {
+		return err
+	}
+	addAddrs(nm.n.h.Peerstore(), ai)
+	nm.mu.Lock()
+	if old.Peer != "" && nm.byPeer[old.Peer] == nick {
+		delete(nm.byPeer, old.Peer)
+	}
+	delete(nm.claimers, nick)
+	for k := range nm.warned {
+		if strings.HasPrefix(k, nick+"/") {
+			delete(nm.warned, k)
+		}
+	}
+	delete(nm.cache, nick)
+	nm.mu.Unlock()
+	if err := nm.allow(ai.ID); err != nil {
+		return err
+	}
+	nm.learn(ai.ID, nick)
+	// Its streams named it by its peer ID when they started: end them, so
+	// the next one is identified under the new pin.
+	nm.n.dm.resetPeer(ai.ID)
+	nm.n.peers.wantStream(ai.ID)
+	return nil
+}
+
+// noteClaimer remembers the last peer that claimed pinned nick, for
+// CheckKey (bounded like the warnings).
+func (nm *names) noteClaimer(nick string, p peer.ID) {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	if _, ok := nm.claimers[nick]; !ok && len(nm.claimers) >= maxWarned {
+		clear(nm.claimers)
+	}
+	nm.claimers[nick] = p
+}
+
+func (nm *names) claimer(nick string) peer.ID {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	return nm.claimers[nick]
 }
 
 // countClaim counts a nick claimed by p; it reports false past

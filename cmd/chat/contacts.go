@@ -171,3 +171,20 @@ func trustLines(r trustResult) []string {
 		return []string{fmt.Sprintf("%s: key %s, unchanged; safety number %s", k.Nick, shortID(k.Pinned), k.Safety)}
 	}
 }
+
+// maxStartupConvs bounds the contacts that get a conversation at start.
+const maxStartupConvs = 16
+
+// openContacts gives every known contact (the first maxStartupConvs by
+// nick) a conversation in the sidebar, with its presence, so Alt-N
+// reaches it from the start.
+func (m *model) openContacts(cs []chat.Contact) {
+	for i, c := range cs {
+		if i >= maxStartupConvs {
+			break
+		}
+		online, conn := c.Online, c.Conn
+		m.notePeer(c.Nick, c.Peer, &online, &conn)
+		m.conv(c.Nick)
+	}
+}

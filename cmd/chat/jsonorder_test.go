@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/colorprofile"
 	"github.com/stretchr/testify/require"
 
 	"github.com/p2p-messaging/p2p-messaging/chat"
@@ -173,4 +174,25 @@ func TestContactAndTrustParsing(t *testing.T) {
 		"  carol            " + shortID(mustPeer(t, carolID)) + " offline, last seen 2026-11-29 12:00",
 		"  dave             " + shortID(mustPeer(t, aliceID)) + " offline, never seen",
 	}, lines)
+}
+
+func TestTrustLines(t *testing.T) {
+	old, nw := mustPeer(t, bobID), mustPeer(t, carolID)
+	const sn = "01234 56789 01234 56789 01234 56789"
+	changed := trustLines(trustResult{Check: chat.KeyCheck{Nick: "bob", Pinned: old, New: nw, Safety: sn}})
+	require.Equal(t, []string{
+		"bob's key changed: pinned " + shortID(old) + ", now " + shortID(nw),
+		"safety number with the new key: " + sn,
+		"compare it with bob (they see the same digits), then: /trust bob 012345678901234567890123456789",
+	}, changed, "three short lines, no raw peer IDs")
+	require.Equal(t, []string{"bob's new key " + shortID(nw) + " is accepted and pinned (safety number " + sn + ")"},
+		trustLines(trustResult{Check: chat.KeyCheck{Nick: "bob", Pinned: old, New: nw, Safety: sn, Accepted: true}}))
+	require.Equal(t, []string{"bob: key " + shortID(old) + ", unchanged; safety number " + sn},
+		trustLines(trustResult{Check: chat.KeyCheck{Nick: "bob", Pinned: old, Safety: sn}}))
+
+	// In the UI the answer lands in the conversation it was typed in.
+	m := testModel(t, 100, 12, colorprofile.ASCII)
+	m = typeIn(t, m, "/to bob\n")
+	m = update(t, m, resultMsg{conv: "bob", v: trustResult{Check: chat.KeyCheck{Nick: "bob", Pinned: old, New: nw, Safety: sn}}})
+	require.Contains(t, screenText(m), "safety number with the new key: "+sn)
 }

@@ -48,8 +48,9 @@ type (
 		conv string
 		v    any
 	}
-	quietWhoisMsg    struct{ w chat.Whois }
-	historyLoadedMsg struct{ h historyResult }
+	quietWhoisMsg     struct{ w chat.Whois }
+	historyLoadedMsg  struct{ h historyResult }
+	contactsLoadedMsg struct{ cs []chat.Contact }
 )
 
 type peerState struct {
@@ -121,7 +122,7 @@ func newModel(ctx context.Context, node *chat.Node, sess *session, start func(co
 }
 
 func (m model) Init() tea.Cmd {
-	cmds := []tea.Cmd{m.waitEvent(), m.startCmd()}
+	cmds := []tea.Cmd{m.waitEvent(), m.startCmd(), m.contactsCmd()}
 	if c := m.cur(); c.key != "" && !c.isRoom() {
 		cmds = append(cmds, m.historyCmd(c.key, startupHistory), m.whoisCmd(c.key))
 	}
@@ -143,6 +144,23 @@ func (m model) waitEvent() tea.Cmd {
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// contactsCmd lists the contacts quietly at start: each gets its
+// conversation in the sidebar (dimmed while offline), up to
+// maxStartupConvs.
+func (m model) contactsCmd() tea.Cmd {
+	if m.node == nil {
+		return nil
+	}
+	node := m.node
+	return func() tea.Msg {
+		cs, err := node.Contacts()
+		if err != nil {
+			return nil
+		}
+		return contactsLoadedMsg{cs}
 	}
 }
 
@@ -239,6 +257,9 @@ func (m model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case resultMsg:
 		return m.handleResult(msg)
+	case contactsLoadedMsg:
+		m.openContacts(msg.cs)
+		return m, nil
 	case historyLoadedMsg:
 		m.fillHistory(msg.h.With, msg.h.Messages)
 		return m, nil
@@ -521,11 +542,15 @@ func (m *model) handleEvent(ev chat.Event) tea.Cmd {
 	return nil
 }
 
-// incoming shows a message in its conversation, with unread count,
-// mention, bell and title when that conversation is not the visible one.
-func (m *model) incoming(msg chat.Message) tea.Cmd {
+// incoming shows a message in its conversation (convKey), with unread
+// count, mention, bell and title when that conversation is not the
+// visible one.
+func (m *model) incoming(msg chat.Message) tea.Cmd { return m.incomingIn(convKey(msg), msg) }
+
+// incomingIn is incoming in conversation key: a room's messages come in
+// through it with key "#name".
+func (m *model) incomingIn(key string, msg chat.Message) tea.Cmd {
 	m.notePeer(msg.From, msg.Peer, nil, nil)
-	key := convKey(msg)
 	c := m.conv(key)
 	if c.ids[msg.ID] {
 		return nil

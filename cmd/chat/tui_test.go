@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -766,4 +767,21 @@ func TestTUILimits(t *testing.T) {
 	require.Contains(t, rows[statusRow(m)], "alice (")
 	require.Equal(t, m.height-1-maxInputRows, statusRow(m))
 	requireFits(t, m)
+}
+
+func TestTUIContactsOpenAtStart(t *testing.T) {
+	m := testModel(t, 80, 12, colorprofile.ASCII)
+	var cs []chat.Contact
+	for i := range maxStartupConvs + 4 {
+		cs = append(cs, chat.Contact{Nick: fmt.Sprintf("c%02d", i), Peer: mustPeer(t, bobID)})
+	}
+	cs[0].Online = true
+	m = update(t, m, contactsLoadedMsg{cs})
+	require.Len(t, m.convs, 1+maxStartupConvs, "bounded")
+	require.Equal(t, "c00", m.convs[1].key)
+	require.True(t, m.peers["c00"].online)
+	require.True(t, m.peers["c01"].known && !m.peers["c01"].online, "offline, dimmed in the sidebar")
+	m = update(t, m, key('3', tea.ModAlt))
+	require.Equal(t, "c01", m.cur().key)
+	require.Contains(t, screen(m)[statusRow(m)], "to c01: offline")
 }

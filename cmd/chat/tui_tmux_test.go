@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/x/ansi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -44,23 +45,33 @@ func TestTUIInTmux(t *testing.T) {
 	bob.await("ready", map[string]any{"nick": "bob"})
 
 	const width, height = 100, 30
-	tm := &tmux{t: t, bin: tmuxBin, sock: filepath.Join(t.TempDir(), "tmux.sock")}
-	aliceDir := t.TempDir()
-	tm.run("-f", "/dev/null", "new-session", "-d", "-x", fmt.Sprint(width), "-y", fmt.Sprint(height), "-s", "chat",
-		"env", "TERM=tmux-256color", "NO_COLOR=", chatBin, "-nick", "alice", "-listen", "/ip4/127.0.0.1/tcp/0",
-		"-rendezvous", rvAddr, "-data-dir", aliceDir)
-	t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", tm.sock, "kill-server").Run() })
-	tm.waitFor("alice ready", func(s []string) bool { return strings.Contains(strings.Join(s, "\n"), "ready: alice") })
-
-	statusIntact := func(s []string) bool {
-		return len(s) == height && strings.HasPrefix(s[height-2], " alice (") && strings.Contains(s[height-1], "> ")
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", sock, "kill-server").Run() })
+	startTUI := func(nick string) *tmux {
+		tm := &tmux{t: t, bin: tmuxBin, sock: sock, session: nick}
+		tm.run("-f", "/dev/null", "new-session", "-d", "-x", fmt.Sprint(width), "-y", fmt.Sprint(height), "-s", nick,
+			"env", "TERM=tmux-256color", "NO_COLOR=", chatBin, "-nick", nick, "-listen", "/ip4/127.0.0.1/tcp/0",
+			"-rendezvous", rvAddr, "-data-dir", t.TempDir())
+		tm.waitFor(nick+" ready", func(s []string) bool { return strings.Contains(strings.Join(s, "\n"), "ready: "+nick) })
+		return tm
 	}
+	tm := startTUI("alice")
+	carol := startTUI("carol")
+
+	statusOf := func(nick string) func(s []string) bool {
+		return func(s []string) bool {
+			return len(s) == height && strings.HasPrefix(s[height-2], " "+nick+" (") && strings.Contains(s[height-1], "> ") &&
+				strings.Count(strings.Join(s, "\n"), " "+nick+" (") == 1
+		}
+	}
+	statusIntact := statusOf("alice")
 
 	// bob writes: a conversation with an unread count appears.
 	bob.send("/msg alice hello from bob")
 	tm.waitFor("bob's conversation with 1 unread", func(s []string) bool {
 		return unreadRow.MatchString(s[1])
 	})
+	require.Equal(t, "(1) chat alice", tm.paneTitle(), "the window title shows the unread count")
 	tm.keys("M-2")
 	tm.waitFor("bob's conversation shown", func(s []string) bool {
 		return strings.Contains(strings.Join(s, "\n"), "bob: hello from bob") && strings.HasPrefix(s[height-1], "bob> ")
@@ -79,6 +90,24 @@ func TestTUIInTmux(t *testing.T) {
 			return statusIntact(s) && strings.HasPrefix(s[height-1], "bob> ") && strings.Count(strings.Join(s, "\n"), "alice (") == 1
 		})
 	}
+	// The same samples to carol, in a terminal UI too: her screen keeps
+	// its status line with each of them, in her conversation with alice.
+	for i, sample := range unicodeSamples {
+		tm.typeText("/msg carol " + strings.TrimSpace(sample.text))
+		tm.keys("Enter")
+		if i == 0 {
+			carol.waitFor("alice's conversation on carol's side", func(s []string) bool { return strings.Contains(s[1], "2 alice") })
+			carol.keys("M-2")
+		}
+		shown := "alice: " + strings.Fields(displayText(ansi.WcWidth, sample.text))[0]
+		carol.waitFor(sample.name+" on carol's screen, status line intact", func(s []string) bool {
+			return statusOf("carol")(s) && strings.HasPrefix(s[height-1], "alice> ") && strings.Contains(strings.Join(s, "\n"), shown)
+		})
+	}
+	t.Logf("carol's screen:\n%s", strings.Join(carol.capture(), "\n"))
+	// Two direct conversations on alice's side now.
+	tm.waitFor("carol in alice's sidebar", func(s []string) bool { return strings.HasPrefix(s[2], "3 carol") })
+
 	// The skin-tone sample, the one that corrupted both screens, is
 	// still drawn with the status line in place after a redraw.
 	tm.keys("C-l")
@@ -109,16 +138,17 @@ func TestTUIInTmux(t *testing.T) {
 
 	tm.keys("C-c")
 	require.Eventually(t, func() bool {
-		return exec.Command(tmuxBin, "-S", tm.sock, "has-session", "-t", "chat").Run() != nil
+		return exec.Command(tmuxBin, "-S", tm.sock, "has-session", "-t", "alice").Run() != nil
 	}, e2eWait, 20*time.Millisecond, "Ctrl-C ends the chat")
 }
 
 var unreadRow = regexp.MustCompile(`^2 bob +1!?│`)
 
 type tmux struct {
-	t    *testing.T
-	bin  string
-	sock string
+	t       *testing.T
+	bin     string
+	sock    string
+	session string
 }
 
 func (tm *tmux) run(args ...string) string {
@@ -130,19 +160,24 @@ func (tm *tmux) run(args ...string) string {
 
 func (tm *tmux) keys(keys ...string) {
 	tm.t.Helper()
-	tm.run(append([]string{"send-keys", "-t", "chat"}, keys...)...)
+	tm.run(append([]string{"send-keys", "-t", tm.session}, keys...)...)
 }
 
 // typeText types s literally in one write to the terminal.
 func (tm *tmux) typeText(s string) {
 	tm.t.Helper()
-	tm.run("send-keys", "-t", "chat", "-l", s)
+	tm.run("send-keys", "-t", tm.session, "-l", s)
+}
+
+func (tm *tmux) paneTitle() string {
+	tm.t.Helper()
+	return strings.TrimSpace(tm.run("display-message", "-p", "-t", tm.session, "#{pane_title}"))
 }
 
 // capture is the visible screen, one string per row, without trailing
 // spaces.
 func (tm *tmux) capture() []string {
-	out, err := exec.Command(tm.bin, "-S", tm.sock, "capture-pane", "-p", "-t", "chat").Output()
+	out, err := exec.Command(tm.bin, "-S", tm.sock, "capture-pane", "-p", "-t", tm.session).Output()
 	if err != nil {
 		return nil
 	}
