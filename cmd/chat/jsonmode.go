@@ -92,7 +92,7 @@ func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) e
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		forwardEvents(node.Events(), out.ch, stopEvents, func(ev chat.Event) any {
+		forwardEvents(node.Events(), out.ch, stopEvents, func(ev chat.Event) (any, func()) {
 			if m, ok := ev.(chat.EventMessage); ok && !m.Message.Outgoing {
 				sess.noteSender(m.Message.From)
 			}
@@ -173,14 +173,24 @@ func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) e
 
 // forwardEvents copies node events to out until the channel closes or stop
 // is closed; then it forwards what is already buffered.
-func forwardEvents(events <-chan chat.Event, out chan<- any, stop <-chan struct{}, conv func(chat.Event) any) {
+//
+// conv maps each event to what is written, and may return a function to
+// call once it is queued for the writer.
+func forwardEvents(events <-chan chat.Event, out chan<- any, stop <-chan struct{}, conv func(chat.Event) (any, func())) {
+	pass := func(ev chat.Event) {
+		v, queued := conv(ev)
+		out <- v
+		if queued != nil {
+			queued()
+		}
+	}
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
 				return
 			}
-			out <- conv(ev)
+			pass(ev)
 		case <-stop:
 			for {
 				select {
@@ -188,7 +198,7 @@ func forwardEvents(events <-chan chat.Event, out chan<- any, stop <-chan struct{
 					if !ok {
 						return
 					}
-					out <- conv(ev)
+					pass(ev)
 				default:
 					return
 				}

@@ -105,17 +105,19 @@ func (o *answerOrder) currentTag() string {
 	return t
 }
 
-// forward is what the event forwarder writes for ev.
-func (o *answerOrder) forward(ev chat.Event) any {
+// forward is what the event forwarder writes for ev, and for EventSent
+// what to do once it is queued for the writer: tell the command loop.
+func (o *answerOrder) forward(ev chat.Event) (any, func()) {
 	s, ok := ev.(chat.EventSent)
 	if !ok {
-		return ev
+		return ev, nil
 	}
-	select {
-	case o.sent <- s.ID:
-	default: // nobody waits that long; the wait times out
+	return tagged{tag: o.currentTag(), v: ev}, func() {
+		select {
+		case o.sent <- s.ID:
+		default: // nobody waits that long; the wait times out
+		}
 	}
-	return tagged{tag: o.currentTag(), v: ev}
 }
 
 // waitSent returns once the EventSent of id was forwarded, or after

@@ -77,6 +77,16 @@ func TestTUIInTmux(t *testing.T) {
 		return strings.Contains(strings.Join(s, "\n"), "bob: hello from bob") && strings.HasPrefix(s[height-1], "bob> ")
 	})
 
+	// bob's nick is drawn in a palette colour of the 256-colour cube
+	// (never the near-black 232 of issue 12).
+	m := nickSGR.FindStringSubmatch(tm.run("capture-pane", "-e", "-p", "-t", tm.session))
+	require.NotNil(t, m, "bob's nick in a 256-colour SGR")
+	inPalette := false
+	for _, c := range nickPalette {
+		inPalette = inPalette || fmt.Sprint(int(c.ansi256)) == m[1]
+	}
+	require.True(t, inPalette, "colour %s is not in the nick palette", m[1])
+
 	// Every Unicode sample, received and sent: the layout holds.
 	for _, sample := range unicodeSamples {
 		text := strings.TrimSpace(sample.text)
@@ -142,7 +152,10 @@ func TestTUIInTmux(t *testing.T) {
 	}, e2eWait, 20*time.Millisecond, "Ctrl-C ends the chat")
 }
 
-var unreadRow = regexp.MustCompile(`^2 bob +1!?│`)
+var (
+	unreadRow = regexp.MustCompile(`^2 bob +1!?│`)
+	nickSGR   = regexp.MustCompile(`38;5;(\d+)m(?:\x1b\[[0-9;]*m)*bob\x1b`)
+)
 
 type tmux struct {
 	t       *testing.T
