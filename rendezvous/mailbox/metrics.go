@@ -76,4 +76,3 @@ func (m *metrics) unregister() {
 		m.reg.Unregister(c)
 	}
 }
-
