@@ -106,6 +106,7 @@ func (n *Node) Send(ctx context.Context, nick, text string) (Message, error) {
 			n.out.drop(o)
 		} else {
 			n.ev.emit(EventSent{ID: m.ID, To: nick})
+			n.mbox.sent(o) // mailbox.go: deposits it unless acknowledged soon
 		}
 		stored <- err
 	})

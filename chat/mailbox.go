@@ -1,0 +1,571 @@
+package chat
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/p2p-messaging/p2p-messaging/chat/pb"
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
+)
+
+// This file is the chat side of the sealed offline mailbox
+// (rendezvous/mailbox): a message the recipient does not acknowledge
+// directly within DepositAfter (at once when it is offline) is also
+// deposited, sealed to it, on every daemon; the node fetches its own
+// deposits from every daemon when it starts, when a daemon connection
+// comes up, and when a daemon pushes a notice; what it fetched it stores
+// like a message from a stream, then deletes on the daemon and
+// acknowledges: directly if a stream to the sender is up, otherwise with a
+// sealed receipt in the sender's mailbox. A receipt is an ack.
+
+// Mailbox bounds that are not configurable.
+const (
+	mailboxTimeout   = 10 * time.Second // one daemon request
+	mailboxFetchPage = 64               // deposits per FETCH
+	// maxDepositing bounds the deposits (messages and receipts) in flight.
+	maxDepositing = 64
+	// closeDepositWait bounds how long Close waits for deposits in flight
+	// (and deposits the messages still waiting for their DepositAfter).
+	closeDepositWait = 5 * time.Second
+)
+
+// bktDeposited: message IDs deposited (value: daemons, 8 bytes), so a
+// restart does not deposit a pending message again.
+var bktDeposited = []byte("mailbox-deposited")
+
+// mbox is the node's mailbox service. It holds no state beyond the
+// deposited marks (in chat.db) and one fetch trigger per daemon.
+type mbox struct {
+	n       *Node
+	cl      *mailbox.Client
+	priv    crypto.PrivKey
+	daemons []peer.ID
+	enabled bool // a usable key and daemons
+	deposit bool // !Config.NoDeposit
+
+	kicks   map[peer.ID]chan struct{} // fetch triggers, one per daemon
+	slots   chan struct{}             // deposits in flight
+	stopNtf func()
+	closing chan struct{} // closed when the node starts closing
+
+	mu       sync.Mutex
+	started  bool
+	quitting bool          // close began
+	closed   bool          // close is done waiting: nothing new starts
+	inflight int           // deposits and fetch rounds Close waits for
+	idle     chan struct{} // closed when inflight drops to 0 while close waits
+}
+
+func newMailbox(n *Node) *mbox {
+	mb := &mbox{n: n, cl: mailbox.NewClient(n.h, mailboxTimeout), deposit: !n.cfg.NoDeposit,
+		kicks: map[peer.ID]chan struct{}{}, slots: make(chan struct{}, maxDepositing), closing: make(chan struct{})}
+	mb.priv = n.h.Peerstore().PrivKey(n.h.ID())
+	for _, d := range n.cfg.Rendezvous {
+		if _, dup := mb.kicks[d.ID]; !dup {
+			mb.daemons = append(mb.daemons, d.ID)
+			mb.kicks[d.ID] = make(chan struct{}, 1)
+		}
+	}
+	mb.enabled = len(mb.daemons) > 0 && mb.priv != nil && mb.priv.Type() == crypto.Ed25519
+	if len(mb.daemons) > 0 && !mb.enabled {
+		n.log.Warn("mailbox off: the node's key is not Ed25519")
+	}
+	return mb
+}
+
+// start begins fetching (now, on daemon connections and on notices) and
+// deposits what the outbox held from before a restart.
+func (mb *mbox) start() {
+	if !mb.enabled {
+		return
+	}
+	mb.mu.Lock()
+	if mb.started {
+		mb.mu.Unlock()
+		return
+	}
+	mb.started = true
+	mb.mu.Unlock()
+	n := mb.n
+	mb.stopNtf = mailbox.HandleNotices(n.h, mb.kick)
+	if sub, err := n.h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged)); err != nil {
+		n.log.Warn("mailbox: subscribe to connections", "err", err)
+	} else if !n.spawn(func() { mb.watchConns(sub) }) {
+		sub.Close()
+	}
+	for _, d := range mb.daemons {
+		if !n.spawn(func() { mb.fetchLoop(d) }) {
+			return
+		}
+		mb.kick(d)
+	}
+	mb.depositBacklog()
+}
+
+// close runs before the node's context ends: the messages still waiting
+// for their DepositAfter are deposited now, and close waits (at most
+// closeDepositWait) for the deposits and fetch rounds in flight (and what
+// they start: receipts), so a message sent or fetched just before
+// quitting still reaches the mailboxes.
+func (mb *mbox) close() {
+	mb.mu.Lock()
+	if mb.quitting {
+		mb.mu.Unlock()
+		return
+	}
+	mb.quitting = true
+	close(mb.closing)
+	var idle chan struct{}
+	if mb.inflight > 0 {
+		idle = make(chan struct{})
+		mb.idle = idle
+	}
+	mb.mu.Unlock()
+	if mb.stopNtf != nil {
+		mb.stopNtf()
+	}
+	if idle != nil {
+		t := time.NewTimer(closeDepositWait)
+		select {
+		case <-idle:
+		case <-t.C:
+			mb.n.log.Warn("mailbox: deposits still in flight at close")
+		}
+		t.Stop()
+	}
+	mb.mu.Lock()
+	mb.closed = true
+	mb.mu.Unlock()
+}
+
+// begin counts one operation Close waits for; false once Close is done
+// waiting.
+func (mb *mbox) begin() bool {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if mb.closed {
+		return false
+	}
+	mb.inflight++
+	return true
+}
+
+func (mb *mbox) end() {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	mb.inflight--
+	if mb.inflight == 0 && mb.idle != nil {
+		close(mb.idle)
+		mb.idle = nil
+	}
+}
+
+// track runs f in a goroutine as an operation Close waits for.
+func (mb *mbox) track(f func()) bool {
+	if !mb.begin() {
+		return false
+	}
+	if !mb.n.spawn(func() { defer mb.end(); f() }) {
+		mb.end()
+		return false
+	}
+	return true
+}
+
+// kick asks for a fetch from daemon d (a notice from anyone else is
+// ignored: only our daemons hold our mail).
+func (mb *mbox) kick(d peer.ID) {
+	if ch, ok := mb.kicks[d]; ok {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (mb *mbox) watchConns(sub event.Subscription) {
+	defer sub.Close()
+	for {
+		select {
+		case <-mb.n.ctx.Done():
+			return
+		case e, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			if c := e.(event.EvtPeerConnectednessChanged); c.Connectedness == network.Connected {
+				mb.kick(c.Peer)
+			}
+		}
+	}
+}
+
+// sent is called once a message's pending record is committed: unless it
+// is acknowledged within DepositAfter (at once if the recipient is
+// offline), it goes to the mailboxes.
+func (mb *mbox) sent(o *outMsg) {
+	if !mb.enabled || !mb.deposit {
+		return
+	}
+	n := mb.n
+	// Called from the store's writer (the commit callback): everything
+	// that may wait runs in a goroutine of its own.
+	mb.track(func() {
+		wait := n.cfg.DepositAfter
+		if online, _ := n.peers.status(o.m.Peer); !online {
+			wait = 0
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-mb.closing: // quitting: deposit what is still unacknowledged now
+			case <-n.ctx.Done():
+				return
+			}
+		}
+		if n.out.isGone(o) {
+			return // acknowledged directly
+		}
+		mb.depositMessage(o.m, true)
+	})
+}
+
+// depositBacklog deposits the outbox's messages that no mailbox holds yet
+// (sent before a restart, or while no daemon took them).
+func (mb *mbox) depositBacklog() {
+	if !mb.deposit {
+		return
+	}
+	n := mb.n
+	held := map[string]bool{}
+	_ = n.db.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bktDeposited); b != nil {
+			return b.ForEach(func(k, _ []byte) error { held[hex.EncodeToString(k)] = true; return nil })
+		}
+		return nil
+	})
+	var todo []Message
+	pending := map[string]bool{}
+	for _, p := range n.out.peers() {
+		for _, m := range n.out.messages(p) {
+			pending[m.ID] = true
+			if !held[m.ID] {
+				todo = append(todo, m)
+			}
+		}
+	}
+	// Forget the marks of messages that left the outbox.
+	var stale [][]byte
+	for id := range held {
+		if !pending[id] {
+			b, _ := hex.DecodeString(id)
+			stale = append(stale, b)
+		}
+	}
+	if len(stale) > 0 {
+		_ = n.db.submitWait(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bktDeposited)
+			if b == nil {
+				return nil
+			}
+			for _, k := range stale {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if len(todo) == 0 {
+		return
+	}
+	n.spawn(func() {
+		// Give the streams that come up at start a chance first.
+		t := time.NewTimer(n.cfg.DepositAfter)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-n.ctx.Done():
+			return
+		}
+		for _, m := range todo {
+			if n.ctx.Err() != nil {
+				return
+			}
+			if n.out.get(m.Peer, m.ID) != nil {
+				mb.depositMessage(m, true)
+			}
+		}
+	})
+}
+
+// depositMessage seals m to its recipient and deposits it on every daemon
+// in parallel; EventStored reports how many took it.
+func (mb *mbox) depositMessage(m Message, report bool) {
+	n := mb.n
+	id, _ := hex.DecodeString(m.ID)
+	box, err := mailbox.Seal(mb.priv, m.Peer, mailbox.Letter{Kind: mailbox.KindMessage, ID: id, Time: m.Time, Nick: n.cfg.Nick, Text: m.Text})
+	if err != nil {
+		n.log.Warn("mailbox: seal", "peer", m.Peer, "id", m.ID, "err", err)
+		return
+	}
+	ok := mb.depositAll(m.Peer, box)
+	if ok == 0 {
+		return
+	}
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(ok))
+	if err := n.db.submitWait(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bktDeposited)
+		if err != nil {
+			return err
+		}
+		return b.Put(id, v[:])
+	}); err != nil && !errors.Is(err, ErrClosed) {
+		n.log.Warn("mailbox: store deposited mark", "id", m.ID, "err", err)
+	}
+	if report {
+		n.ev.emit(EventStored{ID: m.ID, To: m.To, Daemons: ok})
+	}
+}
+
+// depositAll deposits box for to on every daemon and returns how many
+// took it.
+func (mb *mbox) depositAll(to peer.ID, box []byte) int {
+	n := mb.n
+	select {
+	case mb.slots <- struct{}{}:
+	case <-n.ctx.Done():
+		return 0
+	}
+	defer func() { <-mb.slots }()
+	var wg sync.WaitGroup
+	oks := make([]bool, len(mb.daemons))
+	for i, d := range mb.daemons {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(n.ctx, mailboxTimeout)
+			defer cancel()
+			if _, err := mb.cl.Deposit(ctx, d, to, box); err != nil {
+				n.log.Info("mailbox: deposit refused or failed", "daemon", d, "to", to, "err", err)
+				return
+			}
+			oks[i] = true
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, b := range oks {
+		if b {
+			ok++
+		}
+	}
+	return ok
+}
+
+// fetchLoop fetches from daemon d whenever it is kicked.
+func (mb *mbox) fetchLoop(d peer.ID) {
+	n := mb.n
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-mb.kicks[d]:
+		}
+		if n.h.Network().Connectedness(d) != network.Connected {
+			continue // the connection event kicks again
+		}
+		if !mb.begin() {
+			return
+		}
+		mb.fetchFrom(d)
+		mb.end()
+	}
+}
+
+// fetchFrom takes every deposit waiting on d, page by page. A page from
+// which nothing could be taken (the store's queue full, the sender over its
+// quota) ends the round; the next kick tries again.
+func (mb *mbox) fetchFrom(d peer.ID) {
+	n := mb.n
+	for n.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(n.ctx, mailboxTimeout)
+		deps, more, err := mb.cl.Fetch(ctx, d, mailboxFetchPage)
+		cancel()
+		if err != nil {
+			n.log.Info("mailbox: fetch", "daemon", d, "err", err)
+			return
+		}
+		var done [][]byte
+		for _, dep := range deps {
+			if mb.take(d, dep) {
+				done = append(done, dep.ID)
+			}
+		}
+		if len(done) > 0 {
+			ctx, cancel := context.WithTimeout(n.ctx, mailboxTimeout)
+			_, err := mb.cl.Delete(ctx, d, done)
+			cancel()
+			if err != nil {
+				n.log.Info("mailbox: delete", "daemon", d, "err", err)
+				return
+			}
+		}
+		if !more || len(done) == 0 {
+			return
+		}
+	}
+}
+
+// take handles one fetched deposit and reports whether it may be deleted
+// on the daemon: it was stored (or was a duplicate, a receipt, or is
+// garbage that will never open).
+func (mb *mbox) take(d peer.ID, dep mailbox.Deposit) bool {
+	n := mb.n
+	l, err := mailbox.Open(mb.priv, dep.Box)
+	if err != nil {
+		n.ev.emit(EventWarning{Text: fmt.Sprintf("rejected a sealed deposit from daemon %s: %v", d, err), Peer: d})
+		return true
+	}
+	from := l.From
+	if from == n.h.ID() || n.names.isBlocked(from) {
+		return true
+	}
+	switch l.Kind {
+	case mailbox.KindReceipt:
+		n.acked(from, l.ID)
+		return true
+	case mailbox.KindMessage:
+	default:
+		return true
+	}
+	if err := checkSentTime(l.Time.UnixMilli(), time.Now()); err != nil {
+		n.ev.emit(EventWarning{Text: fmt.Sprintf("rejected a sealed message from %s: %v", from, err), Peer: from})
+		return true
+	}
+	name := n.names.nickOf(from)
+	if name == "" {
+		name = from.String()
+		if l.Nick != "" && ValidNick(l.Nick) {
+			if v, ok := n.names.identify(n.ctx, from, l.Nick); ok {
+				name = v
+			}
+		}
+	}
+	m := Message{
+		ID:     hex.EncodeToString(l.ID),
+		From:   name,
+		To:     n.cfg.Nick,
+		Peer:   from,
+		Text:   l.Text,
+		Time:   l.Time,
+		Status: StatusDelivered,
+	}
+	type result struct{ ack, show bool }
+	res := make(chan result, 1)
+	var queued bool
+	if n.names.isContact(from) {
+		queued = n.db.tryAddIncoming(m, uint64(n.cfg.PeerQuota), func(r incomingResult, err error) {
+			switch {
+			case err != nil:
+				n.log.Error("store incoming message", "peer", from, "err", err)
+				res <- result{}
+			case r == inOverQuota:
+				n.names.warn(name, from, fmt.Sprintf("%s used up its storage quota (%d bytes): its messages are not taken", name, n.cfg.PeerQuota))
+				res <- result{}
+			case r == inStored:
+				n.ev.emit(EventMessage{Message: m})
+				n.names.talkedWith(from)
+				res <- result{ack: true, show: true}
+			default:
+				res <- result{ack: true} // a duplicate: ack again, show once
+			}
+		})
+	} else {
+		queued = n.db.tryAddRequest(m, n.cfg.MaxRequests, func(r requestResult, err error) {
+			switch {
+			case err != nil:
+				n.log.Error("store request", "peer", from, "err", err)
+				res <- result{}
+			case r == reqStored:
+				n.ev.emit(EventRequest{Peer: from, Nick: m.From, Text: m.Text, ID: m.ID, Time: m.Time})
+				res <- result{ack: true}
+			case r == reqSame:
+				res <- result{ack: true}
+			default:
+				res <- result{} // a stranger's later message: held until allowed
+			}
+		})
+	}
+	if !queued {
+		return false
+	}
+	var r result
+	select {
+	case r = <-res:
+	case <-n.ctx.Done():
+		return false
+	}
+	if !r.ack {
+		return false
+	}
+	mb.ack(from, l.ID)
+	return true
+}
+
+// ack acknowledges message id to its sender: on the active chat stream if
+// one is up, otherwise as a sealed receipt in the sender's mailbox.
+func (mb *mbox) ack(to peer.ID, id []byte) {
+	n := mb.n
+	if _, _, cs := n.peers.streams(to); cs != nil {
+		if cs.queue(&pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id}}}) {
+			return
+		}
+	}
+	if !mb.deposit {
+		return // the sender learns it when both are online (its resend is acked)
+	}
+	box, err := mailbox.Seal(mb.priv, to, mailbox.Letter{Kind: mailbox.KindReceipt, ID: id, Time: time.Now(), Nick: n.cfg.Nick})
+	if err != nil {
+		n.log.Warn("mailbox: seal receipt", "peer", to, "err", err)
+		return
+	}
+	mb.track(func() { mb.depositAll(to, box) })
+}
+
+// isGone reports whether o left the outbox (acknowledged, or its store
+// failed).
+func (ob *outbox) isGone(o *outMsg) bool {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return o.gone
+}
+
+// messages returns p's unacknowledged messages, oldest first.
+func (ob *outbox) messages(p peer.ID) []Message {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	po := ob.byPeer[p]
+	if po == nil {
+		return nil
+	}
+	out := make([]Message, 0, po.l.Len())
+	for e := po.l.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(*outMsg).m)
+	}
+	return out
+}
