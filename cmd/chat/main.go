@@ -48,6 +48,7 @@ type config struct {
 	json         bool
 	reachability chat.Reachability
 	logLevel     slog.Level
+	noDeposit    bool // -mailbox=false (mailbox.go)
 }
 
 const noDaemonHint = "no rendezvous daemon: start one with `go run ./cmd/rendezvous` or pass -rendezvous"
@@ -77,12 +78,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		reachability = fs.String("reachability", "auto", "auto|public|private: force what the node believes about its reachability")
 		logLevel     = fs.String("log-level", "info", "debug|info|warn|error; logs go to stderr in -json mode, to <data-dir>/chat.log in the UI")
 		jsonMode     = fs.Bool("json", false, "headless mode: commands on stdin, one JSON object per line on stdout (see cmd/chat/JSON.md)")
+		mailboxOn    = fs.Bool("mailbox", true, mailboxFlagHelp)
 	)
 	if err := fs.Parse(args, cli.NonEmpty(getenv)); err != nil {
 		return config{}, err
 	}
 
-	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode}
+	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode, noDeposit: !*mailboxOn}
 	if cfg.nick == "" {
 		return config{}, errors.New("-nick is required (or set CHAT_NICK)")
 	}
@@ -186,6 +188,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		DataDir:    cfg.dataDir,
 		Rendezvous: cfg.rendezvous,
 		Logger:     logger,
+		NoDeposit:  cfg.noDeposit,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)

@@ -75,6 +75,8 @@ type chatLine struct {
 	text string
 	mark mark
 	id   string // message ID once known
+	// stored: the daemons holding it in their mailboxes (mailbox.go)
+	stored int
 }
 
 type peerState struct {
@@ -488,6 +490,8 @@ func (m *model) handleEvent(ev chat.Event) {
 		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("ready: %s (%s) in room %s", e.Nick, shortID(e.Peer), m.self.room)})
 	case chat.EventSent:
 		// Shown when Enter was pressed; the send result binds the ID.
+	case chat.EventStored:
+		m.storedEvent(e) // mailbox.go
 	case chat.EventDelivered:
 		if l := m.byID[e.ID]; l != nil {
 			l.mark = markDelivered
@@ -681,7 +685,7 @@ func (m *model) renderLine(l *chatLine) string {
 		body = st.self.Render(from) + " → " + st.peerStyle(l.peer, l.to).Render(to) + ": " + text
 		switch l.mark {
 		case markPending:
-			body += " " + st.pending.Render("…")
+			body += " " + st.pending.Render("…"+storedSuffix(l.stored))
 		case markDelivered:
 			body += " " + st.ok.Render("✓")
 		case markFailed:
