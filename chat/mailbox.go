@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
 
 	"github.com/p2p-messaging/p2p-messaging/chat/pb"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
@@ -33,6 +34,12 @@ import (
 const (
 	mailboxTimeout   = 10 * time.Second // one daemon request
 	mailboxFetchPage = 64               // deposits per FETCH
+	// maxFetchPerRound bounds the deposits one fetch round takes, and
+	// fetchRoundRate/fetchRoundBurst the rounds per daemon, so a hostile
+	// daemon (endless pages, a storm of notices) costs a bounded amount.
+	maxFetchPerRound = 4096
+	fetchRoundRate   = 1 // per second
+	fetchRoundBurst  = 5
 	// maxDepositing bounds the deposits (messages and receipts) in flight.
 	maxDepositing = 64
 	// closeDepositWait bounds how long Close waits for deposits in flight
@@ -377,14 +384,19 @@ func (mb *mbox) depositAll(to peer.ID, box []byte) int {
 	return ok
 }
 
-// fetchLoop fetches from daemon d whenever it is kicked.
+// fetchLoop fetches from daemon d whenever it is kicked, at most
+// fetchRoundRate rounds a second (bursts of fetchRoundBurst).
 func (mb *mbox) fetchLoop(d peer.ID) {
 	n := mb.n
+	lim := rate.NewLimiter(fetchRoundRate, fetchRoundBurst)
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-mb.kicks[d]:
+		}
+		if err := lim.Wait(n.ctx); err != nil {
+			return
 		}
 		if n.h.Network().Connectedness(d) != network.Connected {
 			continue // the connection event kicks again
@@ -402,7 +414,15 @@ func (mb *mbox) fetchLoop(d peer.ID) {
 // quota) ends the round; the next kick tries again.
 func (mb *mbox) fetchFrom(d peer.ID) {
 	n := mb.n
-	for n.ctx.Err() == nil {
+	var rejected int
+	var firstErr error
+	defer func() {
+		// One warning per round, however many deposits did not open.
+		if rejected > 0 {
+			n.ev.emit(EventWarning{Text: fmt.Sprintf("rejected %d sealed deposit(s) from daemon %s: %v", rejected, d, firstErr), Peer: d})
+		}
+	}()
+	for seen := 0; n.ctx.Err() == nil && seen < maxFetchPerRound; {
 		ctx, cancel := context.WithTimeout(n.ctx, mailboxTimeout)
 		deps, more, err := mb.cl.Fetch(ctx, d, mailboxFetchPage)
 		cancel()
@@ -410,9 +430,17 @@ func (mb *mbox) fetchFrom(d peer.ID) {
 			n.log.Info("mailbox: fetch", "daemon", d, "err", err)
 			return
 		}
+		seen += len(deps)
 		var done [][]byte
 		for _, dep := range deps {
-			if mb.take(d, dep) {
+			ok, err := mb.take(dep)
+			if err != nil {
+				if rejected == 0 {
+					firstErr = err
+				}
+				rejected++
+			}
+			if ok {
 				done = append(done, dep.ID)
 			}
 		}
@@ -433,29 +461,27 @@ func (mb *mbox) fetchFrom(d peer.ID) {
 
 // take handles one fetched deposit and reports whether it may be deleted
 // on the daemon: it was stored (or was a duplicate, a receipt, or is
-// garbage that will never open).
-func (mb *mbox) take(d peer.ID, dep mailbox.Deposit) bool {
+// garbage that will never open: then err says why).
+func (mb *mbox) take(dep mailbox.Deposit) (bool, error) {
 	n := mb.n
 	l, err := mailbox.Open(mb.priv, dep.Box)
 	if err != nil {
-		n.ev.emit(EventWarning{Text: fmt.Sprintf("rejected a sealed deposit from daemon %s: %v", d, err), Peer: d})
-		return true
+		return true, err
 	}
 	from := l.From
 	if from == n.h.ID() || n.names.isBlocked(from) {
-		return true
+		return true, nil
 	}
 	switch l.Kind {
 	case mailbox.KindReceipt:
 		n.acked(from, l.ID)
-		return true
+		return true, nil
 	case mailbox.KindMessage:
 	default:
-		return true
+		return true, nil
 	}
 	if err := checkSentTime(l.Time.UnixMilli(), time.Now()); err != nil {
-		n.ev.emit(EventWarning{Text: fmt.Sprintf("rejected a sealed message from %s: %v", from, err), Peer: from})
-		return true
+		return true, fmt.Errorf("message from %s: %w", from, err)
 	}
 	name := n.names.nickOf(from)
 	if name == "" {
@@ -512,19 +538,19 @@ func (mb *mbox) take(d peer.ID, dep mailbox.Deposit) bool {
 		})
 	}
 	if !queued {
-		return false
+		return false, nil
 	}
 	var r result
 	select {
 	case r = <-res:
 	case <-n.ctx.Done():
-		return false
+		return false, nil
 	}
 	if !r.ack {
-		return false
+		return false, nil
 	}
 	mb.ack(from, l.ID)
-	return true
+	return true, nil
 }
 
 // ack acknowledges message id to its sender: on the active chat stream if

@@ -214,7 +214,7 @@ func TestMailboxTamperedDeposit(t *testing.T) {
 		w, ok := e.(EventWarning)
 		return ok && w.Peer == d.h.ID()
 	}).(EventWarning)
-	require.Contains(t, w.Text, "rejected a sealed deposit")
+	require.Contains(t, w.Text, "rejected 1 sealed deposit(s)")
 	require.Zero(t, bob.rec.count(isMessage("bad one")))
 	require.Eventually(t, func() bool { return d.mb.Stats().Deposits <= 1 }, 10*time.Second, 20*time.Millisecond, "both fetched and deleted (the receipt may be waiting)")
 }

@@ -23,6 +23,8 @@ type mailboxFlagValues struct {
 	bytesPerRecipient, bytesPerSender   byteSize
 	storeSize                           byteSize
 	ttl                                 *time.Duration
+	rate                                *float64
+	burst                               *int
 }
 
 // mailboxFlags defines the -mailbox* flags (each with its RENDEZVOUS_
@@ -36,6 +38,8 @@ func mailboxFlags(fs *cli.FlagSet) *mailboxFlagValues {
 		perSenderPerRecipient: fs.Int("mailbox-max-per-sender-per-recipient", def.MaxPerSenderPerRecipient,
 			"deposits one sender may have waiting for one recipient, so one sender cannot fill a recipient's quota; beyond it E_SENDER_FULL"),
 		ttl:               fs.Duration("mailbox-ttl", def.TTL, "how long a deposit is kept before it is deleted"),
+		rate:              fs.Float64("mailbox-rate", def.RequestRate, "mailbox requests per second from one peer (token bucket); beyond it E_RATE_LIMITED"),
+		burst:             fs.Int("mailbox-burst", def.RequestBurst, "mailbox request burst of one peer (token bucket size)"),
 		size:              byteSize(def.MaxDepositSize),
 		bytesPerRecipient: byteSize(def.MaxBytesPerRecipient),
 		bytesPerSender:    byteSize(def.MaxBytesPerSender),
@@ -57,6 +61,7 @@ func (v *mailboxFlagValues) config() (bool, mailbox.Limits) {
 	l.MaxBytesPerSender = int64(v.bytesPerSender)
 	l.MaxStoreSize = int64(v.storeSize)
 	l.TTL = *v.ttl
+	l.RequestRate, l.RequestBurst = *v.rate, *v.burst
 	return *v.on, l
 }
 

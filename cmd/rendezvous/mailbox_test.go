@@ -26,6 +26,8 @@ func TestMailboxFlagsAndEnv(t *testing.T) {
 		"RENDEZVOUS_MAILBOX_MAX_BYTES_PER_SENDER":         "2MiB",
 		"RENDEZVOUS_MAILBOX_MAX_STORE_SIZE":               "1GiB",
 		"RENDEZVOUS_MAILBOX_TTL":                          "48h",
+		"RENDEZVOUS_MAILBOX_RATE":                         "5",
+		"RENDEZVOUS_MAILBOX_BURST":                        "6",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	c, err = parseConfig([]string{"-data-dir", t.TempDir(), "-mailbox-max-per-recipient", "9"}, lookup, io.Discard)
@@ -39,6 +41,8 @@ func TestMailboxFlagsAndEnv(t *testing.T) {
 	require.Equal(t, int64(2<<20), l.MaxBytesPerSender)
 	require.Equal(t, int64(1<<30), l.MaxStoreSize)
 	require.Equal(t, 48*time.Hour, l.TTL)
+	require.Equal(t, 5.0, l.RequestRate)
+	require.Equal(t, 6, l.RequestBurst)
 
 	for _, bad := range [][]string{
 		{"-mailbox-max-deposit-size", "1MiB"},

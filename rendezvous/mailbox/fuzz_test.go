@@ -50,7 +50,9 @@ func FuzzServerStream(f *testing.F) {
 	daemon, err := newFuzzHost()
 	require.NoError(f, err)
 	defer daemon.Close()
-	srv, err := New(daemon, WithDataDir(f.TempDir()))
+	l := DefaultLimits()
+	l.RequestRate, l.RequestBurst = 1e9, 1<<30 // the fuzzer is one busy peer
+	srv, err := New(daemon, WithDataDir(f.TempDir()), WithLimits(l))
 	require.NoError(f, err)
 	defer srv.Close()
 	client, err := newFuzzHost()

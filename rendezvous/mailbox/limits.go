@@ -16,6 +16,12 @@ const (
 	DefaultTTL                      = 7 * 24 * time.Hour
 	DefaultMaxStoreSize             = 1 << 30
 	DefaultStreamTimeout            = 10 * time.Second
+	// DefaultRequestRate and DefaultRequestBurst shape the per-peer token
+	// bucket over all requests: a recipient catching up on 1000 deposits
+	// needs about 32 (fetch and delete pages of 64), a burst of sends
+	// fits, a flood is held to the rate.
+	DefaultRequestRate  = 50
+	DefaultRequestBurst = 500
 )
 
 // Limits bounds what the server stores. Every field is enforced and must
@@ -40,6 +46,10 @@ type Limits struct {
 	MaxStoreSize int64
 	// StreamTimeout bounds one request and its response.
 	StreamTimeout time.Duration
+	// RequestRate (per second) and RequestBurst bound the requests of one
+	// peer; beyond them E_RATE_LIMITED.
+	RequestRate  float64
+	RequestBurst int
 }
 
 // DefaultLimits returns the defaults.
@@ -53,6 +63,8 @@ func DefaultLimits() Limits {
 		TTL:                      DefaultTTL,
 		MaxStoreSize:             DefaultMaxStoreSize,
 		StreamTimeout:            DefaultStreamTimeout,
+		RequestRate:              DefaultRequestRate,
+		RequestBurst:             DefaultRequestBurst,
 	}
 }
 
@@ -79,5 +91,9 @@ func (l Limits) Validate() error {
 	if l.StreamTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("StreamTimeout must be positive, got %v", l.StreamTimeout))
 	}
+	if !(l.RequestRate > 0) {
+		errs = append(errs, fmt.Errorf("RequestRate must be positive, got %v", l.RequestRate))
+	}
+	pos("RequestBurst", int64(l.RequestBurst))
 	return errors.Join(errs...)
 }

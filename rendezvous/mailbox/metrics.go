@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, st *store) (*metrics, error) {
 			Name: "rendezvous_mailbox_expired_total", Help: "Deposits deleted at the end of their TTL."},
 			func() float64 { return float64(st.stats().Expired) }),
 	}
-	for _, s := range []Status{StatusBadRequest, StatusBadRecipient, StatusTooLarge, StatusRecipientFull, StatusSenderFull, StatusStoreFull} {
+	for _, s := range []Status{StatusBadRequest, StatusBadRecipient, StatusTooLarge, StatusRecipientFull, StatusSenderFull, StatusStoreFull, StatusRateLimited} {
 		m.rejected.WithLabelValues(s.String())
 	}
 	if reg == nil {

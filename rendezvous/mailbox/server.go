@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 // ServiceName is the resource-manager service of the mailbox streams.
@@ -27,6 +28,10 @@ const (
 	maxNotifying = 256
 	// streamMemory is reserved per stream: the largest request.
 	streamMemory = MaxRequestSize + 4096
+	// maxRatePeers bounds the per-peer token buckets kept; past it the
+	// full (idle) ones are dropped, and if none is, every peer shares a
+	// fresh bucket until the sweep.
+	maxRatePeers = 100_000
 )
 
 // Option configures a Server.
@@ -120,6 +125,7 @@ type Server struct {
 	closed    bool
 	streams   map[network.Stream]struct{}
 	notifying map[peer.ID]bool // true: another notice is due when this one ends
+	rates     map[peer.ID]*rate.Limiter
 	closeErr  error
 }
 
@@ -145,7 +151,7 @@ func New(h host.Host, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("mailbox: %w", err)
 	}
 	s := &Server{h: h, cfg: cfg, log: cfg.log, store: st,
-		streams: map[network.Stream]struct{}{}, notifying: map[peer.ID]bool{}}
+		streams: map[network.Stream]struct{}{}, notifying: map[peer.ID]bool{}, rates: map[peer.ID]*rate.Limiter{}}
 	s.m, err = newMetrics(cfg.reg, st)
 	if err != nil {
 		st.close()
@@ -209,6 +215,7 @@ func (s *Server) sweeper() {
 			if _, err := s.Sweep(); err != nil {
 				s.log.Warn("mailbox: sweep expired deposits", "err", err)
 			}
+			s.sweepRates(time.Now())
 		}
 	}
 }
@@ -284,8 +291,44 @@ func (s *Server) handle(st network.Stream) {
 	st.Close()
 }
 
+// allow takes one token from p's bucket.
+func (s *Server) allow(p peer.ID) bool {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.rates[p]
+	if l == nil {
+		if len(s.rates) >= maxRatePeers {
+			s.sweepRatesLocked(now)
+		}
+		l = rate.NewLimiter(rate.Limit(s.cfg.limits.RequestRate), s.cfg.limits.RequestBurst)
+		if len(s.rates) < maxRatePeers {
+			s.rates[p] = l
+		}
+	}
+	return l.AllowN(now, 1)
+}
+
+func (s *Server) sweepRates(now time.Time) {
+	s.mu.Lock()
+	s.sweepRatesLocked(now)
+	s.mu.Unlock()
+}
+
+func (s *Server) sweepRatesLocked(now time.Time) {
+	for p, l := range s.rates {
+		if l.TokensAt(now) >= float64(s.cfg.limits.RequestBurst) {
+			delete(s.rates, p)
+		}
+	}
+}
+
 // serve answers one decoded request from peer from.
 func (s *Server) serve(from peer.ID, req *request) *response {
+	if !s.allow(from) {
+		s.m.reject(StatusRateLimited)
+		return &response{status: StatusRateLimited, text: "too many requests; slow down"}
+	}
 	switch req.op {
 	case OpDeposit:
 		return s.deposit(from, req)

@@ -457,3 +457,21 @@ func newFuzzHost() (host.Host, error) {
 }
 
 func addrInfo(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()} }
+
+func TestRateLimitPerPeer(t *testing.T) {
+	l := DefaultLimits()
+	l.RequestRate, l.RequestBurst = 0.001, 3
+	b := newBed(t, WithLimits(l))
+	alice, bob := b.user(), b.user()
+	for range 3 {
+		_, _, err := alice.c.Fetch(ctx(t), b.daemon.ID(), 0)
+		require.NoError(t, err)
+	}
+	_, _, err := alice.c.Fetch(ctx(t), b.daemon.ID(), 0)
+	require.Equal(t, StatusRateLimited, statusOf(err), "%v", err)
+	_, err = alice.c.Deposit(ctx(t), b.daemon.ID(), bob.id, alice.seal(t, bob.id, "x"))
+	require.Equal(t, StatusRateLimited, statusOf(err), "%v", err)
+	// Another peer has its own bucket.
+	_, _, err = bob.c.Fetch(ctx(t), b.daemon.ID(), 0)
+	require.NoError(t, err)
+}

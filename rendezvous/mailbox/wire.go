@@ -62,6 +62,7 @@ const (
 	StatusRecipientFull Status = 200 // the recipient's count or bytes
 	StatusSenderFull    Status = 201 // this sender's share for the recipient, or its total
 	StatusStoreFull     Status = 202 // the daemon's total store size
+	StatusRateLimited   Status = 203 // this peer's request rate
 	// Server side.
 	StatusInternal Status = 300
 )
@@ -82,6 +83,8 @@ func (s Status) String() string {
 		return "E_SENDER_FULL"
 	case StatusStoreFull:
 		return "E_STORE_FULL"
+	case StatusRateLimited:
+		return "E_RATE_LIMITED"
 	case StatusInternal:
 		return "E_INTERNAL"
 	}
