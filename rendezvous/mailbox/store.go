@@ -58,6 +58,11 @@ func openStore(path string, l Limits) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	// Group commit: concurrent deposits and deletes share a transaction
+	// (and its fsync); a lone request waits at most a millisecond for
+	// company.
+	db.MaxBatchDelay = time.Millisecond
+	db.MaxBatchSize = 256
 	s := &store{db: db, limits: l, recip: map[peer.ID]*usage{}, sender: map[peer.ID]int64{}, pairs: map[pair]int{}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bktDeposits, bktExpiry, bktDigests} {
