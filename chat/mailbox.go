@@ -409,9 +409,12 @@ func (mb *mbox) fetchLoop(d peer.ID) {
 	}
 }
 
-// fetchFrom takes every deposit waiting on d, page by page. A page from
-// which nothing could be taken (the store's queue full, the sender over its
-// quota) ends the round; the next kick tries again.
+// fetchFrom takes every deposit waiting on d, page by page: each page's
+// messages are submitted to the store together (one group commit), then
+// acknowledged (one receipt per sender and page) and deleted on d. What
+// cannot be taken now (a stranger's held messages, the store's queue full,
+// a sender over its quota) stays on d, and the next page starts after it,
+// so it never blocks what came later; the next round tries it again.
 func (mb *mbox) fetchFrom(d peer.ID) {
 	n := mb.n
 	var rejected int
@@ -422,27 +425,52 @@ func (mb *mbox) fetchFrom(d peer.ID) {
 			n.ev.emit(EventWarning{Text: fmt.Sprintf("rejected %d sealed deposit(s) from daemon %s: %v", rejected, d, firstErr), Peer: d})
 		}
 	}()
+	var after []byte
 	for seen := 0; n.ctx.Err() == nil && seen < maxFetchPerRound; {
 		ctx, cancel := context.WithTimeout(n.ctx, mailboxTimeout)
-		deps, more, err := mb.cl.Fetch(ctx, d, mailboxFetchPage)
+		deps, more, err := mb.cl.FetchAfter(ctx, d, after, mailboxFetchPage)
 		cancel()
 		if err != nil {
 			n.log.Info("mailbox: fetch", "daemon", d, "err", err)
 			return
 		}
+		if len(deps) == 0 {
+			return
+		}
 		seen += len(deps)
+		after = deps[len(deps)-1].ID
 		var done [][]byte
+		var waits []*taking
 		for _, dep := range deps {
-			ok, err := mb.take(dep)
-			if err != nil {
+			t, err := mb.take(dep)
+			switch {
+			case err != nil:
 				if rejected == 0 {
 					firstErr = err
 				}
 				rejected++
+				done = append(done, dep.ID) // it will never open: delete it
+			case t == nil:
+				done = append(done, dep.ID) // handled (a receipt, ours, blocked)
+			case t.res != nil:
+				waits = append(waits, t)
+			}
+		}
+		acks := map[peer.ID][][]byte{}
+		for _, t := range waits {
+			var ok bool
+			select {
+			case ok = <-t.res:
+			case <-n.ctx.Done():
+				return
 			}
 			if ok {
-				done = append(done, dep.ID)
+				done = append(done, t.dep)
+				acks[t.from] = append(acks[t.from], t.id)
 			}
+		}
+		for from, ids := range acks {
+			mb.ack(from, ids)
 		}
 		if len(done) > 0 {
 			ctx, cancel := context.WithTimeout(n.ctx, mailboxTimeout)
@@ -453,35 +481,50 @@ func (mb *mbox) fetchFrom(d peer.ID) {
 				return
 			}
 		}
-		if !more || len(done) == 0 {
+		if !more {
 			return
 		}
 	}
 }
 
-// take handles one fetched deposit and reports whether it may be deleted
-// on the daemon: it was stored (or was a duplicate, a receipt, or is
-// garbage that will never open: then err says why).
-func (mb *mbox) take(dep mailbox.Deposit) (bool, error) {
+// taking is a fetched message on its way into the store: res reports
+// (once) whether it was stored or was a duplicate, i.e. is to be
+// acknowledged and deleted.
+type taking struct {
+	dep  []byte // deposit ID
+	from peer.ID
+	id   []byte // message ID
+	res  chan bool
+}
+
+// take opens one fetched deposit and handles it. It returns nil when the
+// deposit is dealt with at once (a receipt, our own, a blocked sender's:
+// delete it), an error when it does not open or is refused (delete it: it
+// never will), or a taking whose res is nil when it cannot be taken now
+// (keep it).
+func (mb *mbox) take(dep mailbox.Deposit) (*taking, error) {
 	n := mb.n
 	l, err := mailbox.Open(mb.priv, dep.Box)
 	if err != nil {
-		return true, err
+		return nil, err
 	}
 	from := l.From
 	if from == n.h.ID() || n.names.isBlocked(from) {
-		return true, nil
+		return nil, nil
 	}
 	switch l.Kind {
 	case mailbox.KindReceipt:
 		n.acked(from, l.ID)
-		return true, nil
+		for _, id := range l.Acks {
+			n.acked(from, id)
+		}
+		return nil, nil
 	case mailbox.KindMessage:
 	default:
-		return true, nil
+		return nil, nil
 	}
 	if err := checkSentTime(l.Time.UnixMilli(), time.Now()); err != nil {
-		return true, fmt.Errorf("message from %s: %w", from, err)
+		return nil, fmt.Errorf("message from %s: %w", from, err)
 	}
 	name := n.names.nickOf(from)
 	if name == "" {
@@ -501,24 +544,23 @@ func (mb *mbox) take(dep mailbox.Deposit) (bool, error) {
 		Time:   l.Time,
 		Status: StatusDelivered,
 	}
-	type result struct{ ack, show bool }
-	res := make(chan result, 1)
+	t := &taking{dep: dep.ID, from: from, id: l.ID, res: make(chan bool, 1)}
 	var queued bool
 	if n.names.isContact(from) {
 		queued = n.db.tryAddIncoming(m, uint64(n.cfg.PeerQuota), func(r incomingResult, err error) {
 			switch {
 			case err != nil:
 				n.log.Error("store incoming message", "peer", from, "err", err)
-				res <- result{}
+				t.res <- false
 			case r == inOverQuota:
 				n.names.warn(name, from, fmt.Sprintf("%s used up its storage quota (%d bytes): its messages are not taken", name, n.cfg.PeerQuota))
-				res <- result{}
+				t.res <- false
 			case r == inStored:
 				n.ev.emit(EventMessage{Message: m})
 				n.names.talkedWith(from)
-				res <- result{ack: true, show: true}
+				t.res <- true
 			default:
-				res <- result{ack: true} // a duplicate: ack again, show once
+				t.res <- true // a duplicate: ack again, show once
 			}
 		})
 	} else {
@@ -526,51 +568,51 @@ func (mb *mbox) take(dep mailbox.Deposit) (bool, error) {
 			switch {
 			case err != nil:
 				n.log.Error("store request", "peer", from, "err", err)
-				res <- result{}
+				t.res <- false
 			case r == reqStored:
 				n.ev.emit(EventRequest{Peer: from, Nick: m.From, Text: m.Text, ID: m.ID, Time: m.Time})
-				res <- result{ack: true}
+				t.res <- true
 			case r == reqSame:
-				res <- result{ack: true}
+				t.res <- true
 			default:
-				res <- result{} // a stranger's later message: held until allowed
+				t.res <- false // a stranger's later message: held until allowed
 			}
 		})
 	}
 	if !queued {
-		return false, nil
+		t.res = nil
 	}
-	var r result
-	select {
-	case r = <-res:
-	case <-n.ctx.Done():
-		return false, nil
-	}
-	if !r.ack {
-		return false, nil
-	}
-	mb.ack(from, l.ID)
-	return true, nil
+	return t, nil
 }
 
-// ack acknowledges message id to its sender: on the active chat stream if
-// one is up, otherwise as a sealed receipt in the sender's mailbox.
-func (mb *mbox) ack(to peer.ID, id []byte) {
+// ack acknowledges messages ids to their sender: on the active chat
+// stream if one is up, otherwise as sealed receipts (up to 256 IDs each)
+// in the sender's mailbox.
+func (mb *mbox) ack(to peer.ID, ids [][]byte) {
 	n := mb.n
 	if _, _, cs := n.peers.streams(to); cs != nil {
-		if cs.queue(&pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id}}}) {
+		rest := ids[:0:0]
+		for _, id := range ids {
+			if !cs.queue(&pb.Frame{Body: &pb.Frame_Ack{Ack: &pb.Ack{Id: id}}}) {
+				rest = append(rest, id)
+			}
+		}
+		ids = rest
+	}
+	if len(ids) == 0 || !mb.deposit {
+		return // without receipts the sender learns it when both are online (its resend is acked)
+	}
+	for len(ids) > 0 {
+		k := min(len(ids), 1+mailbox.MaxAcks)
+		chunk := ids[:k]
+		ids = ids[k:]
+		box, err := mailbox.Seal(mb.priv, to, mailbox.Letter{Kind: mailbox.KindReceipt, ID: chunk[0], Acks: chunk[1:], Time: time.Now(), Nick: n.cfg.Nick})
+		if err != nil {
+			n.log.Warn("mailbox: seal receipt", "peer", to, "err", err)
 			return
 		}
+		mb.track(func() { mb.depositAll(to, box) })
 	}
-	if !mb.deposit {
-		return // the sender learns it when both are online (its resend is acked)
-	}
-	box, err := mailbox.Seal(mb.priv, to, mailbox.Letter{Kind: mailbox.KindReceipt, ID: id, Time: time.Now(), Nick: n.cfg.Nick})
-	if err != nil {
-		n.log.Warn("mailbox: seal receipt", "peer", to, "err", err)
-		return
-	}
-	mb.track(func() { mb.depositAll(to, box) })
 }
 
 // isGone reports whether o left the outbox (acknowledged, or its store

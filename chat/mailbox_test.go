@@ -2,11 +2,14 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/stretchr/testify/require"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
@@ -234,4 +237,49 @@ func TestMailboxPushNotice(t *testing.T) {
 	_, err = mailbox.NewClient(alice.h, 0).Deposit(ctx, d.h.ID(), bob.ID(), box)
 	require.NoError(t, err)
 	bob.rec.wait(t, 10*time.Second, isMessage("pushed"))
+}
+
+// A stranger's held deposits (its later messages wait until it is
+// allowed) do not block a contact's message that came after them.
+func TestMailboxStrangerCannotBlockQueue(t *testing.T) {
+	d := newMailboxDaemon(t)
+	bobDir := t.TempDir()
+	alice := newNode(t, d.rdvServer, "alice", "", withDaemons(d))
+	bob := newNode(t, d.rdvServer, "bob", bobDir, withDaemons(d))
+	meet(t, alice, bob)
+	bobID := bob.ID()
+	require.NoError(t, bob.Close())
+	alice.rec.wait(t, 10*time.Second, isPresence("bob", false))
+
+	mallory := newTestHostForMailbox(t, d)
+	priv := mallory.Peerstore().PrivKey(mallory.ID())
+	cl := mailbox.NewClient(mallory, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range mailboxFetchPage + 6 {
+		box, err := mailbox.Seal(priv, bobID, mailbox.Letter{Kind: mailbox.KindMessage, ID: []byte(fmt.Sprintf("mallory-%08d", i)),
+			Time: time.Now(), Text: fmt.Sprintf("spam %d", i)})
+		require.NoError(t, err)
+		_, err = cl.Deposit(ctx, d.h.ID(), bobID, box)
+		require.NoError(t, err)
+	}
+	m := send(t, alice, "bob", "the one that matters")
+	alice.rec.wait(t, 10*time.Second, isStored(m.ID))
+
+	bob = newNode(t, d.rdvServer, "bob", bobDir, withDaemons(d))
+	bob.rec.wait(t, 15*time.Second, isMessage("the one that matters"))
+	bob.rec.wait(t, 15*time.Second, isRequest("spam 0"))
+	require.Equal(t, 1, bob.rec.count(func(e Event) bool { _, ok := e.(EventRequest); return ok }), "one request per stranger")
+	alice.rec.wait(t, 15*time.Second, isDelivered(m.ID))
+}
+
+func newTestHostForMailbox(t *testing.T, d *mbDaemon) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics())
+	require.NoError(t, err)
+	t.Cleanup(func() { h.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, h.Connect(ctx, d.info))
+	return h
 }

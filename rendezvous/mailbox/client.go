@@ -47,7 +47,16 @@ func (c *Client) Deposit(ctx context.Context, daemon, recipient peer.ID, box []b
 // Fetch returns up to limit (0: MaxFetch) of our deposits on daemon,
 // oldest first, and whether more wait.
 func (c *Client) Fetch(ctx context.Context, daemon peer.ID, limit int) ([]Deposit, bool, error) {
-	resp, err := c.exchange(ctx, daemon, &request{op: OpFetch, limit: uint64(max(limit, 0))})
+	return c.FetchAfter(ctx, daemon, nil, limit)
+}
+
+// FetchAfter is Fetch starting after the deposit ID after (nil: from the
+// oldest), so a recipient can page past deposits it keeps for later.
+func (c *Client) FetchAfter(ctx context.Context, daemon peer.ID, after []byte, limit int) ([]Deposit, bool, error) {
+	if after != nil && len(after) != IDLen {
+		return nil, false, fmt.Errorf("fetch from %s: cursor of %d bytes", daemon, len(after))
+	}
+	resp, err := c.exchange(ctx, daemon, &request{op: OpFetch, limit: uint64(max(limit, 0)), after: after})
 	if err != nil {
 		return nil, false, fmt.Errorf("fetch from %s: %w", daemon, err)
 	}

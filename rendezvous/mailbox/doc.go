@@ -18,7 +18,8 @@
 //	           2 recipient (bytes: a peer ID, DEPOSIT),
 //	           3 box (bytes: the sealed box, DEPOSIT),
 //	           4 limit (varint, FETCH; 0 or above 256 means 256),
-//	           5 id (bytes, 16, repeated up to 256 times, DELETE) }
+//	           5 id (bytes, 16, repeated up to 256 times, DELETE),
+//	           6 after (bytes, 16: a deposit ID, FETCH: only later ones) }
 //	Response { 1 status (varint, always written), 2 text (string),
 //	           3 id (bytes: the deposit's ID, DEPOSIT),
 //	           4 deposit (repeated Deposit, FETCH), 5 more (varint 1: more wait),
@@ -29,9 +30,12 @@
 // authenticated peer may DEPOSIT for any recipient whose peer ID embeds an
 // Ed25519 key (anything else is E_BAD_RECIPIENT). FETCH and DELETE act only
 // on the deposits of the peer asking: another peer's deposit IDs match
-// nothing. FETCH returns the oldest deposits first, at most 256 and about
-// 1 MiB per response, with more set when others wait; deposits past their
-// TTL are never handed out. A DEPOSIT of a box already held for that
+// nothing. FETCH returns the oldest deposits first (a deposit ID is an
+// 8-byte arrival sequence and 8 random bytes), after the deposit ID
+// `after` if given, at most 256 and about 1 MiB per response, with more set
+// when others wait; so a recipient pages past deposits it keeps for later
+// (a stranger's held messages cannot block what comes after them).
+// Deposits past their TTL are never handed out. A DEPOSIT of a box already held for that
 // recipient (a replay) answers OK with the held deposit's ID and stores
 // nothing.
 //

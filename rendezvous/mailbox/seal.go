@@ -29,7 +29,8 @@ type Kind uint64
 const (
 	// KindMessage is a chat message.
 	KindMessage Kind = 1
-	// KindReceipt acknowledges a message: the recipient stored it.
+	// KindReceipt acknowledges messages: the recipient stored them (ID
+	// and Acks).
 	KindReceipt Kind = 2
 )
 
@@ -42,6 +43,8 @@ const (
 	MaxTextLen = 4096
 	// MaxNickLen bounds a letter's claimed nick.
 	MaxNickLen = 64
+	// MaxAcks bounds the further message IDs one receipt acknowledges.
+	MaxAcks = 255
 	// padBlock: the plaintext is padded to a multiple of it, so a box's
 	// size tells the daemon the text length only to within padBlock.
 	padBlock = 256
@@ -60,8 +63,12 @@ type Letter struct {
 	From peer.ID
 	// To is the recipient the sender addressed (and signed).
 	To peer.ID
-	// ID is the chat message ID (for a receipt: the message acknowledged).
+	// ID is the chat message ID (for a receipt: the first message
+	// acknowledged).
 	ID []byte
+	// Acks are the further message IDs a receipt acknowledges (at most
+	// MaxAcks, each MessageIDLen bytes); empty in a message.
+	Acks [][]byte
 	// Time is the sender's clock when it wrote the letter (milliseconds).
 	Time time.Time
 	// Nick is the nick the sender claims (unverified: a claim, as in a
@@ -265,9 +272,20 @@ func (l *Letter) check() error {
 		if l.Text == "" || len(l.Text) > MaxTextLen || !utf8.ValidString(l.Text) {
 			return fmt.Errorf("message text must be 1-%d bytes of UTF-8", MaxTextLen)
 		}
+		if len(l.Acks) > 0 {
+			return errors.New("a message acknowledges nothing")
+		}
 	case KindReceipt:
 		if l.Text != "" {
 			return errors.New("a receipt carries no text")
+		}
+		if len(l.Acks) > MaxAcks {
+			return fmt.Errorf("a receipt acknowledges at most %d further messages", MaxAcks)
+		}
+		for _, a := range l.Acks {
+			if len(a) != MessageIDLen {
+				return fmt.Errorf("acknowledged ID of %d bytes, want %d", len(a), MessageIDLen)
+			}
 		}
 	default:
 		return fmt.Errorf("unknown kind %d", l.Kind)
@@ -289,6 +307,7 @@ const (
 	fLetTime = 5
 	fLetNick = 6
 	fLetText = 7
+	fLetAck  = 8
 )
 
 func (l *Letter) marshalBody(pub, to []byte) []byte {
@@ -306,6 +325,10 @@ func (l *Letter) marshalBody(pub, to []byte) []byte {
 	b = protowire.AppendString(b, l.Nick)
 	b = protowire.AppendTag(b, fLetText, protowire.BytesType)
 	b = protowire.AppendString(b, l.Text)
+	for _, a := range l.Acks {
+		b = protowire.AppendTag(b, fLetAck, protowire.BytesType)
+		b = protowire.AppendBytes(b, a)
+	}
 	return b
 }
 
@@ -326,6 +349,11 @@ func unmarshalBody(b []byte) (l Letter, pub, to []byte, err error) {
 			l.Nick = string(bs)
 		case fLetText:
 			l.Text = string(bs)
+		case fLetAck:
+			if len(l.Acks) > MaxAcks {
+				return errors.New("too many acknowledged IDs")
+			}
+			l.Acks = append(l.Acks, append([]byte(nil), bs...))
 		}
 		return nil
 	})

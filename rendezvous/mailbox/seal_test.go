@@ -30,7 +30,9 @@ func testLetter() Letter {
 func TestSealOpenRoundTrip(t *testing.T) {
 	aliceKey, alice := newKey(t)
 	bobKey, bob := newKey(t)
-	for _, l := range []Letter{testLetter(), {Kind: KindReceipt, ID: bytes.Repeat([]byte{1}, MessageIDLen), Time: time.UnixMilli(5).UTC()}} {
+	receipt := Letter{Kind: KindReceipt, ID: bytes.Repeat([]byte{1}, MessageIDLen), Time: time.UnixMilli(5).UTC(),
+		Acks: [][]byte{bytes.Repeat([]byte{2}, MessageIDLen), bytes.Repeat([]byte{3}, MessageIDLen)}}
+	for _, l := range []Letter{testLetter(), receipt} {
 		box, err := Seal(aliceKey, bob, l)
 		require.NoError(t, err)
 		require.Zero(t, (len(box)-boxOverhead)%padBlock, "padded to the block")
@@ -43,6 +45,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 		require.Equal(t, l.ID, got.ID)
 		require.Equal(t, l.Text, got.Text)
 		require.Equal(t, l.Nick, got.Nick)
+		require.Equal(t, l.Acks, got.Acks)
 		require.True(t, l.Time.Equal(got.Time))
 	}
 	// Two seals of one letter differ (fresh ephemeral key).
@@ -133,6 +136,9 @@ func TestSealRejectsBadRecipientsAndLetters(t *testing.T) {
 		"short id":     {Kind: KindMessage, ID: make([]byte, 3), Text: "x"},
 		"receipt text": {Kind: KindReceipt, ID: make([]byte, MessageIDLen), Text: "x"},
 		"kind":         {Kind: 9, ID: make([]byte, MessageIDLen), Text: "x"},
+		"message acks": {Kind: KindMessage, ID: make([]byte, MessageIDLen), Text: "x", Acks: [][]byte{make([]byte, MessageIDLen)}},
+		"short ack":    {Kind: KindReceipt, ID: make([]byte, MessageIDLen), Acks: [][]byte{make([]byte, 3)}},
+		"many acks":    {Kind: KindReceipt, ID: make([]byte, MessageIDLen), Acks: make([][]byte, MaxAcks+1)},
 	} {
 		_, err := Seal(aliceKey, bob, l)
 		require.Error(t, err, name)

@@ -337,7 +337,7 @@ func (s *Server) serve(from peer.ID, req *request) *response {
 		if limit == 0 {
 			limit = MaxFetch
 		}
-		deps, more, err := s.store.fetch(from, limit, MaxResponseSize-1024, s.cfg.now())
+		deps, more, err := s.store.fetch(from, req.after, limit, MaxResponseSize-1024, s.cfg.now())
 		if err != nil {
 			s.log.Error("mailbox: fetch", "peer", from, "err", err)
 			return &response{status: StatusInternal, text: "store error"}

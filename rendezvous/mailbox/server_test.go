@@ -475,3 +475,40 @@ func TestRateLimitPerPeer(t *testing.T) {
 	_, _, err = bob.c.Fetch(ctx(t), b.daemon.ID(), 0)
 	require.NoError(t, err)
 }
+
+func TestFetchOrderAndCursor(t *testing.T) {
+	b := newBed(t)
+	alice, bob := b.user(), b.user()
+	var ids [][]byte
+	for range 5 {
+		id, err := alice.c.Deposit(ctx(t), b.daemon.ID(), bob.id, alice.seal(t, bob.id, "x"))
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	deps, more, err := bob.c.Fetch(ctx(t), b.daemon.ID(), 2)
+	require.NoError(t, err)
+	require.True(t, more)
+	require.Equal(t, ids[0], deps[0].ID, "arrival order")
+	require.Equal(t, ids[1], deps[1].ID)
+	// Keep those two, page past them.
+	deps, more, err = bob.c.FetchAfter(ctx(t), b.daemon.ID(), deps[1].ID, 0)
+	require.NoError(t, err)
+	require.False(t, more)
+	require.Len(t, deps, 3)
+	require.Equal(t, ids[2:], [][]byte{deps[0].ID, deps[1].ID, deps[2].ID})
+	// A cursor that is not a held ID still seeks correctly.
+	gone := append([]byte(nil), ids[2]...)
+	_, err = bob.c.Delete(ctx(t), b.daemon.ID(), [][]byte{ids[2]})
+	require.NoError(t, err)
+	deps, _, err = bob.c.FetchAfter(ctx(t), b.daemon.ID(), gone, 0)
+	require.NoError(t, err)
+	require.Len(t, deps, 2)
+	require.Equal(t, ids[3], deps[0].ID)
+	// And the order survives a restart.
+	b.restart()
+	id, err := alice.c.Deposit(ctx(t), b.daemon.ID(), bob.id, alice.seal(t, bob.id, "after restart"))
+	require.NoError(t, err)
+	deps, _, err = bob.c.Fetch(ctx(t), b.daemon.ID(), 0)
+	require.NoError(t, err)
+	require.Equal(t, id, deps[len(deps)-1].ID)
+}

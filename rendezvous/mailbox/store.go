@@ -45,6 +45,7 @@ type store struct {
 	limits Limits
 
 	mu      sync.Mutex
+	lastSeq uint64 // deposit IDs start with a sequence: max(last+1, unix nanos)
 	recip   map[peer.ID]*usage
 	sender  map[peer.ID]int64 // bytes
 	pairs   map[pair]int
@@ -80,6 +81,9 @@ func openStore(path string, l Limits) (*store, error) {
 				return err
 			}
 			s.account(snd, r, cost(box), 1)
+			if id := k[len(k)-IDLen:]; binary.BigEndian.Uint64(id) > s.lastSeq {
+				s.lastSeq = binary.BigEndian.Uint64(id)
+			}
 			return nil
 		})
 	})
@@ -185,10 +189,16 @@ func digest(r peer.ID, box []byte) []byte {
 // already held answers with the held deposit's ID and dup set; the
 // caller then gives the reservation back.
 func (s *store) put(snd, r peer.ID, box []byte, now time.Time) (id []byte, dup bool, err error) {
+	// A deposit ID is a sequence (so a recipient's deposits sort in
+	// arrival order) and 8 random bytes (so IDs cannot be guessed).
 	newID := make([]byte, IDLen)
-	if _, err := rand.Read(newID); err != nil {
+	if _, err := rand.Read(newID[8:]); err != nil {
 		return nil, false, err
 	}
+	s.mu.Lock()
+	s.lastSeq = max(s.lastSeq+1, uint64(now.UnixNano()))
+	binary.BigEndian.PutUint64(newID, s.lastSeq)
+	s.mu.Unlock()
 	dg := digest(r, box)
 	ms := now.UnixMilli()
 	err = s.db.Batch(func(tx *bolt.Tx) error {
@@ -227,9 +237,10 @@ func expKey(ms int64, k []byte) []byte {
 	return append(e, k...)
 }
 
-// fetch returns r's oldest deposits that have not expired, at most limit
-// and about maxBytes of wire size, and whether more wait.
-func (s *store) fetch(r peer.ID, limit, maxBytes int, now time.Time) ([]Deposit, bool, error) {
+// fetch returns r's oldest deposits (after the deposit ID after, if set)
+// that have not expired, at most limit and about maxBytes of wire size,
+// and whether more wait.
+func (s *store) fetch(r peer.ID, after []byte, limit, maxBytes int, now time.Time) ([]Deposit, bool, error) {
 	var out []Deposit
 	more := false
 	cutoff := now.Add(-s.limits.TTL).UnixMilli()
@@ -237,7 +248,14 @@ func (s *store) fetch(r peer.ID, limit, maxBytes int, now time.Time) ([]Deposit,
 	size := 0
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bktDeposits).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		k, v := c.Seek(prefix)
+		if after != nil {
+			start := depKey(r, after)
+			if k, v = c.Seek(start); bytes.Equal(k, start) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			_, id, err := splitKey(k)
 			if err != nil {
 				return err

@@ -111,6 +111,7 @@ type request struct {
 	recipient []byte // OpDeposit
 	box       []byte // OpDeposit
 	limit     uint64 // OpFetch
+	after     []byte // OpFetch: only deposits after this deposit ID
 	ids       [][]byte
 }
 
@@ -138,6 +139,7 @@ const (
 	fReqBox       = 3
 	fReqLimit     = 4
 	fReqID        = 5
+	fReqAfter     = 6
 
 	fRespStatus  = 1
 	fRespText    = 2
@@ -169,6 +171,10 @@ func (r *request) marshal() []byte {
 	for _, id := range r.ids {
 		b = protowire.AppendTag(b, fReqID, protowire.BytesType)
 		b = protowire.AppendBytes(b, id)
+	}
+	if r.after != nil {
+		b = protowire.AppendTag(b, fReqAfter, protowire.BytesType)
+		b = protowire.AppendBytes(b, r.after)
 	}
 	return b
 }
@@ -235,6 +241,11 @@ func decodeRequest(b []byte) (*request, error) {
 				return fmt.Errorf("%w: more than %d IDs", errMalformed, MaxFetch)
 			}
 			r.ids = append(r.ids, bs)
+		case fReqAfter:
+			if len(bs) != IDLen {
+				return fmt.Errorf("%w: cursor of %d bytes", errMalformed, len(bs))
+			}
+			r.after = bs
 		}
 		return nil
 	})
