@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 
+	"github.com/p2p-messaging/p2p-messaging/chat"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
 )
 
@@ -232,6 +234,7 @@ func (b *bench) runMailbox(ctx context.Context) {
 	b.mailboxDrain(ctx, srv, recips, held)
 
 	b.mailboxCatchUp(ctx, srv, clients)
+	b.mailboxChatCatchUp(ctx, srv)
 }
 
 // mailboxDrain measures fetch-and-delete: every recipient fetches one
@@ -408,4 +411,111 @@ func benchText() string {
 		b[i] = 'a' + byte(i%26)
 	}
 	return string(b)
+}
+
+// mailboxChatCatchUp times a real chat node coming online to
+// mailboxCatchUp sealed messages from a contact waiting on the daemon: from
+// Start until the last EventMessage (open, verify, store with group
+// commits, delete, receipts).
+func (b *bench) mailboxChatCatchUp(ctx context.Context, srv *server) {
+	dir, err := mkdirTemp(b.tmp, "chat-catchup-")
+	if err != nil {
+		b.fail("mailbox chat catch-up", err)
+		return
+	}
+	senderKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	sender, _ := peer.IDFromPrivateKey(senderKey)
+	open := func() (*chat.Peer, error) {
+		return chat.Open(chat.HostConfig{ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}},
+			chat.Config{Nick: "catchup" + b.runTag, Room: "catchup" + b.runTag, DataDir: dir,
+				Rendezvous: []peer.AddrInfo{infoOf(srv)}, Logger: slog.New(slog.DiscardHandler)})
+	}
+	p, err := open()
+	if err != nil {
+		b.fail("mailbox chat catch-up: open", err)
+		return
+	}
+	recip := p.Node.ID()
+	_, err = p.Node.Allow(sender.String()) // a contact: its messages go to the conversation
+	p.Close()
+	if err != nil {
+		b.fail("mailbox chat catch-up: allow", err)
+		return
+	}
+
+	h, err := newMBHost(ctx, senderKey, infoOf(srv))
+	if err != nil {
+		b.fail("mailbox chat catch-up: sender", err)
+		return
+	}
+	defer h.Close()
+	cl := mailbox.NewClient(h, 0)
+	now := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	next := atomic.Int64{}
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= mailboxCatchUp {
+					return
+				}
+				id := make([]byte, mailbox.MessageIDLen)
+				_, _ = rand.Read(id)
+				box, err := mailbox.Seal(senderKey, recip, mailbox.Letter{Kind: mailbox.KindMessage, ID: id, Time: now, Text: benchText()})
+				if err == nil {
+					_, err = cl.Deposit(ctx, srv.ID, recip, box)
+				}
+				if err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if e := failed.Load(); e != nil {
+		b.fail("mailbox chat catch-up: deposit", *e)
+		return
+	}
+
+	start := time.Now()
+	p, err = open()
+	if err != nil {
+		b.fail("mailbox chat catch-up: reopen", err)
+		return
+	}
+	defer p.Close()
+	got := make(chan time.Duration, 1)
+	go func() {
+		n := 0
+		for ev := range p.Events() {
+			if _, ok := ev.(chat.EventMessage); ok {
+				if n++; n == mailboxCatchUp {
+					got <- time.Since(start)
+				}
+			}
+		}
+	}()
+	if err := p.Start(ctx); err != nil {
+		b.fail("mailbox chat catch-up: start", err)
+		return
+	}
+	r := result{Group: "mailbox", Name: fmt.Sprintf("chat node catch-up: %d waiting messages", mailboxCatchUp), Clients: 1}
+	select {
+	case d := <-got:
+		r.Ops, r.OpsPerSec = mailboxCatchUp, float64(mailboxCatchUp)/d.Seconds()
+		ms := float64(d.Microseconds()) / 1000
+		r.Mode = fmt.Sprintf("Start to last message, %.0f ms", ms)
+		r.P50, r.P99, r.Max = ms, ms, ms
+	case <-time.After(2 * time.Minute):
+		r.Errors, r.FirstError = 1, "not all messages arrived within 2 minutes"
+	case <-ctx.Done():
+		return
+	}
+	b.logf("%-10s %-28s %s", "mailbox", "chat node catch-up", r.Mode)
+	b.rep.Results = append(b.rep.Results, r)
 }
