@@ -5,12 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
 )
@@ -282,4 +288,72 @@ func newTestHostForMailbox(t *testing.T, d *mbDaemon) host.Host {
 	defer cancel()
 	require.NoError(t, h.Connect(ctx, d.info))
 	return h
+}
+
+// A hostile daemon answers every FETCH with a full page of garbage and
+// "more", and storms the node with push notices: the node's work stays
+// bounded (maxFetchPerRound per round, fetchRoundRate rounds a second
+// after a burst) and it says so once per round, not once per deposit.
+func TestMailboxHostileDaemonIsBounded(t *testing.T) {
+	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics())
+	require.NoError(t, err)
+	t.Cleanup(func() { evil.Close() })
+	var fetches, deletes atomic.Int64
+	page := protowire.AppendTag(nil, 1, protowire.VarintType)
+	page = protowire.AppendVarint(page, 0)
+	for i := range mailboxFetchPage {
+		var dep []byte
+		dep = protowire.AppendTag(dep, 1, protowire.BytesType)
+		dep = protowire.AppendBytes(dep, append(make([]byte, 15), byte(i)))
+		dep = protowire.AppendTag(dep, 2, protowire.BytesType)
+		dep = protowire.AppendBytes(dep, append([]byte{1}, make([]byte, 300)...))
+		page = protowire.AppendTag(page, 4, protowire.BytesType)
+		page = protowire.AppendBytes(page, dep)
+	}
+	page = protowire.AppendTag(page, 5, protowire.VarintType)
+	page = protowire.AppendVarint(page, 1)
+	ok := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 0)
+	evil.SetStreamHandler(mailbox.ProtocolID, func(s network.Stream) {
+		defer s.Close()
+		msg, err := msgio.NewVarintReaderSize(s, mailbox.MaxRequestSize).ReadMsg()
+		if err != nil || len(msg) < 2 {
+			s.Reset()
+			return
+		}
+		resp := ok
+		if msg[1] == byte(mailbox.OpFetch) {
+			fetches.Add(1)
+			resp = page
+		} else {
+			deletes.Add(1)
+		}
+		_ = msgio.NewVarintWriter(s).WriteMsg(resp)
+	})
+	start := time.Now()
+	bob := newNode(t, nil, "bob", "", func(c *testConfig) {
+		c.Rendezvous = []peer.AddrInfo{{ID: evil.ID(), Addrs: evil.Addrs()}}
+	})
+	// A storm of notices.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for range 50 {
+		if s, err := evil.NewStream(ctx, bob.ID(), mailbox.NotifyProtocolID); err == nil {
+			_ = s.CloseWrite()
+			_, _ = s.Read(make([]byte, 1))
+			s.Close()
+		}
+	}
+	isRejection := func(e Event) bool {
+		w, ok := e.(EventWarning)
+		return ok && w.Peer == evil.ID() && strings.Contains(w.Text, "rejected")
+	}
+	require.Eventually(t, func() bool { return bob.rec.count(isRejection) >= 2 }, 20*time.Second, 10*time.Millisecond)
+	elapsed := time.Since(start)
+	rounds := int64(fetchRoundBurst + int(elapsed.Seconds()*fetchRoundRate) + 1)
+	perRound := int64(maxFetchPerRound/mailboxFetchPage + 1)
+	require.LessOrEqual(t, fetches.Load(), rounds*perRound, "fetches in %s", elapsed)
+	require.LessOrEqual(t, int64(bob.rec.count(isRejection)), rounds, "one warning per round")
+	w := bob.rec.wait(t, time.Second, isRejection).(EventWarning)
+	require.Contains(t, w.Text, fmt.Sprintf("rejected %d sealed deposit(s)", maxFetchPerRound))
+	require.Positive(t, deletes.Load(), "garbage is deleted")
 }
