@@ -357,3 +357,26 @@ func TestMailboxHostileDaemonIsBounded(t *testing.T) {
 	require.Contains(t, w.Text, fmt.Sprintf("rejected %d sealed deposit(s)", maxFetchPerRound))
 	require.Positive(t, deletes.Load(), "garbage is deleted")
 }
+
+// A deposit replayed after the recipient took it (by anyone who saw the
+// box) is stored again by the daemon, fetched again, and shown once.
+func TestMailboxReplayShownOnce(t *testing.T) {
+	d := newMailboxDaemon(t)
+	alice := newNode(t, d.rdvServer, "alice", "", withDaemons(d))
+	bob := newNode(t, d.rdvServer, "bob", "", withDaemons(d))
+	meet(t, alice, bob)
+	priv := alice.h.Peerstore().PrivKey(alice.ID())
+	box, err := mailbox.Seal(priv, bob.ID(), mailbox.Letter{Kind: mailbox.KindMessage, ID: append(make([]byte, 15), 7), Time: time.Now(), Nick: "alice", Text: "only once"})
+	require.NoError(t, err)
+	mallory := newTestHostForMailbox(t, d)
+	cl := mailbox.NewClient(mallory, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for range 3 {
+		_, err = cl.Deposit(ctx, d.h.ID(), bob.ID(), box)
+		require.NoError(t, err)
+		bob.rec.wait(t, 10*time.Second, isMessage("only once"))
+		require.Eventually(t, func() bool { return d.mb.Stats().Deposits == 0 }, 10*time.Second, 10*time.Millisecond)
+	}
+	require.Equal(t, 1, bob.rec.count(isMessage("only once")))
+}
