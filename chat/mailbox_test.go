@@ -380,3 +380,18 @@ func TestMailboxReplayShownOnce(t *testing.T) {
 	}
 	require.Equal(t, 1, bob.rec.count(isMessage("only once")))
 }
+
+// Quitting right after Send still leaves the message in the mailbox:
+// Close waits for the deposit in flight.
+func TestMailboxCloseRightAfterSend(t *testing.T) {
+	d := newMailboxDaemon(t)
+	alice := newNode(t, d.rdvServer, "alice", "", withDaemons(d))
+	bob := newNode(t, d.rdvServer, "bob", "", withDaemons(d))
+	meet(t, alice, bob)
+	require.NoError(t, bob.Close())
+	alice.rec.wait(t, 10*time.Second, isPresence("bob", false))
+	m := send(t, alice, "bob", "last words")
+	require.NoError(t, alice.Close())
+	require.Equal(t, 1, d.mb.Stats().Deposits)
+	require.Equal(t, 1, alice.rec.count(isStored(m.ID)))
+}
