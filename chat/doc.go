@@ -124,9 +124,11 @@
 // does not open (tampered, not for us, a forged sender) is deleted and
 // reported in one warning per round. Deposits that cannot be taken now (a
 // stranger's held messages, the store busy) stay on the daemon and the
-// next page starts after them. Messages deposited once are marked in
-// chat.db, so a restart does not deposit them again; Close waits up to 5 s
-// for deposits in flight. Config.NoDeposit never deposits (messages or
+// next page starts after them. chat.db records which daemons hold each
+// pending message, so a restart does not deposit it again and a daemon
+// that was away (refused, unreachable) gets it when its connection comes
+// back, with another EventStored carrying the new count; Close waits up
+// to 5 s for deposits in flight. Config.NoDeposit never deposits (messages or
 // receipts).
 //
 // # Names

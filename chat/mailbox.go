@@ -2,10 +2,10 @@ package chat
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -47,8 +47,9 @@ const (
 	closeDepositWait = 5 * time.Second
 )
 
-// bktDeposited: message IDs deposited (value: daemons, 8 bytes), so a
-// restart does not deposit a pending message again.
+// bktDeposited: pending message IDs deposited (value: the daemons that
+// took it, length-prefixed peer IDs), so a restart does not deposit a
+// message again and a daemon that was away gets what it missed.
 var bktDeposited = []byte("mailbox-deposited")
 
 // mbox is the node's mailbox service. It holds no state beyond the
@@ -68,10 +69,11 @@ type mbox struct {
 
 	mu       sync.Mutex
 	started  bool
-	quitting bool          // close began
-	closed   bool          // close is done waiting: nothing new starts
-	inflight int           // deposits and fetch rounds Close waits for
-	idle     chan struct{} // closed when inflight drops to 0 while close waits
+	quitting bool             // close began
+	closed   bool             // close is done waiting: nothing new starts
+	inflight int              // deposits and fetch rounds Close waits for
+	idle     chan struct{}    // closed when inflight drops to 0 while close waits
+	catching map[peer.ID]bool // daemons whose missed deposits are being made
 }
 
 func newMailbox(n *Node) *mbox {
@@ -117,7 +119,7 @@ func (mb *mbox) start() {
 		}
 		mb.kick(d)
 	}
-	mb.depositBacklog()
+	mb.depositBacklog("")
 }
 
 // close runs before the node's context ends: the messages still waiting
@@ -212,7 +214,10 @@ func (mb *mbox) watchConns(sub event.Subscription) {
 				return
 			}
 			if c := e.(event.EvtPeerConnectednessChanged); c.Connectedness == network.Connected {
-				mb.kick(c.Peer)
+				if _, ok := mb.kicks[c.Peer]; ok {
+					mb.kick(c.Peer)
+					mb.depositBacklog(c.Peer) // what it missed while away
+				}
 			}
 		}
 	}
@@ -246,37 +251,86 @@ func (mb *mbox) sent(o *outMsg) {
 		if n.out.isGone(o) {
 			return // acknowledged directly
 		}
-		mb.depositMessage(o.m, true)
+		mb.depositMessage(o.m, mb.daemons)
 	})
 }
 
-// depositBacklog deposits the outbox's messages that no mailbox holds yet
-// (sent before a restart, or while no daemon took them).
-func (mb *mbox) depositBacklog() {
+// marks returns, per pending message ID, the daemons known to hold it.
+func (mb *mbox) marks() map[string][]peer.ID {
+	out := map[string][]peer.ID{}
+	_ = mb.n.db.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bktDeposited); b != nil {
+			return b.ForEach(func(k, v []byte) error { out[hex.EncodeToString(k)] = decodeHolders(v); return nil })
+		}
+		return nil
+	})
+	return out
+}
+
+// Holders are stored as length-prefixed peer IDs.
+func encodeHolders(ps []peer.ID) []byte {
+	var b []byte
+	for _, p := range ps {
+		b = append(append(b, byte(len(p))), p...)
+	}
+	return b
+}
+
+func decodeHolders(b []byte) []peer.ID {
+	var out []peer.ID
+	for len(b) > 0 && len(b) >= 1+int(b[0]) {
+		out = append(out, peer.ID(b[1:1+int(b[0])]))
+		b = b[1+int(b[0]):]
+	}
+	return out
+}
+
+// missing returns the daemons not in holders.
+func (mb *mbox) missing(holders []peer.ID) []peer.ID {
+	var out []peer.ID
+	for _, d := range mb.daemons {
+		if !slices.Contains(holders, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// depositBacklog deposits the outbox's messages on the daemons that do not
+// hold them yet (sent before a restart, or while a daemon was away), after
+// DepositAfter (or at once when the node is closing); only is one daemon
+// that just came up, or "" for all. Marks of messages that left the
+// outbox are forgotten.
+func (mb *mbox) depositBacklog(only peer.ID) {
 	if !mb.deposit {
 		return
 	}
 	n := mb.n
-	held := map[string]bool{}
-	_ = n.db.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bktDeposited); b != nil {
-			return b.ForEach(func(k, _ []byte) error { held[hex.EncodeToString(k)] = true; return nil })
-		}
-		return nil
-	})
-	var todo []Message
+	marks := mb.marks()
+	type job struct {
+		m       Message
+		targets []peer.ID
+	}
+	var todo []job
 	pending := map[string]bool{}
+	cutoff := time.Now().Add(-2 * n.cfg.DepositAfter)
 	for _, p := range n.out.peers() {
 		for _, m := range n.out.messages(p) {
 			pending[m.ID] = true
-			if !held[m.ID] {
-				todo = append(todo, m)
+			targets := mb.missing(marks[m.ID])
+			if only != "" {
+				if !slices.Contains(targets, only) || m.Time.After(cutoff) {
+					continue // a fresh message: its own hand-off deposits it
+				}
+				targets = []peer.ID{only}
+			}
+			if len(targets) > 0 {
+				todo = append(todo, job{m, targets})
 			}
 		}
 	}
-	// Forget the marks of messages that left the outbox.
 	var stale [][]byte
-	for id := range held {
+	for id := range marks {
 		if !pending[id] {
 			b, _ := hex.DecodeString(id)
 			stale = append(stale, b)
@@ -299,29 +353,55 @@ func (mb *mbox) depositBacklog() {
 	if len(todo) == 0 {
 		return
 	}
-	n.spawn(func() {
-		// Give the streams that come up at start a chance first.
-		t := time.NewTimer(n.cfg.DepositAfter)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-n.ctx.Done():
+	if only != "" {
+		// One catch-up per daemon at a time (a flapping connection).
+		mb.mu.Lock()
+		if mb.catching == nil {
+			mb.catching = map[peer.ID]bool{}
+		}
+		busy := mb.catching[only]
+		mb.catching[only] = true
+		mb.mu.Unlock()
+		if busy {
 			return
 		}
-		for _, m := range todo {
+	}
+	done := func() {
+		if only != "" {
+			mb.mu.Lock()
+			delete(mb.catching, only)
+			mb.mu.Unlock()
+		}
+	}
+	if !mb.track(func() {
+		defer done()
+		if only == "" {
+			// Give the streams that come up at start a chance first.
+			t := time.NewTimer(n.cfg.DepositAfter)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-mb.closing:
+			case <-n.ctx.Done():
+				return
+			}
+		}
+		for _, j := range todo {
 			if n.ctx.Err() != nil {
 				return
 			}
-			if n.out.get(m.Peer, m.ID) != nil {
-				mb.depositMessage(m, true)
+			if n.out.get(j.m.Peer, j.m.ID) != nil {
+				mb.depositMessage(j.m, j.targets)
 			}
 		}
-	})
+	}) {
+		done()
+	}
 }
 
-// depositMessage seals m to its recipient and deposits it on every daemon
-// in parallel; EventStored reports how many took it.
-func (mb *mbox) depositMessage(m Message, report bool) {
+// depositMessage seals m to its recipient and deposits it on targets in
+// parallel; EventStored reports how many daemons now hold it.
+func (mb *mbox) depositMessage(m Message, targets []peer.ID) {
 	n := mb.n
 	id, _ := hex.DecodeString(m.ID)
 	box, err := mailbox.Seal(mb.priv, m.Peer, mailbox.Letter{Kind: mailbox.KindMessage, ID: id, Time: m.Time, Nick: n.cfg.Nick, Text: m.Text})
@@ -329,39 +409,52 @@ func (mb *mbox) depositMessage(m Message, report bool) {
 		n.log.Warn("mailbox: seal", "peer", m.Peer, "id", m.ID, "err", err)
 		return
 	}
-	ok := mb.depositAll(m.Peer, box)
-	if ok == 0 {
+	took := mb.depositOn(targets, m.Peer, box)
+	if len(took) == 0 {
 		return
 	}
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], uint64(ok))
+	var holders int
 	if err := n.db.submitWait(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bktDeposited)
 		if err != nil {
 			return err
 		}
-		return b.Put(id, v[:])
-	}); err != nil && !errors.Is(err, ErrClosed) {
-		n.log.Warn("mailbox: store deposited mark", "id", m.ID, "err", err)
+		all := decodeHolders(b.Get(id))
+		for _, d := range took {
+			if !slices.Contains(all, d) {
+				all = append(all, d)
+			}
+		}
+		holders = len(all)
+		return b.Put(id, encodeHolders(all))
+	}); err != nil {
+		if !errors.Is(err, ErrClosed) {
+			n.log.Warn("mailbox: store deposited mark", "id", m.ID, "err", err)
+		}
+		holders = len(took)
 	}
-	if report {
-		n.ev.emit(EventStored{ID: m.ID, To: m.To, Daemons: ok})
-	}
+	n.ev.emit(EventStored{ID: m.ID, To: m.To, Daemons: holders})
 }
 
 // depositAll deposits box for to on every daemon and returns how many
 // took it.
 func (mb *mbox) depositAll(to peer.ID, box []byte) int {
+	return len(mb.depositOn(mb.daemons, to, box))
+}
+
+// depositOn deposits box for to on daemons in parallel and returns those
+// that took it.
+func (mb *mbox) depositOn(daemons []peer.ID, to peer.ID, box []byte) []peer.ID {
 	n := mb.n
 	select {
 	case mb.slots <- struct{}{}:
 	case <-n.ctx.Done():
-		return 0
+		return nil
 	}
 	defer func() { <-mb.slots }()
 	var wg sync.WaitGroup
-	oks := make([]bool, len(mb.daemons))
-	for i, d := range mb.daemons {
+	oks := make([]bool, len(daemons))
+	for i, d := range daemons {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -375,13 +468,13 @@ func (mb *mbox) depositAll(to peer.ID, box []byte) int {
 		}()
 	}
 	wg.Wait()
-	ok := 0
-	for _, b := range oks {
-		if b {
-			ok++
+	var took []peer.ID
+	for i, ok := range oks {
+		if ok {
+			took = append(took, daemons[i])
 		}
 	}
-	return ok
+	return took
 }
 
 // fetchLoop fetches from daemon d whenever it is kicked, at most

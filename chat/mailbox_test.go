@@ -395,3 +395,42 @@ func TestMailboxCloseRightAfterSend(t *testing.T) {
 	require.Equal(t, 1, d.mb.Stats().Deposits)
 	require.Equal(t, 1, alice.rec.count(isStored(m.ID)))
 }
+
+// A daemon that could not take a message when it was sent gets it when
+// its connection comes back, and a recipient that only reaches that
+// daemon receives it.
+func TestMailboxDaemonBackGetsMissedDeposit(t *testing.T) {
+	d1, d2 := newMailboxDaemon(t), newMailboxDaemon(t)
+	bobDir := t.TempDir()
+	fast := func(c *testConfig) { c.DepositAfter = 100 * time.Millisecond }
+	alice := newNode(t, d1.rdvServer, "alice", "", withDaemons(d1, d2), fast)
+	bob := newNode(t, d1.rdvServer, "bob", bobDir, withDaemons(d1, d2))
+	meet(t, alice, bob)
+	require.NoError(t, bob.Close())
+	alice.rec.wait(t, 10*time.Second, isPresence("bob", false))
+
+	// d2's mailbox is away (its host stays up).
+	require.NoError(t, d2.mb.Close())
+	m := send(t, alice, "bob", "catch up, d2")
+	st := alice.rec.wait(t, 10*time.Second, isStored(m.ID)).(EventStored)
+	require.Equal(t, 1, st.Daemons)
+
+	mb2, err := mailbox.New(d2.h, mailbox.WithDataDir(d2.dir))
+	require.NoError(t, err)
+	d2.mb = mb2
+	t.Cleanup(func() { mb2.Close() })
+	// Alice's connection to d2 comes back.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.Eventually(t, func() bool {
+		_ = alice.h.Network().ClosePeer(d2.h.ID())
+		_ = alice.h.Connect(ctx, d2.info)
+		return mb2.Stats().Deposits == 1
+	}, 20*time.Second, 50*time.Millisecond)
+	alice.rec.wait(t, 10*time.Second, func(e Event) bool { s, ok := e.(EventStored); return ok && s.ID == m.ID && s.Daemons == 2 })
+	require.NoError(t, alice.Close())
+
+	d1.stopAll()
+	bob = newNode(t, d2.rdvServer, "bob", bobDir, withDaemons(d2))
+	bob.rec.wait(t, 15*time.Second, isMessage("catch up, d2"))
+}
