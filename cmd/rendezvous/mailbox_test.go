@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -76,4 +77,35 @@ func TestMailboxOnDaemon(t *testing.T) {
 	require.NoError(t, alice.Connect(ctx, peerInfoOf(off)))
 	_, err = mailbox.NewClient(alice, 0).Deposit(ctx, off.host.ID(), bob.ID(), box)
 	require.Error(t, err, "an opted-out daemon does not speak the protocol")
+}
+
+func TestMailboxMetricsServed(t *testing.T) {
+	d := startRun(t, t.TempDir(), "-metrics", "127.0.0.1:0", "-mailbox-max-deposit-size", "1KiB")
+	alice, bob := newClientHost(t), newClientHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, alice.Connect(ctx, d.info()))
+	box, err := mailbox.Seal(alice.Peerstore().PrivKey(alice.ID()), bob.ID(), mailbox.Letter{
+		Kind: mailbox.KindMessage, ID: make([]byte, mailbox.MessageIDLen), Time: time.Now(), Text: "hi"})
+	require.NoError(t, err)
+	cl := mailbox.NewClient(alice, 0)
+	_, err = cl.Deposit(ctx, d.peer, bob.ID(), box)
+	require.NoError(t, err)
+	_, err = cl.Deposit(ctx, d.peer, bob.ID(), append([]byte{1}, make([]byte, 2000)...))
+	require.Error(t, err)
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	s := string(b)
+	for _, want := range []string{
+		"rendezvous_mailbox_deposits_total 1",
+		"rendezvous_mailbox_deposits_held 1",
+		`rendezvous_mailbox_rejected_total{reason="E_TOO_LARGE"} 1`,
+		"rendezvous_mailbox_bytes_held",
+		"rendezvous_mailbox_fetched_total 0",
+	} {
+		require.Contains(t, s, want)
+	}
+	require.NoError(t, d.stop(t))
 }
