@@ -43,8 +43,10 @@
 // E_BAD_RECIPIENT=101, E_TOO_LARGE=102 (box above Limits.MaxDepositSize);
 // E_RECIPIENT_FULL=200 (the recipient's count or bytes), E_SENDER_FULL=201
 // (this sender's count for this recipient, or its bytes for all
-// recipients), E_STORE_FULL=202 (the daemon's total); E_INTERNAL=300. A full
-// quota is always an answer, never a hang or a silent drop.
+// recipients), E_STORE_FULL=202 (the daemon's total), E_RATE_LIMITED=203
+// (this peer's requests, a token bucket: Limits.RequestRate 50/s, bursts
+// of RequestBurst 500); E_INTERNAL=300. A full quota is always an answer,
+// never a hang or a silent drop.
 //
 // Push notice: after storing a deposit for a recipient that is connected,
 // the daemon opens a stream to it on /p2p-messaging/mailbox/notify/1.0.0
@@ -72,9 +74,10 @@
 // Seal and Open use the peers' libp2p Ed25519 identities (the peer ID
 // embeds the public key):
 //
-//  1. The letter body (protobuf: kind, the sender's marshalled public key,
-//     the recipient's peer ID, the 16-byte message ID, the time in unix
-//     milliseconds, the sender's claimed nick, the text) is signed with the
+//  1. The letter body (protobuf: 1 kind, 2 the sender's marshalled public
+//     key, 3 the recipient's peer ID, 4 the 16-byte message ID, 5 the time
+//     in unix milliseconds, 6 the sender's claimed nick, 7 the text, 8 the
+//     further IDs a receipt acknowledges) is signed with the
 //     sender's Ed25519 key over "p2p-messaging/mailbox/seal/v1\x00" ||
 //     body. Plaintext = len-prefixed body || len-prefixed signature, zero
 //     padded to a multiple of 256 bytes.
@@ -97,7 +100,8 @@
 // written it, and a letter signed for Carol cannot be re-sealed to Bob.
 // Every failure wraps ErrOpen. A receipt (KindReceipt) is the same letter
 // with no text, sealed by the recipient back to the sender, naming the
-// message it acknowledges. Replays of a box are harmless: the daemon
+// messages it acknowledges (the ID field and up to MaxAcks more in field
+// 8, acks). Replays of a box are harmless: the daemon
 // stores a box once, and the chat deduplicates by message ID.
 //
 // # What the daemon learns
