@@ -99,15 +99,15 @@ func (mb *mbox) start() {
 	if !mb.enabled {
 		return
 	}
+	n := mb.n
 	mb.mu.Lock()
-	if mb.started {
+	if mb.started || mb.quitting {
 		mb.mu.Unlock()
 		return
 	}
 	mb.started = true
-	mb.mu.Unlock()
-	n := mb.n
 	mb.stopNtf = mailbox.HandleNotices(n.h, mb.kick)
+	mb.mu.Unlock()
 	if sub, err := n.h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged)); err != nil {
 		n.log.Warn("mailbox: subscribe to connections", "err", err)
 	} else if !n.spawn(func() { mb.watchConns(sub) }) {
@@ -140,9 +140,10 @@ func (mb *mbox) close() {
 		idle = make(chan struct{})
 		mb.idle = idle
 	}
+	stopNtf := mb.stopNtf
 	mb.mu.Unlock()
-	if mb.stopNtf != nil {
-		mb.stopNtf()
+	if stopNtf != nil {
+		stopNtf()
 	}
 	if idle != nil {
 		t := time.NewTimer(closeDepositWait)
