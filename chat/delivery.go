@@ -105,6 +105,7 @@ func (n *Node) Send(ctx context.Context, nick, text string) (Message, error) {
 		if err != nil {
 			n.out.drop(o)
 		} else {
+			n.mbox.sent(o) // mailbox.go: deposits it unless acknowledged soon (before EventSent: a Close right after it still deposits)
 			n.ev.emit(EventSent{ID: m.ID, To: nick})
 		}
 		stored <- err

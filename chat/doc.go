@@ -19,6 +19,7 @@
 //	nat.go       hole-punch events and re-arming
 //	store.go     chat.db and its group-commit writer goroutine
 //	events.go    the event types and the queue behind Events
+//	mailbox.go   the sealed offline mailbox on the daemons (rendezvous/mailbox)
 //	frame.go     frame decoding and validation
 //
 // No lock is held across I/O or a channel send; network readers never wait
@@ -103,6 +104,32 @@
 // (group commit): the messages arriving on all streams, the sender's
 // pending records and the delivered marks share one fsync. If one write of
 // a batch fails, each is retried alone, so a bad one fails alone.
+//
+// # Offline mailbox
+//
+// A message that its recipient does not acknowledge within DepositAfter
+// (3 s; at once when the recipient is offline, and at Close for whatever
+// is still waiting) is also sealed to the recipient (rendezvous/mailbox)
+// and deposited on every daemon; EventStored says on how many. The node
+// fetches its own deposits from every daemon when it starts, when a daemon
+// connection comes up, and when a daemon pushes a notice (no polling), at
+// most 4096 per round and one round a second after a burst of 5. A page
+// of fetched messages goes through the same store path as a stream's
+// (dedupe by message ID, contacts and requests, quotas) in one group
+// commit; what was stored or was a duplicate is deleted on the daemon and
+// acknowledged: with Ack frames if a stream to the sender is up, otherwise
+// with one sealed receipt per sender and page (up to 256 IDs) in the
+// sender's mailbox. A receipt is an ack: the message leaves the outbox
+// and EventDelivered comes once, whichever path arrived first. A box that
+// does not open (tampered, not for us, a forged sender) is deleted and
+// reported in one warning per round. Deposits that cannot be taken now (a
+// stranger's held messages, the store busy) stay on the daemon and the
+// next page starts after them. chat.db records which daemons hold each
+// pending message, so a restart does not deposit it again and a daemon
+// that was away (refused, unreachable) gets it when its connection comes
+// back, with another EventStored carrying the new count; Close waits up
+// to 5 s for deposits in flight. Config.NoDeposit never deposits (messages or
+// receipts).
 //
 // # Names
 //

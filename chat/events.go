@@ -30,6 +30,14 @@ type EventSent struct{ ID, To string }
 // mark is committed; once per message.
 type EventDelivered struct{ ID, To string }
 
+// EventStored: a message the recipient did not take directly was left,
+// sealed to it, in the mailbox of Daemons rendezvous daemons
+// (chat/mailbox.go); EventDelivered still follows its ack or receipt.
+type EventStored struct {
+	ID, To  string
+	Daemons int
+}
+
 // EventMessage: an incoming message, emitted once per message ID.
 type EventMessage struct{ Message Message }
 
@@ -88,6 +96,7 @@ type EventWarning struct {
 func (EventReady) isEvent()     {}
 func (EventSent) isEvent()      {}
 func (EventDelivered) isEvent() {}
+func (EventStored) isEvent()    {}
 func (EventMessage) isEvent()   {}
 func (EventRequest) isEvent()   {}
 func (EventAllowed) isEvent()   {}

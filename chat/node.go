@@ -106,6 +106,13 @@ type Config struct {
 	// MaxRequests bounds the strangers' pending requests (default 100; the
 	// oldest is dropped).
 	MaxRequests int
+	// NoDeposit: never leave messages or receipts in the daemons'
+	// mailboxes (what others left for us is still fetched).
+	NoDeposit bool
+	// DepositAfter is how long a message to an online peer may stay
+	// unacknowledged before it also goes to the mailboxes (default 3s; to
+	// an offline peer it goes at once).
+	DepositAfter time.Duration
 }
 
 func (cfg *Config) setDefaults() error {
@@ -135,6 +142,7 @@ func (cfg *Config) setDefaults() error {
 	def(&cfg.AckTimeout, 30*time.Second)
 	def(&cfg.HelloTimeout, 10*time.Second)
 	def(&cfg.RegisterTTL, 2*time.Hour)
+	def(&cfg.DepositAfter, 3*time.Second)
 	if cfg.PingTimeout <= cfg.PingInterval {
 		return fmt.Errorf("ping timeout %s must exceed ping interval %s", cfg.PingTimeout, cfg.PingInterval)
 	}
@@ -174,6 +182,7 @@ type Node struct {
 	names *names
 	dm    *dm
 	nat   *nat
+	mbox  *mbox // mailbox.go
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -236,6 +245,7 @@ func New(h host.Host, cfg Config) (*Node, error) {
 	}
 	n.dm = newDM(n)
 	n.nat = newNAT(n)
+	n.mbox = newMailbox(n)
 	n.spawn(n.peers.run)
 	n.spawn(n.nat.run)
 	return n, nil
@@ -335,6 +345,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.enterRoom(room)
 	n.peers.kick()
 	n.ev.emit(EventReady{Nick: n.cfg.Nick, Peer: n.h.ID(), Addrs: n.Addrs()})
+	n.mbox.start()
 	return nil
 }
 
@@ -475,6 +486,7 @@ func (n *Node) Join(ctx context.Context, room string) error {
 // stays up (it is the caller's).
 func (n *Node) Close() error {
 	n.life.closeOnce.Do(func() {
+		n.mbox.close() // deposits in flight finish first (bounded)
 		n.life.Lock()
 		started, room := n.life.started, n.life.room
 		n.life.Unlock()

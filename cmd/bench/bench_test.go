@@ -177,7 +177,8 @@ func TestShortRun(t *testing.T) {
 	}
 	require.Equal(t, 6, groups["baseline"])
 	require.GreaterOrEqual(t, groups["rendezvous"], 3)
-	require.Equal(t, 7, groups["chat"]) // with the floor row
+	require.Equal(t, 7, groups["chat"])    // with the floor row
+	require.Equal(t, 5, groups["mailbox"]) // echo floor, DEPOSIT, FETCH+DELETE, two catch-ups
 	for _, name := range []string{"DISCOVER", "REGISTER"} {
 		var found bool
 		for _, r := range rep.Results {

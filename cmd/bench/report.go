@@ -71,6 +71,7 @@ func (b *bench) evaluate() {
 		}
 	}
 	b.evaluateChat()
+	b.evaluateMailbox() // mailbox.go
 	if b.cfg.Short {
 		// Small numbers and windows of a few hundred milliseconds: the
 		// verdicts would mean nothing.

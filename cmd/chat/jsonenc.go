@@ -182,6 +182,8 @@ func toJSON(v any) any {
 		return jsonSent{Event: "sent", ID: e.ID, To: e.To}
 	case chat.EventDelivered:
 		return jsonSent{Event: "delivered", ID: e.ID, To: e.To}
+	case chat.EventStored:
+		return storedJSON(e) // mailbox.go
 	case chat.EventMessage:
 		m := e.Message
 		return jsonMessage{Event: "message", ID: m.ID, From: m.From, Peer: peerString(m.Peer), Text: m.Text, Time: jsonTime(m.Time), To: m.To}

@@ -49,6 +49,7 @@ type config struct {
 	reachability chat.Reachability
 	logLevel     slog.Level
 	bell         bool
+	noDeposit    bool // -mailbox=false (mailbox.go)
 }
 
 const noDaemonHint = "no rendezvous daemon: start one with `go run ./cmd/rendezvous` or pass -rendezvous"
@@ -79,12 +80,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		logLevel     = fs.String("log-level", "info", "debug|info|warn|error; logs go to stderr in -json mode, to <data-dir>/chat.log in the UI")
 		bell         = fs.Bool("bell", true, "ring the terminal bell for a message outside the visible conversation (-bell=false: never)")
 		jsonMode     = fs.Bool("json", false, "headless mode: commands on stdin, one JSON object per line on stdout (see cmd/chat/JSON.md)")
+		mailboxOn    = fs.Bool("mailbox", true, mailboxFlagHelp)
 	)
 	if err := fs.Parse(args, cli.NonEmpty(getenv)); err != nil {
 		return config{}, err
 	}
 
-	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode, bell: *bell}
+	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode, bell: *bell, noDeposit: !*mailboxOn}
 	if cfg.nick == "" {
 		return config{}, errors.New("-nick is required (or set CHAT_NICK)")
 	}
@@ -188,6 +190,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		DataDir:    cfg.dataDir,
 		Rendezvous: cfg.rendezvous,
 		Logger:     logger,
+		NoDeposit:  cfg.noDeposit,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)

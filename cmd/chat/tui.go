@@ -492,6 +492,8 @@ func (m *model) handleEvent(ev chat.Event) tea.Cmd {
 		m.addTo(status, &chatLine{kind: lineInfo, text: fmt.Sprintf("ready: %s (%s) in room %s", e.Nick, shortID(e.Peer), m.self.room)})
 	case chat.EventSent:
 		// Shown when Enter was pressed; the send result binds the ID.
+	case chat.EventStored:
+		m.storedEvent(e) // mailbox.go
 	case chat.EventDelivered:
 		if l := m.byID[e.ID]; l != nil {
 			l.mark = markDelivered

@@ -66,6 +66,8 @@ type chatLine struct {
 	mark  mark
 	id    string // message ID once known
 	notes []note // lineNotice
+	// stored: the daemons holding it in their mailboxes (mailbox.go)
+	stored int
 }
 
 // note is one peer's part of a coalesced notice line.

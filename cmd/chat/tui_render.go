@@ -292,7 +292,7 @@ func (m *model) renderRows(l *chatLine, w int) []string {
 		headStyled = st.self.Render(from) + ": "
 		switch l.mark {
 		case markPending:
-			text += " …"
+			text += " …" + storedSuffix(l.stored)
 		case markDelivered:
 			text += " ✓"
 		case markFailed:

@@ -19,6 +19,7 @@ import (
 	"github.com/p2p-messaging/p2p-messaging/internal/maddrs"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
 )
 
 // envPrefix prefixes the environment variable of every flag (internal/cli):
@@ -86,6 +87,9 @@ type config struct {
 	autonatPerPeer int // AutoNAT dial-backs per minute, one peer
 
 	dht dhtstore.Limits // what the DHT server keeps on disk
+
+	mailbox       bool           // serve the sealed mailbox (mailbox.go)
+	mailboxLimits mailbox.Limits // its quotas
 }
 
 type relayConfig struct {
@@ -218,6 +222,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 		dhtProvidersPerPeer = fs.Int("dht-max-provider-records-per-peer", dhtstore.DefaultMaxProvidersPerPeer, "DHT provider records kept for one providing peer; refreshes of its stored records are always accepted")
 		dhtValues           = fs.Int("dht-max-value-records", dhtstore.DefaultMaxValues, "DHT value records (PUT_VALUE: /pk, /ipns) kept on disk in total")
 	)
+	mbox := mailboxFlags(fs)
 	fs.Var(&relayData, "relay-limit-data", "most data relayed per direction on one relayed connection, a `size` in bytes or with KiB, MiB or GiB")
 
 	fs.Usage = func() {
@@ -308,6 +313,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 	l.HolderShare, l.HolderQuota = *holderShare, *holderQuota
 	l.MaxRecordAddrs = *recordAddrs
 	c.limits = l
+	c.mailbox, c.mailboxLimits = mbox.config()
 
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -360,6 +366,9 @@ func (c *config) validate() error {
 	// -dht-max-* are the DHT store's Limits, checked by the store.
 	if err := c.dht.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("dht limits: %w", err))
+	}
+	if err := c.mailboxLimits.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("mailbox limits: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
+	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
 )
 
 // DHTDirName is the DHT server's record store (pebble) inside the data
@@ -59,6 +60,7 @@ type daemon struct {
 	dhtStore *dhtstore.Store
 	relayACL *relayACL // nil without -relay
 	server   *rendezvous.Server
+	mailbox  *mailbox.Server // nil with -mailbox=false
 	httpSrv  *http.Server
 	httpDone chan struct{}
 	addrFile string
@@ -177,6 +179,10 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		return nil, fmt.Errorf("start rendezvous server: %w", err)
 	}
 
+	if err := d.startMailbox(reg, log); err != nil {
+		return nil, err
+	}
+
 	if err := d.registerMetrics(reg, bootstrap); err != nil {
 		return nil, err
 	}
@@ -238,6 +244,9 @@ func (d *daemon) close() error {
 		if err := d.server.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close rendezvous server: %w", err))
 		}
+	}
+	if err := d.closeMailbox(); err != nil {
+		errs = append(errs, err)
 	}
 	if d.kad != nil {
 		if err := d.kad.Close(); err != nil {
