@@ -513,6 +513,7 @@ func (s *Service) readChunk(st network.Stream, br *bufio.Reader, f *os.File, in 
 			in.abortChunk()
 			return fmt.Errorf("read chunk %d: %w", i, err)
 		}
+		s.recv.Add(n)
 		in.writePiece(buf[:n])
 		if _, err := f.WriteAt(buf[:n], off); err != nil {
 			in.abortChunk()
@@ -534,6 +535,10 @@ func (s *Service) readChunk(st network.Stream, br *bufio.Reader, f *os.File, in 
 	s.progress(&in.xfer, true, in.haveBytes)
 	return nil
 }
+
+// BytesReceived is the number of chunk bytes this service has read from
+// senders since it started (bad and repeated chunks included).
+func (s *Service) BytesReceived() int64 { return s.recv.Load() }
 
 // missing lists the chunks not yet held, in order.
 func (in *incoming) missing() []int {

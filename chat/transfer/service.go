@@ -274,6 +274,7 @@ type Service struct {
 	wg     sync.WaitGroup
 	notif  *network.NotifyBundle
 	sent   atomic.Int64
+	recv   atomic.Int64
 
 	mu      sync.Mutex
 	closed  bool
