@@ -17,6 +17,7 @@ import (
 	dutil "github.com/libp2p/go-libp2p/p2p/discovery/util"
 	"github.com/multiformats/go-multiaddr"
 
+	"github.com/p2p-messaging/p2p-messaging/chat/transfer"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
@@ -106,6 +107,13 @@ type Config struct {
 	// MaxRequests bounds the strangers' pending requests (default 100; the
 	// oldest is dropped).
 	MaxRequests int
+
+	// DownloadDir is where accepted files land (default DataDir/downloads);
+	// AcceptStrangerFiles shows offers from peers that are not contacts;
+	// FileLimits bounds the transfers (chat/transfer). See files.go.
+	DownloadDir         string
+	AcceptStrangerFiles bool
+	FileLimits          transfer.Limits
 }
 
 func (cfg *Config) setDefaults() error {
@@ -174,6 +182,7 @@ type Node struct {
 	names *names
 	dm    *dm
 	nat   *nat
+	files *transfer.Service // files.go
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -235,6 +244,10 @@ func New(h host.Host, cfg Config) (*Node, error) {
 		return fail(err)
 	}
 	n.dm = newDM(n)
+	if err := n.startFiles(); err != nil {
+		n.dm.close()
+		return fail(err)
+	}
 	n.nat = newNAT(n)
 	n.spawn(n.peers.run)
 	n.spawn(n.nat.run)
@@ -497,6 +510,7 @@ func (n *Node) Close() error {
 		n.life.closed = true
 		n.life.Unlock()
 		n.dm.close() // handler removed, streams closed
+		n.files.Close()
 		n.cancel()
 		var errs []error
 		if n.rdv != nil {

@@ -60,7 +60,7 @@ func hashFile(ctx context.Context, f *os.File, size int64, chunkSize int) ([]byt
 
 // Offer offers the file at path to p (whose connection the caller has
 // arranged or can be dialled from the peerstore), claiming nick as our
-// name. It hashes the file, keeps the transfer's state on disk, and
+// name (the recipient checks the claim). It hashes the file, keeps the transfer's state on disk, and
 // returns once the recipient took the offer (it then waits for the
 // recipient's decision). The offer is small and may use a relayed
 // connection; the data waits for a direct one.
@@ -95,7 +95,7 @@ func (s *Service) offer(ctx context.Context, p peer.ID, path, name, nick string)
 		return Info{}, err
 	}
 	o := &outgoing{src: abs, modTime: fi.ModTime().UnixNano()}
-	o.xfer = xfer{id: id, peer: p, nick: nick, name: filepath.Base(abs), size: size, chunkSize: chunkSizeFor(size), state: StateOffered, path: abs}
+	o.xfer = xfer{id: id, peer: p, name: filepath.Base(abs), size: size, chunkSize: chunkSizeFor(size), state: StateOffered, path: abs}
 	if name != "" {
 		o.name = name
 	}
