@@ -16,20 +16,24 @@ import (
 type cmdKind int
 
 const (
-	cmdNone     cmdKind = iota // empty line: nothing to do
-	cmdSay                     // plain line: text to the current /to target
-	cmdMsg                     // /msg <nick> <text>
-	cmdTo                      // /to <nick>
-	cmdPeers                   // /peers
-	cmdWhois                   // /whois <nick|peer-id>
-	cmdJoin                    // /join <room>
-	cmdHistory                 // /history [nick] [n]
-	cmdID                      // /id
-	cmdAllow                   // /allow <nick|peer-id>
-	cmdBlock                   // /block <nick|peer-id>
-	cmdRequests                // /requests
-	cmdHelp                    // /help
-	cmdQuit                    // /quit
+	cmdNone      cmdKind = iota // empty line: nothing to do
+	cmdSay                      // plain line: text to the current /to target
+	cmdMsg                      // /msg <nick> <text>
+	cmdTo                       // /to <nick>
+	cmdPeers                    // /peers
+	cmdWhois                    // /whois <nick|peer-id>
+	cmdJoin                     // /join <room>
+	cmdHistory                  // /history [nick] [n]
+	cmdID                       // /id
+	cmdAllow                    // /allow <nick|peer-id>
+	cmdBlock                    // /block <nick|peer-id>
+	cmdRequests                 // /requests
+	cmdSend                     // /send <nick> <path> (files.go)
+	cmdAccept                   // /accept <id> [dir]
+	cmdReject                   // /reject <id>
+	cmdTransfers                // /transfers
+	cmdHelp                     // /help
+	cmdQuit                     // /quit
 )
 
 var (
@@ -46,10 +50,11 @@ const (
 // command is one parsed input line.
 type command struct {
 	kind cmdKind
-	nick string // /msg, /to, /whois (nick or peer ID), /history (optional)
-	room string // /join
-	text string // /msg, plain line
-	n    int    // /history
+	nick string   // /msg, /to, /whois (nick or peer ID), /history (optional)
+	room string   // /join
+	text string   // /msg, plain line
+	n    int      // /history
+	file fileArgs // /send, /accept, /reject (files.go)
 }
 
 // helpLines documents the commands; /help prints them and the JSON mode
@@ -66,6 +71,7 @@ var helpLines = []string{
 	"/requests                messages from strangers waiting for /allow or /block",
 	"/allow <nick|peer-id>    accept a stranger: its request joins the conversation",
 	"/block <nick|peer-id>    refuse a peer: its request is dropped, its streams refused",
+	fileHelpLines[0], fileHelpLines[1], fileHelpLines[2], fileHelpLines[3],
 	"/help                    this list",
 	"/quit                    unregister, flush and exit",
 }
@@ -156,6 +162,8 @@ func parseCommand(line string) (command, error) {
 			return command{}, errors.New("usage: /requests")
 		}
 		return command{kind: cmdRequests}, nil
+	case "/send", "/accept", "/reject", "/transfers":
+		return parseFileCommand(strings.ToLower(name), rest)
 	case "/help", "/?":
 		return command{kind: cmdHelp}, nil
 	case "/quit", "/exit":

@@ -48,6 +48,8 @@ type config struct {
 	json         bool
 	reachability chat.Reachability
 	logLevel     slog.Level
+	downloadDir  string // files.go
+	strangerFile bool
 }
 
 const noDaemonHint = "no rendezvous daemon: start one with `go run ./cmd/rendezvous` or pass -rendezvous"
@@ -76,13 +78,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		room         = fs.String("room", "", "room to join (default \""+chat.DefaultRoom+"\")")
 		reachability = fs.String("reachability", "auto", "auto|public|private: force what the node believes about its reachability")
 		logLevel     = fs.String("log-level", "info", "debug|info|warn|error; logs go to stderr in -json mode, to <data-dir>/chat.log in the UI")
+		downloadDir  = fs.String("download-dir", "", "where accepted files are saved (default: <data-dir>/downloads)")
+		strangerFile = fs.Bool("accept-stranger-files", false, "show file offers from peers that are not contacts (offers from blocked peers are always refused)")
 		jsonMode     = fs.Bool("json", false, "headless mode: commands on stdin, one JSON object per line on stdout (see cmd/chat/JSON.md)")
 	)
 	if err := fs.Parse(args, cli.NonEmpty(getenv)); err != nil {
 		return config{}, err
 	}
 
-	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode}
+	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode,
+		downloadDir: *downloadDir, strangerFile: *strangerFile}
 	if cfg.nick == "" {
 		return config{}, errors.New("-nick is required (or set CHAT_NICK)")
 	}
@@ -186,6 +191,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		DataDir:    cfg.dataDir,
 		Rendezvous: cfg.rendezvous,
 		Logger:     logger,
+
+		DownloadDir:         cfg.downloadDir,
+		AcceptStrangerFiles: cfg.strangerFile,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)

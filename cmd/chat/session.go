@@ -176,6 +176,8 @@ func (s *session) exec(ctx context.Context, c command) any {
 			return errorResult{err}
 		}
 		return requestsResult{Requests: reqs}
+	case cmdSend, cmdAccept, cmdReject, cmdTransfers:
+		return s.execFile(ctx, c)
 	case cmdHelp:
 		return helpResult{Lines: helpLines}
 	case cmdQuit:

@@ -175,6 +175,7 @@ type model struct {
 	seq   int
 	peers map[string]*peerState
 	fatal error
+	files fileView // files_tui.go
 
 	// Input history, recalled with Up and Down.
 	hist    []string
@@ -474,6 +475,8 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		}
 	case allowedResult, blockedResult:
 		// The node's EventAllowed / EventBlocked reports it.
+	case fileOfferedResult, fileAcceptedResult, fileRejectedResult, transfersResult:
+		m.handleFile(v)
 	case quitResult:
 		return m, tea.Quit
 	}
@@ -526,6 +529,8 @@ func (m *model) handleEvent(ev chat.Event) {
 		} else {
 			m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("hole punch with %s failed after %d attempt(s): %s; staying relayed", m.nickOf(e.Peer), e.Attempts, e.Err)})
 		}
+	case chat.EventFileOffer, chat.EventFileProgress, chat.EventFileState, chat.EventFileDone, chat.EventFileFailed:
+		m.handleFile(ev)
 	case chat.EventWarning:
 		text := e.Text
 		if e.Nick != "" || e.Peer != "" {
