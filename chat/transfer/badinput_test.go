@@ -28,8 +28,9 @@ func newFakeFile(size, cs int) fakeFile {
 	f := fakeFile{content: make([]byte, size), cs: cs}
 	_, _ = rand.Read(f.content)
 	for off := 0; off < size; off += cs {
-		h := sha256.Sum256(f.content[off:min(off+cs, size)])
-		f.hashes = append(f.hashes, h[:]...)
+		h := newChunkHash()
+		h.Write(f.content[off:min(off+cs, size)])
+		f.hashes = h.Sum(f.hashes)
 	}
 	f.file = sha256.Sum256(f.content)
 	f.list = sha256.Sum256(f.hashes)

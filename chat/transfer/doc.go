@@ -31,9 +31,13 @@
 // MinChunkSize, 64 KiB, to MaxChunkSize, 64 MiB; the last chunk may be
 // shorter), at most MaxChunks (16384) of them, so a file is at most 1 TiB
 // and its hash list at most 512 KiB. A sender picks DefaultChunkSize
-// (1 MiB), doubled until the file fits. file_sha256 is the SHA-256 of the
-// whole content; list_sha256 is the SHA-256 of the concatenated chunk
-// hashes, which commits the offer to them.
+// (1 MiB), doubled until the file fits. Each chunk hash is the BLAKE3-256
+// of the chunk (lukechampine.com/blake3: measured about four times faster
+// than SHA-256 on the 2-core test machine, which lets a recipient hash
+// every byte twice at the speed of the connection); file_sha256 is the
+// SHA-256 of the whole content (what users compare with sha256sum);
+// list_sha256 is the SHA-256 of the concatenated chunk hashes, which
+// commits the offer to them.
 //
 // # Flow
 //
@@ -74,8 +78,8 @@
 // at most twice the file plus MaxBadChunks+1 chunks on one stream.
 //
 // When every chunk is held, the recipient checks the SHA-256 of the whole
-// file (fed in order while the chunks arrive, the rest read back from the
-// disk), syncs it, and moves it into place under its name, or "name
+// file (fed in order, on a goroutine of its own, while the chunks arrive;
+// what an earlier run received is read back from the disk), syncs it, and moves it into place under its name, or "name
 // (1).ext", "name (2).ext", ... if that exists (a hard link that fails on
 // an existing name, so nothing is ever overwritten). A mismatch fails the
 // transfer and removes the partial file. Then it writes DONE and closes;

@@ -37,11 +37,66 @@ type incoming struct {
 	haveBytes int64
 	bad       int
 	stalls    int
-	ch        hash.Hash // the current chunk
-	whole     hash.Hash // the whole file, fed in order
-	wholeNext int       // the next chunk whole expects
-	feed      bool      // the current chunk also feeds whole
-	snap      []byte    // whole's state before the current chunk
+	ch        hash.Hash  // the current chunk
+	whole     hash.Hash  // the whole file, fed in order
+	wholeNext int        // the next chunk whole expects
+	feed      bool       // the current chunk also feeds whole
+	snap      []byte     // whole's state before the current chunk
+	pipe      *wholePipe // during a fetch: whole is fed by its own goroutine
+}
+
+// wholePipe feeds the whole-file SHA-256 on a goroutine of its own, so that
+// it runs beside the network reads, the chunk hashing and the disk writes.
+// Messages are handled in order: data, a snapshot of the state, or a
+// restore of the last snapshot (a chunk that failed its hash).
+type wholePipe struct {
+	h    hash.Hash
+	in   chan pipeMsg
+	free chan []byte
+	done chan struct{}
+}
+
+type pipeMsg struct {
+	data []byte
+	op   byte // pipeData, pipeSnapshot, pipeRestore
+}
+
+const (
+	pipeData byte = iota
+	pipeSnapshot
+	pipeRestore
+	pipeBuffers = 8
+)
+
+func newWholePipe(h hash.Hash) *wholePipe {
+	p := &wholePipe{h: h, in: make(chan pipeMsg, pipeBuffers+4), free: make(chan []byte, pipeBuffers), done: make(chan struct{})}
+	for i := 0; i < pipeBuffers; i++ {
+		p.free <- make([]byte, ioBufSize)
+	}
+	go p.run()
+	return p
+}
+
+func (p *wholePipe) run() {
+	defer close(p.done)
+	var snap []byte
+	for m := range p.in {
+		switch m.op {
+		case pipeData:
+			p.h.Write(m.data)
+			p.free <- m.data[:cap(m.data)]
+		case pipeSnapshot:
+			snap, _ = p.h.(encoding.BinaryMarshaler).MarshalBinary()
+		case pipeRestore:
+			_ = p.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(snap)
+		}
+	}
+}
+
+// close waits until everything sent is hashed.
+func (p *wholePipe) close() {
+	close(p.in)
+	<-p.done
 }
 
 // fatalError ends a transfer for good (the sender lied, or the disk
@@ -426,6 +481,13 @@ func (s *Service) receive(st network.Stream, in *incoming) (DoneEvent, error) {
 		return DoneEvent{}, fatalf("partial file: %w", err)
 	}
 	defer f.Close()
+	in.pipe = newWholePipe(in.whole)
+	defer func() {
+		if in.pipe != nil {
+			in.pipe.close()
+			in.pipe = nil
+		}
+	}()
 	buf := make([]byte, ioBufSize)
 	for {
 		missing := in.missing()
@@ -455,6 +517,8 @@ func (s *Service) receive(st network.Stream, in *incoming) (DoneEvent, error) {
 	}
 
 	s.setState(&in.xfer, true, StateVerifying, "")
+	in.pipe.close()
+	in.pipe = nil
 	if err := in.finishWhole(f, buf); err != nil {
 		return DoneEvent{}, fatalf("read partial file: %w", err)
 	}
@@ -507,17 +571,29 @@ func (s *Service) readChunk(st network.Stream, br *bufio.Reader, f *os.File, in 
 	in.beginChunk(i)
 	off := int64(i) * int64(in.chunkSize)
 	for left := want; left > 0; {
-		n := min(left, int64(len(buf)))
-		_ = st.SetReadDeadline(time.Now().Add(s.lim.StallTimeout))
-		if _, err := io.ReadFull(br, buf[:n]); err != nil {
-			in.abortChunk()
-			return fmt.Errorf("read chunk %d: %w", i, err)
+		piece := buf
+		if in.feed && in.pipe != nil {
+			piece = <-in.pipe.free
 		}
-		s.recv.Add(n)
-		in.writePiece(buf[:n])
-		if _, err := f.WriteAt(buf[:n], off); err != nil {
+		n := min(left, int64(len(piece)))
+		_ = st.SetReadDeadline(time.Now().Add(s.lim.StallTimeout))
+		_, err := io.ReadFull(br, piece[:n])
+		if err == nil {
+			s.recv.Add(n)
+			in.writePiece(piece[:n]) // the pipe only reads it
+			_, err = f.WriteAt(piece[:n], off)
+			if err != nil {
+				err = fatalf("write partial file: %w", err)
+			}
+		} else {
+			err = fmt.Errorf("read chunk %d: %w", i, err)
+			if in.feed && in.pipe != nil {
+				in.pipe.free <- piece
+			}
+		}
+		if err != nil {
 			in.abortChunk()
-			return fatalf("write partial file: %w", err)
+			return err
 		}
 		off += n
 		left -= n
@@ -569,28 +645,40 @@ func wantRuns(idx []int, max int) []wantMsg {
 
 func (in *incoming) beginChunk(i int) {
 	if in.ch == nil {
-		in.ch = sha256.New()
+		in.ch = newChunkHash()
 	}
 	in.ch.Reset()
 	in.feed = i == in.wholeNext
-	if in.feed {
+	switch {
+	case in.feed && in.pipe != nil:
+		in.pipe.in <- pipeMsg{op: pipeSnapshot}
+	case in.feed:
 		in.snap, _ = in.whole.(encoding.BinaryMarshaler).MarshalBinary()
 	}
 }
 
+// writePiece hashes a piece of the current chunk; with a pipe, p must be
+// one of the pipe's buffers when the chunk feeds whole (the pipe takes it
+// back).
 func (in *incoming) writePiece(p []byte) {
 	in.ch.Write(p)
-	if in.feed {
+	switch {
+	case in.feed && in.pipe != nil:
+		in.pipe.in <- pipeMsg{data: p}
+	case in.feed:
 		in.whole.Write(p)
 	}
 }
 
 // abortChunk undoes what a chunk that did not complete fed to whole.
 func (in *incoming) abortChunk() {
-	if in.feed {
+	switch {
+	case in.feed && in.pipe != nil:
+		in.pipe.in <- pipeMsg{op: pipeRestore}
+	case in.feed:
 		_ = in.whole.(encoding.BinaryUnmarshaler).UnmarshalBinary(in.snap)
-		in.feed = false
 	}
+	in.feed = false
 }
 
 // endChunk reports whether chunk i matched its hash.

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"lukechampine.com/blake3"
 )
 
 // outgoing is a file this node offered; guarded by Service.mu.
@@ -24,6 +26,12 @@ type outgoing struct {
 	stream  network.Stream // the fetch stream being served, if any
 }
 
+// newChunkHash is the chunk hash: BLAKE3-256 (lukechampine.com/blake3,
+// SIMD on amd64 and arm64), several times faster than SHA-256 here, so the
+// recipient's two passes (chunks and the whole file) cost little more than
+// one.
+func newChunkHash() hash.Hash { return blake3.New(hashLen, nil) }
+
 // sumList is the SHA-256 of a hash list.
 func sumList(hashes []byte) [hashLen]byte { return sha256.Sum256(hashes) }
 
@@ -34,7 +42,7 @@ func hashFile(ctx context.Context, f *os.File, size int64, chunkSize int) ([]byt
 	n := int(numChunks(size, chunkSize))
 	hashes := make([]byte, 0, n*hashLen)
 	wh := sha256.New()
-	ch := sha256.New()
+	ch := newChunkHash()
 	buf := make([]byte, ioBufSize)
 	r := io.NewSectionReader(f, 0, size)
 	for i := 0; i < n; i++ {

@@ -30,6 +30,7 @@ type config struct {
 	RecordAddrs   int           `json:"record_addrs"`
 	DiscoverLimit int           `json:"discover_limit"`
 	ChatMessages  int           `json:"chat_messages"`
+	FileSize      int64         `json:"file_size"` // files.go
 	Addr          string        `json:"addr,omitempty"`
 	DaemonPID     int           `json:"-"`
 	DaemonBin     string        `json:"-"`
@@ -113,6 +114,7 @@ type report struct {
 	Sizes     msgSizes    `json:"message_sizes"`
 	Results   []result    `json:"results"`
 	Memory    []memResult `json:"memory"`
+	Files     *filesReport `json:"files,omitempty"`
 	Notes     []string    `json:"notes,omitempty"`
 	Errors    []string    `json:"errors,omitempty"`
 }

@@ -168,7 +168,7 @@ func writeTable(w io.Writer, rep *report) {
 	}
 	fmt.Fprintln(w)
 	results, memory := tables(rep)
-	for _, t := range [][][]string{results, memory} {
+	for _, t := range [][][]string{results, memory, fileTable(rep)} {
 		if len(t) == 0 {
 			continue
 		}
@@ -195,7 +195,7 @@ func writeMarkdown(w io.Writer, rep *report) {
 	}
 	fmt.Fprintln(w)
 	results, memory := tables(rep)
-	for _, t := range [][][]string{results, memory} {
+	for _, t := range [][][]string{results, memory, fileTable(rep)} {
 		if len(t) == 0 {
 			continue
 		}
