@@ -104,19 +104,19 @@ type memResult struct {
 
 // report is the whole run, as -json prints it.
 type report struct {
-	Time      string      `json:"time"`
-	GoVersion string      `json:"go_version"`
-	OS        string      `json:"os"`
-	Arch      string      `json:"arch"`
-	CPUs      int         `json:"cpus"`
-	Command   string      `json:"command"`
-	Config    config      `json:"config"`
-	Sizes     msgSizes    `json:"message_sizes"`
-	Results   []result    `json:"results"`
-	Memory    []memResult `json:"memory"`
+	Time      string       `json:"time"`
+	GoVersion string       `json:"go_version"`
+	OS        string       `json:"os"`
+	Arch      string       `json:"arch"`
+	CPUs      int          `json:"cpus"`
+	Command   string       `json:"command"`
+	Config    config       `json:"config"`
+	Sizes     msgSizes     `json:"message_sizes"`
+	Results   []result     `json:"results"`
+	Memory    []memResult  `json:"memory"`
 	Files     *filesReport `json:"files,omitempty"`
-	Notes     []string    `json:"notes,omitempty"`
-	Errors    []string    `json:"errors,omitempty"`
+	Notes     []string     `json:"notes,omitempty"`
+	Errors    []string     `json:"errors,omitempty"`
 }
 
 // msgSizes are the rendezvous message sizes the echo baselines copy.
