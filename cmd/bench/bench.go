@@ -31,6 +31,7 @@ type config struct {
 	DiscoverLimit int           `json:"discover_limit"`
 	ChatMessages  int           `json:"chat_messages"`
 	FileSize      int64         `json:"file_size"` // files.go
+	FileRounds    int           `json:"file_rounds"`
 	Addr          string        `json:"addr,omitempty"`
 	DaemonPID     int           `json:"-"`
 	DaemonBin     string        `json:"-"`

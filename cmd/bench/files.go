@@ -59,6 +59,7 @@ type fileResult struct {
 	RecvRSSPeak      int64   `json:"receiver_rss_peak_bytes"`
 	CopySenderPeak   int64   `json:"copy_sender_rss_peak_bytes"`
 	CopyReceiverPeak int64   `json:"copy_receiver_rss_peak_bytes"`
+	Rounds           int     `json:"rounds"`
 	Target           string  `json:"target"`
 	Pass             *bool   `json:"pass,omitempty"`
 }
@@ -88,10 +89,10 @@ func fileTable(rep *report) [][]string {
 		return nil
 	}
 	mib := func(b int64) string { return fmt.Sprintf("%.0f", float64(b)/(1<<20)) }
-	t := [][]string{{"file transfer", "transport", "size MiB", "transfer MiB/s", "stream copy MiB/s", "vs copy", "target", "",
+	t := [][]string{{"file transfer", "transport", "size MiB", "best transfer MiB/s", "best stream copy MiB/s", "vs copy", "target", "",
 		"hash+offer s", "sender RSS MiB base→peak", "receiver RSS MiB base→peak", "copy RSS MiB peak snd/rcv"}}
 	for _, r := range rep.Files.Rows {
-		t = append(t, []string{"1 file", r.Transport, mib(r.Size), fmt.Sprintf("%.0f", r.TransferMiBps), fmt.Sprintf("%.0f", r.CopyMiBps),
+		t = append(t, []string{fmt.Sprintf("1 file, %d rounds", r.Rounds), r.Transport, mib(r.Size), fmt.Sprintf("%.0f", r.TransferMiBps), fmt.Sprintf("%.0f", r.CopyMiBps),
 			ratio(r.Ratio) + "×", r.Target, verdict(r.Pass), fmt.Sprintf("%.2f", r.OfferSeconds),
 			mib(r.SenderRSSBase) + "→" + mib(r.SenderRSSPeak), mib(r.RecvRSSBase) + "→" + mib(r.RecvRSSPeak),
 			mib(r.CopySenderPeak) + "/" + mib(r.CopyReceiverPeak)})
@@ -401,7 +402,7 @@ func (b *bench) runFiles(ctx context.Context) {
 }
 
 func (b *bench) fileRow(ctx context.Context, h host.Host, svc *transfer.Service, src, dir, tr string, size int64) (fileResult, error) {
-	r := fileResult{Transport: tr, Size: size, Target: "≥ 0.8× stream copy"}
+	r := fileResult{Transport: tr, Size: size, Rounds: b.cfg.FileRounds, Target: "≥ 0.8× stream copy"}
 	child, err := startFilesChild(ctx, dir, 250*time.Millisecond)
 	if err != nil {
 		return r, err
@@ -420,46 +421,50 @@ func (b *bench) fileRow(ctx context.Context, h host.Host, svc *transfer.Service,
 	defer h.Network().ClosePeer(ai.ID)
 	me := os.Getpid()
 
-	// Baseline: the same bytes over a plain stream on the same connection.
+	// Rounds of the baseline (the same bytes over a plain stream on the
+	// same connection) and the transfer, interleaved; the fastest of each
+	// counts, so a burst of load from other processes hurts neither alone.
 	r.SenderRSSBase, r.RecvRSSBase = rss(me), rss(child.pid)
-	stop := rssPeak(me, child.pid)
-	start := time.Now()
-	if err := copyFile(ctx, h, ai.ID, src); err != nil {
-		stop()
-		return r, fmt.Errorf("stream copy: %w", err)
-	}
-	copyDur := time.Since(start)
-	peaks := stop()
-	r.CopySenderPeak, r.CopyReceiverPeak = peaks[0], peaks[1]
-	r.CopyMiBps = float64(size) / (1 << 20) / copyDur.Seconds()
-	_ = os.Remove(filepath.Join(dir, "copy.bin"))
+	for round := 0; round < b.cfg.FileRounds; round++ {
+		stop := rssPeak(me, child.pid)
+		start := time.Now()
+		if err := copyFile(ctx, h, ai.ID, src); err != nil {
+			stop()
+			return r, fmt.Errorf("stream copy: %w", err)
+		}
+		copyDur := time.Since(start)
+		peaks := stop()
+		r.CopySenderPeak, r.CopyReceiverPeak = max(r.CopySenderPeak, peaks[0]), max(r.CopyReceiverPeak, peaks[1])
+		r.CopyMiBps = max(r.CopyMiBps, float64(size)/(1<<20)/copyDur.Seconds())
+		_ = os.Remove(filepath.Join(dir, "copy.bin"))
 
-	// The transfer: hashing and the offer first, then the clock runs from
-	// the offer's answer to the recipient's DONE.
-	start = time.Now()
-	info, err := svc.Offer(ctx, ai.ID, src, "bench")
-	if err != nil {
-		return r, err
-	}
-	r.OfferSeconds = time.Since(start).Seconds()
-	stop = rssPeak(me, child.pid)
-	start = time.Now()
-	l, err := child.await(ctx, "DONE "+info.ID, 10*time.Minute)
-	dur := time.Since(start)
-	peaks = stop()
-	if err != nil {
-		return r, err
-	}
-	r.SenderRSSPeak, r.RecvRSSPeak = peaks[0], peaks[1]
-	r.TransferMiBps = float64(size) / (1 << 20) / dur.Seconds()
-	r.Ratio = r.TransferMiBps / r.CopyMiBps
-	r.Pass = boolp(r.Ratio >= 0.8)
-	if f := strings.Fields(l); len(f) >= 3 {
-		if err := sameContent(src, f[2]); err != nil {
+		// The transfer: hashing and the offer first, then the clock runs
+		// from the offer's answer to the recipient's DONE.
+		start = time.Now()
+		info, err := svc.Offer(ctx, ai.ID, src, "bench")
+		if err != nil {
 			return r, err
 		}
-		_ = os.Remove(f[2])
+		r.OfferSeconds = time.Since(start).Seconds()
+		stop = rssPeak(me, child.pid)
+		start = time.Now()
+		l, err := child.await(ctx, "DONE "+info.ID, 10*time.Minute)
+		dur := time.Since(start)
+		peaks = stop()
+		if err != nil {
+			return r, err
+		}
+		r.SenderRSSPeak, r.RecvRSSPeak = max(r.SenderRSSPeak, peaks[0]), max(r.RecvRSSPeak, peaks[1])
+		r.TransferMiBps = max(r.TransferMiBps, float64(size)/(1<<20)/dur.Seconds())
+		if f := strings.Fields(l); len(f) >= 3 {
+			if err := sameContent(src, f[2]); err != nil {
+				return r, err
+			}
+			_ = os.Remove(f[2])
+		}
 	}
+	r.Ratio = r.TransferMiBps / r.CopyMiBps
+	r.Pass = boolp(r.Ratio >= 0.8)
 	return r, nil
 }
 

@@ -76,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.IntVar(&cfg.DiscoverLimit, "discover-limit", 10, "limit field of each DISCOVER")
 	fs.IntVar(&cfg.ChatMessages, "chat-messages", 2000, "messages per chat measurement")
 	fs.Int64Var(&cfg.FileSize, "file-size", 1<<30, "bytes of the file the files phase sends (TCP, QUIC, and the kill-at-half resume)")
+	fs.IntVar(&cfg.FileRounds, "file-rounds", 2, "interleaved rounds of stream copy and transfer per transport in the files phase (the fastest of each counts)")
 	fs.StringVar(&cfg.Addr, "addr", "", "benchmark this running daemon (/ip4/127.0.0.1/tcp/…/p2p/…) instead of starting one")
 	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "with -addr: the daemon's PID, to read its CPU and memory from /proc")
 	fs.StringVar(&cfg.DaemonBin, "daemon-bin", "", "rendezvous daemon binary to start (default: go build ./cmd/rendezvous)")
@@ -105,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 			"capacity":      func() { capacity = "100,200" },
 			"chat-messages": func() { cfg.ChatMessages = 50 },
 			"file-size":     func() { cfg.FileSize = 16 << 20 },
+			"file-rounds":   func() { cfg.FileRounds = 1 },
 		}
 		for name, f := range short {
 			if !set[name] {
@@ -162,6 +164,8 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 		return cfg, "", errors.New("-discover-limit must be at least 1")
 	case cfg.DialPar < 1:
 		return cfg, "", errors.New("-dial-parallelism must be at least 1")
+	case cfg.FileRounds < 1:
+		return cfg, "", errors.New("-file-rounds must be at least 1")
 	case cfg.FileSize < 1<<20:
 		return cfg, "", errors.New("-file-size must be at least 1 MiB")
 	case cfg.ChatMessages < 1:
