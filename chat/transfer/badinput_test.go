@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"path/filepath"
 	"sync"
@@ -243,4 +244,43 @@ func TestFetchWithoutAcceptedOffer(t *testing.T) {
 	require.Error(t, err)
 	require.Zero(t, a.BytesSent())
 	require.Equal(t, StateOffered, a.List()[0].State, "the real offer is untouched")
+}
+
+func rawOffer(t *testing.T, from *tsvc, to *tsvc, id transferID) byte {
+	t.Helper()
+	st := rawStream(t, from.h, to.h)
+	_, err := st.Write(encode(nil, offerMsg{ID: id, Size: 10, ChunkSize: MinChunkSize, Name: "x", Nick: "mallory"}))
+	require.NoError(t, err)
+	return readStatus(t, st).Code
+}
+
+func TestOfferAndWithdrawDoesNotGrowTheList(t *testing.T) {
+	ha, hb := newHost(t), newHost(t)
+	connect(t, ha, hb)
+	a := &tsvc{h: ha}
+	b := newSvc(t, hb, "", "", func(c *Config) { c.Limits.MaxPendingPerPeer = 2 })
+	for i := 0; i < 20; i++ {
+		id := transferID{byte(i), 0xaa}
+		require.Equal(t, StatusOK, rawOffer(t, a, b, id), "offer %d", i)
+		st := rawStream(t, ha, hb)
+		_, err := st.Write(encode(nil, cancelMsg{ID: id, Reason: "never mind"}))
+		require.NoError(t, err)
+		require.Equal(t, StatusOK, readStatus(t, st).Code)
+	}
+	require.Empty(t, b.List(), "withdrawn offers are forgotten")
+	require.Equal(t, 20, b.rec.count(func(e Event) bool { _, ok := e.(FailedEvent); return ok }))
+}
+
+func TestFinishedTransfersBounded(t *testing.T) {
+	ha, hb := newHost(t), newHost(t)
+	connect(t, ha, hb)
+	a := &tsvc{h: ha}
+	b := newSvc(t, hb, "", "")
+	for i := 0; i < maxFinished+10; i++ {
+		id := transferID{byte(i), 0xbb}
+		require.Equal(t, StatusOK, rawOffer(t, a, b, id))
+		_, err := b.Reject(hex.EncodeToString(id[:]))
+		require.NoError(t, err)
+	}
+	require.Len(t, b.List(), maxFinished)
 }

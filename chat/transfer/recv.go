@@ -267,6 +267,7 @@ func (s *Service) Reject(idOrPrefix string) (Info, error) {
 	}
 	in.state = StateRejected
 	in.err = "rejected"
+	s.finishedLocked(&in.xfer)
 	info := in.info(true)
 	s.mu.Unlock()
 	s.notifyCancel(in.peer, in.id, "rejected")
@@ -305,6 +306,11 @@ func (in *incoming) cancelByPeer(s *Service, reason string) {
 	}
 	s.mu.Unlock()
 	s.failIncoming(in, reason)
+	// A withdrawn offer the user never acted on is not kept: a peer
+	// cannot fill the list by offering and withdrawing.
+	s.mu.Lock()
+	delete(s.in, in.id)
+	s.mu.Unlock()
 }
 
 func (s *Service) startIncoming(in *incoming) {
@@ -326,6 +332,9 @@ func (s *Service) runIncoming(ctx context.Context, in *incoming) {
 	defer func() {
 		s.mu.Lock()
 		in.running = false
+		if in.state.terminal() {
+			in.hashes, in.have = nil, nil // the run goroutine owns them; nothing reads them any more
+		}
 		s.mu.Unlock()
 	}()
 	backoff := s.lim.RetryMin
@@ -536,6 +545,7 @@ func (s *Service) receive(st network.Stream, in *incoming) (DoneEvent, error) {
 	}
 	s.mu.Lock()
 	in.state, in.path, in.bytes = StateDone, path, in.size
+	s.finishedLocked(&in.xfer)
 	s.mu.Unlock()
 	s.removeState(true, in.id)
 	// Tell the sender; it is done either way.
@@ -764,6 +774,7 @@ func (s *Service) failIncoming(in *incoming, reason string) {
 		return
 	}
 	in.state, in.err = StateFailed, reason
+	s.finishedLocked(&in.xfer)
 	part := in.part
 	s.mu.Unlock()
 	if part != "" {

@@ -383,6 +383,7 @@ func (s *Service) finishOutgoing(o *outgoing, st State, reason string) {
 		return
 	}
 	o.state, o.err = st, reason
+	s.finishedLocked(&o.xfer)
 	stream := o.stream
 	s.mu.Unlock()
 	s.removeState(false, o.id)

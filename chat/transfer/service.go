@@ -249,6 +249,61 @@ type xfer struct {
 	err       string
 	lastProg  time.Time
 	progBytes int64
+	finished  time.Time // when it reached a terminal state
+}
+
+// maxFinished is how many finished transfers of each direction List keeps
+// showing; older ones are forgotten.
+const maxFinished = 64
+
+// finishedLocked notes that x reached a terminal state and forgets the
+// oldest finished transfers past maxFinished; the caller holds s.mu.
+func (s *Service) finishedLocked(x *xfer) {
+	x.finished = time.Now()
+	prune := func(n int, oldest func() (transferID, bool), drop func(transferID)) {
+		for ; n > maxFinished; n-- {
+			id, ok := oldest()
+			if !ok {
+				return
+			}
+			drop(id)
+		}
+	}
+	countIn, countOut := 0, 0
+	for _, in := range s.in {
+		if in.state.terminal() {
+			countIn++
+		}
+	}
+	for _, o := range s.out {
+		if o.state.terminal() {
+			countOut++
+		}
+	}
+	prune(countIn, func() (transferID, bool) {
+		var best *incoming
+		for _, in := range s.in {
+			if in.state.terminal() && !in.running && (best == nil || in.finished.Before(best.finished)) {
+				best = in
+			}
+		}
+		if best == nil {
+			return transferID{}, false
+		}
+		return best.id, true
+	}, func(id transferID) { delete(s.in, id) })
+	prune(countOut, func() (transferID, bool) {
+		var best *outgoing
+		for _, o := range s.out {
+			if o.state.terminal() && (best == nil || o.finished.Before(best.finished)) {
+				best = o
+			}
+		}
+		if best == nil {
+			return transferID{}, false
+		}
+		return best.id, true
+	}, func(id transferID) { delete(s.out, id) })
 }
 
 func (x *xfer) chunks() int { return int(numChunks(x.size, x.chunkSize)) }
