@@ -107,9 +107,10 @@
 // 128 KiB per direction), far too little for files. Offers and cancels (a
 // few hundred bytes) may use them; chunk data never does: a recipient with
 // only a relayed connection to the sender shows the transfer as
-// "waiting_direct" (waiting for a direct connection) and fetches as soon
-// as a direct connection appears (a hole punch), and a sender refuses a
-// FETCH that arrives over a relay. A transfer that was running when the
+// "waiting_direct" (waiting for a direct connection), tries a direct dial
+// on each retry when it knows a direct address of the sender, and fetches
+// as soon as a direct connection appears (a hole punch); a sender refuses
+// a FETCH that arrives over a relay. A transfer that was running when the
 // connection changed simply resumes on the new one.
 //
 // # Names

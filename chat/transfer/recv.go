@@ -388,6 +388,17 @@ func isTimeout(err error) bool {
 
 var errNoDirect = errors.New("waiting for a direct connection")
 
+// hasDirectAddr reports whether the peerstore knows an address of p that
+// is not a relay circuit.
+func (s *Service) hasDirectAddr(p peer.ID) bool {
+	for _, a := range s.h.Peerstore().Addrs(p) {
+		if !isRelayed(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // fetchOnce is one attempt: connect (directly), open a fetch stream and
 // receive what is missing.
 func (s *Service) fetchOnce(ctx context.Context, in *incoming) error {
@@ -407,6 +418,16 @@ func (s *Service) fetchOnce(ctx context.Context, in *incoming) error {
 			return fmt.Errorf("connect: %w", err)
 		}
 		_, direct = directConn(s.h, in.peer)
+	}
+	if !direct && s.hasDirectAddr(in.peer) {
+		// Only relayed so far: try a direct dial (the peer may be
+		// reachable); otherwise a hole punch will bring one.
+		cctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		err := s.h.Connect(network.WithForceDirectDial(cctx, "file transfer"), peer.AddrInfo{ID: in.peer})
+		cancel()
+		if err == nil {
+			_, direct = directConn(s.h, in.peer)
+		}
 	}
 	if !direct {
 		s.setState(&in.xfer, true, StateWaitingDirect, "only a relayed connection: waiting for a direct connection")
