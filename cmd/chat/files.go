@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/p2p-messaging/p2p-messaging/chat"
 )
@@ -87,6 +88,14 @@ func expandHome(p string) string {
 func (s *session) execFile(ctx context.Context, c command) any {
 	switch c.kind {
 	case cmdSend:
+		// The file is hashed before the offer leaves: allow for that, at a
+		// pessimistic 20 MiB/s, on top of the usual command time.
+		timeout := commandTimeout
+		if fi, err := os.Stat(c.file.path); err == nil {
+			timeout += time.Duration(fi.Size()/(20<<20)) * time.Second
+		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
 		t, err := s.node.SendFile(ctx, c.nick, c.file.path)
 		if err != nil {
 			return errorResult{withContext(err, "send file to", c.nick)}

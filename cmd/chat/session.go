@@ -114,6 +114,9 @@ var errNoTarget = errors.New("no peer selected: use /to <nick> or /msg <nick> <t
 
 // exec runs one command. It never returns nil; failures are errorResult.
 func (s *session) exec(ctx context.Context, c command) any {
+	if c.kind == cmdSend {
+		return s.execFile(ctx, c) // hashing a large file takes longer than commandTimeout (files.go)
+	}
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
 	switch c.kind {
