@@ -116,14 +116,15 @@ type filesChild struct {
 	pid   int
 }
 
-func startFilesChild(ctx context.Context, dir string, progress time.Duration) (*filesChild, error) {
+func startFilesChild(ctx context.Context, dir string, progress time.Duration, stopAt int64) (*filesChild, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
 	dieWithParent(cmd)
-	cmd.Env = append(os.Environ(), childEnv+"=files", filesDirEnv+"="+dir, "P2P_BENCH_FILES_PROGRESS="+progress.String())
+	cmd.Env = append(os.Environ(), childEnv+"=files", filesDirEnv+"="+dir, "P2P_BENCH_FILES_PROGRESS="+progress.String(),
+		"P2P_BENCH_FILES_STOP_AT="+strconv.FormatInt(stopAt, 10))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -213,6 +214,10 @@ func (c *filesChild) addr(transport string) (peer.AddrInfo, error) {
 func serveFilesChild(stdin io.Reader, stdout io.Writer) error {
 	dir := os.Getenv(filesDirEnv)
 	progress, _ := time.ParseDuration(os.Getenv("P2P_BENCH_FILES_PROGRESS"))
+	// With a stop point the child stops receiving there (its progress
+	// event blocks the transfer's goroutine) and waits to be killed, so
+	// the kill lands half way whatever the speed.
+	stopAt, _ := strconv.ParseInt(os.Getenv("P2P_BENCH_FILES_STOP_AT"), 10, 64)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -249,6 +254,10 @@ func serveFilesChild(stdin io.Reader, stdout io.Writer) error {
 				}()
 			case transfer.ProgressEvent:
 				say("PROGRESS %s %d", e.ID, e.Bytes)
+				if stopAt > 0 && e.Incoming && e.Bytes >= stopAt {
+					say("STOPPED %s %d", e.ID, e.Bytes)
+					select {} // until SIGKILL
+				}
 			case transfer.DoneEvent:
 				say("DONE %s %s %d", e.ID, e.Path, svc.BytesReceived())
 			case transfer.FailedEvent:
@@ -403,7 +412,7 @@ func (b *bench) runFiles(ctx context.Context) {
 
 func (b *bench) fileRow(ctx context.Context, h host.Host, svc *transfer.Service, src, dir, tr string, size int64) (fileResult, error) {
 	r := fileResult{Transport: tr, Size: size, Rounds: b.cfg.FileRounds, Target: "≥ 0.8× stream copy"}
-	child, err := startFilesChild(ctx, dir, 250*time.Millisecond)
+	child, err := startFilesChild(ctx, dir, 250*time.Millisecond, 0)
 	if err != nil {
 		return r, err
 	}
@@ -528,7 +537,14 @@ func fileHash(p string) ([]byte, error) {
 // to move again.
 func (b *bench) fileResume(ctx context.Context, h host.Host, svc *transfer.Service, src, dir string, size int64) (*resumeResult, error) {
 	res := &resumeResult{Size: size, Target: "received again ≤ 1 chunk"}
-	child, err := startFilesChild(ctx, dir, 5*time.Millisecond)
+	// A large file is killed on the fly, mid-chunk, as soon as half is
+	// reported; a small one would finish before the kill lands, so its
+	// recipient stops at half (a chunk boundary) and waits for the kill.
+	var stopAt int64
+	if size < 256<<20 {
+		stopAt = size / 2
+	}
+	child, err := startFilesChild(ctx, dir, time.Millisecond, stopAt)
 	if err != nil {
 		return nil, err
 	}
@@ -547,15 +563,18 @@ func (b *bench) fileResume(ctx context.Context, h host.Host, svc *transfer.Servi
 		child.kill()
 		return nil, err
 	}
+	wait := "PROGRESS " + info.ID
+	if stopAt > 0 {
+		wait = "STOPPED " + info.ID
+	}
 	for {
-		l, err := child.await(ctx, "PROGRESS "+info.ID, 10*time.Minute)
+		l, err := child.await(ctx, wait, 10*time.Minute)
 		if err != nil {
 			child.kill()
 			return nil, err
 		}
 		f := strings.Fields(l)
-		n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
-		if n >= size/2 {
+		if n, _ := strconv.ParseInt(f[len(f)-1], 10, 64); n >= size/2 {
 			break
 		}
 	}
@@ -577,7 +596,7 @@ func (b *bench) fileResume(ctx context.Context, h host.Host, svc *transfer.Servi
 	}
 	sentBefore := svc.BytesSent()
 
-	child, err = startFilesChild(ctx, dir, 250*time.Millisecond)
+	child, err = startFilesChild(ctx, dir, 250*time.Millisecond, 0)
 	if err != nil {
 		return nil, err
 	}
