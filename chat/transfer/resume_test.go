@@ -120,3 +120,27 @@ func TestCloseKeepsStateAndOfferSurvivesOnSender(t *testing.T) {
 	require.Equal(t, info.ID, got[0].ID)
 	require.Equal(t, StateOffered, got[0].State)
 }
+
+func TestResumeAfterConnectionCut(t *testing.T) {
+	ha, hb := newHost(t), newHost(t)
+	connect(t, ha, hb)
+	a := newSvc(t, ha, "", "")
+	size := 8*DefaultChunkSize + 3
+	src, content := randomFile(t, t.TempDir(), size)
+	rec := newRecorder()
+	p := newPauser(rec, int64(size/2))
+	b := newSvc(t, hb, "", "", func(c *Config) { c.Events = p.events })
+	b.rec = rec
+	info, _ := offerAndAccept(t, a, b, src, "")
+
+	<-p.reached
+	// The network goes: every connection between them closes.
+	require.NoError(t, ha.Network().ClosePeer(hb.ID()))
+	require.NoError(t, hb.Network().ClosePeer(ha.ID()))
+	close(p.release)
+	// The recipient reconnects by itself (its peerstore knows the sender)
+	// and fetches only the rest.
+	done := b.rec.wait(t, waitFor, isDone(info.ID, true)).(DoneEvent)
+	requireFile(t, done.Path, content)
+	require.LessOrEqual(t, b.BytesReceived(), int64(size)+DefaultChunkSize)
+}
