@@ -53,9 +53,9 @@
 // is written to the recipient's disk before the user accepts it.
 //
 // Accept is local: the recipient checks the free space of the download
-// directory (statfs on Linux, macOS, FreeBSD and DragonFly; skipped elsewhere), creates the
-// partial file "<name>.<id8>.part" there and its state in the state
-// directory, and starts fetching. Reject is a CANCEL to the sender (best
+// directory (statfs on Linux, macOS, FreeBSD and DragonFly; skipped
+// elsewhere), creates the partial file "<name>.<id8>.part" there and its
+// state in the state directory, and starts fetching. Reject is a CANCEL to the sender (best
 // effort), which then drops its state.
 //
 // Fetch: the recipient opens a stream on a direct connection only and
