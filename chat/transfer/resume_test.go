@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -143,4 +144,30 @@ func TestResumeAfterConnectionCut(t *testing.T) {
 	done := b.rec.wait(t, waitFor, isDone(info.ID, true)).(DoneEvent)
 	requireFile(t, done.Path, content)
 	require.LessOrEqual(t, b.BytesReceived(), int64(size)+DefaultChunkSize)
+}
+
+func TestDropPeerEndsTransfers(t *testing.T) {
+	ha, hb := newHost(t), newHost(t)
+	connect(t, ha, hb)
+	a := newSvc(t, ha, "", "")
+	size := 8 * DefaultChunkSize
+	src, _ := randomFile(t, t.TempDir(), size)
+	rec := newRecorder()
+	p := newPauser(rec, int64(size/2))
+	b := newSvc(t, hb, "", "", func(c *Config) { c.Events = p.events })
+	b.rec = rec
+	info, _ := offerAndAccept(t, a, b, src, "")
+	// A second offer still waiting for a decision.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pending, err := a.Offer(ctx, hb.ID(), src, "alice")
+	require.NoError(t, err)
+	<-p.reached
+	go func() { b.DropPeer(ha.ID(), "blocked") }()
+	close(p.release)
+	b.rec.wait(t, waitFor, isFailed(info.ID, true))
+	b.rec.wait(t, waitFor, isFailed(pending.ID, true))
+	a.rec.wait(t, waitFor, isFailed(info.ID, false))
+	require.Empty(t, dirFiles(t, b.down), "the partial file is gone")
+	require.Eventually(t, func() bool { return len(dirFiles(t, filepath.Join(b.dir, "in"))) == 0 }, waitFor, 10*time.Millisecond)
 }

@@ -503,6 +503,44 @@ func (s *Service) handleCancel(st network.Stream, m cancelMsg) {
 	answer(st, StatusOK, "")
 }
 
+// DropPeer ends every unfinished transfer with p, both directions (e.g.
+// the user blocked p): partial files and state go, fetch streams are
+// reset, and p is told (best effort).
+func (s *Service) DropPeer(p peer.ID, reason string) {
+	s.mu.Lock()
+	var ins []*incoming
+	var outs []*outgoing
+	for _, in := range s.in {
+		if in.peer == p && !in.state.terminal() {
+			ins = append(ins, in)
+		}
+	}
+	for _, o := range s.out {
+		if o.peer == p && !o.state.terminal() {
+			outs = append(outs, o)
+		}
+	}
+	s.mu.Unlock()
+	for _, in := range ins {
+		s.mu.Lock()
+		running, stop := in.running, in.stop
+		if running {
+			in.cancelled = reason
+		}
+		s.mu.Unlock()
+		if running {
+			stop() // the run goroutine fails it and cleans up
+		} else {
+			s.failIncoming(in, reason)
+		}
+		s.notifyCancel(p, in.id, reason)
+	}
+	for _, o := range outs {
+		s.finishOutgoing(o, StateFailed, reason)
+		s.notifyCancel(p, o.id, reason)
+	}
+}
+
 // List returns the transfers of this run, both directions, oldest ID
 // first within each direction (incoming first).
 func (s *Service) List() []Info {
