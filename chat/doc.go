@@ -208,7 +208,8 @@
 // free space of the directory; RejectFile tells the sender. Offers from
 // blocked peers are always refused; offers from other peers that are not
 // contacts are refused unless the offer's nick claim verifies at the
-// daemons (as a Hello's would) or Config.AcceptStrangerFiles is set. State
+// daemons (as a Hello's would) or Config.AcceptStrangerFiles is set; Block
+// also ends the peer's unfinished transfers. State
 // lives in DataDir/transfers, files land in Config.DownloadDir (default
 // DataDir/downloads). Transfers survive a restart of either side and move
 // only over direct connections: over a relay they show "waiting_direct".
