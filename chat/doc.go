@@ -21,6 +21,7 @@
 //	events.go    the event types and the queue behind Events
 //	mailbox.go   the sealed offline mailbox on the daemons (rendezvous/mailbox)
 //	frame.go     frame decoding and validation
+//	files.go     file transfers: the chat/transfer service on the node's host
 //
 // No lock is held across I/O or a channel send; network readers never wait
 // for the disk or the UI.
@@ -223,6 +224,22 @@
 // ephemeral port that every later dial then shared; that observation was
 // dropped and the node never punched over TCP (QUIC was immune: its
 // listener reuses the UDP socket of earlier dials).
+//
+// # Files
+//
+// File transfers run on their own protocol, /p2p-messaging/file/1.0.0
+// (package chat/transfer documents the wire format, resume and limits),
+// beside the chat streams. SendFile offers a file to a nick (resolved as
+// Send resolves it; the recipient becomes a contact); the recipient sees
+// EventFileOffer and nothing is written until AcceptFile, which checks the
+// free space of the directory; RejectFile tells the sender. Offers from
+// blocked peers are always refused; offers from other peers that are not
+// contacts are refused unless the offer's nick claim verifies at the
+// daemons (as a Hello's would) or Config.AcceptStrangerFiles is set; Block
+// also ends the peer's unfinished transfers. State
+// lives in DataDir/transfers, files land in Config.DownloadDir (default
+// DataDir/downloads). Transfers survive a restart of either side and move
+// only over direct connections: over a relay they show "waiting_direct".
 //
 // # Limits
 //

@@ -752,6 +752,7 @@ func (n *Node) Block(nickOrPeerID string) (peer.ID, error) {
 		return "", fmt.Errorf("block %q: %w", nickOrPeerID, err)
 	}
 	n.dm.resetPeer(p)
+	n.files.DropPeer(p, "blocked") // files.go
 	n.ev.emit(EventBlocked{Peer: p})
 	return p, nil
 }

@@ -17,6 +17,7 @@ import (
 	dutil "github.com/libp2p/go-libp2p/p2p/discovery/util"
 	"github.com/multiformats/go-multiaddr"
 
+	"github.com/p2p-messaging/p2p-messaging/chat/transfer"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
@@ -113,6 +114,13 @@ type Config struct {
 	// unacknowledged before it also goes to the mailboxes (default 3s; to
 	// an offline peer it goes at once).
 	DepositAfter time.Duration
+
+	// DownloadDir is where accepted files land (default DataDir/downloads);
+	// AcceptStrangerFiles shows offers from peers that are not contacts;
+	// FileLimits bounds the transfers (chat/transfer). See files.go.
+	DownloadDir         string
+	AcceptStrangerFiles bool
+	FileLimits          transfer.Limits
 }
 
 func (cfg *Config) setDefaults() error {
@@ -182,7 +190,8 @@ type Node struct {
 	names *names
 	dm    *dm
 	nat   *nat
-	mbox  *mbox // mailbox.go
+	mbox  *mbox             // mailbox.go
+	files *transfer.Service // files.go
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -244,6 +253,10 @@ func New(h host.Host, cfg Config) (*Node, error) {
 		return fail(err)
 	}
 	n.dm = newDM(n)
+	if err := n.startFiles(); err != nil {
+		n.dm.close()
+		return fail(err)
+	}
 	n.nat = newNAT(n)
 	n.mbox = newMailbox(n)
 	n.spawn(n.peers.run)
@@ -509,6 +522,7 @@ func (n *Node) Close() error {
 		n.life.closed = true
 		n.life.Unlock()
 		n.dm.close() // handler removed, streams closed
+		n.files.Close()
 		n.cancel()
 		var errs []error
 		if n.rdv != nil {

@@ -30,6 +30,8 @@ type config struct {
 	RecordAddrs   int           `json:"record_addrs"`
 	DiscoverLimit int           `json:"discover_limit"`
 	ChatMessages  int           `json:"chat_messages"`
+	FileSize      int64         `json:"file_size"` // files.go
+	FileRounds    int           `json:"file_rounds"`
 	Addr          string        `json:"addr,omitempty"`
 	DaemonPID     int           `json:"-"`
 	DaemonBin     string        `json:"-"`
@@ -103,18 +105,19 @@ type memResult struct {
 
 // report is the whole run, as -json prints it.
 type report struct {
-	Time      string      `json:"time"`
-	GoVersion string      `json:"go_version"`
-	OS        string      `json:"os"`
-	Arch      string      `json:"arch"`
-	CPUs      int         `json:"cpus"`
-	Command   string      `json:"command"`
-	Config    config      `json:"config"`
-	Sizes     msgSizes    `json:"message_sizes"`
-	Results   []result    `json:"results"`
-	Memory    []memResult `json:"memory"`
-	Notes     []string    `json:"notes,omitempty"`
-	Errors    []string    `json:"errors,omitempty"`
+	Time      string       `json:"time"`
+	GoVersion string       `json:"go_version"`
+	OS        string       `json:"os"`
+	Arch      string       `json:"arch"`
+	CPUs      int          `json:"cpus"`
+	Command   string       `json:"command"`
+	Config    config       `json:"config"`
+	Sizes     msgSizes     `json:"message_sizes"`
+	Results   []result     `json:"results"`
+	Memory    []memResult  `json:"memory"`
+	Files     *filesReport `json:"files,omitempty"`
+	Notes     []string     `json:"notes,omitempty"`
+	Errors    []string     `json:"errors,omitempty"`
 }
 
 // msgSizes are the rendezvous message sizes the echo baselines copy.

@@ -56,7 +56,7 @@ var explainNotes = []string{
 	"memory: RSS of the server process over its idle RSS, per connection (each with one open stream that answered a request) and per registration",
 }
 
-var allPhases = []string{"baseline", "rendezvous", "capacity", "chat", "mailbox"}
+var allPhases = []string{"baseline", "rendezvous", "capacity", "chat", "mailbox", "files"}
 
 func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -75,6 +75,8 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.IntVar(&cfg.RecordAddrs, "record-addrs", 4, "addresses in each client's signed peer record (1-4)")
 	fs.IntVar(&cfg.DiscoverLimit, "discover-limit", 10, "limit field of each DISCOVER")
 	fs.IntVar(&cfg.ChatMessages, "chat-messages", 2000, "messages per chat measurement")
+	fs.Int64Var(&cfg.FileSize, "file-size", 1<<30, "bytes of the file the files phase sends (TCP, QUIC, and the kill-at-half resume)")
+	fs.IntVar(&cfg.FileRounds, "file-rounds", 2, "interleaved rounds of stream copy and transfer per transport in the files phase (the fastest of each counts)")
 	fs.StringVar(&cfg.Addr, "addr", "", "benchmark this running daemon (/ip4/127.0.0.1/tcp/…/p2p/…) instead of starting one")
 	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "with -addr: the daemon's PID, to read its CPU and memory from /proc")
 	fs.StringVar(&cfg.DaemonBin, "daemon-bin", "", "rendezvous daemon binary to start (default: go build ./cmd/rendezvous)")
@@ -103,6 +105,8 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 			"rate":          func() { rates = "1000" },
 			"capacity":      func() { capacity = "100,200" },
 			"chat-messages": func() { cfg.ChatMessages = 50 },
+			"file-size":     func() { cfg.FileSize = 16 << 20 },
+			"file-rounds":   func() { cfg.FileRounds = 1 },
 		}
 		for name, f := range short {
 			if !set[name] {
@@ -160,6 +164,10 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 		return cfg, "", errors.New("-discover-limit must be at least 1")
 	case cfg.DialPar < 1:
 		return cfg, "", errors.New("-dial-parallelism must be at least 1")
+	case cfg.FileRounds < 1:
+		return cfg, "", errors.New("-file-rounds must be at least 1")
+	case cfg.FileSize < 1<<20:
+		return cfg, "", errors.New("-file-size must be at least 1 MiB")
 	case cfg.ChatMessages < 1:
 		return cfg, "", errors.New("-chat-messages must be at least 1")
 	}
@@ -217,6 +225,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.phase("mailbox") && ctx.Err() == nil {
 		b.runMailbox(ctx) // mailbox.go
+	}
+	if cfg.phase("files") && ctx.Err() == nil {
+		b.runFiles(ctx) // files.go
 	}
 	b.evaluate()
 	b.rep.Notes = append(b.rep.Notes, explainNotes...)

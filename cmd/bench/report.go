@@ -169,7 +169,7 @@ func writeTable(w io.Writer, rep *report) {
 	}
 	fmt.Fprintln(w)
 	results, memory := tables(rep)
-	for _, t := range [][][]string{results, memory} {
+	for _, t := range [][][]string{results, memory, fileTable(rep)} {
 		if len(t) == 0 {
 			continue
 		}
@@ -196,7 +196,7 @@ func writeMarkdown(w io.Writer, rep *report) {
 	}
 	fmt.Fprintln(w)
 	results, memory := tables(rep)
-	for _, t := range [][][]string{results, memory} {
+	for _, t := range [][][]string{results, memory, fileTable(rep)} {
 		if len(t) == 0 {
 			continue
 		}

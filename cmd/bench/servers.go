@@ -76,6 +76,8 @@ func serveChild(kind string, stdin io.Reader, stdout io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "READY %s %s\n", hp, h.ID())
+	case "files":
+		return serveFilesChild(stdin, stdout) // files.go
 	default:
 		return fmt.Errorf("unknown server kind %q", kind)
 	}

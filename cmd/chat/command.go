@@ -16,23 +16,27 @@ import (
 type cmdKind int
 
 const (
-	cmdNone     cmdKind = iota // empty line: nothing to do
-	cmdSay                     // plain line: text to the current /to target
-	cmdMsg                     // /msg <nick> <text>
-	cmdTo                      // /to <nick>
-	cmdPeers                   // /peers
-	cmdWhois                   // /whois <nick|peer-id>
-	cmdJoin                    // /join <room>
-	cmdHistory                 // /history [nick] [n]
-	cmdID                      // /id
-	cmdAllow                   // /allow <nick|peer-id>
-	cmdBlock                   // /block <nick|peer-id>
-	cmdRequests                // /requests
-	cmdHelp                    // /help
-	cmdQuit                    // /quit
-	cmdReply                   // /r <text> (contacts.go)
-	cmdContacts                // /contacts (contacts.go)
-	cmdTrust                   // /trust <nick> [safety-number] (contacts.go)
+	cmdNone      cmdKind = iota // empty line: nothing to do
+	cmdSay                      // plain line: text to the current /to target
+	cmdMsg                      // /msg <nick> <text>
+	cmdTo                       // /to <nick>
+	cmdPeers                    // /peers
+	cmdWhois                    // /whois <nick|peer-id>
+	cmdJoin                     // /join <room>
+	cmdHistory                  // /history [nick] [n]
+	cmdID                       // /id
+	cmdAllow                    // /allow <nick|peer-id>
+	cmdBlock                    // /block <nick|peer-id>
+	cmdRequests                 // /requests
+	cmdHelp                     // /help
+	cmdQuit                     // /quit
+	cmdReply                    // /r <text> (contacts.go)
+	cmdContacts                 // /contacts (contacts.go)
+	cmdTrust                    // /trust <nick> [safety-number] (contacts.go)
+	cmdSend                     // /send <nick> <path> (files.go)
+	cmdAccept                   // /accept <id> [dir]
+	cmdReject                   // /reject <id>
+	cmdTransfers                // /transfers
 )
 
 var (
@@ -49,10 +53,11 @@ const (
 // command is one parsed input line.
 type command struct {
 	kind cmdKind
-	nick string // /msg, /to, /whois (nick or peer ID), /history (optional)
-	room string // /join
-	text string // /msg, plain line
-	n    int    // /history
+	nick string   // /msg, /to, /whois (nick or peer ID), /history (optional)
+	room string   // /join
+	text string   // /msg, plain line
+	n    int      // /history
+	file fileArgs // /send, /accept, /reject (files.go)
 }
 
 // helpLines documents the commands; /help prints them and the JSON mode
@@ -72,6 +77,7 @@ var helpLines = []string{
 	"/r <text>                reply to the last peer who wrote to you",
 	"/contacts                every contact: online or offline, last seen",
 	"/trust <nick> [number]   show nick's safety number; with it, accept nick's new key",
+	fileHelpLines[0], fileHelpLines[1], fileHelpLines[2], fileHelpLines[3],
 	"/help                    this list",
 	"/quit                    unregister, flush and exit",
 }
@@ -164,6 +170,8 @@ func parseCommand(line string) (command, error) {
 		return command{kind: cmdRequests}, nil
 	case "/r", "/reply", "/contacts", "/trust":
 		return parseContactCommand(strings.ToLower(name), rest)
+	case "/send", "/accept", "/reject", "/transfers":
+		return parseFileCommand(strings.ToLower(name), rest)
 	case "/help", "/?":
 		return command{kind: cmdHelp}, nil
 	case "/quit", "/exit":

@@ -232,6 +232,9 @@ func toJSON(v any) any {
 		return jsonTo{Event: "to", Nick: e.Nick}
 	case helpResult:
 		return jsonHelp{Event: "help", Commands: e.Lines}
+	case fileOfferedResult, fileAcceptedResult, fileRejectedResult, transfersResult, chat.EventFileOffer,
+		chat.EventFileProgress, chat.EventFileState, chat.EventFileDone, chat.EventFileFailed:
+		return fileJSON(v) // files.go
 	case errorResult:
 		return jsonError{Event: "error", Error: e.Err.Error()}
 	case contactsResult:

@@ -49,7 +49,9 @@ type config struct {
 	reachability chat.Reachability
 	logLevel     slog.Level
 	bell         bool
-	noDeposit    bool // -mailbox=false (mailbox.go)
+	noDeposit    bool   // -mailbox=false (mailbox.go)
+	downloadDir  string // files.go
+	strangerFile bool
 }
 
 const noDaemonHint = "no rendezvous daemon: start one with `go run ./cmd/rendezvous` or pass -rendezvous"
@@ -79,6 +81,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		reachability = fs.String("reachability", "auto", "auto|public|private: force what the node believes about its reachability")
 		logLevel     = fs.String("log-level", "info", "debug|info|warn|error; logs go to stderr in -json mode, to <data-dir>/chat.log in the UI")
 		bell         = fs.Bool("bell", true, "ring the terminal bell for a message outside the visible conversation (-bell=false: never)")
+		downloadDir  = fs.String("download-dir", "", "where accepted files are saved (default: <data-dir>/downloads)")
+		strangerFile = fs.Bool("accept-stranger-files", false, "show file offers from peers that are not contacts (offers from blocked peers are always refused)")
 		jsonMode     = fs.Bool("json", false, "headless mode: commands on stdin, one JSON object per line on stdout (see cmd/chat/JSON.md)")
 		mailboxOn    = fs.Bool("mailbox", true, mailboxFlagHelp)
 	)
@@ -86,7 +90,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return config{}, err
 	}
 
-	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode, bell: *bell, noDeposit: !*mailboxOn}
+	cfg := config{nick: strings.TrimSpace(*nick), room: strings.TrimSpace(*room), json: *jsonMode, bell: *bell, noDeposit: !*mailboxOn,
+		downloadDir: *downloadDir, strangerFile: *strangerFile}
 	if cfg.nick == "" {
 		return config{}, errors.New("-nick is required (or set CHAT_NICK)")
 	}
@@ -191,6 +196,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Rendezvous: cfg.rendezvous,
 		Logger:     logger,
 		NoDeposit:  cfg.noDeposit,
+
+		DownloadDir:         cfg.downloadDir,
+		AcceptStrangerFiles: cfg.strangerFile,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)

@@ -115,6 +115,9 @@ var errNoTarget = errors.New("no peer selected: use /to <nick> or /msg <nick> <t
 
 // exec runs one command. It never returns nil; failures are errorResult.
 func (s *session) exec(ctx context.Context, c command) any {
+	if c.kind == cmdSend {
+		return s.execFile(ctx, c) // hashing a large file takes longer than commandTimeout (files.go)
+	}
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
 	switch c.kind {
@@ -179,6 +182,8 @@ func (s *session) exec(ctx context.Context, c command) any {
 		return requestsResult{Requests: reqs}
 	case cmdReply, cmdContacts, cmdTrust:
 		return s.execContact(ctx, c)
+	case cmdSend, cmdAccept, cmdReject, cmdTransfers:
+		return s.execFile(ctx, c)
 	case cmdHelp:
 		return helpResult{Lines: helpLines}
 	case cmdQuit:

@@ -89,6 +89,7 @@ type model struct {
 	seq    int
 	peers  map[string]*peerState
 	fatal  error
+	files  fileView // files_tui.go
 
 	in       editor
 	comp     *completion
@@ -476,6 +477,8 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		}
 	case allowedResult, blockedResult:
 		// The node's EventAllowed / EventBlocked reports it.
+	case fileOfferedResult, fileAcceptedResult, fileRejectedResult, transfersResult:
+		m.handleFile(v)
 	case quitResult:
 		return m, tea.Quit
 	}
@@ -530,6 +533,8 @@ func (m *model) handleEvent(ev chat.Event) tea.Cmd {
 		} else {
 			m.notice(nick, fmt.Sprintf("hole punch failed after %d attempt(s), staying relayed", e.Attempts))
 		}
+	case chat.EventFileOffer, chat.EventFileProgress, chat.EventFileState, chat.EventFileDone, chat.EventFileFailed:
+		return m.handleFile(ev) // files_tui.go
 	case chat.EventWarning:
 		text := shortenIDs(e.Text)
 		if e.Nick != "" && strings.Contains(e.Text, "pinned to") {
