@@ -92,3 +92,19 @@ func TestFileLines(t *testing.T) {
 	require.Contains(t, fileLines(chat.EventFileState{ID: "x", State: "waiting_direct"})[0], "direct connection")
 	require.Equal(t, []string{"no file transfers"}, fileLines(transfersResult{}))
 }
+
+func TestModelFileProgressInPlace(t *testing.T) {
+	m := testModel(t, nil)
+	bob := mustPeer(t, bobID)
+	id := "0123456789abcdef0123456789abcdef"
+	m = update(t, m, eventMsg{chat.EventFileOffer{ID: id, From: "bob", Peer: bob, Name: "photo.jpg", Size: 4 << 20, Hash: "ab"}})
+	require.Contains(t, m.View(), "bob offers photo.jpg")
+	require.Contains(t, m.View(), "/accept 01234567")
+	for _, n := range []int64{1 << 20, 2 << 20, 3 << 20} {
+		m = update(t, m, eventMsg{chat.EventFileProgress{ID: id, Peer: bob, Incoming: true, Bytes: n, Size: 4 << 20}})
+	}
+	require.Equal(t, 1, strings.Count(m.View(), "⇣ photo.jpg"), "one progress bar, updated in place")
+	require.Contains(t, m.View(), "75%")
+	m = update(t, m, eventMsg{chat.EventFileDone{ID: id, Peer: bob, Incoming: true, Path: "/home/alice/Downloads/photo.jpg", Hash: "ab"}})
+	require.Contains(t, m.View(), "received /home/alice/Downloads/photo.jpg")
+}
