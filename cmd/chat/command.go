@@ -16,24 +16,24 @@ import (
 type cmdKind int
 
 const (
-	cmdNone      cmdKind = iota // empty line: nothing to do
-	cmdSay                      // plain line: text to the current /to target
-	cmdMsg                      // /msg <nick> <text>
-	cmdTo                       // /to <nick>
-	cmdPeers                    // /peers
-	cmdWhois                    // /whois <nick|peer-id>
-	cmdJoin                     // /join <room>
-	cmdHistory                  // /history [nick] [n]
-	cmdID                       // /id
-	cmdAllow                    // /allow <nick|peer-id>
-	cmdBlock                    // /block <nick|peer-id>
-	cmdRequests                 // /requests
-	cmdSend                     // /send <nick> <path> (files.go)
-	cmdAccept                   // /accept <id> [dir]
-	cmdReject                   // /reject <id>
-	cmdTransfers                // /transfers
-	cmdHelp                     // /help
-	cmdQuit                     // /quit
+	cmdNone     cmdKind = iota // empty line: nothing to do
+	cmdSay                     // plain line: text to the current /to target
+	cmdMsg                     // /msg <nick> <text>
+	cmdTo                      // /to <nick>
+	cmdPeers                   // /peers
+	cmdWhois                   // /whois <nick|peer-id>
+	cmdJoin                    // /join <room>
+	cmdHistory                 // /history [nick] [n]
+	cmdID                      // /id
+	cmdAllow                   // /allow <nick|peer-id>
+	cmdBlock                   // /block <nick|peer-id>
+	cmdRequests                // /requests
+	cmdSend                    // /send <nick> <path> (files.go)
+	cmdAccept                  // /accept <id> [dir]
+	cmdReject                  // /reject <id>
+	cmdXfers                   // /transfers
+	cmdHelp                    // /help
+	cmdQuit                    // /quit
 )
 
 var (

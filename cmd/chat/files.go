@@ -69,7 +69,7 @@ func parseFileCommand(name, rest string) (command, error) {
 		if strings.TrimSpace(rest) != "" {
 			return command{}, errors.New("usage: /transfers")
 		}
-		return command{kind: cmdTransfers}, nil
+		return command{kind: cmdXfers}, nil
 	}
 	return command{}, fmt.Errorf("unknown command %s (try /help)", name)
 }
@@ -113,7 +113,7 @@ func (s *session) execFile(ctx context.Context, c command) any {
 			return errorResult{withContext(err, "reject", c.file.id)}
 		}
 		return fileRejectedResult{Transfer: t}
-	case cmdTransfers:
+	case cmdXfers:
 		return transfersResult{Transfers: s.node.Transfers()}
 	}
 	return errorResult{fmt.Errorf("not a file command")}

@@ -20,7 +20,7 @@ func TestParseFileCommands(t *testing.T) {
 		"/accept 0123abcd":         {kind: cmdAccept, file: fileArgs{id: "0123abcd"}},
 		"/accept 0123abcd /tmp/dl": {kind: cmdAccept, file: fileArgs{id: "0123abcd", path: "/tmp/dl"}},
 		"/reject 0123":             {kind: cmdReject, file: fileArgs{id: "0123"}},
-		"/transfers":               {kind: cmdTransfers},
+		"/transfers":               {kind: cmdXfers},
 	} {
 		got, err := parseCommand(line)
 		require.NoError(t, err, line)

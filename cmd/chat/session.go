@@ -179,7 +179,7 @@ func (s *session) exec(ctx context.Context, c command) any {
 			return errorResult{err}
 		}
 		return requestsResult{Requests: reqs}
-	case cmdSend, cmdAccept, cmdReject, cmdTransfers:
+	case cmdSend, cmdAccept, cmdReject, cmdXfers:
 		return s.execFile(ctx, c)
 	case cmdHelp:
 		return helpResult{Lines: helpLines}
