@@ -85,7 +85,7 @@ type room struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	done     chan struct{} // closed by stop
+	done chan struct{} // closed by stop
 
 	mu       sync.Mutex
 	limiters map[peer.ID]*rate.Limiter

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -472,8 +473,10 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		for _, r := range v.Requests {
 			m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("request from %s (%s): %s", r.From, r.Peer, r.Text)})
 		}
-	case allowedResult, blockedResult:
-		// The node's EventAllowed / EventBlocked reports it.
+	case allowedResult, blockedResult, unblockedResult:
+		// The node's EventAllowed / EventBlocked / EventUnblocked reports it.
+	case leftResult, createdResult, inviteResult, membersResult:
+		m.addInfoLines(roomResultLines(v)) // rooms.go
 	case quitResult:
 		return m, tea.Quit
 	}
@@ -508,6 +511,8 @@ func (m *model) handleEvent(ev chat.Event) {
 		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("allowed %s: its messages now arrive", e.Peer)})
 	case chat.EventBlocked:
 		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("blocked %s", e.Peer)})
+	case chat.EventUnblocked:
+		m.addInfoLines(roomResultLines(e)) // rooms.go
 	case chat.EventPresence:
 		online := e.Online
 		m.notePeer(e.Nick, e.Peer, &online, nil)
@@ -515,7 +520,7 @@ func (m *model) handleEvent(ev chat.Event) {
 		if e.Online {
 			state = "online"
 		}
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("%s is %s", e.Nick, state)})
+		m.addLine(&chatLine{kind: lineInfo, text: cmp.Or(roomPresenceLine(e), fmt.Sprintf("%s is %s", e.Nick, state))})
 	case chat.EventConn:
 		conn := e.Conn
 		m.notePeer(e.Nick, e.Peer, nil, &conn)
