@@ -398,7 +398,7 @@ func (rs *rooms) readLoop(ctx context.Context, r *room) {
 func (rs *rooms) take(r *room, author peer.ID, body roomBody, raw []byte, own bool) {
 	local := own
 	id := hex.EncodeToString(body.ID[:])
-	rec := roomRecord{ID: id, Author: string(author), Nick: body.Nick, Text: body.Text, SentMs: body.SentMs, Raw: raw}
+	rec := roomRecord{ID: id, Author: author.String(), Nick: body.Nick, Text: body.Text, SentMs: body.SentMs, Raw: raw}
 	r.touch(author, rs.now())
 	var msg Message
 	if !local && author != rs.n.h.ID() {
@@ -425,7 +425,7 @@ func (rs *rooms) take(r *room, author peer.ID, body roomBody, raw []byte, own bo
 // whose claimed nick is not pinned yet is checked at the daemons (bounded
 // like a Hello's claim); otherwise it is shown by its peer ID.
 func (rs *rooms) message(room string, rec roomRecord, verify bool) Message {
-	author := peer.ID(rec.Author)
+	author, _ := peer.Decode(rec.Author)
 	m := Message{
 		ID:     rec.ID,
 		To:     "#" + room,

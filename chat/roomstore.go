@@ -2,6 +2,7 @@ package chat
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -35,7 +36,7 @@ type joinedRoom struct {
 // GossipSub message it came in (Raw) to pass on in history answers.
 type roomRecord struct {
 	ID     string `json:"id"`
-	Author string `json:"author"`
+	Author string `json:"author"` // peer ID, base58
 	Nick   string `json:"nick,omitempty"` // the author's claim, unverified
 	Text   string `json:"text"`
 	SentMs int64  `json:"sent_ms"`
@@ -67,7 +68,10 @@ func (s *store) addRoomMessage(topic string, r roomRecord, maxN int, maxAge time
 	if err != nil {
 		return err
 	}
-	author := peer.ID(r.Author)
+	author, err := peer.Decode(r.Author)
+	if err != nil {
+		return fmt.Errorf("room message author: %w", err)
+	}
 	var res roomAddResult
 	return s.submit(writeOp{done: func(err error) { done(res, err) }, apply: func(tx *bolt.Tx) error {
 		res = roomStored
@@ -120,8 +124,9 @@ func (s *store) addRoomMessage(topic string, r roomRecord, maxN int, maxAge time
 			}
 			var old roomRecord
 			if json.Unmarshal(v, &old) == nil {
-				if oid, err := parseID(old.ID); err == nil {
-					if err := ib.Delete(append(append([]byte{}, old.Author...), oid...)); err != nil {
+				oa, aerr := peer.Decode(old.Author)
+				if oid, err := parseID(old.ID); err == nil && aerr == nil {
+					if err := ib.Delete(append(append([]byte{}, oa...), oid...)); err != nil {
 						return err
 					}
 				}

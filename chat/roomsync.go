@@ -439,8 +439,20 @@ func (h *roomHistory) sync(r *room, p peer.ID, window time.Duration) {
 		r.mu.Unlock()
 	}
 	sort.SliceStable(msgs, func(i, j int) bool { return msgs[i].body.SentMs < msgs[j].body.SentMs })
+	// The room's rate holds for history too: per author, a token bucket
+	// run on the messages' own send times drops what a flooder posted
+	// beyond it (an honest author's node never publishes faster).
+	buckets := map[peer.ID]*rate.Limiter{}
 	for _, m := range msgs {
 		if rs.n.names.isBlocked(m.author) {
+			continue
+		}
+		b := buckets[m.author]
+		if b == nil {
+			b = rate.NewLimiter(rate.Limit(rs.n.cfg.RoomRate), rs.n.cfg.RoomBurst)
+			buckets[m.author] = b
+		}
+		if !b.AllowN(time.UnixMilli(m.body.SentMs), 1) {
 			continue
 		}
 		rs.take(r, m.author, m.body, m.raw, false)
