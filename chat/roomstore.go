@@ -36,7 +36,7 @@ type joinedRoom struct {
 // GossipSub message it came in (Raw) to pass on in history answers.
 type roomRecord struct {
 	ID     string `json:"id"`
-	Author string `json:"author"` // peer ID, base58
+	Author string `json:"author"`         // peer ID, base58
 	Nick   string `json:"nick,omitempty"` // the author's claim, unverified
 	Text   string `json:"text"`
 	SentMs int64  `json:"sent_ms"`
