@@ -543,19 +543,19 @@ func (rs *rooms) memberJoined(r *room, p peer.ID) {
 	if show {
 		rs.n.ev.emit(EventPresence{Nick: rs.displayName(p), Peer: p, Online: true, Room: r.spec.Name})
 	}
-	// A message published while a new link forms (before GossipSub has
-	// the peer in the topic on both sides) can miss that link: so every
-	// new member is asked, a moment later, for what it and the others said
-	// lately; the first RoomSyncPeers for everything since our newest.
-	since := time.Duration(0)
-	if !full {
-		since = linkSyncWindow
+	// The first RoomSyncPeers are asked at once for everything since our
+	// newest message. A message published while a new link forms (before
+	// GossipSub has the peer in the topic on both sides) can miss that
+	// link: so every new member is also asked, a moment later, for what
+	// was said lately.
+	if full {
+		rs.n.spawn(func() { rs.hist.sync(r, p, 0) })
 	}
 	time.AfterFunc(linkSyncDelay, func() {
 		select {
 		case <-r.done:
 		default:
-			rs.n.spawn(func() { rs.hist.sync(r, p, since) })
+			rs.n.spawn(func() { rs.hist.sync(r, p, linkSyncWindow) })
 		}
 	})
 }
