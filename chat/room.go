@@ -57,6 +57,8 @@ const (
 	linkSyncDelay    = 2 * time.Second  // after a member joins, before asking it (two heartbeats)
 	linkSyncWindow   = 30 * time.Second // what a member beyond the first RoomSyncPeers is asked for
 	linkSyncLimit    = 100
+	roomPollInterval = 30 * time.Second // pollOutside
+	roomPollPeers    = 2                // members outside the mesh asked per poll
 )
 
 // ErrNotInRoom: the node has not joined that room.
@@ -95,9 +97,10 @@ type room struct {
 }
 
 type rooms struct {
-	n   *Node
-	ps  *pubsub.PubSub
-	now func() time.Time
+	n            *Node
+	ps           *pubsub.PubSub
+	now          func() time.Time
+	pollInterval time.Duration // pollOutside
 
 	mu      sync.Mutex
 	byName  map[string]*room
@@ -160,8 +163,9 @@ func roomTopicScore() *pubsub.TopicScoreParams {
 
 func newRooms(n *Node) (*rooms, error) {
 	rs := &rooms{
-		n:       n,
-		now:     time.Now,
+		n:            n,
+		now:          time.Now,
+		pollInterval: roomPollInterval,
 		byName:  map[string]*room{},
 		byTopic: map[string]*room{},
 		waiters: map[string]chan error{},
@@ -498,8 +502,12 @@ func (rs *rooms) memberLoop(ctx context.Context, r *room) {
 	grace := rs.n.cfg.RoomPresenceGrace
 	tick := time.NewTicker(max(grace/4, 10*time.Millisecond))
 	defer tick.Stop()
+	poll := time.NewTicker(rs.pollInterval)
+	defer poll.Stop()
 	for {
 		select {
+		case <-poll.C:
+			rs.pollOutside(r)
 		case ev, ok := <-events:
 			if !ok {
 				return
@@ -515,6 +523,37 @@ func (rs *rooms) memberLoop(ctx context.Context, r *room) {
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// pollOutside asks members the daemons list in the room but GossipSub
+// does not (a member reachable only over a limited relay, where GossipSub
+// opens no streams) for what was said lately, a few per poll: so such a
+// member still reads the room, and what it posts still reaches us. While
+// we have no mesh peer at all, the poll asks for everything since our
+// newest message instead.
+func (rs *rooms) pollOutside(r *room) {
+	if rs.n.rdv == nil {
+		return
+	}
+	inTopic := map[peer.ID]bool{}
+	for _, p := range r.topic.ListPeers() {
+		inTopic[p] = true
+	}
+	window := rs.pollInterval + linkSyncWindow
+	if len(inTopic) == 0 {
+		window = 0
+	}
+	asked := 0
+	for _, p := range rs.n.peers.listed(r.spec.NS) {
+		if asked >= roomPollPeers {
+			break
+		}
+		if inTopic[p] || p == rs.n.h.ID() || rs.n.names.isBlocked(p) {
+			continue
+		}
+		asked++
+		rs.n.spawn(func() { rs.hist.sync(r, p, window) })
 	}
 }
 

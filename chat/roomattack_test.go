@@ -14,6 +14,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
 func bodyData(t testing.TB, text string, sent time.Time) []byte {
@@ -441,4 +443,48 @@ func TestRoomHistoryServerLimits(t *testing.T) {
 		}
 	}
 	require.True(t, busy)
+}
+
+// A member the daemons list in the room but GossipSub does not reach (a
+// member behind a limited relay, here a host that speaks no GossipSub) is
+// polled for history: what it posted reaches the room.
+func TestRoomPollOutsideMesh(t *testing.T) {
+	r := newRendezvous(t)
+	alice := newNode(t, r, "alice", "", inRoom("dev"))
+	outside := rawPeer(t)
+	topic := RoomTopicPrefix + "dev"
+	key := outside.Peerstore().PrivKey(outside.ID())
+	m := &pubsubpb.Message{From: []byte(outside.ID()), Data: bodyData(t, "from behind the relay", time.Now()), Seqno: []byte{1}, Topic: &topic}
+	b, err := proto.Marshal(m)
+	require.NoError(t, err)
+	m.Signature, err = key.Sign(append([]byte(signPrefix), b...))
+	require.NoError(t, err)
+	raw, err := proto.Marshal(m)
+	require.NoError(t, err)
+	outside.SetStreamHandler(RoomHistoryProtocol, func(s network.Stream) {
+		defer s.Close()
+		_, _ = readFrame(bufio.NewReader(s), maxHistoryRequest)
+		_ = writeFrame(s, encodeHistMessage(raw))
+		_ = writeFrame(s, encodeHistEnd(histStatusOK, ""))
+	})
+	rc, err := rendezvous.NewClient(outside, []peer.AddrInfo{r.info})
+	require.NoError(t, err)
+	t.Cleanup(func() { rc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, outside.Connect(ctx, r.info))
+	require.NoError(t, rc.Register(ctx, roomNS("dev"), time.Hour))
+	require.Eventually(t, func() bool {
+		for _, p := range alice.peers.listed(roomNS("dev")) {
+			if p == outside.ID() {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond)
+	rm, err := alice.rooms.get("dev")
+	require.NoError(t, err)
+	alice.rooms.pollOutside(rm)
+	ev := alice.rec.wait(t, 10*time.Second, isRoomMessage("dev", "from behind the relay")).(EventMessage)
+	require.Equal(t, outside.ID(), ev.Message.Peer)
 }
