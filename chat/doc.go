@@ -230,11 +230,14 @@
 // A member behind a symmetric NAT reaches the others only through a
 // daemon's relay. GossipSub does not open streams over limited relayed
 // connections, so over a default (limited) relay such a member is not in
-// the mesh: it is shown offline in Members and sees the room's messages
-// only through history sync, which runs over limited connections too
-// (the first members met, and every member again 2 s after meeting it). A
-// daemon run with -relay-infinite gives unlimited relayed connections, and
-// over those the member is a full mesh member.
+// the mesh: it is shown offline in Members, and the room reaches it through
+// history sync, which runs over limited connections: every 30 s each node
+// asks up to two members the daemons list in the room but GossipSub does
+// not reach for the last minute (so their posts reach the room within
+// about 30 s), and a node with no mesh peer at all asks them for
+// everything since its newest message (so it reads the room). A daemon run
+// with -relay-infinite gives unlimited relayed connections, and over those
+// the member is a full mesh member.
 //
 // History sync, protocol /p2p-messaging/room-history/1.0.0 (roomsync.go):
 // one request per stream (topic, since, limit) answered by up to limit

@@ -166,9 +166,9 @@ func newRooms(n *Node) (*rooms, error) {
 		n:            n,
 		now:          time.Now,
 		pollInterval: roomPollInterval,
-		byName:  map[string]*room{},
-		byTopic: map[string]*room{},
-		waiters: map[string]chan error{},
+		byName:       map[string]*room{},
+		byTopic:      map[string]*room{},
+		waiters:      map[string]chan error{},
 	}
 	params, th := roomPeerScore()
 	ps, err := pubsub.NewGossipSub(n.ctx, n.h,
