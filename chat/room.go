@@ -84,6 +84,7 @@ type room struct {
 	topic  *pubsub.Topic
 	sub    *pubsub.Subscription
 	evh    *pubsub.TopicEventHandler
+	ctx    context.Context // ends when the room is left or the node closes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -290,7 +291,7 @@ func (rs *rooms) open(spec roomSpec) (*room, error) {
 		return fail(err)
 	}
 	ctx, cancel := context.WithCancel(rs.n.ctx)
-	r.cancel = cancel
+	r.ctx, r.cancel = ctx, cancel
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); rs.readLoop(ctx, r) }()
 	go func() { defer r.wg.Done(); rs.memberLoop(ctx, r) }()
@@ -406,7 +407,7 @@ func (rs *rooms) take(r *room, author peer.ID, body roomBody, raw []byte, own bo
 	r.touch(author, rs.now())
 	var msg Message
 	if !local && author != rs.n.h.ID() {
-		msg = rs.message(r.spec.Name, rec, true)
+		msg = rs.message(r.ctx, r.spec.Name, rec, true)
 	}
 	err := rs.n.db.addRoomMessage(r.spec.Topic, rec, rs.n.cfg.RoomHistoryMax, rs.n.cfg.RoomHistoryAge, rs.now(), func(res roomAddResult, err error) {
 		if local {
@@ -428,7 +429,7 @@ func (rs *rooms) take(r *room, author peer.ID, body roomBody, raw []byte, own bo
 // message turns a stored record into a Message. With verify, an author
 // whose claimed nick is not pinned yet is checked at the daemons (bounded
 // like a Hello's claim); otherwise it is shown by its peer ID.
-func (rs *rooms) message(room string, rec roomRecord, verify bool) Message {
+func (rs *rooms) message(ctx context.Context, room string, rec roomRecord, verify bool) Message {
 	author, _ := peer.Decode(rec.Author)
 	m := Message{
 		ID:     rec.ID,
@@ -445,7 +446,7 @@ func (rs *rooms) message(room string, rec roomRecord, verify bool) Message {
 	case rs.n.names.nickOf(author) != "":
 		m.From = rs.n.names.nickOf(author)
 	case verify && rec.Nick != "" && rs.n.rdv != nil:
-		ctx, cancel := context.WithTimeout(rs.n.ctx, verifyTimeout)
+		ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 		m.From, _ = rs.n.names.identify(ctx, author, rec.Nick)
 		cancel()
 	default:
@@ -746,7 +747,7 @@ func (rs *rooms) history(name string, limit int) ([]Message, error) {
 	}
 	out := make([]Message, 0, len(recs))
 	for _, rec := range recs {
-		out = append(out, rs.message(name, rec, false))
+		out = append(out, rs.message(r.ctx, name, rec, false))
 	}
 	return out, nil
 }

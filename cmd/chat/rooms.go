@@ -271,3 +271,29 @@ func (m *model) addInfoLines(lines []string) {
 		m.addLine(&chatLine{kind: lineInfo, text: l})
 	}
 }
+
+// roomMessageLine is the TUI's line for a room message: time, the room,
+// the author (its verified nick, or its peer ID shortened when the nick
+// is unverified) and the text. Own messages are marked "you".
+func roomMessageLine(m chat.Message) string {
+	from := m.From
+	if _, err := peer.Decode(from); err == nil {
+		from = shortID(m.Peer) + " (unverified)"
+	}
+	if m.Outgoing {
+		from = "you"
+	}
+	return fmt.Sprintf("%s #%s <%s> %s", m.Time.Local().Format("15:04:05"), m.Room, from, sanitize(m.Text))
+}
+
+// roomConversation reports which conversation (scrollback) a message
+// belongs to: "#room" for a room message, else the peer's nick.
+func roomConversation(m chat.Message) string {
+	if m.Room != "" {
+		return "#" + m.Room
+	}
+	if m.Outgoing {
+		return m.To
+	}
+	return m.From
+}

@@ -159,3 +159,16 @@ func TestJSONRooms(t *testing.T) {
 	alice.send("/leave dev")
 	alice.await("left", map[string]any{"room": "dev"})
 }
+
+func TestRoomMessageLine(t *testing.T) {
+	p, err := peer.Decode("12D3KooWGzBfT8k9w5ZxZXqNBpwG5ECW3GRWXYzSMEHMTvBrnFqj")
+	require.NoError(t, err)
+	m := chat.Message{From: "bob", Peer: p, Text: "hi\x1b[2J", Room: "dev", To: "#dev"}
+	line := roomMessageLine(m)
+	require.Contains(t, line, "#dev <bob> hi")
+	require.NotContains(t, line, "\x1b")
+	m.From = p.String()
+	require.Contains(t, roomMessageLine(m), "(unverified)")
+	require.Equal(t, "#dev", roomConversation(m))
+	require.Equal(t, "bob", roomConversation(chat.Message{From: "bob"}))
+}
