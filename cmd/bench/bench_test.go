@@ -177,7 +177,8 @@ func TestShortRun(t *testing.T) {
 	}
 	require.Equal(t, 6, groups["baseline"])
 	require.GreaterOrEqual(t, groups["rendezvous"], 3)
-	require.Equal(t, 7, groups["chat"]) // with the floor row
+	require.Equal(t, 7, groups["chat"])  // with the floor row
+	require.Equal(t, 3, groups["rooms"]) // room of 50, its direct baseline, history catch-up
 	for _, name := range []string{"DISCOVER", "REGISTER"} {
 		var found bool
 		for _, r := range rep.Results {
