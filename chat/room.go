@@ -95,6 +95,8 @@ type room struct {
 	members  map[peer.ID]*roomMember
 	asked    map[peer.ID]bool // history asked of these peers in this spell online
 	syncs    int              // history answers taken in this spell
+	proven   map[peer.ID]bool // invite-only rooms: peers that proved they hold the key
+	proving  map[peer.ID]bool // a proof is being asked of these
 }
 
 type rooms struct {
@@ -110,7 +112,9 @@ type rooms struct {
 	waiters map[string]chan error // own messages: id -> stored
 	closed  bool
 
-	hist *roomHistory
+	hist   *roomHistory
+	proof  *proofServer
+	sealed sync.Map // topic -> *room, invite-only rooms (peerFilter)
 }
 
 func roomPeerScore() (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
@@ -185,11 +189,25 @@ func newRooms(n *Node) (*rooms, error) {
 	}
 	rs.ps = ps
 	rs.hist = newRoomHistory(rs)
+	rs.proof = newProofServer(rs)
 	return rs, nil
 }
 
-// peerFilter keeps blocked peers out of every mesh and gossip.
-func (rs *rooms) peerFilter(p peer.ID, _ string) bool { return !rs.n.names.isBlocked(p) }
+// peerFilter keeps blocked peers out of every mesh and gossip, and out of
+// an invite-only room's mesh every peer that has not proven it holds the
+// room's key (roomproof.go).
+func (rs *rooms) peerFilter(p peer.ID, topic string) bool {
+	if rs.n.names.isBlocked(p) {
+		return false
+	}
+	// GossipSub calls this from its event loop, which open waits on while
+	// holding rs.mu: so the sealed rooms have a map of their own.
+	v, ok := rs.sealed.Load(topic)
+	if !ok {
+		return true
+	}
+	return v.(*room).isProven(p)
+}
 
 // close leaves every room (without forgetting them: they are rejoined at
 // the next start) and removes the protocol handlers. The PubSub instance
@@ -206,6 +224,7 @@ func (rs *rooms) close() {
 		r.stop()
 	}
 	rs.hist.close()
+	rs.proof.close()
 	for _, id := range pubsub.GossipSubDefaultProtocols {
 		rs.n.h.RemoveStreamHandler(id)
 	}
@@ -257,7 +276,12 @@ func (rs *rooms) open(spec roomSpec) (*room, error) {
 		limiters: map[peer.ID]*rate.Limiter{},
 		members:  map[peer.ID]*roomMember{},
 		asked:    map[peer.ID]bool{},
+		proven:   map[peer.ID]bool{},
+		proving:  map[peer.ID]bool{},
 		done:     make(chan struct{}),
+	}
+	if spec.private() {
+		rs.sealed.Store(spec.Topic, r)
 	}
 	if err := rs.ps.RegisterTopicValidator(spec.Topic, func(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 		return rs.validate(r, m)
@@ -275,6 +299,7 @@ func (rs *rooms) open(spec roomSpec) (*room, error) {
 			_ = r.topic.Close()
 		}
 		_ = rs.ps.UnregisterTopicValidator(spec.Topic)
+		rs.sealed.Delete(spec.Topic)
 		return nil, fmt.Errorf("room %q: %w", spec.Name, err)
 	}
 	var err error
@@ -322,6 +347,7 @@ func (rs *rooms) leave(name string) (*room, error) {
 	}
 	r.stop()
 	_ = rs.ps.UnregisterTopicValidator(r.spec.Topic)
+	rs.sealed.Delete(r.spec.Topic)
 	return r, nil
 }
 
@@ -539,7 +565,9 @@ func (rs *rooms) pollOutside(r *room) {
 	}
 	inTopic := map[peer.ID]bool{}
 	for _, p := range r.topic.ListPeers() {
-		inTopic[p] = true
+		if !r.spec.private() || r.isProven(p) {
+			inTopic[p] = true
+		}
 	}
 	window := rs.pollInterval + linkSyncWindow
 	if len(inTopic) == 0 {
@@ -559,6 +587,11 @@ func (rs *rooms) pollOutside(r *room) {
 }
 
 func (rs *rooms) memberJoined(r *room, p peer.ID) {
+	if r.spec.private() && !r.isProven(p) {
+		// Not a member until it proves it holds the key; then this runs again.
+		rs.proveLater(r, p)
+		return
+	}
 	now := rs.now()
 	r.mu.Lock()
 	m := r.members[p]
@@ -657,7 +690,9 @@ func (rs *rooms) members(name string) ([]RoomMember, error) {
 	}
 	online := map[peer.ID]bool{}
 	for _, p := range r.topic.ListPeers() {
-		online[p] = true
+		if !r.spec.private() || r.isProven(p) {
+			online[p] = true
+		}
 	}
 	r.mu.Lock()
 	ids := make([]peer.ID, 0, len(r.members)+len(online))

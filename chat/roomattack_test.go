@@ -253,6 +253,29 @@ func TestInviteOnlyRoom(t *testing.T) {
 		}
 	}
 
+	// Eve is on the topic but never proved the key: not a member, not in
+	// the mesh (the peer filter), no history for her.
+	ar, err := alice.rooms.get("secret-plans")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ar.isProven(bob.ID()) }, 10*time.Second, 20*time.Millisecond)
+	require.False(t, ar.isProven(eve.ID()))
+	require.False(t, alice.rooms.peerFilter(eve.ID(), spec.Topic))
+	require.True(t, alice.rooms.peerFilter(bob.ID(), spec.Topic))
+	ms, err := alice.Members("secret-plans")
+	require.NoError(t, err)
+	for _, m := range ms {
+		require.NotEqual(t, eve.ID(), m.Peer, "eve listed as a member")
+	}
+	require.Zero(t, alice.rec.count(isRoomPresence("secret-plans", eve.ID(), true)))
+	stolen, err := eve.rooms.get("stolen")
+	require.NoError(t, err)
+	hctx, hcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer hcancel()
+	_, err = eve.rooms.hist.fetch(hctx, stolen, alice.ID(), histRequest{topic: spec.Topic, limit: 10})
+	require.ErrorContains(t, err, "status 1")
+	// Whatever alice answers eve proves nothing to eve without the key.
+	require.Error(t, eve.rooms.prove(hctx, stolen, alice.ID()))
+
 	// The daemon never saw the name.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -336,7 +336,9 @@ func (h *roomHistory) handle(s network.Stream) {
 		return
 	}
 	r := h.rs.byTopicName(req.topic)
-	if r == nil {
+	if r == nil || (r.spec.private() && !r.isProven(p)) {
+		// An invite-only room's history goes only to peers that proved
+		// they hold its key; to others it does not exist.
 		end(histStatusNoRoom, "not in that room")
 		return
 	}

@@ -180,6 +180,7 @@ type roomSpec struct {
 	Topic  string
 	NS     string
 	key    []byte
+	proof  []byte // MAC key of the membership proof (roomproof.go)
 }
 
 func (r roomSpec) private() bool { return r.Secret != nil }
@@ -208,6 +209,7 @@ func privateRoom(name string, secret []byte) roomSpec {
 		Topic:  RoomTopicPrefix + "sealed/" + id,
 		NS:     RoomNamespacePrefix + "sealed/" + id,
 		key:    derive("key", chacha20poly1305.KeySize),
+		proof:  derive("proof", 32),
 	}
 }
 
