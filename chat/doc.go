@@ -255,6 +255,14 @@
 // busy beyond that; requests over 1 KiB, answers over the frame bound,
 // more messages than asked and exchanges over 30 s end the stream.
 //
+// GossipSub announces a node's topics to every peer it is connected to, so
+// a peer without the invite can learn a sealed topic and subscribe; it
+// still counts for nothing: in an invite-only room a peer enters the mesh
+// (the peer filter), the members, presence and history answers only once
+// it proved it holds the room's key over /p2p-messaging/room-proof/1.0.0
+// (roomproof.go: HMAC-SHA256 with a key derived from the secret, over a
+// fresh nonce and both peer IDs, so a proof cannot be replayed or relayed).
+//
 // Block (persisted; Unblock lifts it) drops a peer everywhere: its chat
 // streams are reset, its room messages ignored by every room's validator
 // (so this node does not relay them) and it is kept out of the meshes.

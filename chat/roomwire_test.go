@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -143,6 +144,23 @@ func FuzzCheckHistMessage(f *testing.F) {
 		}
 		if _, err := verifyPubsubSignature(&pm); err != nil || hm.author == "" {
 			t.Fatal("accepted an unsigned message")
+		}
+	})
+}
+
+func FuzzDecodeProof(f *testing.F) {
+	req := protowire.AppendTag(nil, proofFieldTopic, protowire.BytesType)
+	req = protowire.AppendString(req, "/p2p-messaging/room/sealed/ab")
+	req = protowire.AppendTag(req, proofFieldNonce, protowire.BytesType)
+	f.Add(protowire.AppendBytes(req, make([]byte, proofNonceLen)))
+	f.Add([]byte{0x08, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		topic, nonce, mac, err := decodeProof(b)
+		if err != nil {
+			return
+		}
+		if len(topic)+len(nonce)+len(mac) > len(b) {
+			t.Fatal("decoded more than was given")
 		}
 	})
 }
