@@ -44,6 +44,7 @@ type Message struct {
 	Time     time.Time // the sender's timestamp
 	Outgoing bool
 	Status   MessageStatus
+	Room     string // a room message's room (To is then "#room"); "" for direct messages
 }
 
 // Send sends text to nick (or to a peer ID string). It resolves the nick

@@ -22,6 +22,7 @@
 //	mailbox.go   the sealed offline mailbox on the daemons (rendezvous/mailbox)
 //	frame.go     frame decoding and validation
 //	files.go     file transfers: the chat/transfer service on the node's host
+//	room*.go     rooms: GossipSub, the validator, history sync, invites (see Rooms)
 //
 // No lock is held across I/O or a channel send; network readers never wait
 // for the disk or the UI.
@@ -240,6 +241,74 @@
 // lives in DataDir/transfers, files land in Config.DownloadDir (default
 // DataDir/downloads). Transfers survive a restart of either side and move
 // only over direct connections: over a relay they show "waiting_direct".
+// # Rooms
+//
+// A node is in any number of rooms (Join, Leave; the joined rooms are kept
+// in chat.db and rejoined at start). A room name is 1-64 bytes of letters,
+// digits, '-', '_' and '.'. Each room is one GossipSub topic (go-libp2p-pubsub
+// v0.19, strict signing, peer scoring): /p2p-messaging/room/<name> for an
+// open room. The message data is a protobuf body (roomwire.go: a 16-byte
+// id, the author's send time in ms, the text, the author's claimed nick);
+// the author is the signing peer, never a field, and the nick shown is the
+// author's pinned or daemon-verified nick, else its peer ID. The topic
+// validator rejects data over 6 KiB, bodies that do not decode (text
+// empty, over MaxTextLen or not UTF-8) and seals that do not open; it
+// ignores (neither shows nor relays) messages sent more than
+// RoomReplayWindow (5 min) from our clock, authors the user blocked, and
+// an author over its per-room token bucket (RoomRate 5/s, RoomBurst 20).
+// Every room message goes into chat.db (at most RoomHistoryMax 1000 per
+// room and RoomHistoryAge 7 days, oldest dropped) and is shown once per
+// (author, id), however it arrived.
+//
+// Members find each other through the room's rendezvous namespace (the
+// watch opens chat sessions to up to 64 listed members, whose connections
+// GossipSub then uses), and the DHT (the namespace advertised, and looked
+// up every 30 s: up to 8 members dialled per look-up). Invite-only rooms
+// (CreateRoom, Invite, Join with the invite string
+// p2pm-invite:<name>:<secret>) derive their topic
+// (/p2p-messaging/room/sealed/<hex>), namespace and XChaCha20-Poly1305 key
+// from the 32-byte secret with HKDF-SHA256, so the daemons and the DHT see
+// neither the name nor the text, and a peer without the invite can neither
+// read nor post (its messages fail the seal and count against its score).
+// A member behind a symmetric NAT reaches the others only through a
+// daemon's relay. GossipSub does not open streams over limited relayed
+// connections, so over a default (limited) relay such a member is not in
+// the mesh: it is shown offline in Members, and the room reaches it through
+// history sync, which runs over limited connections: every 30 s each node
+// asks up to two members the daemons list in the room but GossipSub does
+// not reach for the last minute (so their posts reach the room within
+// about 30 s), and a node with no mesh peer at all asks them for
+// everything since its newest message (so it reads the room). A daemon run
+// with -relay-infinite gives unlimited relayed connections, and over those
+// the member is a full mesh member.
+//
+// History sync, protocol /p2p-messaging/room-history/1.0.0 (roomsync.go):
+// one request per stream (topic, since, limit) answered by up to limit
+// signed GossipSub messages as they were received, oldest first, and an
+// end frame with a status (0 ok, 1 not in that room, 2 busy, 3 bad
+// request). A node asks the first RoomSyncPeers (3) members it meets in a
+// room for everything since its newest message (less the replay window),
+// and every member again 2 s after meeting it for the last 30 s (the
+// messages a new link can miss while it forms). The asker checks each
+// message as the validator would plus its signature (so a member passing
+// history on cannot forge or alter it) and holds each author to the room's
+// rate on the messages' own send times; a bad message ends the exchange
+// with a warning, the valid ones before it are kept. The answerer serves 8
+// requests at once, each peer once a second (bursts of 5), and answers
+// busy beyond that; requests over 1 KiB, answers over the frame bound,
+// more messages than asked and exchanges over 30 s end the stream.
+//
+// GossipSub announces a node's topics to every peer it is connected to, so
+// a peer without the invite can learn a sealed topic and subscribe; it
+// still counts for nothing: in an invite-only room a peer enters the mesh
+// (the peer filter), the members, presence and history answers only once
+// it proved it holds the room's key over /p2p-messaging/room-proof/1.0.0
+// (roomproof.go: HMAC-SHA256 with a key derived from the secret, over a
+// fresh nonce and both peer IDs, so a proof cannot be replayed or relayed).
+//
+// Block (persisted; Unblock lifts it) drops a peer everywhere: its chat
+// streams are reset, its room messages ignored by every room's validator
+// (so this node does not relay them) and it is kept out of the meshes.
 //
 // # Limits
 //

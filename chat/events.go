@@ -58,11 +58,17 @@ type EventAllowed struct{ Peer peer.ID }
 // EventBlocked: the user blocked a peer (Block).
 type EventBlocked struct{ Peer peer.ID }
 
+// EventUnblocked: the user lifted a block (Unblock).
+type EventUnblocked struct{ Peer peer.ID }
+
 // EventPresence: a peer went online or offline (emitted on change only).
+// With Room, a member joined or left that room (coalesced: a member back
+// within Config.RoomPresenceGrace is not shown leaving).
 type EventPresence struct {
 	Nick   string
 	Peer   peer.ID
 	Online bool
+	Room   string
 }
 
 // EventConn: the connection kind to a peer changed (e.g. relayed -> direct,
@@ -101,6 +107,7 @@ func (EventMessage) isEvent()   {}
 func (EventRequest) isEvent()   {}
 func (EventAllowed) isEvent()   {}
 func (EventBlocked) isEvent()   {}
+func (EventUnblocked) isEvent() {}
 func (EventPresence) isEvent()  {}
 func (EventConn) isEvent()      {}
 func (EventHolePunch) isEvent() {}

@@ -233,7 +233,7 @@ func isDelivered(id string) func(Event) bool {
 func isPresence(nick string, online bool) func(Event) bool {
 	return func(e Event) bool {
 		p, ok := e.(EventPresence)
-		return ok && p.Nick == nick && p.Online == online
+		return ok && p.Nick == nick && p.Online == online && p.Room == ""
 	}
 }
 

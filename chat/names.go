@@ -636,7 +636,7 @@ func (nm *names) onWatch(ns, nick string, ev rendezvous.WatchEvent) {
 }
 
 // lookupAddrs refreshes p's addresses from the daemons (its user
-// namespace if pinned, the room) and the DHT. It reports whether any were
+// namespace if pinned, the joined rooms) and the DHT. It reports whether any were
 // found.
 func (nm *names) lookupAddrs(ctx context.Context, p peer.ID) bool {
 	n := nm.n
@@ -644,7 +644,7 @@ func (nm *names) lookupAddrs(ctx context.Context, p peer.ID) bool {
 	if nick := nm.nickOf(p); nick != "" {
 		nss = append(nss, userNS(nick))
 	}
-	nss = append(nss, roomNS(n.Room()))
+	nss = append(nss, n.roomNamespaces()...)
 	if n.rdv != nil {
 		for _, ns := range nss {
 			regs, err := n.rdv.Discover(ctx, ns, 100)
@@ -742,7 +742,9 @@ func (n *Node) Allow(nickOrPeerID string) (peer.ID, error) {
 	return p, nil
 }
 
-// Block drops a peer's request and refuses its streams from now on.
+// Block drops a peer's request and refuses its streams from now on; its
+// room messages are neither shown nor relayed (every room's validator
+// ignores them, and it is kept out of the rooms' meshes). Persisted.
 func (n *Node) Block(nickOrPeerID string) (peer.ID, error) {
 	p, err := n.peerOf(nickOrPeerID)
 	if err != nil {
@@ -754,6 +756,25 @@ func (n *Node) Block(nickOrPeerID string) (peer.ID, error) {
 	n.dm.resetPeer(p)
 	n.files.DropPeer(p, "blocked") // files.go
 	n.ev.emit(EventBlocked{Peer: p})
+	return p, nil
+}
+
+// Unblock lifts a block (by peer ID or pinned nick): the peer is a
+// stranger again (its next message is a request unless it is pinned), its
+// streams and room messages are taken again. The change is persisted;
+// EventUnblocked follows.
+func (n *Node) Unblock(nickOrPeerID string) (peer.ID, error) {
+	p, err := n.peerOf(nickOrPeerID)
+	if err != nil {
+		return "", fmt.Errorf("unblock %q: %w", nickOrPeerID, err)
+	}
+	if !n.names.isBlocked(p) {
+		return "", fmt.Errorf("unblock %q: not blocked", nickOrPeerID)
+	}
+	if _, _, err := n.names.setRelation(p, relNone); err != nil {
+		return "", fmt.Errorf("unblock %q: %w", nickOrPeerID, err)
+	}
+	n.ev.emit(EventUnblocked{Peer: p})
 	return p, nil
 }
 

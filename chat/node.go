@@ -14,7 +14,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
-	dutil "github.com/libp2p/go-libp2p/p2p/discovery/util"
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/p2p-messaging/p2p-messaging/chat/transfer"
@@ -121,6 +120,25 @@ type Config struct {
 	DownloadDir         string
 	AcceptStrangerFiles bool
 	FileLimits          transfer.Limits
+
+	// Rooms (room.go). RoomRate and RoomBurst: the token bucket of one
+	// author in one room (default 5/s, bursts of 20); beyond it the
+	// author's messages are neither shown nor relayed by this node.
+	RoomRate  float64
+	RoomBurst int
+	// RoomHistoryMax and RoomHistoryAge bound a room's stored history and
+	// what history sync asks for and serves (default 1000 messages, 7 days).
+	RoomHistoryMax int
+	RoomHistoryAge time.Duration
+	// RoomReplayWindow: a live room message sent further than this from
+	// our clock is a replay (or a wild clock) and ignored (default 5 min).
+	RoomReplayWindow time.Duration
+	// RoomPresenceGrace: a member that left a room is shown offline only
+	// after staying away this long, so reconnects are not shown (default 5s).
+	RoomPresenceGrace time.Duration
+	// RoomSyncPeers: members asked for the history when joining a room or
+	// coming back to it (default 3).
+	RoomSyncPeers int
 }
 
 func (cfg *Config) setDefaults() error {
@@ -130,8 +148,8 @@ func (cfg *Config) setDefaults() error {
 	if cfg.Room == "" {
 		cfg.Room = DefaultRoom
 	}
-	if !ValidRoom(cfg.Room) {
-		return fmt.Errorf("room %q: invalid name", cfg.Room)
+	if err := CheckRoomName(cfg.Room); err != nil {
+		return err
 	}
 	if cfg.DataDir == "" {
 		return errors.New("data dir required")
@@ -169,7 +187,7 @@ func (cfg *Config) setDefaults() error {
 	if cfg.MaxRequests <= 0 {
 		cfg.MaxRequests = 100
 	}
-	return nil
+	return cfg.setRoomDefaults()
 }
 
 // Node is one chat peer on a libp2p host: it speaks ProtocolID, registers
@@ -192,6 +210,7 @@ type Node struct {
 	nat   *nat
 	mbox  *mbox             // mailbox.go
 	files *transfer.Service // files.go
+	rooms *rooms
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -201,8 +220,7 @@ type Node struct {
 		sync.Mutex
 		closed    bool
 		started   bool
-		room      string
-		roomStop  context.CancelFunc // the room's watch and DHT advertisement
+		roomStops map[string]context.CancelFunc // each room's watch and DHT advertisement (roomnode.go)
 		closeOnce sync.Once
 		closeErr  error
 	}
@@ -212,6 +230,7 @@ type Node struct {
 // returns) and opens the database in cfg.DataDir. It does not contact the
 // daemons yet (Start does).
 func New(h host.Host, cfg Config) (*Node, error) {
+	explicitRoom := cfg.Room != ""
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -224,7 +243,7 @@ func New(h host.Host, cfg Config) (*Node, error) {
 	}
 	log := cfg.Logger.With("nick", cfg.Nick)
 	n := &Node{cfg: cfg, log: log, h: h, db: db, ev: newEventQueue(log), out: newOutbox()}
-	n.life.room = cfg.Room
+	n.life.roomStops = map[string]context.CancelFunc{}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Node, error) {
 		n.cancel()
@@ -250,6 +269,9 @@ func New(h host.Host, cfg Config) (*Node, error) {
 	n.names = newNames(n)
 	n.peers = newPeerTable(n)
 	if err := n.loadState(); err != nil {
+		return fail(err)
+	}
+	if err := n.openRooms(explicitRoom); err != nil {
 		return fail(err)
 	}
 	n.dm = newDM(n)
@@ -328,7 +350,6 @@ func (n *Node) Start(ctx context.Context) error {
 		return errors.New("already started")
 	}
 	n.life.started = true
-	room := n.life.room
 	n.life.Unlock()
 
 	// Daemons first: rendezvous, relay and DHT all go through them.
@@ -350,12 +371,10 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.register(ctx, userNS(n.cfg.Nick)); err != nil {
 			return err
 		}
-		if err := n.register(ctx, roomNS(room)); err != nil {
-			n.names.warn(n.cfg.Nick, n.h.ID(), fmt.Sprintf("room %q: %v", room, err))
-		}
+		n.registerRooms(ctx)
 		n.names.watchContacts()
 	}
-	n.enterRoom(room)
+	n.enterRooms()
 	n.peers.kick()
 	n.ev.emit(EventReady{Nick: n.cfg.Nick, Peer: n.h.ID(), Addrs: n.Addrs()})
 	n.mbox.start()
@@ -385,38 +404,6 @@ func (n *Node) register(ctx context.Context, ns string) error {
 	}
 }
 
-// enterRoom starts watching room on the daemons and advertising it on the
-// DHT, until the node leaves it.
-func (n *Node) enterRoom(room string) {
-	ctx, cancel := context.WithCancel(n.ctx)
-	n.life.Lock()
-	if n.life.closed || n.life.room != room {
-		n.life.Unlock()
-		cancel()
-		return
-	}
-	if n.life.roomStop != nil {
-		n.life.roomStop()
-	}
-	n.life.roomStop = cancel
-	n.life.Unlock()
-	if n.rdv != nil {
-		n.names.watch(ctx, roomNS(room), "")
-	}
-	if n.disc != nil {
-		n.spawn(func() {
-			// util.Advertise waits two minutes after a failure: let the
-			// routing table fill first.
-			select {
-			case <-n.cfg.DHT.RefreshRoutingTable():
-			case <-ctx.Done():
-				return
-			}
-			dutil.Advertise(ctx, n.disc, roomNS(room))
-		})
-	}
-}
-
 // Events returns the event channel (capacity EventBuffer). Network readers
 // never wait for it: events queue internally and, past a large cap, the
 // oldest are dropped and counted. It is closed by Close.
@@ -430,13 +417,6 @@ func (n *Node) Nick() string { return n.cfg.Nick }
 
 // Host returns the libp2p host the node runs on.
 func (n *Node) Host() host.Host { return n.h }
-
-// Room returns the current room.
-func (n *Node) Room() string {
-	n.life.Lock()
-	defer n.life.Unlock()
-	return n.life.room
-}
 
 func (n *Node) isClosed() bool {
 	n.life.Lock()
@@ -453,60 +433,19 @@ func (n *Node) Addrs() []multiaddr.Multiaddr {
 	return addrs
 }
 
-// Join leaves the current room and joins room: registers it on the daemons,
-// watches it, advertises it on the DHT. The old room's members the node
-// never talked to are forgotten.
-func (n *Node) Join(ctx context.Context, room string) error {
-	if !ValidRoom(room) {
-		return fmt.Errorf("room %q: invalid name", room)
-	}
-	n.life.Lock()
-	if n.life.closed {
-		n.life.Unlock()
-		return ErrClosed
-	}
-	old, started := n.life.room, n.life.started
-	n.life.Unlock()
-	if room == old {
-		return nil
-	}
-	if started && n.rdv != nil {
-		if err := n.register(ctx, roomNS(room)); err != nil {
-			return fmt.Errorf("join %q: %w", room, err)
-		}
-		uctx, cancel := context.WithTimeout(ctx, unregisterLimit)
-		if err := n.rdv.Unregister(uctx, roomNS(old)); err != nil {
-			n.log.Debug("unregister room", "ns", roomNS(old), "err", err)
-		}
-		cancel()
-	}
-	n.life.Lock()
-	n.life.room = room
-	if n.life.roomStop != nil {
-		n.life.roomStop()
-		n.life.roomStop = nil
-	}
-	n.life.Unlock()
-	n.peers.leftNamespace(roomNS(old))
-	if started {
-		n.enterRoom(room)
-	}
-	return nil
-}
-
-// Close unregisters the nick and room (bounded by a short timeout), closes
+// Close unregisters the nick and rooms (bounded by a short timeout), closes
 // the streams and the database, and closes the Events channel. The host
 // stays up (it is the caller's).
 func (n *Node) Close() error {
 	n.life.closeOnce.Do(func() {
 		n.mbox.close() // deposits in flight finish first (bounded)
 		n.life.Lock()
-		started, room := n.life.started, n.life.room
+		started := n.life.started
 		n.life.Unlock()
 		if started && n.rdv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), unregisterLimit)
 			var wg sync.WaitGroup
-			for _, ns := range []string{userNS(n.cfg.Nick), roomNS(room)} {
+			for _, ns := range append([]string{userNS(n.cfg.Nick)}, n.roomNamespaces()...) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -523,6 +462,7 @@ func (n *Node) Close() error {
 		n.life.Unlock()
 		n.dm.close() // handler removed, streams closed
 		n.files.Close()
+		n.rooms.close()
 		n.cancel()
 		var errs []error
 		if n.rdv != nil {

@@ -545,6 +545,20 @@ func (t *peerTable) leftNamespace(ns string) {
 	})
 }
 
+// listed returns the peers the daemons list in ns (rooms.go polls those
+// outside a room's mesh).
+func (t *peerTable) listed(ns string) []peer.ID {
+	var out []peer.ID
+	t.call(func() {
+		for id, ps := range t.peers {
+			if ps.regs[ns] {
+				out = append(out, id)
+			}
+		}
+	})
+	return out
+}
+
 // retireIfIdle closes the streams to a peer the node only met through a
 // namespace it no longer shares (nothing pending, no conversation with it),
 // then forgets it.

@@ -54,7 +54,7 @@ func TestPresenceOfflineWhenPeerGoesSilent(t *testing.T) {
 }
 
 // Room members show up online (with their nick) without any message, and
-// Join moves the node to another room.
+// a node can join several rooms and leave one.
 func TestRoomPresenceAndJoin(t *testing.T) {
 	r := newRendezvous(t)
 	carol := newNode(t, r, "carol", "", func(c *testConfig) { c.Room = "dev" })
@@ -73,6 +73,7 @@ func TestRoomPresenceAndJoin(t *testing.T) {
 	// Carol moves to another room: alice, who never talked to her, shows
 	// her offline once and forgets her (her stream closed, no reconnect).
 	require.NoError(t, carol.Join(context.Background(), "elsewhere"))
+	require.NoError(t, carol.Leave(context.Background(), "dev"))
 	alice.rec.wait(t, 10*time.Second, isPresence("carol", false))
 	require.Eventually(t, func() bool { return len(alice.Peers()) == 0 }, 10*time.Second, 20*time.Millisecond, "still listed: %v", alice.Peers())
 	require.Eventually(t, func() bool { return alice.peers.streamCount(carol.ID()) == 0 }, 10*time.Second, 20*time.Millisecond)

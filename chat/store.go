@@ -49,6 +49,7 @@ var (
 const (
 	relAllowed = "allowed"
 	relBlocked = "blocked"
+	relNone    = "" // no decision (a lifted block)
 )
 
 type contactRecord struct {

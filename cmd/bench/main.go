@@ -56,7 +56,7 @@ var explainNotes = []string{
 	"memory: RSS of the server process over its idle RSS, per connection (each with one open stream that answered a request) and per registration",
 }
 
-var allPhases = []string{"baseline", "rendezvous", "capacity", "chat", "mailbox", "files"}
+var allPhases = []string{"baseline", "rendezvous", "capacity", "chat", "mailbox", "files", "rooms"}
 
 func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -228,6 +228,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.phase("files") && ctx.Err() == nil {
 		b.runFiles(ctx) // files.go
+	}
+	if cfg.phase("rooms") && ctx.Err() == nil {
+		b.runRooms(ctx) // rooms.go
 	}
 	b.evaluate()
 	b.rep.Notes = append(b.rep.Notes, explainNotes...)

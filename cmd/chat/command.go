@@ -41,7 +41,7 @@ const (
 
 var (
 	nickRules = fmt.Sprintf("1 to %d letters, digits, '-', '_' or '.'", chat.MaxNickLen)
-	roomRules = fmt.Sprintf("1 to %d letters, digits, '-', '_' or '.'", chat.MaxRoomLen)
+	roomRules = fmt.Sprintf("1 to %d letters, digits, '-', '_' or '.'", chat.MaxRoomNameLen)
 )
 
 // Bounds of /history.
@@ -68,7 +68,6 @@ var helpLines = []string{
 	"<text>                   send text to the current /to peer (start with // to send a leading /)",
 	"/peers                   online peers with connection kind and round-trip time",
 	"/whois <nick|peer-id>    peer ID, addresses, pinned or not, connection",
-	"/join <room>             leave the current room and join another",
 	"/history [nick] [n]      the last n (default 20) messages with nick (default: the /to peer)",
 	"/id                      own nick, peer ID and shareable multiaddrs",
 	"/requests                messages from strangers waiting for /allow or /block",
@@ -136,13 +135,9 @@ func parseCommand(line string) (command, error) {
 		}
 		return command{kind: cmdWhois, nick: args[0]}, nil
 	case "/join":
-		if len(args) != 1 {
-			return command{}, errors.New("usage: /join <room>")
-		}
-		if !chat.ValidRoom(args[0]) {
-			return command{}, fmt.Errorf("invalid room %q: %s", args[0], roomRules)
-		}
-		return command{kind: cmdJoin, room: args[0]}, nil
+		return parseJoin(args)
+	case "/leave", "/create", "/invite", "/members", "/unblock":
+		return parseRoomCommand(strings.ToLower(name), args)
 	case "/history":
 		return parseHistory(args)
 	case "/id":
@@ -213,8 +208,11 @@ func parseHistory(args []string) (command, error) {
 }
 
 // target is a nick in its canonical form (chat.NormalizeNick: "Bob" is
-// bob), or a peer ID string as given.
+// bob), a peer ID string as given, or a room as "#name".
 func target(s string) (string, error) {
+	if room, ok, err := roomTarget(s); ok {
+		return room, err
+	}
 	if _, err := peer.Decode(s); err == nil {
 		return s, nil
 	}

@@ -60,8 +60,8 @@ func TestParseCommand(t *testing.T) {
 		{line: "/whois", wantErr: "usage: /whois <nick|peer-id>"},
 
 		{line: "/join dev", want: command{kind: cmdJoin, room: "dev"}},
-		{line: "/join", wantErr: "usage: /join <room>"},
-		{line: "/join a b", wantErr: "usage: /join <room>"},
+		{line: "/join", wantErr: "usage: /join <room|invite>"},
+		{line: "/join a b", wantErr: "usage: /join <room|invite>"},
 		{line: "/join ../etc", wantErr: "invalid room"},
 
 		{line: "/history", want: command{kind: cmdHistory, n: defaultHistory}},

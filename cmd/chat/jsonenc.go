@@ -47,6 +47,7 @@ type jsonMessage struct {
 	Text  string `json:"text"`
 	Time  string `json:"time"`
 	To    string `json:"to"`
+	Room  string `json:"room,omitempty"` // rooms.go
 }
 
 type jsonRequest struct {
@@ -73,6 +74,7 @@ type jsonPresence struct {
 	Nick   string `json:"nick"`
 	Peer   string `json:"peer"`
 	Online bool   `json:"online"`
+	Room   string `json:"room,omitempty"` // rooms.go
 }
 
 type jsonPeer struct {
@@ -130,6 +132,7 @@ type jsonHistoryMessage struct {
 	Time     string `json:"time"`
 	Outgoing bool   `json:"outgoing"`
 	Status   string `json:"status"`
+	Room     string `json:"room,omitempty"` // rooms.go
 }
 
 type jsonHistory struct {
@@ -175,6 +178,9 @@ type jsonUnknown struct {
 // stdout, or nil when nothing is written for it (a sent message is reported
 // by the node's own EventSent, /quit by the process ending).
 func toJSON(v any) any {
+	if obj, ok := roomJSON(v); ok {
+		return obj
+	}
 	switch e := v.(type) {
 	case chat.EventReady:
 		return jsonReady{Event: "ready", Nick: e.Nick, Peer: peerString(e.Peer), Addrs: addrStrings(e.Addrs)}
@@ -186,7 +192,7 @@ func toJSON(v any) any {
 		return storedJSON(e) // mailbox.go
 	case chat.EventMessage:
 		m := e.Message
-		return jsonMessage{Event: "message", ID: m.ID, From: m.From, Peer: peerString(m.Peer), Text: m.Text, Time: jsonTime(m.Time), To: m.To}
+		return jsonMessage{Event: "message", ID: m.ID, From: m.From, Peer: peerString(m.Peer), Text: m.Text, Time: jsonTime(m.Time), To: m.To, Room: m.Room}
 	case chat.EventRequest:
 		return jsonRequest{Event: "request", Peer: peerString(e.Peer), Nick: e.Nick, Text: e.Text, ID: e.ID, Time: jsonTime(e.Time)}
 	case chat.EventAllowed:
@@ -202,7 +208,7 @@ func toJSON(v any) any {
 	case allowedResult, blockedResult:
 		return nil // the node's own EventAllowed / EventBlocked reports it
 	case chat.EventPresence:
-		return jsonPresence{Event: "presence", Nick: e.Nick, Peer: peerString(e.Peer), Online: e.Online}
+		return jsonPresence{Event: "presence", Nick: e.Nick, Peer: peerString(e.Peer), Online: e.Online, Room: e.Room}
 	case chat.EventConn:
 		return jsonConnEvent{Event: "conn", Nick: e.Nick, Peer: peerString(e.Peer), jsonConnFields: connFields(e.Conn)}
 	case chat.EventHolePunch:
@@ -221,7 +227,7 @@ func toJSON(v any) any {
 	case historyResult:
 		out := jsonHistory{Event: "history", With: e.With, Messages: make([]jsonHistoryMessage, 0, len(e.Messages))}
 		for _, m := range e.Messages {
-			out.Messages = append(out.Messages, jsonHistoryMessage{ID: m.ID, From: m.From, To: m.To, Peer: peerString(m.Peer), Text: m.Text, Time: jsonTime(m.Time), Outgoing: m.Outgoing, Status: m.Status.String()})
+			out.Messages = append(out.Messages, jsonHistoryMessage{ID: m.ID, From: m.From, To: m.To, Peer: peerString(m.Peer), Text: m.Text, Time: jsonTime(m.Time), Outgoing: m.Outgoing, Status: m.Status.String(), Room: m.Room})
 		}
 		return out
 	case idResult:

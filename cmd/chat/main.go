@@ -100,7 +100,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return config{}, fmt.Errorf("-nick %q: %w (%s)", cfg.nick, err, nickRules)
 	}
 	cfg.nick = canonical
-	if cfg.room != "" && !chat.ValidRoom(cfg.room) {
+	if cfg.room != "" && !chat.ValidRoomName(cfg.room) {
 		return config{}, fmt.Errorf("-room %q: %s", cfg.room, roomRules)
 	}
 

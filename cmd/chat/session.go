@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -142,11 +143,8 @@ func (s *session) exec(ctx context.Context, c command) any {
 			return errorResult{withContext(err, "whois", c.nick)}
 		}
 		return whoisResult{Whois: w}
-	case cmdJoin:
-		if err := s.node.Join(ctx, c.room); err != nil {
-			return errorResult{withContext(err, "join", c.room)}
-		}
-		return joinedResult{Room: s.node.Room()}
+	case cmdJoin, cmdLeave, cmdCreate, cmdInvite, cmdMembers, cmdUnblock:
+		return s.execRoom(ctx, c)
 	case cmdHistory:
 		with := c.nick
 		if with == "" {
@@ -154,6 +152,9 @@ func (s *session) exec(ctx context.Context, c command) any {
 		}
 		if with == "" {
 			return errorResult{errors.New("no conversation selected: use /history <nick> [n] or /to <nick>")}
+		}
+		if strings.HasPrefix(with, "#") {
+			return s.roomHistory(with, c.n)
 		}
 		msgs, err := s.node.History(with, c.n)
 		if err != nil {
@@ -185,7 +186,7 @@ func (s *session) exec(ctx context.Context, c command) any {
 	case cmdSend, cmdAccept, cmdReject, cmdTransfers:
 		return s.execFile(ctx, c)
 	case cmdHelp:
-		return helpResult{Lines: helpLines}
+		return helpResult{Lines: slices.Concat(helpLines, roomHelpLines)}
 	case cmdQuit:
 		return quitResult{}
 	default:
@@ -194,6 +195,9 @@ func (s *session) exec(ctx context.Context, c command) any {
 }
 
 func (s *session) send(ctx context.Context, nick, text string) any {
+	if strings.HasPrefix(nick, "#") {
+		return s.sendRoom(ctx, nick, text)
+	}
 	m, err := s.node.Send(ctx, nick, text)
 	if err != nil {
 		return errorResult{withContext(err, "send to", nick)}

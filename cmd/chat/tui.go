@@ -453,8 +453,7 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 	case whoisResult:
 		m.showWhois(here, v.Whois)
 	case joinedResult:
-		m.self.room = v.Room
-		info("joined room " + v.Room)
+		m.roomJoined(here, v) // rooms_tui.go
 	case historyResult:
 		m.showHistory(here, v)
 	case idResult:
@@ -475,10 +474,12 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		for _, r := range v.Requests {
 			info(fmt.Sprintf("request from %s (%s): %s", r.From, shortID(r.Peer), oneLine(r.Text)))
 		}
-	case allowedResult, blockedResult:
-		// The node's EventAllowed / EventBlocked reports it.
+	case allowedResult, blockedResult, unblockedResult:
+		// The node's EventAllowed / EventBlocked / EventUnblocked reports it.
 	case fileOfferedResult, fileAcceptedResult, fileRejectedResult, transfersResult:
-		m.handleFile(v)
+		m.handleFile(v) // files_tui.go
+	case leftResult, createdResult, inviteResult, membersResult:
+		m.roomResult(here, v) // rooms_tui.go
 	case quitResult:
 		return m, tea.Quit
 	}
@@ -515,7 +516,13 @@ func (m *model) handleEvent(ev chat.Event) tea.Cmd {
 		m.addTo(m.cur(), &chatLine{kind: lineInfo, text: fmt.Sprintf("allowed %s: its messages now arrive", m.nickOf(e.Peer))})
 	case chat.EventBlocked:
 		m.addTo(m.cur(), &chatLine{kind: lineInfo, text: fmt.Sprintf("blocked %s", m.nickOf(e.Peer))})
+	case chat.EventUnblocked:
+		m.addTo(m.cur(), &chatLine{kind: lineInfo, text: fmt.Sprintf("unblocked %s", m.nickOf(e.Peer))})
 	case chat.EventPresence:
+		if e.Room != "" {
+			m.roomPresence(e) // rooms_tui.go
+			return nil
+		}
 		online := e.Online
 		ps := m.notePeer(e.Nick, e.Peer, &online, nil)
 		if !online {
