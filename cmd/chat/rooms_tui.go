@@ -46,5 +46,5 @@ func (m *model) roomPresence(e chat.EventPresence) {
 	if e.Online {
 		state = "joined"
 	}
-	m.addNotice("#"+e.Room, e.Nick, state)
+	m.addNotice("#"+e.Room, shortenIDs(e.Nick), state) // an unverified member is its peer ID
 }
