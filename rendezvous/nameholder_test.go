@@ -1,11 +1,15 @@
 package rendezvous
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-varint"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
@@ -121,5 +125,58 @@ func TestParseNameHolder(t *testing.T) {
 		require.Error(t, err, "%x", bad)
 		_, _, err = parseDiscoverResponse(msg(bad), "room", slog.New(slog.DiscardHandler))
 		require.NoError(t, err, "a client that asks only for registrations ignores the field")
+	}
+}
+
+// BenchmarkDiscoverNameHolder compares, side by side on one server, a
+// DISCOVER round trip of a name (one registration, plus the lease look-up
+// and the name_holder field) with one of a plain namespace holding the same
+// registration.
+func BenchmarkDiscoverNameHolder(b *testing.B) {
+	lim := benchLimits()
+	lim.ClaimDifficulty = testClaimDifficulty
+	_, sh := startServer(b, WithLimits(lim), WithExclusivePrefix(ctUserPrefix))
+	owner := newTestHost(b)
+	connect(b, owner, sh)
+	name := ctUserPrefix + "bench"
+	ro := openRaw(b, owner, sh.ID(), ProtocolID)
+	for _, ns := range []string{name, "room"} {
+		if st := ro.register(ns, signedRecord(b, owner), 0).GetStatus(); st != pb.Message_OK {
+			b.Fatal(st)
+		}
+	}
+	ch := newTestHost(b)
+	connect(b, ch, sh)
+	for _, tc := range []struct{ label, ns string }{{"plain", "room"}, {"name", name}} {
+		b.Run(tc.label, func(b *testing.B) {
+			rs := openRaw(b, ch, sh.ID(), ProtocolID)
+			_ = rs.s.SetDeadline(time.Time{})
+			req := appendFrame(nil, &pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: &pb.Message_Discover{Ns: proto.String(tc.ns)}})
+			br := bufio.NewReaderSize(rs.s, 64<<10)
+			buf := make([]byte, 64<<10)
+			roundTrip := func() []byte {
+				if _, err := rs.s.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				n, err := varint.ReadUvarint(br)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(br, buf[:n]); err != nil {
+					b.Fatal(err)
+				}
+				return buf[:n]
+			}
+			var m pb.Message
+			if err := proto.Unmarshal(roundTrip(), &m); err != nil || len(m.GetDiscoverResponse().GetRegistrations()) != 1 ||
+				(tc.ns == name) != (m.GetDiscoverResponse().NameHolder != nil) {
+				b.Fatalf("unexpected response %v: %v", &m, err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				roundTrip()
+			}
+		})
 	}
 }
