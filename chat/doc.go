@@ -140,11 +140,15 @@
 // p2p-messaging/room/<room> on every daemon; the room is also advertised
 // on the DHT (protocol prefix /p2p-messaging). Resolving a nick tries the
 // pinned contacts, then the daemons. Verification fails closed: a nick
-// counts as held by a peer only when at least one daemon answers and every
-// answering daemon lists that peer and no other. A look-up that errs, is
-// refused or is rate-limited, daemons that disagree (reported as a
-// conflict naming both peers), or no daemon at all leave a claim
-// unverified: the peer is shown by its ID with a warning and nothing is
+// counts as held by a peer only when at least one daemon answers and the
+// answering daemons name that peer and no other, as registered under the
+// nick or as the holder of its lease (a DISCOVER's name_holder, see the
+// rendezvous package doc, "Names"). The lease names its holder also while
+// it is offline and unregistered: a letter from the mailbox, or a nick
+// resolved to send to, is verified by it. A look-up that errs, is refused
+// or is rate-limited, daemons that disagree, or one daemon whose lease
+// names another peer than its registration (reported as a conflict naming
+// both peers), or no daemon at all leave a claim unverified: the peer is shown by its ID with a warning and nothing is
 // pinned. The DHT only finds the addresses of peers known by ID (pinned
 // contacts, peer IDs the user typed); it never makes a nick trusted.
 //

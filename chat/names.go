@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,11 +23,14 @@ import (
 // themselves are in the database.
 //
 // Verification fails closed: a nick counts as held by a peer only when at
-// least one daemon answers and every answering daemon lists that peer, and
-// no other, under the nick's exclusive namespace. A look-up that errs, is
-// refused or is rate-limited, a daemon that lists someone else, or no
-// daemon at all leaves the claim unverified: the peer is shown by its ID
-// with a warning and nothing is pinned. The DHT is used only to find the
+// least one daemon answers and the answering daemons name that peer, and
+// no other, for the nick's exclusive namespace: as registered there, or as
+// the holder of the name's lease (the daemon's answer reports it, also
+// while the holder is offline and has no registration, so a letter from
+// the mailbox is shown under its sender's nick). A look-up that errs, is
+// refused or is rate-limited, a daemon that lists or names someone else,
+// or no daemon at all leaves the claim unverified: the peer is shown by
+// its ID with a warning and nothing is pinned. The DHT is used only to find the
 // addresses of peers the node already knows by ID; it never names anyone.
 
 const (
@@ -55,7 +59,7 @@ type Whois struct {
 
 // lookup is the daemons' answer about one nick.
 type lookup struct {
-	holders  []peer.AddrInfo // distinct peers listed by the answering daemons
+	holders  []peer.AddrInfo // distinct peers registered or holding the lease at the answering daemons
 	answered int             // daemons that answered
 	at       time.Time
 	err      error // every daemon failed
@@ -342,13 +346,13 @@ func (nm *names) identify(ctx context.Context, p peer.ID, claimed string) (strin
 		}
 		return p.String(), false
 	case ok:
-		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which the rendezvous daemons list for %s; not accepted", p, claimed, ai.ID))
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which the rendezvous daemons name for %s (registered, or holding its lease); not accepted", p, claimed, ai.ID))
 	case len(l.holders) > 1:
 		nm.warnConflict(claimed, l.holders)
 	case l.answered == 0:
 		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which cannot be verified now (no daemon answered); shown by peer ID", p, claimed))
 	default:
-		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which it has not registered at the rendezvous daemons; shown by peer ID", p, claimed))
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which it neither holds nor has registered at the rendezvous daemons; shown by peer ID", p, claimed))
 	}
 	return p.String(), false
 }
@@ -476,11 +480,12 @@ func (nm *names) lookupNick(ctx context.Context, nick string) *lookup {
 	return f.res
 }
 
-// askDaemons discovers ns on every daemon separately.
+// askDaemons discovers the name ns on every daemon separately: who is
+// registered under it and who holds its lease.
 func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
 	servers := nm.n.rdv.Servers()
 	type answer struct {
-		regs []rendezvous.Registration
+		info rendezvous.NameInfo
 		err  error
 	}
 	answers := make([]answer, len(servers))
@@ -489,8 +494,8 @@ func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			regs, _, err := nm.n.rdv.DiscoverOn(ctx, s, ns, discoverPerServer, nil)
-			answers[i] = answer{regs, err}
+			info, err := nm.n.rdv.DiscoverNameOn(ctx, s, ns, discoverPerServer)
+			answers[i] = answer{info, err}
 		}()
 	}
 	wg.Wait()
@@ -503,14 +508,13 @@ func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
 			continue
 		}
 		l.answered++
-		for _, r := range a.regs {
-			if r.Peer.ID == nm.n.h.ID() || r.Peer.ID == "" {
-				continue
-			}
-			if !containsPeer(l.holders, r.Peer.ID) {
-				l.holders = append(l.holders, r.Peer)
-			}
+		for _, r := range a.info.Registrations {
+			l.addHolder(r.Peer, nm.n.h.ID())
 		}
+		// The lease holder counts like a registration (with no addresses):
+		// a daemon whose lease names another peer than its registrations,
+		// or than another daemon, is a conflict.
+		l.addHolder(peer.AddrInfo{ID: a.info.Holder}, nm.n.h.ID())
 	}
 	if l.answered == 0 {
 		l.err = errors.Join(errs...)
@@ -518,13 +522,23 @@ func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
 	return l
 }
 
-func containsPeer(infos []peer.AddrInfo, p peer.ID) bool {
-	for _, ai := range infos {
-		if ai.ID == p {
-			return true
+// addHolder adds ai to the holders (ourselves and the empty ID aside),
+// merging the addresses of a peer already there.
+func (l *lookup) addHolder(ai peer.AddrInfo, self peer.ID) {
+	if ai.ID == self || ai.ID == "" {
+		return
+	}
+	for i := range l.holders {
+		if l.holders[i].ID == ai.ID {
+			for _, a := range ai.Addrs {
+				if !slices.ContainsFunc(l.holders[i].Addrs, a.Equal) {
+					l.holders[i].Addrs = append(l.holders[i].Addrs, a)
+				}
+			}
+			return
 		}
 	}
-	return false
+	l.holders = append(l.holders, ai)
 }
 
 func (nm *names) warnImpersonation(nick string, claimer, pinned peer.ID) {

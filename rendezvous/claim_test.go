@@ -361,12 +361,18 @@ func rejections(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 // TestGoldenNamesWire pins the bytes of the name extensions: a REGISTER
 // carrying claim_proof (field 100 of Register, tag a2 06), the refusal
 // naming the difficulty, and an UNREGISTER with release_name (field 100 of
-// Unregister, tag a0 06). Run with -update to regenerate.
+// Unregister, tag a0 06), and a DISCOVER_RESPONSE from the server's
+// hand-written encoder naming the lease holder of an offline name
+// (name_holder, field 100 of DiscoverResponse, tag a2 06). Run with
+// -update to regenerate.
 func TestGoldenNamesWire(t *testing.T) {
 	id, rec := goldenPeer(t)
 	ns := ctUserPrefix + "golden"
 	proof, err := ComputeClaimProof(context.Background(), id, ns, 8)
 	require.NoError(t, err)
+	d := discoverBuf{holder: id}
+	status, _ := newStore(41, nil).discover(ns, nil, 10, 0, &d)
+	require.Equal(t, StatusOK, status)
 	cases := map[string][]byte{
 		"register_claim": framed(t, &pb.Message{
 			Type:     pb.Message_REGISTER.Enum(),
@@ -379,7 +385,8 @@ func TestGoldenNamesWire(t *testing.T) {
 				StatusText: proto.String("claiming a new name needs a proof of work (Register.claim_proof, field 100) and it is missing: claim-difficulty=19; see the rendezvous package doc"),
 			},
 		}),
-		"unregister_release": appendFrame(nil, releaseRequest(ns)),
+		"unregister_release":       appendFrame(nil, releaseRequest(ns)),
+		"discover_response_holder": bytes.Clone(d.out),
 	}
 	for name, got := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -394,6 +401,13 @@ func TestGoldenNamesWire(t *testing.T) {
 	}
 	require.True(t, bytes.Contains(cases["register_claim"], append([]byte{0xa2, 0x06, byte(len(proof))}, proof...)))
 	require.True(t, bytes.HasSuffix(cases["unregister_release"], []byte{0xa0, 0x06, 0x01}))
+	require.True(t, bytes.HasSuffix(d.out, append([]byte{0xa2, 0x06, byte(len(id))}, id...)))
+	// The hand-written answer is what proto.Marshal makes of it.
+	var dm pb.Message
+	require.NoError(t, newReader(bytes.NewReader(d.out)).ReadMsg(&dm))
+	require.Equal(t, framed(t, &dm), d.out)
+	require.Equal(t, []byte(id), dm.GetDiscoverResponse().GetNameHolder())
+	require.Empty(t, dm.GetDiscoverResponse().GetRegistrations())
 	// A server that knows neither field reads these as the spec's messages.
 	var m pb.Message
 	require.NoError(t, newReader(bytes.NewReader(cases["unregister_release"])).ReadMsg(&m))

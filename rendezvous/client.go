@@ -308,6 +308,40 @@ func (c *Client) DiscoverOn(ctx context.Context, server peer.ID, ns string, limi
 	return sc.discover(ctx, ns, limit, cookie)
 }
 
+// NameInfo is one server's answer about a name: a namespace under the
+// server's exclusive prefix (see the package doc, "Names").
+type NameInfo struct {
+	// Registrations lists the name's live registrations (its presence):
+	// the holder's, when it is online.
+	Registrations []Registration
+	// Holder is the key holding the name's lease, also while it has no
+	// registration; "" when the name is free, or the server does not
+	// report leases (another implementation, or ns outside its exclusive
+	// prefix).
+	Holder peer.ID
+}
+
+// DiscoverNameOn asks one server about the name ns with a DISCOVER: up to
+// limit registrations (0: the server's page size) and the lease holder the
+// answer reports (name_holder). A malformed holder fails the call.
+func (c *Client) DiscoverNameOn(ctx context.Context, server peer.ID, ns string, limit int) (NameInfo, error) {
+	sc, err := c.server(server)
+	if err != nil {
+		return NameInfo{}, fmt.Errorf("discover %q: %w", ns, err)
+	}
+	if c.isClosed() {
+		return NameInfo{}, fmt.Errorf("discover %q on %s: %w", ns, server, ErrClientClosed)
+	}
+	if ns == "" {
+		return NameInfo{}, fmt.Errorf("discover name on %s: empty name", server)
+	}
+	regs, _, holder, err := sc.discoverPage(ctx, ns, limit, nil, true)
+	if err != nil {
+		return NameInfo{}, err
+	}
+	return NameInfo{Registrations: regs, Holder: holder}, nil
+}
+
 // Multi-server calls.
 
 type serverResult[T any] struct {

@@ -290,25 +290,38 @@ func (sc *serverConn) sendUnregister(ctx context.Context, ns string, release boo
 }
 
 func (sc *serverConn) discover(ctx context.Context, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
+	regs, next, _, err := sc.discoverPage(ctx, ns, limit, cookie, false)
+	return regs, next, err
+}
+
+// discoverPage asks for one page; with name, it also reads the answer's
+// name_holder (decode.go), and a malformed one fails the answer.
+func (sc *serverConn) discoverPage(ctx context.Context, ns string, limit int, cookie []byte, name bool) ([]Registration, []byte, peer.ID, error) {
 	wrap := func(err error) error { return fmt.Errorf("discover %q on %s: %w", ns, sc.info.ID, err) }
 	if ns != "" {
 		if err := checkNamespace(ns, MaxNamespaceLen); err != nil {
-			return nil, nil, wrap(err)
+			return nil, nil, "", wrap(err)
 		}
 	}
 	if limit < 0 {
-		return nil, nil, wrap(fmt.Errorf("negative limit %d", limit))
+		return nil, nil, "", wrap(fmt.Errorf("negative limit %d", limit))
 	}
 	req := discoverRequest(ns, limit, cookie)
 	var resp pb.Message
 	if _, err := sc.roundTrip(ctx, req, &resp); err != nil {
-		return nil, nil, wrap(err)
+		return nil, nil, "", wrap(err)
 	}
 	regs, next, err := parseDiscoverResponse(&resp, ns, sc.c.log)
 	if err != nil {
-		return nil, nil, wrap(err)
+		return nil, nil, "", wrap(err)
 	}
-	return regs, next, nil
+	var holder peer.ID
+	if name {
+		if holder, err = parseNameHolder(&resp); err != nil {
+			return nil, nil, "", wrap(err)
+		}
+	}
+	return regs, next, holder, nil
 }
 
 // discoverAll follows cookies until the server has nothing more (or limit

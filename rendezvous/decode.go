@@ -95,6 +95,21 @@ func parseDiscoverResponse(m *pb.Message, ns string, log *slog.Logger) ([]Regist
 	return regs, dr.Cookie, nil
 }
 
+// parseNameHolder decodes the name_holder extension of an OK
+// DISCOVER_RESPONSE: "" when absent (a free name, or a server that does
+// not report leases), an error when it is not a valid peer ID.
+func parseNameHolder(m *pb.Message) (peer.ID, error) {
+	b := m.GetDiscoverResponse().GetNameHolder()
+	if b == nil {
+		return "", nil
+	}
+	id, err := peer.IDFromBytes(b)
+	if err != nil {
+		return "", fmt.Errorf("name holder: %w", err)
+	}
+	return id, nil
+}
+
 // parseRegistration decodes one registration and verifies its signed peer
 // record (parseRecord). A record with no addresses is valid.
 func parseRegistration(r *pb.Message_Register) (Registration, error) {

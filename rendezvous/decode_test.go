@@ -90,6 +90,17 @@ func FuzzParseRegistrations(f *testing.F) {
 	f.Add(ctDiscoverResponse(f))
 	f.Add([]byte{})
 	f.Add([]byte{0x08, 0x04, 0x32, 0x02, 0x18, 0x64})
+	withHolder := func(holder []byte, regs ...*pb.Message_Register) []byte {
+		var m pb.Message
+		require.NoError(f, proto.Unmarshal(ctDiscoverResponse(f, regs...), &m))
+		m.DiscoverResponse.NameHolder = holder
+		b, err := proto.Marshal(&m)
+		require.NoError(f, err)
+		return b
+	}
+	f.Add(withHolder([]byte(id1)))
+	f.Add(withHolder([]byte(id2), &pb.Message_Register{Ns: proto.String("room"), Ttl: proto.Uint64(7200), SignedPeerRecord: rec}))
+	f.Add(withHolder([]byte("junk")))
 	log := slog.New(slog.DiscardHandler)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m pb.Message
@@ -99,6 +110,16 @@ func FuzzParseRegistrations(f *testing.F) {
 		regs, _, err := parseDiscoverResponse(&m, "room", log)
 		if err != nil {
 			return
+		}
+		// name_holder: absent is no holder; what is accepted is a valid
+		// peer ID whose bytes are exactly the field's.
+		holder, herr := parseNameHolder(&m)
+		raw := m.GetDiscoverResponse().GetNameHolder()
+		switch {
+		case herr == nil && raw == nil && holder != "":
+			t.Fatalf("holder %s from an absent field", holder)
+		case herr == nil && raw != nil && (string(holder) != string(raw) || holder.Validate() != nil):
+			t.Fatalf("holder %q accepted from %x", holder, raw)
 		}
 		for _, r := range regs {
 			if r.Peer.ID == "" || r.TTL < 0 {

@@ -45,6 +45,8 @@
 //     The client reads a registration without ns in an answer for one
 //     namespace as belonging to it (proto3 servers omit it), drops one
 //     naming another namespace, and accepts records with no addresses.
+//     An extension field, name_holder (100), names the holder of a
+//     name's lease (see Names).
 //
 // Anything else (an undecodable frame, a message without a type, a response
 // type sent as a request, a truncated frame) resets that stream and is
@@ -159,6 +161,16 @@
 // exclusive and held by another key until <RFC 3339 UTC time> ...", also
 // while the owner is offline. The owner takes the name back by
 // registering it again, which needs nothing more and renews the lease.
+//
+// Holder: an OK DISCOVER_RESPONSE to a DISCOVER of one name carries, in
+// name_holder (field 100 of DiscoverResponse, an extension: other clients
+// ignore it), the binary peer ID of the key that holds the name's live
+// lease, on every page and also when the holder has no registration (it
+// is offline): so a peer can tell that a name is held, and by whom, from
+// a sender it never saw online. It is absent for a free (or released, or
+// expired) name, for a namespace outside the exclusive prefix and for a
+// DISCOVER over all namespaces. Client.DiscoverNameOn returns it; a value
+// that is not a peer ID fails that call.
 //
 // Release: the owner gives a name up with an UNREGISTER whose Unregister
 // message carries release_name = true (field 100, an extension: other

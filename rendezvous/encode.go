@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio/pbio"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -64,14 +65,29 @@ func registrationFieldSize(e *regEntry, ttl uint64) int {
 	return protowire.SizeTag(1) + protowire.SizeBytes(registerSize(e, ttl))
 }
 
+// discoverTrailerSize is the encoded size of what an OK DISCOVER_RESPONSE
+// for ns holds besides its registrations: the cookie, the status and, when
+// the name ns is leased, its holder (name_holder, field 100).
+func discoverTrailerSize(ns string, holder peer.ID) int {
+	n := protowire.SizeTag(2) + protowire.SizeBytes(cookieSeqLen+len(ns)) + protowire.SizeTag(3) + 1
+	if holder != "" {
+		n += protowire.SizeTag(fieldNameHolder) + protowire.SizeBytes(len(holder))
+	}
+	return n
+}
+
+// fieldNameHolder is DiscoverResponse.name_holder, an extension.
+const fieldNameHolder = 100
+
 // appendDiscoverResponse appends the framed OK DISCOVER_RESPONSE Message
 // holding sel (with their remaining lifetimes ttls; regBytes is the sum of
-// their registrationFieldSize) and the cookie after sequence number last
-// for ns. It is written by hand, byte for byte what proto.Marshal makes, so
-// that the stored record bytes are copied once and nothing is allocated.
-func appendDiscoverResponse(b []byte, sel []*regEntry, ttls []uint64, regBytes int, last uint64, ns string) []byte {
+// their registrationFieldSize), the cookie after sequence number last for
+// ns and, unless holder is empty, the name's lease holder. It is written by
+// hand, byte for byte what proto.Marshal makes, so that the stored record
+// bytes are copied once and nothing is allocated.
+func appendDiscoverResponse(b []byte, sel []*regEntry, ttls []uint64, regBytes int, last uint64, ns string, holder peer.ID) []byte {
 	cookieLen := cookieSeqLen + len(ns)
-	body := regBytes + protowire.SizeTag(2) + protowire.SizeBytes(cookieLen) + protowire.SizeTag(3) + 1
+	body := regBytes + discoverTrailerSize(ns, holder)
 	msg := protowire.SizeTag(1) + 1 + protowire.SizeTag(6) + protowire.SizeBytes(body)
 
 	b = protowire.AppendVarint(b, uint64(msg))
@@ -88,7 +104,12 @@ func appendDiscoverResponse(b []byte, sel []*regEntry, ttls []uint64, regBytes i
 	b = protowire.AppendVarint(b, uint64(cookieLen))
 	b = appendCookie(b, last, ns)
 	b = protowire.AppendTag(b, 3, protowire.VarintType)
-	return protowire.AppendVarint(b, uint64(StatusOK))
+	b = protowire.AppendVarint(b, uint64(StatusOK))
+	if holder != "" {
+		b = protowire.AppendTag(b, fieldNameHolder, protowire.BytesType)
+		b = protowire.AppendString(b, string(holder))
+	}
+	return b
 }
 
 // registerSize is the encoded size of a Message.Register for e.

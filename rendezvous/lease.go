@@ -378,6 +378,17 @@ func (s *Server) NameHolder(ns string) (owner peer.ID, until time.Time, ok bool)
 	return s.names.holder(ns, s.cfg.now().UnixNano())
 }
 
+// leaseHolder is the holder of the lease on ns that a DISCOVER answer
+// reports (name_holder): "" unless ns is a leased name under the exclusive
+// prefix.
+func (s *Server) leaseHolder(ns string, now time.Time) peer.ID {
+	if s.cfg.exclusivePrefix == "" || !strings.HasPrefix(ns, s.cfg.exclusivePrefix) {
+		return ""
+	}
+	owner, _, _ := s.names.holder(ns, now.UnixNano())
+	return owner
+}
+
 // Names returns the number of names leased.
 func (s *Server) Names() int { return s.names.len() }
 

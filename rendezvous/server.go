@@ -324,6 +324,7 @@ func (s *Server) discover(remote peer.ID, b *bucket, ns string, reqLimit uint64,
 	if l := reqLimit; l > 0 && l < uint64(limit) {
 		limit = int(l)
 	}
+	d.holder = s.leaseHolder(ns, now) // lease.go
 	status, text := s.st.discover(ns, cookie, limit, now.UnixNano(), d)
 	if status != StatusOK {
 		s.m.reject(rejectCookie)

@@ -332,9 +332,10 @@ func (st *regStore) len() int {
 // discoverPool, so that a warm server answers without allocating and an
 // idle stream holds no response buffer.
 type discoverBuf struct {
-	sel  []*regEntry
-	ttls []uint64
-	out  []byte
+	sel    []*regEntry
+	ttls   []uint64
+	out    []byte
+	holder peer.ID // the lease holder of the name asked for, if any (lease.go)
 }
 
 var discoverPool = sync.Pool{New: func() any { return new(discoverBuf) }}
@@ -344,11 +345,13 @@ func putDiscoverBuf(d *discoverBuf) {
 	if cap(d.out) > 64<<10 {
 		d.out = nil
 	}
+	d.holder = ""
 	discoverPool.Put(d)
 }
 
 // maxDiscoverBody leaves room for the Message envelope around a
-// DISCOVER_RESPONSE so the framed message fits MaxMessageSize.
+// DISCOVER_RESPONSE body so the framed message fits MaxMessageSize; the
+// registrations get what the cookie, status and holder leave of it.
 const maxDiscoverBody = MaxMessageSize - 64
 
 // discover writes into d.out a framed DISCOVER_RESPONSE Message for ns
@@ -377,6 +380,7 @@ func (st *regStore) discover(ns string, cookie []byte, limit int, now int64, d *
 	d.sel, d.ttls = d.sel[:0], d.ttls[:0]
 	last := after
 	body := 0
+	budget := maxDiscoverBody - discoverTrailerSize(ns, d.holder)
 	sawExpired := false
 	for _, e := range ix.entries[ix.after(after):] {
 		if len(d.sel) >= limit {
@@ -391,7 +395,7 @@ func (st *regStore) discover(ns string, cookie []byte, limit int, now int64, d *
 		}
 		ttl := remainingSeconds(e.expires, now)
 		n := registrationFieldSize(e, ttl)
-		if body+n > maxDiscoverBody {
+		if body+n > budget {
 			break
 		}
 		body += n
@@ -406,7 +410,7 @@ func (st *regStore) discover(ns string, cookie []byte, limit int, now int64, d *
 		}
 	}
 
-	d.out = appendDiscoverResponse(d.out[:0], d.sel, d.ttls, body, last, ns)
+	d.out = appendDiscoverResponse(d.out[:0], d.sel, d.ttls, body, last, ns, d.holder)
 	clear(d.sel) // drop references to entries between requests
 	return StatusOK, ""
 }

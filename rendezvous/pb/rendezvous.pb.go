@@ -706,6 +706,12 @@ type Message_DiscoverResponse struct {
 	Cookie        []byte                  `protobuf:"bytes,2,opt,name=cookie" json:"cookie,omitempty"`
 	Status        *Message_ResponseStatus `protobuf:"varint,3,opt,name=status,enum=rendezvous.pb.Message_ResponseStatus" json:"status,omitempty"`
 	StatusText    *string                 `protobuf:"bytes,4,opt,name=statusText" json:"statusText,omitempty"`
+	// p2p-messaging extension: in an OK answer for one namespace under the
+	// server's exclusive prefix, the binary peer ID of the key that holds
+	// the name's lease, also when it has no registration (it is offline).
+	// Absent when the name is free. Other clients ignore it. See the
+	// rendezvous package doc, "Names".
+	NameHolder    []byte `protobuf:"bytes,100,opt,name=name_holder,json=nameHolder" json:"name_holder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -768,11 +774,18 @@ func (x *Message_DiscoverResponse) GetStatusText() string {
 	return ""
 }
 
+func (x *Message_DiscoverResponse) GetNameHolder() []byte {
+	if x != nil {
+		return x.NameHolder
+	}
+	return nil
+}
+
 var File_rendezvous_proto protoreflect.FileDescriptor
 
 const file_rendezvous_proto_rawDesc = "" +
 	"\n" +
-	"\x10rendezvous.proto\x12\rrendezvous.pb\"\xb7\n" +
+	"\x10rendezvous.proto\x12\rrendezvous.pb\"\xd8\n" +
 	"\n" +
 	"\aMessage\x126\n" +
 	"\x04type\x18\x01 \x01(\x0e2\".rendezvous.pb.Message.MessageTypeR\x04type\x12;\n" +
@@ -802,14 +815,16 @@ const file_rendezvous_proto_rawDesc = "" +
 	"\bDiscover\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x04R\x05limit\x12\x16\n" +
-	"\x06cookie\x18\x03 \x01(\fR\x06cookie\x1a\xd0\x01\n" +
+	"\x06cookie\x18\x03 \x01(\fR\x06cookie\x1a\xf1\x01\n" +
 	"\x10DiscoverResponse\x12E\n" +
 	"\rregistrations\x18\x01 \x03(\v2\x1f.rendezvous.pb.Message.RegisterR\rregistrations\x12\x16\n" +
 	"\x06cookie\x18\x02 \x01(\fR\x06cookie\x12=\n" +
 	"\x06status\x18\x03 \x01(\x0e2%.rendezvous.pb.Message.ResponseStatusR\x06status\x12\x1e\n" +
 	"\n" +
 	"statusText\x18\x04 \x01(\tR\n" +
-	"statusText\"g\n" +
+	"statusText\x12\x1f\n" +
+	"\vname_holder\x18d \x01(\fR\n" +
+	"nameHolder\"g\n" +
 	"\vMessageType\x12\f\n" +
 	"\bREGISTER\x10\x00\x12\x15\n" +
 	"\x11REGISTER_RESPONSE\x10\x01\x12\x0e\n" +
