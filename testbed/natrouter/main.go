@@ -3,8 +3,9 @@
 // Command natrouter turns a container into a home router for the test bed,
 // and prepares peer containers to sit behind one.
 //
-//	natrouter router -mode cone|symmetric|relay-only -wan-net 11.2.0.0/24 \
-//	    -underlay-net 10.2.1.0/24 -lan 192.168.1.1/24 [-flood 10.2.1.10,...] [-relay 11.2.0.10]
+//	natrouter router -mode full-cone|port-restricted|symmetric|relay-only -wan-net 11.2.0.0/24 \
+//	    -underlay-net 10.2.1.0/24 -lan 192.168.1.1/24 [-flood 10.2.1.10,...] [-relay 11.2.0.10] \
+//	    [-link internet|lan|25ms,5ms,1%]
 //	natrouter peer -router 10.2.1.2 -lan 192.168.1.10/24 -gateway 192.168.1.1 -- /chat -json ...
 //
 // Why a VXLAN: Docker isolates internal networks with host firewall rules that
@@ -16,6 +17,12 @@
 // nftables. Both sides need CAP_NET_ADMIN; the router also needs the sysctl
 // net.ipv4.ip_forward=1. The router prints "ready ..." on stdout once its
 // rules are installed and runs until SIGTERM.
+//
+// -link sets what the WAN link adds to every forwarded packet, in each
+// direction (so a peer behind two such routers sees twice that one way):
+// "internet" (the default: 25 ms, 5 ms jitter, 1 % loss), "lan" (nothing) or
+// "DELAY,JITTER,LOSS%". The kernel has no netem, so the router queues the
+// packets to itself (NFQUEUE) and releases or drops them (linkem.go).
 package main
 
 import (
@@ -66,7 +73,8 @@ func envOr(key, def string) string {
 
 func runRouter(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("router", flag.ContinueOnError)
-	mode := fs.String("mode", envOr("NATROUTER_MODE", "cone"), "cone | symmetric | relay-only [NATROUTER_MODE]")
+	mode := fs.String("mode", envOr("NATROUTER_MODE", string(ModePortRestricted)), "full-cone | port-restricted | symmetric | relay-only [NATROUTER_MODE]")
+	linkSpec := fs.String("link", envOr("NATROUTER_LINK", "internet"), "WAN link profile: internet | lan | DELAY,JITTER,LOSS% [NATROUTER_LINK]")
 	wanNet := fs.String("wan-net", envOr("NATROUTER_WAN_NET", ""), "subnet of the WAN interface [NATROUTER_WAN_NET]")
 	underlayNet := fs.String("underlay-net", envOr("NATROUTER_UNDERLAY_NET", ""), "subnet of the Docker network shared with the peers [NATROUTER_UNDERLAY_NET]")
 	lan := fs.String("lan", envOr("NATROUTER_LAN", ""), "router address and prefix on the VXLAN LAN, e.g. 192.168.1.1/24 [NATROUTER_LAN]")
@@ -79,6 +87,10 @@ func runRouter(ctx context.Context, args []string, stdout io.Writer) error {
 	m, err := ParseMode(*mode)
 	if err != nil {
 		return err
+	}
+	profile, err := ParseLinkProfile(*linkSpec)
+	if err != nil {
+		return fmt.Errorf("-link: %w", err)
 	}
 	_, wn, err := net.ParseCIDR(*wanNet)
 	if err != nil {
@@ -114,9 +126,18 @@ func runRouter(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := setupRouterLAN(underIf, underIP, lanIP, lanNet, *vni, floodIPs); err != nil {
 		return err
 	}
-	rs, err := BuildRuleset(RuleConfig{Mode: m, WANIf: wanIf, LANIf: lanIfName, LANNet: lanNet, Relays: relayIPs})
+	rs, err := BuildRuleset(RuleConfig{Mode: m, WANIf: wanIf, LANIf: lanIfName, LANNet: lanNet, Relays: relayIPs, Link: !profile.Off()})
 	if err != nil {
 		return err
+	}
+	linkErr := make(chan error, 1)
+	if !profile.Off() {
+		// Bound before the rules queue anything to it.
+		lem, err := openLinkEmulator(profile)
+		if err != nil {
+			return err
+		}
+		go func() { linkErr <- lem.run(ctx) }()
 	}
 	conn, err := nftables.New()
 	if err != nil {
@@ -125,11 +146,14 @@ func runRouter(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := rs.Install(conn); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "ready mode=%s wan=%s/%s lan=%s/%s\n", m, wanIf, wanIP, lanIfName, *lan)
-	<-ctx.Done()
+	fmt.Fprintf(stdout, "ready mode=%s link=%s wan=%s/%s lan=%s/%s\n", m, profile, wanIf, wanIP, lanIfName, *lan)
+	select {
+	case <-ctx.Done():
+	case err = <-linkErr:
+	}
 	conn.DelTable(rs.Table)
 	_ = conn.Flush()
-	return nil
+	return err
 }
 
 func runPeer(args []string) error {
