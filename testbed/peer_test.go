@@ -51,6 +51,9 @@ func (e event) boolean(k string) bool {
 }
 func (e event) num(k string) float64 { f, _ := e[k].(float64); return f }
 
+// at is when the harness read the event.
+func (e event) at() time.Time { t, _ := e["_at"].(time.Time); return t }
+
 // peer is one incarnation (container) of a chat peer.
 type peer struct {
 	t         *testing.T
@@ -227,6 +230,7 @@ func (p *peer) read(r io.Reader) {
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			e = event{"event": "_raw", "text": sc.Text()}
 		}
+		e["_at"] = time.Now() // arrival, for times to a direct connection
 		p.mu.Lock()
 		p.events = append(p.events, e)
 		close(p.changed)

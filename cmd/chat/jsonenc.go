@@ -81,6 +81,7 @@ type jsonPeer struct {
 	jsonConnFields
 	RTTms  float64 `json:"rtt_ms"`
 	Online bool    `json:"online"`
+	Punch  string  `json:"punch,omitempty"` // why the last hole punch failed (cmd/chat/nat.go)
 }
 
 type jsonPeers struct {
@@ -210,7 +211,7 @@ func toJSON(v any) any {
 	case peersResult:
 		out := jsonPeers{Event: "peers", Peers: make([]jsonPeer, 0, len(e.Peers))}
 		for _, p := range e.Peers {
-			out.Peers = append(out.Peers, jsonPeer{Nick: p.Nick, Peer: peerString(p.Peer), jsonConnFields: connFields(p.Conn), RTTms: millis(p.RTT), Online: p.Online})
+			out.Peers = append(out.Peers, jsonPeer{Nick: p.Nick, Peer: peerString(p.Peer), jsonConnFields: connFields(p.Conn), RTTms: millis(p.RTT), Online: p.Online, Punch: p.Punch})
 		}
 		return out
 	case whoisResult:

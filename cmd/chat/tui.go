@@ -582,7 +582,7 @@ func (m *model) showPeers(ps []chat.PeerStatus) {
 		if p.RTT > 0 {
 			rtt = fmt.Sprintf(", rtt %s", p.RTT.Round(10*time.Microsecond))
 		}
-		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("  %-16s %s %s, %s%s", p.Nick, shortID(p.Peer), state, describeConn(p.Conn, true), rtt)})
+		m.addLine(&chatLine{kind: lineInfo, text: fmt.Sprintf("  %-16s %s %s, %s%s", p.Nick, shortID(p.Peer), state, describeConn(p.Conn, true), rtt) + punchNote(p)})
 	}
 }
 

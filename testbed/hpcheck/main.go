@@ -61,6 +61,11 @@ func (p *printer) Trace(e *holepunch.Event) {
 			"elapsed_ms": float64(ev.EllapsedTime.Microseconds()) / 1000, "error": ev.Error})
 	case *holepunch.HolePunchAttemptEvt:
 		p.emit(map[string]any{"event": "attempt", "peer": e.Remote.String(), "attempt": ev.Attempt})
+	case *holepunch.DirectDialEvt:
+		// Connection reversal: the side that received the relayed
+		// connection dialled the other's public address.
+		p.emit(map[string]any{"event": "directdial", "peer": e.Remote.String(), "success": ev.Success,
+			"elapsed_ms": float64(ev.EllapsedTime.Microseconds()) / 1000, "error": ev.Error})
 	}
 }
 

@@ -1,0 +1,306 @@
+//go:build e2e
+
+package testbed
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pair is one NAT scenario: alice's side (a router mode, or "public": alice
+// on the WAN itself) and bob's router mode, with one transport ("tcp",
+// "quic", or "" for both) and the WAN link profile of both routers.
+type pair struct {
+	A, B      string
+	Transport string
+	Link      string // natrouter -link; "" is the default (internet)
+}
+
+func (p pair) nat() string { return p.A + "/" + p.B }
+
+func (p pair) transportName() string {
+	if p.Transport == "" {
+		return "tcp+quic"
+	}
+	return p.Transport
+}
+
+// direct reports whether the pair must end up direct (and how: punch or reversal).
+func (p pair) direct() bool { return p.A == "public" || (punchable(p.A) && punchable(p.B)) }
+
+func (p pair) String() string { return p.nat() + "/" + p.transportName() }
+
+// natTopology brings up the daemon and both routers of p.
+func natTopology(t *testing.T, p pair) (*topology, daemon) {
+	modeA := p.A
+	if modeA == "public" {
+		modeA = "port-restricted" // router A is idle
+	}
+	env := []string{"NAT_MODE_A=" + modeA, "NAT_MODE_B=" + p.B}
+	if p.Link != "" {
+		env = append(env, "LINK_A="+p.Link, "LINK_B="+p.Link)
+	}
+	tp := newTopology(t, "nat.yml", env...)
+	tp.up("rendezvous", "router_a", "router_b")
+	tp.waitRouter("router_a")
+	tp.waitRouter("router_b")
+	return tp, tp.waitDaemon("rendezvous", time.Time{})
+}
+
+func listenFor(transport string) string {
+	switch transport {
+	case "tcp":
+		return "/ip4/0.0.0.0/tcp/0"
+	case "quic":
+		return "/ip4/0.0.0.0/udp/0/quic-v1"
+	}
+	return ""
+}
+
+// natPeers starts alice (behind router A, or public on the WAN) and bob
+// (behind router B), knowing only the daemon's addresses of p's transport.
+func natPeers(s *scenario, p pair, d daemon) (*peer, *peer) {
+	rdv := d.addrsWith("/ip4/" + natDaemonIP + "/")
+	if p.Transport != "" {
+		rdv = transportAddrs(rdv, p.Transport)
+	}
+	listen := listenFor(p.Transport)
+	aspec := peerSpec{Nick: "alice", Network: "lan_a", IP: "10.2.1.10", Listen: listen, Rendezvous: rdv,
+		Reachability: "private", NAT: &natSpec{Router: "10.2.1.2", LAN: "192.168.1.10/24", Gateway: "192.168.1.1"}}
+	if p.A == "public" {
+		aspec = peerSpec{Nick: "alice", Network: "wan", IP: alicePublicIP, Listen: listen, Rendezvous: rdv}
+	}
+	alice := s.peer(aspec)
+	bob := s.peer(peerSpec{Nick: "bob", Network: "lan_b", IP: "10.2.2.10", Listen: listen, Rendezvous: rdv,
+		Reachability: "private", NAT: &natSpec{Router: "10.2.2.2", LAN: "192.168.2.10/24", Gateway: "192.168.2.1"}})
+	return alice, bob
+}
+
+// alicePublicIP is alice's address when she is on the WAN (no NAT).
+const alicePublicIP = "11.2.0.21"
+
+// chatResult is what the chat achieved in one run of a pair.
+type chatResult struct {
+	Direct   bool
+	Elapsed  time.Duration // first relayed conn event to the first direct one (alice's view)
+	Attempts int           // DCUtR attempts over every reported punch
+}
+
+// runChat runs the chat over p in tp: alice writes to bob (so they meet
+// through the relay), then, for a direct pair, both must see a direct,
+// unlimited connection to the other's WAN address on the chosen transport
+// and the chat must go on with the daemon stopped; for a relayed pair every
+// punch must fail, the chat stays on the relay and every message arrives
+// once, and /peers says why there is no direct connection.
+func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
+	s.t.Helper()
+	alice, bob := natPeers(s, p, d)
+	s.exchange(alice, "bob")
+	var r chatResult
+	if !p.direct() {
+		runRelayed(s, alice, bob, &r)
+		return r
+	}
+	aliceWAN := routerAWAN
+	if p.A == "public" {
+		aliceWAN = alicePublicIP
+	}
+	isDirect := func(e event) bool {
+		return e.is("conn") && isDirectTo(e, routerBWAN, p.Transport)
+	}
+	de := alice.wait(90*time.Second, 0, func(e event) bool { return isDirect(e) && e.str("nick") == "bob" })
+	if first := alice.all(func(e event) bool { return e.is("conn") && e.str("nick") == "bob" }); len(first) > 0 {
+		r.Elapsed = de.at().Sub(first[0].at())
+	}
+	r.Direct = true
+	hps := append(alice.all(func(e event) bool { return e.is("holepunch") }), bob.all(func(e event) bool { return e.is("holepunch") })...)
+	var ok event
+	for _, e := range hps {
+		r.Attempts += int(e.num("attempts"))
+		if e.boolean("success") && ok == nil {
+			ok = e
+		}
+	}
+	if p.A == "public" {
+		// Connection reversal: bob, who got the relayed connection, dials
+		// alice's public address; nothing is punched.
+		if r.Attempts != 0 {
+			s.fatalf("a public peer was reached with %d hole-punch attempts (want connection reversal, no punch)", r.Attempts)
+		}
+		s.res.HPAttempts = "0 (reversal)"
+	} else {
+		if ok == nil {
+			s.fatalf("direct connection but no successful hole punch reported (%d events)", len(hps))
+		}
+		s.res.HPAttempts = strconv.Itoa(r.Attempts)
+	}
+	s.res.Direct = fmt.Sprintf("%d ms", r.Elapsed.Milliseconds())
+
+	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, routerBWAN, p.Transport) {
+		s.fatalf("alice's /peers entry for bob: %v (want direct %s to %s, no circuit, not limited)", e, p.transportName(), routerBWAN)
+	}
+	s.exchange(bob, "alice")
+	if e := bob.peerEntry("alice"); e == nil || !isDirectTo(e, aliceWAN, p.Transport) {
+		s.fatalf("bob's /peers entry for alice: %v (want direct %s to %s)", e, p.transportName(), aliceWAN)
+	}
+	// Without the daemon (and its relay) the conversation continues.
+	tp.stop("rendezvous")
+	for range 2 {
+		s.exchange(alice, "bob")
+		s.exchange(bob, "alice")
+	}
+	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, routerBWAN, p.Transport) {
+		s.fatalf("after the daemon stopped, alice's entry for bob: %v", e)
+	}
+	s.res.Note = "direct via " + aliceWAN + "/" + routerBWAN + "; chat continues with daemon stopped"
+	return r
+}
+
+// runRelayed: every punch fails, messages flow over the relay, /peers shows
+// the relay and the reason of the failed punch.
+func runRelayed(s *scenario, alice, bob *peer, r *chatResult) {
+	s.t.Helper()
+	s.exchange(bob, "alice")
+	failed := func(e event) bool { return e.is("holepunch") && !e.boolean("success") }
+	ch := make(chan event, 2)
+	for _, p := range []*peer{alice, bob} {
+		go func(p *peer) {
+			e, _ := p.tryWait(120*time.Second, 0, failed)
+			ch <- e
+		}(p)
+	}
+	var hp event
+	for range 2 {
+		if e := <-ch; e != nil && hp == nil {
+			hp = e
+		}
+	}
+	succeeded := append(alice.all(func(e event) bool { return e.is("holepunch") && e.boolean("success") }),
+		bob.all(func(e event) bool { return e.is("holepunch") && e.boolean("success") })...)
+	if len(succeeded) > 0 {
+		s.fatalf("hole punch succeeded: %v", succeeded[0])
+	}
+	if hp == nil {
+		s.fatal("no failed hole punch reported by either peer")
+	}
+	for range 3 {
+		s.exchange(alice, "bob")
+		s.exchange(bob, "alice")
+	}
+	maxAttempts := 0
+	for _, e := range append(alice.all(failed), bob.all(failed)...) {
+		maxAttempts = max(maxAttempts, int(e.num("attempts")))
+		r.Attempts += int(e.num("attempts"))
+	}
+	s.res.HPAttempts = fmt.Sprintf("%d, all failed", maxAttempts)
+	var reasons []string
+	for _, v := range []struct {
+		p    *peer
+		nick string
+	}{{alice, "bob"}, {bob, "alice"}} {
+		e := v.p.peerEntry(v.nick)
+		if e == nil || e["conn"] != "relayed" || !strings.Contains(fmt.Sprint(e["addr"]), "/p2p-circuit") {
+			s.fatalf("%s's /peers entry for %s: %v (want a relayed connection)", v.p.spec.Nick, v.nick, e)
+		}
+		if why, _ := e["punch"].(string); why != "" {
+			reasons = append(reasons, v.p.spec.Nick+": "+why)
+		}
+	}
+	if len(reasons) == 0 {
+		s.fatalf("neither peer's /peers entry says why the punch failed")
+	}
+	s.res.Note = "relayed; /peers: " + strings.Join(reasons, "; ")
+}
+
+// testPair is one CI scenario: the pair once, with the default link.
+func testPair(t *testing.T, label string, p pair) {
+	tp, d := natTopology(t, p)
+	s := newScenario(t, tp, &result{Scenario: label, Transport: p.transportName(), NAT: p.nat()})
+	runChat(s, tp, d, p)
+}
+
+// Scenario lists: punchable pairs per transport, the mixed pair, connection
+// reversal, and the relayed ones.
+var (
+	punchPairs = []pair{
+		{A: "full-cone", B: "full-cone", Transport: "tcp"},
+		{A: "full-cone", B: "full-cone", Transport: "quic"},
+		{A: "port-restricted", B: "port-restricted", Transport: "tcp"},
+		{A: "port-restricted", B: "port-restricted", Transport: "quic"},
+		{A: "full-cone", B: "port-restricted", Transport: "tcp"},
+		{A: "full-cone", B: "port-restricted", Transport: "quic"},
+		{A: "public", B: "port-restricted", Transport: "tcp"},
+		{A: "public", B: "port-restricted", Transport: "quic"},
+	}
+	relayPairs = []pair{
+		{A: "symmetric", B: "symmetric"},
+		{A: "port-restricted", B: "symmetric"},
+		{A: "relay-only", B: "relay-only"},
+	}
+)
+
+func pairLabel(p pair) string {
+	switch {
+	case p.A == "public":
+		return "2r reversal"
+	case p.direct():
+		return "2 punch"
+	}
+	return "3 relayed"
+}
+
+// TestMatrix is the success-rate matrix: with TESTBED_MATRIX=N every pair
+// runs N times (the target is N=20); each run brings
+// up its own topology, runs the plain go-libp2p self-check through the
+// routers, then the chat. It prints successes/N for both side by side, p50
+// and p95 of the time from the relayed to the direct connection, and the
+// punch attempts per success. TESTBED_MATRIX_ROWS (a substring of the row
+// name, e.g. "tcp") limits the rows; TESTBED_LINK sets the link profile.
+func TestMatrix(t *testing.T) {
+	nStr := os.Getenv("TESTBED_MATRIX")
+	if nStr == "" {
+		t.Skip("set TESTBED_MATRIX=N to run the success-rate matrix (N runs of every scenario)")
+	}
+	n, err := strconv.Atoi(nStr)
+	if err != nil || n < 1 {
+		t.Fatalf("TESTBED_MATRIX=%q: want a positive number of runs", nStr)
+	}
+	requireEnv(t)
+	var rows []*matrixRow
+	t.Cleanup(func() { printMatrix(os.Stdout, n, rows) })
+	for _, p := range append(slices.Clone(punchPairs), relayPairs...) {
+		if f := os.Getenv("TESTBED_MATRIX_ROWS"); f != "" && !strings.Contains(p.String(), f) {
+			continue
+		}
+		p.Link = os.Getenv("TESTBED_LINK")
+		row := &matrixRow{Pair: p}
+		rows = append(rows, row)
+		for i := range n {
+			t.Run(fmt.Sprintf("%s/%d", strings.ReplaceAll(p.String(), "/", "-"), i+1), func(t *testing.T) {
+				row.start()
+				tp, d := natTopology(t, p)
+				s := newScenario(t, tp, &result{Scenario: pairLabel(p), Transport: p.transportName(), NAT: p.nat()})
+				row.addSelf(p, runSelfCheckRow(s, tp, p))
+				c := runChat(s, tp, d, p)
+				if delivered, dup := s.account(); delivered == len(s.sent) && dup == 0 {
+					row.addChat(p, c)
+				}
+			})
+		}
+	}
+}
+
+// runSelfCheckRow is the self-check of p's routers, on one transport (TCP
+// for the rows that use both).
+func runSelfCheckRow(s *scenario, tp *topology, p pair) selfCheckResult {
+	tr := p.Transport
+	if tr == "" {
+		tr = "tcp"
+	}
+	return runSelfCheck(s, tp, p.A == "public", tr)
+}
