@@ -208,8 +208,15 @@ func (t *nat) note(e EventHolePunch) {
 	if _, ok := t.failed[e.Peer]; !ok && len(t.failed) >= maxPunchNotes {
 		t.evictLocked()
 	}
-	t.failed[e.Peer] = punchReason(e, t.symmetric)
+	why := punchReason(e, t.symmetric)
+	if _, had := t.failed[e.Peer]; had && why == punchBrokeOff {
+		// An attempt cut short says less than the one before it.
+		return
+	}
+	t.failed[e.Peer] = why
 }
+
+const punchBrokeOff = "punch broke off (relayed connection ended)"
 
 // evictLocked makes room: notes of peers we no longer have a connection
 // to go first, else any one.
@@ -253,7 +260,7 @@ func punchReason(e EventHolePunch, symmetric map[string]bool) string {
 		strings.Contains(err, "contain at least one address"):
 		return "peer has no public address"
 	case strings.HasPrefix(err, "protocol: "):
-		return "punch broke off (relayed connection ended)"
+		return punchBrokeOff
 	}
 	if symmetric["tcp"] || symmetric["quic"] {
 		return "symmetric NAT detected"

@@ -185,13 +185,17 @@ func TestPunchFailureInPeers(t *testing.T) {
 		Err: "failed to dial: dial tcp4 11.2.0.3:4001: i/o timeout"}))
 	bob.rec.wait(t, 5*time.Second, func(e Event) bool { h, ok := e.(EventHolePunch); return ok && h.Peer == alice.ID() })
 	require.Equal(t, "timeout: no answer through the NATs (symmetric NAT or firewall)", punchOf())
+	// A later attempt cut short keeps the more telling reason.
+	require.NoError(t, em.Emit(EventHolePunch{Peer: alice.ID(), Err: "protocol: failed to read CONNECT message from remote peer: stream reset"}))
+	bob.rec.wait(t, 5*time.Second, func(e Event) bool { h, ok := e.(EventHolePunch); return ok && h.Peer == alice.ID() && h.Attempts == 0 })
+	require.Equal(t, "timeout: no answer through the NATs (symmetric NAT or firewall)", punchOf())
 
 	// Strangers' failures fill the notes up to the bound.
 	for i := range maxPunchNotes + 40 {
 		require.NoError(t, em.Emit(EventHolePunch{Peer: peer.ID(fmt.Sprintf("stranger-%d", i)), Err: "protocol: stream reset"}))
 	}
 	require.Eventually(t, func() bool {
-		return bob.rec.count(func(e Event) bool { _, ok := e.(EventHolePunch); return ok }) == maxPunchNotes+41
+		return bob.rec.count(func(e Event) bool { _, ok := e.(EventHolePunch); return ok }) == maxPunchNotes+42
 	}, 10*time.Second, 10*time.Millisecond)
 	bob.nat.mu.Lock()
 	notes := len(bob.nat.failed)

@@ -118,6 +118,18 @@ func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
 		r.Elapsed = de.at().Sub(first[0].at())
 	}
 	r.Direct = true
+	if p.A != "public" {
+		// The side that ran the punch reports it; its trace may follow
+		// the connection by a moment.
+		ch := make(chan struct{}, 2)
+		for _, q := range []*peer{alice, bob} {
+			go func(q *peer) {
+				_, _ = q.tryWait(30*time.Second, 0, func(e event) bool { return e.is("holepunch") && e.boolean("success") })
+				ch <- struct{}{}
+			}(q)
+		}
+		<-ch
+	}
 	hps := append(alice.all(func(e event) bool { return e.is("holepunch") }), bob.all(func(e event) bool { return e.is("holepunch") })...)
 	var ok event
 	for _, e := range hps {

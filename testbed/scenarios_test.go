@@ -32,7 +32,7 @@ func TestE2E(t *testing.T) {
 	t.Run("0-selfcheck-symmetric", func(t *testing.T) { testSelfCheck(t, "symmetric", "tcp") })
 	t.Run("1-public", testPublic)
 	for _, p := range append(slices.Clone(punchPairs), relayPairs...) {
-		t.Run(strings.ReplaceAll(pairLabel(p)+"-"+p.String(), "/", "-"), func(t *testing.T) { testPair(t, pairLabel(p), p) })
+		t.Run(strings.NewReplacer("/", "-", " ", "-", "+", "-").Replace(pairLabel(p)+"-"+p.String()), func(t *testing.T) { testPair(t, pairLabel(p), p) })
 	}
 	t.Run("4-ipv6-only", testIPv6)
 	t.Run("5-faults", testFaults)
