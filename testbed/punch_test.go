@@ -21,7 +21,15 @@ type pair struct {
 	Link      string // natrouter -link; "" is the default (internet)
 }
 
-func (p pair) nat() string { return p.A + "/" + p.B }
+func (p pair) nat() string {
+	switch p.A {
+	case doubleNAT:
+		return "port-restricted behind CGN/" + p.B
+	case dualStack:
+		return "v4 symmetric + v6 firewall (both)"
+	}
+	return p.A + "/" + p.B
+}
 
 func (p pair) transportName() string {
 	if p.Transport == "" {
@@ -31,24 +39,76 @@ func (p pair) transportName() string {
 }
 
 // direct reports whether the pair must end up direct (and how: punch or reversal).
-func (p pair) direct() bool { return p.A == "public" || (punchable(p.A) && punchable(p.B)) }
+func (p pair) direct() bool {
+	return p.A == "public" || p.v6() || ((punchable(p.A) || p.A == doubleNAT) && punchable(p.B))
+}
+
+// doubleNAT as alice's side: a port-restricted home router behind a
+// port-restricted carrier-grade NAT (compose/nat-double.yml).
+const doubleNAT = "double"
+
+// IPv6 sides (compose/nat-v6.yml): the routers' IPv4 side is symmetric,
+// their IPv6 side a stateful firewall without NAT. v6Firewall peers listen
+// on IPv6 only; dualStack peers on both, and must end up direct over IPv6.
+const (
+	v6Firewall = "ipv6-firewall"
+	dualStack  = "dual-stack"
+)
+
+func (p pair) v6() bool { return p.A == v6Firewall || p.A == dualStack }
+
+// aliceWAN is the address bob sees alice's connections come from.
+func (p pair) aliceWAN() string {
+	switch {
+	case p.A == "public":
+		return alicePublicIP
+	case p.A == doubleNAT:
+		return cgnWAN
+	case p.v6():
+		return "2a00:2:a::10"
+	}
+	return routerAWAN
+}
+
+// bobWAN is the address alice sees bob's connections come from.
+func (p pair) bobWAN() string {
+	if p.v6() {
+		return "2a00:2:b::10"
+	}
+	return routerBWAN
+}
+
+const (
+	cgnWAN       = "11.2.0.4"
+	v6DaemonWAN  = "2a00:2::10"
+	v6SelfRelay  = "2a00:2::9"
+	v6RouterMode = "symmetric" // IPv4 side of the IPv6 routers
+)
 
 func (p pair) String() string { return p.nat() + "/" + p.transportName() }
 
 // natTopology brings up the daemon and both routers of p.
 func natTopology(t *testing.T, p pair) (*topology, daemon) {
-	modeA := p.A
-	if modeA == "public" {
+	modeA, file, routers := p.A, "nat.yml", []string{"router_a", "router_b"}
+	switch p.A {
+	case "public":
 		modeA = "port-restricted" // router A is idle
+	case doubleNAT:
+		modeA, file, routers = "port-restricted", "nat-double.yml", append(routers, "cgn")
 	}
-	env := []string{"NAT_MODE_A=" + modeA, "NAT_MODE_B=" + p.B}
+	modeB := p.B
+	if p.v6() {
+		modeA, modeB, file = v6RouterMode, v6RouterMode, "nat-v6.yml"
+	}
+	env := []string{"NAT_MODE_A=" + modeA, "NAT_MODE_B=" + modeB}
 	if p.Link != "" {
 		env = append(env, "LINK_A="+p.Link, "LINK_B="+p.Link)
 	}
-	tp := newTopology(t, "nat.yml", env...)
-	tp.up("rendezvous", "router_a", "router_b")
-	tp.waitRouter("router_a")
-	tp.waitRouter("router_b")
+	tp := newTopology(t, file, env...)
+	tp.up(append([]string{"rendezvous"}, routers...)...)
+	for _, r := range routers {
+		tp.waitRouter(r)
+	}
 	return tp, tp.waitDaemon("rendezvous", time.Time{})
 }
 
@@ -66,18 +126,32 @@ func listenFor(transport string) string {
 // (behind router B), knowing only the daemon's addresses of p's transport.
 func natPeers(s *scenario, p pair, d daemon) (*peer, *peer) {
 	rdv := d.addrsWith("/ip4/" + natDaemonIP + "/")
+	listen := listenFor(p.Transport)
+	switch p.A {
+	case v6Firewall:
+		rdv = d.addrsWith("/ip6/" + v6DaemonWAN + "/")
+		listen = strings.ReplaceAll(listen, "/ip4/0.0.0.0/", "/ip6/::/")
+	case dualStack:
+		rdv = append(rdv, d.addrsWith("/ip6/"+v6DaemonWAN+"/")...)
+		listen += "," + strings.ReplaceAll(listen, "/ip4/0.0.0.0/", "/ip6/::/")
+	}
 	if p.Transport != "" {
 		rdv = transportAddrs(rdv, p.Transport)
 	}
-	listen := listenFor(p.Transport)
+	natA := &natSpec{Router: "10.2.1.2", LAN: "192.168.1.10/24", Gateway: "192.168.1.1"}
+	natB := &natSpec{Router: "10.2.2.2", LAN: "192.168.2.10/24", Gateway: "192.168.2.1"}
+	if p.v6() {
+		natA.LAN6, natA.Gateway6 = "2a00:2:a::10/64", "2a00:2:a::1"
+		natB.LAN6, natB.Gateway6 = "2a00:2:b::10/64", "2a00:2:b::1"
+	}
 	aspec := peerSpec{Nick: "alice", Network: "lan_a", IP: "10.2.1.10", Listen: listen, Rendezvous: rdv,
-		Reachability: "private", NAT: &natSpec{Router: "10.2.1.2", LAN: "192.168.1.10/24", Gateway: "192.168.1.1"}}
+		Reachability: "private", NAT: natA}
 	if p.A == "public" {
 		aspec = peerSpec{Nick: "alice", Network: "wan", IP: alicePublicIP, Listen: listen, Rendezvous: rdv}
 	}
 	alice := s.peer(aspec)
 	bob := s.peer(peerSpec{Nick: "bob", Network: "lan_b", IP: "10.2.2.10", Listen: listen, Rendezvous: rdv,
-		Reachability: "private", NAT: &natSpec{Router: "10.2.2.2", LAN: "192.168.2.10/24", Gateway: "192.168.2.1"}})
+		Reachability: "private", NAT: natB})
 	return alice, bob
 }
 
@@ -106,12 +180,9 @@ func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
 		runRelayed(s, alice, bob, &r)
 		return r
 	}
-	aliceWAN := routerAWAN
-	if p.A == "public" {
-		aliceWAN = alicePublicIP
-	}
+	aliceWAN := p.aliceWAN()
 	isDirect := func(e event) bool {
-		return e.is("conn") && isDirectTo(e, routerBWAN, p.Transport)
+		return e.is("conn") && isDirectTo(e, p.bobWAN(), p.Transport)
 	}
 	de := alice.wait(90*time.Second, 0, func(e event) bool { return isDirect(e) && e.str("nick") == "bob" })
 	if first := alice.all(func(e event) bool { return e.is("conn") && e.str("nick") == "bob" }); len(first) > 0 {
@@ -153,8 +224,8 @@ func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
 	}
 	s.res.Direct = fmt.Sprintf("%d ms", r.Elapsed.Milliseconds())
 
-	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, routerBWAN, p.Transport) {
-		s.fatalf("alice's /peers entry for bob: %v (want direct %s to %s, no circuit, not limited)", e, p.transportName(), routerBWAN)
+	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, p.bobWAN(), p.Transport) {
+		s.fatalf("alice's /peers entry for bob: %v (want direct %s to %s, no circuit, not limited)", e, p.transportName(), p.bobWAN())
 	}
 	s.exchange(bob, "alice")
 	if e := bob.peerEntry("alice"); e == nil || !isDirectTo(e, aliceWAN, p.Transport) {
@@ -166,10 +237,10 @@ func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
 		s.exchange(alice, "bob")
 		s.exchange(bob, "alice")
 	}
-	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, routerBWAN, p.Transport) {
+	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, p.bobWAN(), p.Transport) {
 		s.fatalf("after the daemon stopped, alice's entry for bob: %v", e)
 	}
-	s.res.Note = "direct via " + aliceWAN + "/" + routerBWAN + "; chat continues with daemon stopped"
+	s.res.Note = "direct via " + aliceWAN + " / " + p.bobWAN() + "; chat continues with daemon stopped"
 	return r
 }
 
@@ -246,6 +317,11 @@ var (
 		{A: "port-restricted", B: "port-restricted", Transport: "quic"},
 		{A: "full-cone", B: "port-restricted", Transport: "tcp"},
 		{A: "full-cone", B: "port-restricted", Transport: "quic"},
+		{A: doubleNAT, B: "port-restricted", Transport: "tcp"},
+		{A: doubleNAT, B: "port-restricted", Transport: "quic"},
+		{A: v6Firewall, B: v6Firewall, Transport: "tcp"},
+		{A: v6Firewall, B: v6Firewall, Transport: "quic"},
+		{A: dualStack, B: dualStack},
 		{A: "public", B: "port-restricted", Transport: "tcp"},
 		{A: "public", B: "port-restricted", Transport: "quic"},
 	}
@@ -260,6 +336,12 @@ func pairLabel(p pair) string {
 	switch {
 	case p.A == "public":
 		return "2r reversal"
+	case p.A == doubleNAT:
+		return "2d double NAT"
+	case p.A == v6Firewall:
+		return "2v IPv6 firewall"
+	case p.A == dualStack:
+		return "2v dual stack"
 	case p.direct():
 		return "2 punch"
 	}
@@ -314,5 +396,5 @@ func runSelfCheckRow(s *scenario, tp *topology, p pair) selfCheckResult {
 	if tr == "" {
 		tr = "tcp"
 	}
-	return runSelfCheck(s, tp, p.A == "public", tr)
+	return runSelfCheck(s, tp, p, tr)
 }

@@ -76,9 +76,15 @@ func transportAddrs(addrs []string, transport string) []string {
 	return out
 }
 
+// isDirectTo: a direct, unlimited connection to ip (IPv4, or IPv6 if it
+// has a colon) on transport ("" for any).
 func isDirectTo(e map[string]any, ip, transport string) bool {
 	addr := fmt.Sprint(e["addr"])
-	return e["conn"] == "direct" && strings.Contains(addr, "/ip4/"+ip+"/") &&
+	proto := "/ip4/"
+	if strings.Contains(ip, ":") {
+		proto = "/ip6/"
+	}
+	return e["conn"] == "direct" && strings.Contains(addr, proto+ip+"/") &&
 		!strings.Contains(addr, "/p2p-circuit") && e["limited"] == false &&
 		(transport == "" || e["transport"] == transport)
 }

@@ -30,36 +30,51 @@ const (
 // through the topology's routers: a relay, hpb behind router B, hpa behind
 // router A (or public on the WAN), hpa dialling hpb through the relay and
 // waiting for a direct connection. The containers are removed at the end.
-func runSelfCheck(s *scenario, tp *topology, publicA bool, transport string) selfCheckResult {
+func runSelfCheck(s *scenario, tp *topology, p pair, transport string) selfCheckResult {
 	s.t.Helper()
-	relay := tp.startProc("hprelay", "wan", selfRelayIP, nil, "/hpcheck", "relay")
+	relayIP, relayListen, relayPrefix := selfRelayIP, "", "/ip4/"+selfRelayIP+"/"
+	listen := listenFor(transport)
+	natA := &natSpec{Router: "10.2.1.2", LAN: "192.168.1.11/24", Gateway: "192.168.1.1"}
+	natB := &natSpec{Router: "10.2.2.2", LAN: "192.168.2.11/24", Gateway: "192.168.2.1"}
+	if p.v6() {
+		relayIP += "," + v6SelfRelay
+		relayListen = "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1,/ip6/::/tcp/4001,/ip6/::/udp/4001/quic-v1"
+		natA.LAN6, natA.Gateway6 = "2a00:2:a::11/64", "2a00:2:a::1"
+		natB.LAN6, natB.Gateway6 = "2a00:2:b::11/64", "2a00:2:b::1"
+		v6listen := strings.ReplaceAll(listen, "/ip4/0.0.0.0/", "/ip6/::/")
+		if p.A == v6Firewall {
+			relayPrefix, listen = "/ip6/"+v6SelfRelay+"/", v6listen
+		} else {
+			listen += "," + v6listen
+		}
+	}
+	relayArgv := []string{"/hpcheck", "relay"}
+	if relayListen != "" {
+		relayArgv = append(relayArgv, "-listen", relayListen)
+	}
+	relay := tp.startProc("hprelay", "wan", relayIP, nil, relayArgv...)
 	defer relay.kill()
 	ready := relay.wait(60*time.Second, 0, func(e event) bool { return e.is("ready") })
 	var raddr string
 	addrs, _ := ready["addrs"].([]any)
 	for _, a := range addrs {
 		as := fmt.Sprint(a)
-		if strings.HasPrefix(as, "/ip4/"+selfRelayIP+"/") && strings.Contains(as, "/quic-v1") == (transport == "quic") {
+		if strings.HasPrefix(as, relayPrefix) && strings.Contains(as, "/quic-v1") == (transport == "quic") {
 			raddr = as
 		}
 	}
 	if raddr == "" {
-		s.fatalf("relay has no %s address on %s: %v", transport, selfRelayIP, addrs)
+		s.fatalf("relay has no %s address %s...: %v", transport, relayPrefix, addrs)
 	}
-	listen := "/ip4/0.0.0.0/tcp/0"
-	if transport == "quic" {
-		listen = "/ip4/0.0.0.0/udp/0/quic-v1"
-	}
-	b := tp.startProc("hpb", "lan_b", "10.2.2.11", &natSpec{Router: "10.2.2.2", LAN: "192.168.2.11/24", Gateway: "192.168.2.1"},
-		"/hpcheck", "node", "-listen", listen, "-relay", raddr)
+	b := tp.startProc("hpb", "lan_b", "10.2.2.11", natB, "/hpcheck", "node", "-listen", listen, "-relay", raddr)
 	defer b.kill()
 	bID := b.wait(60*time.Second, 0, func(e event) bool { return e.is("ready") }).str("peer")
 	argv := []string{"/hpcheck", "node", "-listen", listen, "-relay", raddr, "-dial", bID, "-timeout", "30s"}
 	var a *peer
-	if publicA {
+	if p.A == "public" {
 		a = tp.startProc("hpa", "wan", selfAWAN, nil, argv...)
 	} else {
-		a = tp.startProc("hpa", "lan_a", "10.2.1.11", &natSpec{Router: "10.2.1.2", LAN: "192.168.1.11/24", Gateway: "192.168.1.1"}, argv...)
+		a = tp.startProc("hpa", "lan_a", "10.2.1.11", natA, argv...)
 	}
 	defer a.kill()
 	end := a.wait(90*time.Second, 0, func(e event) bool { return e.is("direct") || e.is("timeout") })
@@ -98,7 +113,7 @@ func testSelfCheck(t *testing.T, mode, transport string) {
 	tp.up("router_a", "router_b")
 	tp.waitRouter("router_a")
 	tp.waitRouter("router_b")
-	r := runSelfCheck(s, tp, false, transport)
+	r := runSelfCheck(s, tp, pair{A: mode, B: mode, Transport: transport}, transport)
 	if punchable(mode) {
 		if !r.Direct {
 			s.fatalf("no direct connection through %s NATs", mode)

@@ -356,3 +356,73 @@ func matchDaddr(ip net.IP) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(ip.To4())},
 	}
 }
+
+// TableName6 is the IPv6 table the router owns.
+const TableName6 = "natrouter6"
+
+// Rule6Config is the router's IPv6 side: no NAT, a stateful firewall.
+type Rule6Config struct {
+	WANIf, LANIf string
+	Link         bool // queue WAN packets to the link emulator, as for IPv4
+}
+
+// BuildRuleset6 is the usual IPv6 home router: addresses are global, nothing
+// is translated; the LAN may open flows outward and their replies come in,
+// anything unsolicited from the WAN is dropped silently (so a hole punch is
+// still needed: the first packet of each side opens the way for the
+// other's). ICMPv6 passes, for neighbour discovery and path MTU.
+//
+//	forward (policy drop):
+//	                    ct state established,related accept
+//	                    meta l4proto icmpv6 accept
+//	                    iifname LAN oifname WAN accept
+//	                    iifname LAN oifname LAN accept
+//	input (policy accept):
+//	                    iifname WAN ct state established,related accept
+//	                    iifname WAN meta l4proto icmpv6 accept
+//	                    iifname WAN drop
+//	link (forward, after the filter), when cfg.Link: as for IPv4
+func BuildRuleset6(cfg Rule6Config) (*Ruleset, error) {
+	if cfg.WANIf == "" || cfg.LANIf == "" || cfg.WANIf == cfg.LANIf {
+		return nil, errors.New("distinct wan and lan interfaces are required")
+	}
+	if len(cfg.WANIf) >= unix.IFNAMSIZ || len(cfg.LANIf) >= unix.IFNAMSIZ {
+		return nil, errors.New("interface name too long")
+	}
+	table := &nftables.Table{Name: TableName6, Family: nftables.TableFamilyIPv6}
+	drop := nftables.ChainPolicyDrop
+	accept := nftables.ChainPolicyAccept
+	fwd := &nftables.Chain{
+		Name: "forward", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop,
+	}
+	in := &nftables.Chain{
+		Name: "input", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	}
+	established := matchCtState(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
+	rs := &Ruleset{Table: table, Chains: []ChainSpec{
+		{Chain: fwd, Rules: [][]expr.Any{
+			concat(established, verdict(expr.VerdictAccept)),
+			concat(matchL4Proto(unix.IPPROTO_ICMPV6), verdict(expr.VerdictAccept)),
+			concat(matchIf(expr.MetaKeyIIFNAME, cfg.LANIf), matchIf(expr.MetaKeyOIFNAME, cfg.WANIf), verdict(expr.VerdictAccept)),
+			concat(matchIf(expr.MetaKeyIIFNAME, cfg.LANIf), matchIf(expr.MetaKeyOIFNAME, cfg.LANIf), verdict(expr.VerdictAccept)),
+		}},
+		{Chain: in, Rules: [][]expr.Any{
+			concat(matchIf(expr.MetaKeyIIFNAME, cfg.WANIf), established, verdict(expr.VerdictAccept)),
+			concat(matchIf(expr.MetaKeyIIFNAME, cfg.WANIf), matchL4Proto(unix.IPPROTO_ICMPV6), verdict(expr.VerdictAccept)),
+			concat(matchIf(expr.MetaKeyIIFNAME, cfg.WANIf), verdict(expr.VerdictDrop)),
+		}},
+	}}
+	if cfg.Link {
+		link := &nftables.Chain{
+			Name: "link", Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityFilter + 10), Policy: &accept,
+		}
+		rs.Chains = append(rs.Chains, ChainSpec{Chain: link, Rules: [][]expr.Any{
+			concat(matchIf(expr.MetaKeyIIFNAME, cfg.WANIf), queue(linkQueueNum)),
+			concat(matchIf(expr.MetaKeyOIFNAME, cfg.WANIf), queue(linkQueueNum)),
+		}})
+	}
+	return rs, nil
+}

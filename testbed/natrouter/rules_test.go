@@ -320,3 +320,48 @@ func TestLinkChain(t *testing.T) {
 		require.NotEqual(t, "link", cs.Chain.Name)
 	}
 }
+
+// The IPv6 side translates nothing: replies and ICMPv6 come in, the LAN
+// goes out, anything else from the WAN is dropped (forwarded or not); the
+// rule set marshals with and without the link chain.
+func TestRuleset6(t *testing.T) {
+	_, err := BuildRuleset6(Rule6Config{WANIf: "eth1", LANIf: "eth1"})
+	require.Error(t, err)
+	_, err = BuildRuleset6(Rule6Config{WANIf: "a-very-long-interface-name", LANIf: "lan0"})
+	require.Error(t, err)
+	for _, link := range []bool{false, true} {
+		rs, err := BuildRuleset6(Rule6Config{WANIf: "eth1", LANIf: "lan0", Link: link})
+		require.NoError(t, err)
+		require.Equal(t, nftables.TableFamilyIPv6, rs.Table.Family)
+		require.Empty(t, rs.Sets)
+		for _, cs := range rs.Chains {
+			require.NotEqual(t, nftables.ChainTypeNAT, cs.Chain.Type, "no NAT on IPv6")
+		}
+		fwd := chain(t, rs, "forward")
+		require.Equal(t, nftables.ChainPolicyDrop, *fwd.Chain.Policy)
+		_, ok := find[*expr.Ct](fwd.Rules[0])
+		require.True(t, ok, "replies first")
+		for _, r := range fwd.Rules {
+			cmps := cmpsOf(r)
+			require.False(t, len(cmps) > 0 && cmps[0] == string(ifname("eth1")), "nothing from the WAN is accepted by interface alone")
+		}
+		in := chain(t, rs, "input")
+		last := in.Rules[len(in.Rules)-1]
+		require.Equal(t, expr.VerdictDrop, lastVerdict(t, last))
+		counts := map[uint16]int{}
+		c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+			for _, m := range req {
+				counts[uint16(m.Header.Type)&0xff]++
+			}
+			return req, nil
+		}))
+		require.NoError(t, err)
+		require.NoError(t, rs.Install(c))
+		chains := 2
+		if link {
+			chains++
+			require.Len(t, chain(t, rs, "link").Rules, 2)
+		}
+		require.Equal(t, chains, counts[unix.NFT_MSG_NEWCHAIN])
+	}
+}
