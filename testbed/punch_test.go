@@ -85,7 +85,7 @@ const (
 	v6RouterMode = "symmetric" // IPv4 side of the IPv6 routers
 )
 
-func (p pair) String() string { return p.nat() + "/" + p.transportName() }
+func (p pair) String() string { return p.A + "/" + p.B + "/" + p.transportName() }
 
 // natTopology brings up the daemon and both routers of p.
 func natTopology(t *testing.T, p pair) (*topology, daemon) {
@@ -219,6 +219,12 @@ func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
 	} else {
 		if ok == nil {
 			s.fatalf("direct connection but no successful hole punch reported (%d events)", len(hps))
+		}
+		// Behind filtering routers (all but full cone) DCUtR's first,
+		// plain direct dial must fail: the success is a punch. That the
+		// routers drop unsolicited packets is proven here.
+		if p.A != "full-cone" && p.B != "full-cone" && ok.num("attempts") < 1 {
+			s.fatalf("%s let a plain direct dial in (success without a punch attempt): the router does not filter", p.nat())
 		}
 		s.res.HPAttempts = strconv.Itoa(r.Attempts)
 	}
