@@ -197,6 +197,15 @@
 // dropped and the node never punched over TCP (QUIC was immune: its
 // listener reuses the UDP socket of earlier dials).
 //
+// When a punch fails, Peers says why in one short phrase (PeerStatus.Punch,
+// while the connection is not direct), from the DCUtR outcome: "timeout: no
+// answer through the NATs (symmetric NAT or firewall)", "no public address
+// learned", "peer has no public address", "symmetric NAT detected" (when
+// go-libp2p classified the host's own NAT as endpoint dependent, which takes
+// several observers) and so on. A punch cut short keeps the earlier, more
+// telling reason; a success clears it. At most 256 peers' reasons are kept
+// (those of peers without a connection go first).
+//
 // # Limits
 //
 // MaxFrameSize 64 KiB per frame; MaxTextLen 4096 bytes per message;
