@@ -171,6 +171,9 @@ func (tp *topology) startProc(name, network, ip string, nat *natSpec, argv ...st
 		args = append(append(append(args, opts...), "--entrypoint", "/natrouter", image), natArgs...)
 		args = append(args, argv...)
 	} else {
+		if argv[0] == "/natrouter" { // natrouter route: adds routes
+			args = append(args, "--cap-add", "NET_ADMIN")
+		}
 		args = append(args, "--entrypoint", argv[0], image)
 		args = append(args, argv[1:]...)
 	}

@@ -50,7 +50,8 @@ func runSelfCheck(s *scenario, tp *topology, p pair, transport string) selfCheck
 	}
 	relayArgv := []string{"/hpcheck", "relay"}
 	if relayListen != "" {
-		relayArgv = append(relayArgv, "-listen", relayListen)
+		// On the IPv6 WAN the relay reaches the LANs through their routers.
+		relayArgv = append([]string{"/natrouter", "route", "-route6", v6LANRoutes, "--"}, append(relayArgv, "-listen", relayListen)...)
 	}
 	relay := tp.startProc("hprelay", "wan", relayIP, nil, relayArgv...)
 	defer relay.kill()
