@@ -290,7 +290,7 @@ func runRelayed(s *scenario, alice, bob *peer, r *chatResult) {
 		p    *peer
 		nick string
 	}{{alice, "bob"}, {bob, "alice"}} {
-		e := v.p.peerEntry(v.nick)
+		e := relayedEntry(v.p, v.nick)
 		if e == nil || e["conn"] != "relayed" || !strings.Contains(fmt.Sprint(e["addr"]), "/p2p-circuit") {
 			s.fatalf("%s's /peers entry for %s: %v (want a relayed connection)", v.p.spec.Nick, v.nick, e)
 		}
@@ -443,5 +443,22 @@ func probeFilter(s *scenario, tp *topology, p pair, bob *peer) {
 	res := pr.wait(30*time.Second, 0, func(e event) bool { return e.is("probe") })
 	if want := p.B == "full-cone"; res.boolean("ok") != want {
 		s.fatalf("unsolicited TCP connect to bob at %s:%s from the WAN: ok=%v (%s), want ok=%v for %s", target, port, res.boolean("ok"), res.str("error"), want, p.B)
+	}
+}
+
+// relayedEntry returns p's /peers entry for nick once it shows a relayed
+// connection, or the last entry after 30 s. A re-armed punch replaces the
+// relayed connection (chat/nat.go: close, then dial through the relay
+// again), and /peers can catch the moment between (conn "none", the peer
+// still online); the next conn event says the connection is back.
+func relayedEntry(p *peer, nick string) map[string]any {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m := p.mark()
+		e := p.peerEntry(nick)
+		if (e != nil && e["conn"] == "relayed") || time.Now().After(deadline) {
+			return e
+		}
+		_, _ = p.tryWait(time.Until(deadline), m, func(e event) bool { return e.is("conn") && e.str("nick") == nick })
 	}
 }
