@@ -230,6 +230,15 @@
 // dropped and the node never punched over TCP (QUIC was immune: its
 // listener reuses the UDP socket of earlier dials).
 //
+// When a punch fails, Peers says why in one short phrase (PeerStatus.Punch,
+// while the connection is not direct), from the DCUtR outcome: "timeout: no
+// answer through the NATs (symmetric NAT or firewall)", "no public address
+// learned", "peer has no public address", "symmetric NAT detected" (when
+// go-libp2p classified the host's own NAT as endpoint dependent, which takes
+// several observers) and so on. A punch cut short keeps the earlier, more
+// telling reason; a success clears it. At most 256 peers' reasons are kept
+// (those of peers without a connection go first).
+//
 // # Files
 //
 // File transfers run on their own protocol, /p2p-messaging/file/1.0.0
@@ -245,6 +254,7 @@
 // lives in DataDir/transfers, files land in Config.DownloadDir (default
 // DataDir/downloads). Transfers survive a restart of either side and move
 // only over direct connections: over a relay they show "waiting_direct".
+//
 // # Rooms
 //
 // A node is in any number of rooms (Join, Leave; the joined rooms are kept

@@ -89,6 +89,9 @@ type EventHolePunch struct {
 	Attempts int
 	Elapsed  time.Duration
 	Err      string
+	// Reason is why the punch failed in one short phrase, as Peers shows
+	// it (PeerStatus.Punch); "" on success.
+	Reason string
 }
 
 // EventWarning: something the user must see, e.g. a peer impersonating a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -25,15 +26,31 @@ const (
 // This file is NAT traversal on top of go-libp2p's DCUtR: it reports hole
 // punches as events and re-arms punching when go-libp2p would not.
 
-type nat struct{ n *Node }
+type nat struct {
+	n *Node
 
-func newNAT(n *Node) *nat { return &nat{n: n} }
+	mu sync.Mutex
+	// failed: why the last hole punch with a peer failed, in one phrase
+	// (punchReason); removed when a punch succeeds. At most maxPunchNotes.
+	failed map[peer.ID]string
+	// symmetric: the host found its own NAT endpoint dependent (go-libp2p's
+	// EvtNATDeviceTypeChanged, per transport: "tcp", "quic").
+	symmetric map[string]bool
+}
+
+func newNAT(n *Node) *nat {
+	return &nat{n: n, failed: map[peer.ID]string{}, symmetric: map[string]bool{}}
+}
+
+// maxPunchNotes bounds the failure notes: one per peer that punched with
+// us, and a remote can bring many identities through a relay.
+const maxPunchNotes = 256
 
 // run reports hole punches (EventHolePunch on the host's event bus; a
 // Host from NewHost publishes them) and re-arms punching (punchWhenReady).
 func (t *nat) run() {
 	n := t.n
-	sub, err := n.h.EventBus().Subscribe(new(EventHolePunch))
+	sub, err := n.h.EventBus().Subscribe([]any{new(EventHolePunch), new(event.EvtNATDeviceTypeChanged)})
 	if err != nil {
 		n.log.Warn("hole punching: cannot watch hole punches", "err", err)
 		return
@@ -48,10 +65,15 @@ func (t *nat) run() {
 			if !ok {
 				return
 			}
-			hp := e.(EventHolePunch)
-			n.ev.emit(hp)
-			if strings.HasPrefix(hp.Err, "protocol: ") {
-				t.punchAgain(hp.Peer)
+			switch e := e.(type) {
+			case event.EvtNATDeviceTypeChanged:
+				t.natType(e)
+			case EventHolePunch:
+				e.Reason = t.note(e)
+				n.ev.emit(e)
+				if strings.HasPrefix(e.Err, "protocol: ") {
+					t.punchAgain(e.Peer)
+				}
 			}
 		}
 	}
@@ -163,4 +185,93 @@ func (t *nat) punchAgain(p peer.ID) {
 			}
 		}
 	})
+}
+
+func (t *nat) natType(e event.EvtNATDeviceTypeChanged) {
+	tr := "tcp"
+	if e.TransportProtocol == network.NATTransportUDP {
+		tr = "quic"
+	}
+	t.mu.Lock()
+	t.symmetric[tr] = e.NatDeviceType == network.NATDeviceTypeEndpointDependent
+	t.mu.Unlock()
+}
+
+// note keeps why the punch with e.Peer failed, or forgets it on success,
+// and returns the reason now kept ("" on success).
+func (t *nat) note(e EventHolePunch) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.Success {
+		delete(t.failed, e.Peer)
+		return ""
+	}
+	if _, ok := t.failed[e.Peer]; !ok && len(t.failed) >= maxPunchNotes {
+		t.evictLocked()
+	}
+	why := punchReason(e, t.symmetric)
+	if had, ok := t.failed[e.Peer]; ok && why == punchBrokeOff {
+		// An attempt cut short says less than the one before it.
+		return had
+	}
+	t.failed[e.Peer] = why
+	return why
+}
+
+const punchBrokeOff = "punch broke off (relayed connection ended)"
+
+// evictLocked makes room: notes of peers we no longer have a connection
+// to go first, else any one.
+func (t *nat) evictLocked() {
+	nw := t.n.h.Network()
+	for p := range t.failed {
+		if len(nw.ConnsToPeer(p)) == 0 { // relayed (limited) ones count too
+			delete(t.failed, p)
+		}
+	}
+	for p := range t.failed {
+		if len(t.failed) < maxPunchNotes {
+			return
+		}
+		delete(t.failed, p)
+	}
+}
+
+// failure is why there is no direct connection to p after a failed punch,
+// "" if the connection is direct or no punch with p failed.
+func (t *nat) failure(p peer.ID, c ConnInfo) string {
+	if c.Kind == ConnDirect {
+		return ""
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failed[p]
+}
+
+// punchReason says in one short phrase why a hole punch failed, from the
+// DCUtR error (go-libp2p's wording) and what the host knows of its NAT.
+func punchReason(e EventHolePunch, symmetric map[string]bool) string {
+	err := e.Err
+	switch {
+	case strings.Contains(err, "protocols not supported"):
+		return "peer not ready to punch (no public address learned)"
+	case strings.Contains(err, "we have no public address"):
+		return "no public address learned"
+	case strings.Contains(err, "don't have any public addresses"),
+		strings.Contains(err, "didn't receive any public addresses"),
+		strings.Contains(err, "contain at least one address"):
+		return "peer has no public address"
+	case strings.HasPrefix(err, "protocol: "):
+		return punchBrokeOff
+	}
+	if symmetric["tcp"] || symmetric["quic"] {
+		return "symmetric NAT detected"
+	}
+	switch lower := strings.ToLower(err); {
+	case strings.Contains(lower, "deadline"), strings.Contains(lower, "timeout"), strings.Contains(lower, "timed out"):
+		return "timeout: no answer through the NATs (symmetric NAT or firewall)"
+	case strings.Contains(lower, "refused"), strings.Contains(lower, "reset"):
+		return "refused by the other side"
+	}
+	return "punch failed"
 }

@@ -158,3 +158,78 @@ func testRelayedThenDirect(t *testing.T, limited bool, opts ...relay.Option) {
 	bob.rec.wait(t, 10*time.Second, isDelivered(back.ID))
 	require.Equal(t, 1, bob.rec.count(isMessage("over the relay")), "no duplicate after the move")
 }
+
+// A failed hole punch shows in Peers as one phrase while the connection is
+// relayed, a success clears it, and the notes stay bounded: a remote with
+// many identities fills them, the notes of peers we are connected to stay.
+func TestPunchFailureInPeers(t *testing.T) {
+	alice, bob, ctx := relayedPair(t)
+	m, err := alice.Send(ctx, bob.ID().String(), "hello")
+	require.NoError(t, err)
+	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+	em, err := bob.h.EventBus().Emitter(new(EventHolePunch))
+	require.NoError(t, err)
+	defer em.Close()
+
+	punchOf := func() string {
+		for _, p := range bob.Peers() {
+			if p.Peer == alice.ID() {
+				require.Equal(t, ConnRelayed, p.Conn.Kind)
+				return p.Punch
+			}
+		}
+		return "alice not listed"
+	}
+	require.Empty(t, punchOf())
+	require.NoError(t, em.Emit(EventHolePunch{Peer: alice.ID(), Attempts: 3,
+		Err: "failed to dial: dial tcp4 11.2.0.3:4001: i/o timeout"}))
+	const timeout = "timeout: no answer through the NATs (symmetric NAT or firewall)"
+	// The event the user gets carries the same reason.
+	bob.rec.wait(t, 5*time.Second, func(e Event) bool {
+		h, ok := e.(EventHolePunch)
+		return ok && h.Peer == alice.ID() && h.Reason == timeout
+	})
+	require.Equal(t, timeout, punchOf())
+	// A later attempt cut short keeps the more telling reason.
+	require.NoError(t, em.Emit(EventHolePunch{Peer: alice.ID(), Err: "protocol: failed to read CONNECT message from remote peer: stream reset"}))
+	bob.rec.wait(t, 5*time.Second, func(e Event) bool {
+		h, ok := e.(EventHolePunch)
+		return ok && h.Peer == alice.ID() && h.Attempts == 0 && h.Reason == timeout
+	})
+	require.Equal(t, "timeout: no answer through the NATs (symmetric NAT or firewall)", punchOf())
+
+	// Strangers' failures fill the notes up to the bound.
+	for i := range maxPunchNotes + 40 {
+		require.NoError(t, em.Emit(EventHolePunch{Peer: peer.ID(fmt.Sprintf("stranger-%d", i)), Err: "protocol: stream reset"}))
+	}
+	require.Eventually(t, func() bool {
+		return bob.rec.count(func(e Event) bool { _, ok := e.(EventHolePunch); return ok }) == maxPunchNotes+42
+	}, 10*time.Second, 10*time.Millisecond)
+	bob.nat.mu.Lock()
+	notes := len(bob.nat.failed)
+	bob.nat.mu.Unlock()
+	require.LessOrEqual(t, notes, maxPunchNotes)
+	require.NotEmpty(t, punchOf(), "the connected peer's note survives eviction")
+
+	require.NoError(t, em.Emit(EventHolePunch{Peer: alice.ID(), Success: true, Attempts: 1}))
+	require.Eventually(t, func() bool { return punchOf() == "" }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestPunchReason(t *testing.T) {
+	none := map[string]bool{}
+	for err, want := range map[string]string{
+		"protocol: failed to open hole-punching stream: failed to negotiate protocol: protocols not supported: [/libp2p/dcutr]": "peer not ready to punch (no public address learned)",
+		"protocol: aborting hole punch initiation as we have no public address":                                                 "no public address learned",
+		"protocol: didn't receive any public addresses in CONNECT":                                                              "peer has no public address",
+		"protocol: failed to read CONNECT message from remote peer: stream reset":                                               "punch broke off (relayed connection ended)",
+		"failed to dial: context deadline exceeded":                                                                             "timeout: no answer through the NATs (symmetric NAT or firewall)",
+		"timeout: no recent network activity":                                                                                   "timeout: no answer through the NATs (symmetric NAT or firewall)",
+		"dial tcp4 11.2.0.3:4001: connect: connection refused":                                                                  "refused by the other side",
+		"something new": "punch failed",
+	} {
+		require.Equal(t, want, punchReason(EventHolePunch{Err: err}, none), err)
+	}
+	// Our own NAT found endpoint dependent names the cause.
+	require.Equal(t, "symmetric NAT detected", punchReason(EventHolePunch{Err: "failed to dial: context deadline exceeded"}, map[string]bool{"quic": true}))
+	require.Equal(t, "no public address learned", punchReason(EventHolePunch{Err: "protocol: aborting hole punch initiation as we have no public address"}, map[string]bool{"tcp": true}))
+}

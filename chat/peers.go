@@ -54,6 +54,9 @@ type PeerStatus struct {
 	Online bool
 	Conn   ConnInfo
 	RTT    time.Duration
+	// Punch is why the last hole punch with the peer failed, in one short
+	// phrase (nat.go), while the connection is not direct; "" otherwise.
+	Punch string
 }
 
 // peerState is what the node knows about one remote peer. Owned by the
@@ -685,7 +688,13 @@ func (t *peerTable) streams(p peer.ID) (total, relayed int, active *chatStream) 
 
 // Peers returns the peers known to be online (contacts and room members),
 // with their connection and round-trip time, sorted by nick.
-func (n *Node) Peers() []PeerStatus { return n.peers.snapshot() }
+func (n *Node) Peers() []PeerStatus {
+	ps := n.peers.snapshot()
+	for i := range ps {
+		ps[i].Punch = n.nat.failure(ps[i].Peer, ps[i].Conn)
+	}
+	return ps
+}
 
 // addAddrs keeps at most maxDialAddrs of ai's addresses for dialling: a
 // record cannot make the node dial a long list of someone else's ports.

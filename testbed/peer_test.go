@@ -24,6 +24,21 @@ type natSpec struct {
 	Router  string
 	LAN     string
 	Gateway string
+	// LAN6 and Gateway6 (dual-stack LANs): the peer's IPv6 address and
+	// prefix, and the router's IPv6 LAN address.
+	LAN6, Gateway6 string
+}
+
+// natArgs are the natrouter peer arguments up to "--", and the docker run
+// options they need.
+func (n *natSpec) natArgs() (dockerOpts, natrouter []string) {
+	dockerOpts = []string{"--cap-add", "NET_ADMIN"}
+	natrouter = []string{"peer", "-router", n.Router, "-lan", n.LAN, "-gateway", n.Gateway}
+	if n.LAN6 != "" {
+		dockerOpts = append(dockerOpts, "--sysctl", "net.ipv6.conf.all.disable_ipv6=0", "--sysctl", "net.ipv6.conf.default.disable_ipv6=0")
+		natrouter = append(natrouter, "-lan6", n.LAN6, "-gateway6", n.Gateway6)
+	}
+	return dockerOpts, append(natrouter, "--")
 }
 
 // peerSpec describes one chat peer; the harness runs it with `docker run -i`
@@ -50,6 +65,9 @@ func (e event) boolean(k string) bool {
 	return b
 }
 func (e event) num(k string) float64 { f, _ := e[k].(float64); return f }
+
+// at is when the harness read the event.
+func (e event) at() time.Time { t, _ := e["_at"].(time.Time); return t }
 
 // peer is one incarnation (container) of a chat peer.
 type peer struct {
@@ -117,8 +135,8 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 		args = append(args, "-e", "GOLOG_LOG_LEVEL="+lvl)
 	}
 	if spec.NAT != nil {
-		args = append(args, "--cap-add", "NET_ADMIN", "--entrypoint", "/natrouter", image,
-			"peer", "-router", spec.NAT.Router, "-lan", spec.NAT.LAN, "-gateway", spec.NAT.Gateway, "--")
+		opts, nat := spec.NAT.natArgs()
+		args = append(append(append(args, opts...), "--entrypoint", "/natrouter", image), nat...)
 		args = append(args, chatArgs...)
 	} else {
 		args = append(args, "--entrypoint", "/chat", image)
@@ -133,18 +151,29 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 
 // startProc runs argv (a binary of the image) in a container on network at
 // ip, behind nat if not nil, and returns it without waiting for anything.
+// An ip with a colon is an IPv6 address ("v4,v6" gives both).
 func (tp *topology) startProc(name, network, ip string, nat *natSpec, argv ...string) *peer {
 	tp.t.Helper()
 	cname := fmt.Sprintf("%s_%s", tp.project, name)
 	tp.mu.Lock()
 	tp.containers = append(tp.containers, cname)
 	tp.mu.Unlock()
-	args := []string{"run", "-i", "--rm", "--name", cname, "--network", tp.network(network), "--ip", ip}
+	args := []string{"run", "-i", "--rm", "--name", cname, "--network", tp.network(network)}
+	for _, a := range strings.Split(ip, ",") {
+		if strings.Contains(a, ":") {
+			args = append(args, "--ip6", a)
+		} else {
+			args = append(args, "--ip", a)
+		}
+	}
 	if nat != nil {
-		args = append(args, "--cap-add", "NET_ADMIN", "--entrypoint", "/natrouter", image,
-			"peer", "-router", nat.Router, "-lan", nat.LAN, "-gateway", nat.Gateway, "--")
+		opts, natArgs := nat.natArgs()
+		args = append(append(append(args, opts...), "--entrypoint", "/natrouter", image), natArgs...)
 		args = append(args, argv...)
 	} else {
+		if argv[0] == "/natrouter" { // natrouter route: adds routes
+			args = append(args, "--cap-add", "NET_ADMIN")
+		}
 		args = append(args, "--entrypoint", argv[0], image)
 		args = append(args, argv[1:]...)
 	}
@@ -227,6 +256,7 @@ func (p *peer) read(r io.Reader) {
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			e = event{"event": "_raw", "text": sc.Text()}
 		}
+		e["_at"] = time.Now() // arrival, for times to a direct connection
 		p.mu.Lock()
 		p.events = append(p.events, e)
 		close(p.changed)

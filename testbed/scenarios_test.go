@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,15 +27,13 @@ func TestE2E(t *testing.T) {
 	requireEnv(t)
 	t.Cleanup(func() { printResults(os.Stdout) })
 
-	t.Run("0-selfcheck-cone-tcp", func(t *testing.T) { testSelfCheck(t, "cone", "tcp") })
-	t.Run("0-selfcheck-cone-quic", func(t *testing.T) { testSelfCheck(t, "cone", "quic") })
+	t.Run("0-selfcheck-port-restricted-tcp", func(t *testing.T) { testSelfCheck(t, "port-restricted", "tcp") })
+	t.Run("0-selfcheck-port-restricted-quic", func(t *testing.T) { testSelfCheck(t, "port-restricted", "quic") })
 	t.Run("0-selfcheck-symmetric", func(t *testing.T) { testSelfCheck(t, "symmetric", "tcp") })
 	t.Run("1-public", testPublic)
-	for _, tr := range []string{"tcp", "quic"} {
-		t.Run("2-cone-"+tr, func(t *testing.T) { testCone(t, tr) })
+	for _, p := range append(slices.Clone(punchPairs), relayPairs...) {
+		t.Run(strings.NewReplacer("/", "-", " ", "-", "+", "-").Replace(pairLabel(p)+"-"+p.String()), func(t *testing.T) { testPair(t, pairLabel(p), p) })
 	}
-	t.Run("3-symmetric", func(t *testing.T) { testRelayed(t, "symmetric") })
-	t.Run("3b-relay-only", func(t *testing.T) { testRelayed(t, "relay-only") })
 	t.Run("4-ipv6-only", testIPv6)
 	t.Run("5-faults", testFaults)
 	t.Run("6-two-daemons", testTwoDaemons)
@@ -65,22 +64,6 @@ func testPublic(t *testing.T) {
 	}
 }
 
-func natPeers(s *scenario, listen string, rdv []string) (*peer, *peer) {
-	alice := s.peer(peerSpec{Nick: "alice", Network: "lan_a", IP: "10.2.1.10", Listen: listen, Rendezvous: rdv,
-		Reachability: "private", NAT: &natSpec{Router: "10.2.1.2", LAN: "192.168.1.10/24", Gateway: "192.168.1.1"}})
-	bob := s.peer(peerSpec{Nick: "bob", Network: "lan_b", IP: "10.2.2.10", Listen: listen, Rendezvous: rdv,
-		Reachability: "private", NAT: &natSpec{Router: "10.2.2.2", LAN: "192.168.2.10/24", Gateway: "192.168.2.1"}})
-	return alice, bob
-}
-
-func natTopology(t *testing.T, modeA, modeB string) (*topology, daemon) {
-	tp := newTopology(t, "nat.yml", "NAT_MODE_A="+modeA, "NAT_MODE_B="+modeB)
-	tp.up("rendezvous", "router_a", "router_b")
-	tp.waitRouter("router_a")
-	tp.waitRouter("router_b")
-	return tp, tp.waitDaemon("rendezvous", time.Time{})
-}
-
 // transportAddrs keeps the daemon addresses of one transport.
 func transportAddrs(addrs []string, transport string) []string {
 	var out []string
@@ -93,125 +76,17 @@ func transportAddrs(addrs []string, transport string) []string {
 	return out
 }
 
+// isDirectTo: a direct, unlimited connection to ip (IPv4, or IPv6 if it
+// has a colon) on transport ("" for any).
 func isDirectTo(e map[string]any, ip, transport string) bool {
 	addr := fmt.Sprint(e["addr"])
-	return e["conn"] == "direct" && strings.Contains(addr, "/ip4/"+ip+"/") &&
+	proto := "/ip4/"
+	if strings.Contains(ip, ":") {
+		proto = "/ip6/"
+	}
+	return e["conn"] == "direct" && strings.Contains(addr, proto+ip+"/") &&
 		!strings.Contains(addr, "/p2p-circuit") && e["limited"] == false &&
 		(transport == "" || e["transport"] == transport)
-}
-
-// testCone: both peers behind cone NATs meet through the relay and hole
-// punching upgrades them to a direct connection; the chat then survives the
-// daemon (and its relay) stopping.
-func testCone(t *testing.T, transport string) {
-	tp, d := natTopology(t, "cone", "cone")
-	s := newScenario(t, tp, &result{Scenario: "2 cone NAT", Transport: transport, NAT: "cone/cone"})
-	rdv := transportAddrs(d.addrsWith("/ip4/"+natDaemonIP+"/"), transport)
-	listen := "/ip4/0.0.0.0/tcp/0"
-	if transport == "quic" {
-		listen = "/ip4/0.0.0.0/udp/0/quic-v1"
-	}
-	alice, bob := natPeers(s, listen, rdv)
-
-	s.exchange(alice, "bob")
-
-	// The tracer reports success on the side that ran the punch.
-	var hp event
-	hpMatch := func(e event) bool { return e.is("holepunch") && e.boolean("success") }
-	ch := make(chan event, 2)
-	for _, p := range []*peer{alice, bob} {
-		go func(p *peer) {
-			e, _ := p.tryWait(90*time.Second, 0, hpMatch)
-			ch <- e
-		}(p)
-	}
-	for range 2 {
-		if e := <-ch; e != nil && hp == nil {
-			hp = e
-		}
-	}
-	failures := len(alice.all(func(e event) bool { return e.is("holepunch") && !e.boolean("success") })) +
-		len(bob.all(func(e event) bool { return e.is("holepunch") && !e.boolean("success") }))
-	if hp == nil {
-		s.res.HPAttempts = fmt.Sprintf("%d failed", failures)
-		s.fatal("no successful hole punch reported by either peer")
-	}
-	s.res.Direct = fmt.Sprintf("%.0f ms", hp.num("elapsed_ms"))
-	s.res.HPAttempts = fmt.Sprintf("%.0f", hp.num("attempts"))
-
-	// Each side sees a direct, unlimited connection to the other router's WAN address.
-	alice.wait(60*time.Second, 0, func(e event) bool {
-		return e.is("conn") && e.str("nick") == "bob" && isDirectTo(e, routerBWAN, transport)
-	})
-	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, routerBWAN, transport) {
-		s.fatalf("alice's /peers entry for bob: %v (want direct %s to %s, no circuit, not limited)", e, transport, routerBWAN)
-	}
-	s.exchange(bob, "alice")
-	if e := bob.peerEntry("alice"); e == nil || !isDirectTo(e, routerAWAN, transport) {
-		s.fatalf("bob's /peers entry for alice: %v (want direct %s to %s)", e, transport, routerAWAN)
-	}
-
-	// Without the daemon (and its relay) the conversation continues.
-	tp.stop("rendezvous")
-	for i := 0; i < 3; i++ {
-		s.exchange(alice, "bob")
-		s.exchange(bob, "alice")
-	}
-	if e := alice.peerEntry("bob"); e == nil || !isDirectTo(e, routerBWAN, transport) {
-		s.fatalf("after the daemon stopped, alice's entry for bob: %v", e)
-	}
-	s.res.Note = "direct via router WAN IPs; chat continues with daemon stopped"
-}
-
-// testRelayed: behind symmetric (or relay-only) NATs hole punching fails and
-// the chat runs over the relay, every message acknowledged.
-func testRelayed(t *testing.T, mode string) {
-	tp, d := natTopology(t, mode, mode)
-	s := newScenario(t, tp, &result{Scenario: "3 " + mode + " NAT", Transport: "tcp+quic", NAT: mode + "/" + mode})
-	rdv := d.addrsWith("/ip4/" + natDaemonIP + "/")
-	alice, bob := natPeers(s, "", rdv)
-
-	s.exchange(alice, "bob")
-	s.exchange(bob, "alice")
-
-	// Wait for the hole punch to be reported as failed by either peer.
-	failed := func(e event) bool { return e.is("holepunch") && !e.boolean("success") }
-	ch := make(chan event, 2)
-	for _, p := range []*peer{alice, bob} {
-		go func(p *peer) {
-			e, _ := p.tryWait(120*time.Second, 0, failed)
-			ch <- e
-		}(p)
-	}
-	var hp event
-	for range 2 {
-		if e := <-ch; e != nil && hp == nil {
-			hp = e
-		}
-	}
-	succeeded := append(alice.all(func(e event) bool { return e.is("holepunch") && e.boolean("success") }),
-		bob.all(func(e event) bool { return e.is("holepunch") && e.boolean("success") })...)
-	if len(succeeded) > 0 {
-		s.fatalf("hole punch succeeded through %s NATs: %v", mode, succeeded[0])
-	}
-	if hp == nil {
-		s.fatal("no failed hole punch reported by either peer")
-	}
-	for i := 0; i < 3; i++ {
-		s.exchange(alice, "bob")
-		s.exchange(bob, "alice")
-	}
-	fails := append(alice.all(failed), bob.all(failed)...)
-	maxAttempts := 0.0
-	for _, e := range fails {
-		maxAttempts = max(maxAttempts, e.num("attempts"))
-	}
-	s.res.HPAttempts = fmt.Sprintf("%.0f, all failed", maxAttempts)
-	e := alice.peerEntry("bob")
-	if e == nil || e["conn"] != "relayed" || !strings.Contains(fmt.Sprint(e["addr"]), "/p2p-circuit") {
-		s.fatalf("alice's /peers entry for bob: %v (want a relayed connection)", e)
-	}
-	s.res.Note = fmt.Sprintf("relayed (limited=%v); hole punch failed: %s", e["limited"], hp.str("error"))
 }
 
 // testIPv6: registration, lookup and chat with only IPv6 addresses.

@@ -83,6 +83,7 @@ type jsonPeer struct {
 	jsonConnFields
 	RTTms  float64 `json:"rtt_ms"`
 	Online bool    `json:"online"`
+	Punch  string  `json:"punch,omitempty"` // why the last hole punch failed (cmd/chat/nat.go)
 }
 
 type jsonPeers struct {
@@ -104,6 +105,7 @@ type jsonHolePunch struct {
 	Attempts  int     `json:"attempts"`
 	ElapsedMs float64 `json:"elapsed_ms"`
 	Error     string  `json:"error"`
+	Reason    string  `json:"reason,omitempty"`
 }
 
 type jsonWarning struct {
@@ -212,13 +214,13 @@ func toJSON(v any) any {
 	case chat.EventConn:
 		return jsonConnEvent{Event: "conn", Nick: e.Nick, Peer: peerString(e.Peer), jsonConnFields: connFields(e.Conn)}
 	case chat.EventHolePunch:
-		return jsonHolePunch{Event: "holepunch", Peer: peerString(e.Peer), Success: e.Success, Attempts: e.Attempts, ElapsedMs: millis(e.Elapsed), Error: e.Err}
+		return jsonHolePunch{Event: "holepunch", Peer: peerString(e.Peer), Success: e.Success, Attempts: e.Attempts, ElapsedMs: millis(e.Elapsed), Error: e.Err, Reason: e.Reason}
 	case chat.EventWarning:
 		return jsonWarning{Event: "warning", Text: e.Text, Nick: e.Nick, Peer: peerString(e.Peer)}
 	case peersResult:
 		out := jsonPeers{Event: "peers", Peers: make([]jsonPeer, 0, len(e.Peers))}
 		for _, p := range e.Peers {
-			out.Peers = append(out.Peers, jsonPeer{Nick: p.Nick, Peer: peerString(p.Peer), jsonConnFields: connFields(p.Conn), RTTms: millis(p.RTT), Online: p.Online})
+			out.Peers = append(out.Peers, jsonPeer{Nick: p.Nick, Peer: peerString(p.Peer), jsonConnFields: connFields(p.Conn), RTTms: millis(p.RTT), Online: p.Online, Punch: p.Punch})
 		}
 		return out
 	case whoisResult:

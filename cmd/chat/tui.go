@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,7 @@ type peerState struct {
 	online bool
 	known  bool // online is meaningful
 	conn   chat.ConnInfo
+	punch  string // why the last hole punch failed; "" after a success
 }
 
 type selfInfo struct {
@@ -535,10 +537,13 @@ func (m *model) handleEvent(ev chat.Event) tea.Cmd {
 		m.notice(e.Nick, presenceText(ps))
 	case chat.EventHolePunch:
 		nick := m.nickOf(e.Peer)
+		if ps := m.peers[nick]; ps != nil {
+			ps.punch = e.Reason
+		}
 		if e.Success {
 			m.notice(nick, fmt.Sprintf("hole punch succeeded (%d attempt(s), %s)", e.Attempts, e.Elapsed.Round(time.Millisecond)))
 		} else {
-			m.notice(nick, fmt.Sprintf("hole punch failed after %d attempt(s), staying relayed", e.Attempts))
+			m.notice(nick, fmt.Sprintf("hole punch failed after %d attempt(s), staying relayed: %s", e.Attempts, cmp.Or(e.Reason, "no reason given")))
 		}
 	case chat.EventFileOffer, chat.EventFileProgress, chat.EventFileState, chat.EventFileDone, chat.EventFileFailed:
 		return m.handleFile(ev) // files_tui.go
@@ -657,7 +662,7 @@ func (m *model) showPeers(c *conv, ps []chat.PeerStatus) {
 		if p.RTT > 0 {
 			rtt = fmt.Sprintf(", rtt %s", p.RTT.Round(10*time.Microsecond))
 		}
-		info(fmt.Sprintf("  %-16s %s %s%s", oneLine(p.Nick), shortID(p.Peer), state, rtt))
+		info(fmt.Sprintf("  %-16s %s %s%s", oneLine(p.Nick), shortID(p.Peer), state, rtt) + punchNote(p))
 	}
 }
 

@@ -149,6 +149,9 @@ func (m *model) statusText() string {
 				s += ": offline"
 			case ps.conn.Kind != "" && ps.conn.Kind != chat.ConnNone:
 				s += ": " + describeConn(ps.conn, false)
+				if ps.conn.Kind != chat.ConnDirect && ps.punch != "" {
+					s += " (punch failed: " + ps.punch + ")"
+				}
 			case ps.known:
 				s += ": online"
 			}

@@ -4,6 +4,7 @@
 //
 //	hpcheck relay -listen /ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1
 //	hpcheck node -relay <relay multiaddr with /p2p> [-listen ...] [-dial <peer id>]
+//	hpcheck probe -addr host:port [-timeout 3s]
 //
 // A node forces private reachability, reserves a slot on the static relay and
 // reports {"event":"ready"} only once its relay address exists and its DCUtR
@@ -22,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -61,6 +63,11 @@ func (p *printer) Trace(e *holepunch.Event) {
 			"elapsed_ms": float64(ev.EllapsedTime.Microseconds()) / 1000, "error": ev.Error})
 	case *holepunch.HolePunchAttemptEvt:
 		p.emit(map[string]any{"event": "attempt", "peer": e.Remote.String(), "attempt": ev.Attempt})
+	case *holepunch.DirectDialEvt:
+		// Connection reversal: the side that received the relayed
+		// connection dialled the other's public address.
+		p.emit(map[string]any{"event": "directdial", "peer": e.Remote.String(), "success": ev.Success,
+			"elapsed_ms": float64(ev.EllapsedTime.Microseconds()) / 1000, "error": ev.Error})
 	}
 }
 
@@ -82,7 +89,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	listen := fs.String("listen", "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1", "comma-separated listen multiaddrs")
 	relayAddr := fs.String("relay", "", "relay multiaddr with /p2p/<id> (node)")
 	dial := fs.String("dial", "", "peer ID to reach through the relay and hole punching (node)")
-	timeout := fs.Duration("timeout", 60*time.Second, "how long -dial waits for a direct connection")
+	timeout := fs.Duration("timeout", 60*time.Second, "how long -dial waits for a direct connection (probe: for the TCP connect)")
+	probeAddr := fs.String("addr", "", "probe: host:port to connect to")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -105,6 +113,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	case "node":
 		return runNode(ctx, opts, *relayAddr, *dial, *timeout, out)
+	case "probe":
+		// A plain TCP connect from outside, to see whether a router lets
+		// an unsolicited connection in: {"event":"probe","ok":...}.
+		d := net.Dialer{Timeout: *timeout}
+		c, err := d.DialContext(ctx, "tcp", *probeAddr)
+		e := map[string]any{"event": "probe", "addr": *probeAddr, "ok": err == nil}
+		if err != nil {
+			e["error"] = err.Error()
+		} else {
+			c.Close()
+		}
+		out.emit(e)
+		return nil
 	}
 	return fmt.Errorf("unknown command %q", args[0])
 }
