@@ -56,8 +56,11 @@ type Whois struct {
 type lookup struct {
 	holders  []peer.AddrInfo // distinct peers listed by the answering daemons
 	answered int             // daemons that answered
-	at       time.Time
-	err      error // every daemon failed
+	// vouched are the distinct peers listed by servers that are no
+	// authority (other chats' services, embed_start.go): unverified.
+	vouched []peer.AddrInfo
+	at      time.Time
+	err     error // every daemon failed
 }
 
 // holder returns the one peer every answering daemon lists, if any.
@@ -232,12 +235,24 @@ func (nm *names) resolve(ctx context.Context, nick string) (peer.ID, error) {
 	case len(l.holders) > 1:
 		nm.warnConflict(nick, l.holders)
 		return "", fmt.Errorf("the daemons disagree on who holds nick %q (%s, %s); not pinning", nick, l.holders[0].ID, l.holders[1].ID)
+	case len(l.holders) == 0 && len(l.vouched) == 1:
+		// Only chats' servers know the nick: use the peer, unverified,
+		// pin nothing (embed_start.go's trust rule).
+		ai := l.vouched[0]
+		addAddrs(nm.n.h.Peerstore(), ai)
+		nm.warn(nick, ai.ID, fmt.Sprintf("nick %q is unverified: only chat nodes' servers list it, for peer %s; not pinned", nick, ai.ID))
+		return ai.ID, nil
+	case len(l.holders) == 0 && len(l.vouched) > 1:
+		return "", fmt.Errorf("nick %q is unverified and chat nodes' servers disagree on it (%s, %s); send to a peer ID", nick, l.vouched[0].ID, l.vouched[1].ID)
 	case l.answered == 0 && nm.n.rdv != nil:
 		return "", fmt.Errorf("cannot verify nick %q: no daemon answered (%v); send to its peer ID to trust a peer without the daemons", nick, l.err)
 	default:
 		return "", ErrUnknownNick
 	}
 }
+
+// errNoAuthority: the node uses no daemon that is an authority on names.
+var errNoAuthority = errors.New("no rendezvous daemon is configured, only chat nodes' servers")
 
 // pin records nick -> ai.ID (verified) unless the nick is pinned already,
 // and returns the peer it is pinned to. A nick confusable with a contact's
@@ -442,24 +457,39 @@ func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
 	wg.Wait()
 	l := &lookup{at: time.Now()}
 	var errs []error
+	authorities := 0
 	for i, a := range answers {
+		auth := nm.n.srv.authority(servers[i])
+		if auth {
+			authorities++
+		}
 		if a.err != nil {
 			nm.n.log.Debug("verify at rendezvous", "server", servers[i], "ns", ns, "err", a.err)
 			errs = append(errs, a.err)
 			continue
 		}
-		l.answered++
+		if auth {
+			l.answered++
+		}
 		for _, r := range a.regs {
 			if r.Peer.ID == nm.n.h.ID() || r.Peer.ID == "" {
 				continue
 			}
-			if !containsPeer(l.holders, r.Peer.ID) {
+			switch {
+			case !auth:
+				if !containsPeer(l.vouched, r.Peer.ID) {
+					l.vouched = append(l.vouched, r.Peer)
+				}
+			case !containsPeer(l.holders, r.Peer.ID):
 				l.holders = append(l.holders, r.Peer)
 			}
 		}
 	}
 	if l.answered == 0 {
 		l.err = errors.Join(errs...)
+		if authorities == 0 {
+			l.err = errNoAuthority
+		}
 	}
 	return l
 }
@@ -646,6 +676,9 @@ func (n *Node) Whois(ctx context.Context, nickOrPeerID string) (Whois, error) {
 				addAddrs(n.h.Peerstore(), ai)
 			case len(l.holders) > 1:
 				return Whois{}, fmt.Errorf("whois %q: the daemons disagree (%s, %s)", nickOrPeerID, l.holders[0].ID, l.holders[1].ID)
+			case len(l.holders) == 0 && len(l.vouched) == 1:
+				w.Peer = l.vouched[0].ID // unverified: Verified stays false
+				addAddrs(n.h.Peerstore(), l.vouched[0])
 			case l.answered == 0 && n.rdv != nil:
 				return Whois{}, fmt.Errorf("whois %q: no daemon answered: %v", nickOrPeerID, l.err)
 			default:

@@ -106,6 +106,8 @@ type Config struct {
 	// MaxRequests bounds the strangers' pending requests (default 100; the
 	// oldest is dropped).
 	MaxRequests int
+	// Serve: the start-up Open runs, and the embedded server (embed_start.go).
+	Serve ServeConfig
 }
 
 func (cfg *Config) setDefaults() error {
@@ -174,6 +176,12 @@ type Node struct {
 	names *names
 	dm    *dm
 	nat   *nat
+	pex   *pexService // peer exchange (pex.go)
+
+	// Set by Open's start-up (embed_start.go); nil otherwise.
+	srv       *serverSet
+	embedded  *Embedded
+	startNote string
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -236,6 +244,7 @@ func New(h host.Host, cfg Config) (*Node, error) {
 	}
 	n.dm = newDM(n)
 	n.nat = newNAT(n)
+	n.pex = newPexService(h, log, n.pexKnown)
 	n.spawn(n.peers.run)
 	n.spawn(n.nat.run)
 	return n, nil
@@ -334,6 +343,9 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.enterRoom(room)
 	n.peers.kick()
+	if n.startNote != "" {
+		n.ev.emit(EventWarning{Text: n.startNote})
+	}
 	n.ev.emit(EventReady{Nick: n.cfg.Nick, Peer: n.h.ID(), Addrs: n.Addrs()})
 	return nil
 }
@@ -497,6 +509,7 @@ func (n *Node) Close() error {
 		n.life.closed = true
 		n.life.Unlock()
 		n.dm.close() // handler removed, streams closed
+		n.pex.close()
 		n.cancel()
 		var errs []error
 		if n.rdv != nil {

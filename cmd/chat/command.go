@@ -30,6 +30,7 @@ const (
 	cmdRequests                // /requests
 	cmdHelp                    // /help
 	cmdQuit                    // /quit
+	cmdServers                 // /servers (servers.go)
 )
 
 var (
@@ -66,6 +67,7 @@ var helpLines = []string{
 	"/requests                messages from strangers waiting for /allow or /block",
 	"/allow <nick|peer-id>    accept a stranger: its request joins the conversation",
 	"/block <nick|peer-id>    refuse a peer: its request is dropped, its streams refused",
+	serversHelp,
 	"/help                    this list",
 	"/quit                    unregister, flush and exit",
 }
@@ -118,6 +120,8 @@ func parseCommand(line string) (command, error) {
 			return command{}, errors.New("usage: /peers")
 		}
 		return command{kind: cmdPeers}, nil
+	case "/servers":
+		return parseServers(args)
 	case "/whois":
 		if len(args) != 1 {
 			return command{}, errors.New("usage: /whois <nick|peer-id>")

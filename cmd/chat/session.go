@@ -132,6 +132,8 @@ func (s *session) exec(ctx context.Context, c command) any {
 		return toResult{Nick: c.nick}
 	case cmdPeers:
 		return peersResult{Peers: s.node.Peers()}
+	case cmdServers:
+		return serversResult{Servers: s.node.Servers()}
 	case cmdWhois:
 		w, err := s.node.Whois(ctx, c.nick)
 		if err != nil {

@@ -450,6 +450,10 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		m.showPeers(v.Peers)
 	case whoisResult:
 		m.showWhois(v.Whois)
+	case serversResult:
+		for _, l := range serversLines(v) {
+			m.addLine(&chatLine{kind: lineInfo, text: l})
+		}
 	case joinedResult:
 		m.self.room = v.Room
 		m.addLine(&chatLine{kind: lineInfo, text: "joined room " + v.Room})
