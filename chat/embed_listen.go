@@ -31,22 +31,53 @@ const listenFileName = "listen"
 // maxListenFile bounds what is read back; a few addresses are written.
 const maxListenFile = 4 << 10
 
-// reusableListenAddrs returns the addresses in path whose ports can be
-// bound now, each taken port replaced by port 0; DefaultListenAddrs when
-// the file is missing or holds nothing usable.
-func reusableListenAddrs(path string, log *slog.Logger) []multiaddr.Multiaddr {
-	var out []multiaddr.Multiaddr
+// reusableListenAddrs returns the addresses to listen on: want (default
+// DefaultListenAddrs) where each address with port 0 takes the port it had
+// last time (kept in path) if that port can be bound now. Without want, the
+// addresses kept in path are used as they are.
+func reusableListenAddrs(path string, want []multiaddr.Multiaddr, log *slog.Logger) []multiaddr.Multiaddr {
+	var saved []multiaddr.Multiaddr
 	if path != "" {
-		for _, a := range readListenFile(path, log) {
-			out = append(out, freePortOr0(a))
+		saved = readListenFile(path, log)
+	}
+	if len(want) == 0 {
+		for _, s := range DefaultListenAddrs {
+			want = append(want, multiaddr.StringCast(s))
 		}
 	}
-	if len(out) == 0 {
-		for _, s := range DefaultListenAddrs {
-			out = append(out, multiaddr.StringCast(s))
+	out := make([]multiaddr.Multiaddr, 0, len(want))
+	used := map[int]bool{}
+	for _, w := range want {
+		got := w
+		for i, sv := range saved {
+			if !used[i] && withPort0(sv).Equal(w) && !withPort0(sv).Equal(sv) {
+				if free := freePortOr0(sv); !free.Equal(w) {
+					got = free
+					used[i] = true
+				}
+				break
+			}
 		}
+		out = append(out, got)
 	}
 	return out
+}
+
+// withPort0 is a with its TCP or UDP port set to 0.
+func withPort0(a multiaddr.Multiaddr) multiaddr.Multiaddr {
+	for _, p := range []struct {
+		code int
+		name string
+	}{{multiaddr.P_TCP, "tcp"}, {multiaddr.P_UDP, "udp"}} {
+		if port, err := a.ValueForProtocol(p.code); err == nil {
+			out, err := multiaddr.NewMultiaddr(strings.Replace(a.String(), "/"+p.name+"/"+port, "/"+p.name+"/0", 1))
+			if err != nil {
+				return a
+			}
+			return out
+		}
+	}
+	return a
 }
 
 func readListenFile(path string, log *slog.Logger) []multiaddr.Multiaddr {
@@ -118,11 +149,7 @@ func freePortOr0(a multiaddr.Multiaddr) multiaddr.Multiaddr {
 	if err == nil {
 		return a
 	}
-	out, perr := multiaddr.NewMultiaddr(strings.Replace(a.String(), "/"+network+"/"+port, "/"+network+"/0", 1))
-	if perr != nil {
-		return a
-	}
-	return out
+	return withPort0(a)
 }
 
 // saveListenAddrs writes h's listen addresses (with the ports the system
@@ -139,19 +166,18 @@ func saveListenAddrs(path string, h host.Host) error {
 	return nil
 }
 
-// newHostReusingPorts builds a host with opts, listening on listen or, when
-// listen is empty, on the ports kept in listenFile; it then records the
-// ports it got there.
+// newHostReusingPorts builds a host with opts, listening on listen with
+// the ports kept in listenFile where listen asks for any port
+// (reusableListenAddrs); it then records the ports it got there.
 func newHostReusingPorts(opts []libp2p.Option, listen []multiaddr.Multiaddr, listenFile string, log *slog.Logger) (host.Host, error) {
-	reuse := len(listen) == 0
-	if reuse {
-		listen = reusableListenAddrs(listenFile, log)
+	if listenFile != "" {
+		listen = reusableListenAddrs(listenFile, listen, log)
 	}
 	h, err := libp2p.New(append(opts, libp2p.ListenAddrs(listen...))...)
 	if err != nil {
 		return nil, fmt.Errorf("create host: %w", err)
 	}
-	if reuse && listenFile != "" {
+	if listenFile != "" {
 		if err := saveListenAddrs(listenFile, h); err != nil {
 			log.Warn("cannot keep the listen ports for the next start", "err", err)
 		}

@@ -209,9 +209,12 @@ func saveKeptPeers(path string, kept []keptPeer) error {
 	return atomicfile.WriteFile(path, b, 0o600)
 }
 
-// signedRecord returns p's signed peer record as h's peerstore holds it
-// (identify exchanged it), marshalled, or nil.
-func signedRecord(h host.Host, p peer.ID) []byte {
+// signedRecord returns p's signed peer record, marshalled, as identify
+// delivered it (recordBook) or as the peerstore holds it, or nil.
+func signedRecord(h host.Host, book *recordBook, p peer.ID) []byte {
+	if b := book.get(p); b != nil {
+		return b
+	}
 	cab, ok := peerstore.GetCertifiedAddrBook(h.Peerstore())
 	if !ok {
 		return nil
@@ -229,7 +232,7 @@ func signedRecord(h host.Host, p peer.ID) []byte {
 
 // ownRecord is h's own signed peer record, marshalled.
 func ownRecord(h host.Host) []byte {
-	if b := signedRecord(h, h.ID()); b != nil {
+	if b := signedRecord(h, nil, h.ID()); b != nil {
 		return b
 	}
 	key := h.Peerstore().PrivKey(h.ID())
@@ -320,7 +323,7 @@ type startup struct {
 
 // bootstrap runs the start-up on the chat host h: dial, classify, exchange,
 // embed. dataDir holds PeersFileName and the embedded server's directory.
-func bootstrap(ctx context.Context, h host.Host, hc HostConfig, cfg Config, log *slog.Logger) (*startup, error) {
+func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig, cfg Config, log *slog.Logger) (*startup, error) {
 	sc := cfg.Serve
 	var cands []candidate
 	for i, ai := range cfg.Rendezvous {
@@ -331,7 +334,9 @@ func bootstrap(ctx context.Context, h host.Host, hc HostConfig, cfg Config, log 
 		cands = append(cands, candidate{info: ai, source: src, configured: true})
 	}
 	peersFile := filepath.Join(cfg.DataDir, PeersFileName)
+	keptAs := map[peer.ID]PexKind{}
 	for _, e := range loadKeptPeers(peersFile, h.ID()) {
+		keptAs[e.Peer.ID] = e.Kind
 		if slices.ContainsFunc(cands, func(c candidate) bool { return c.info.ID == e.Peer.ID }) {
 			continue
 		}
@@ -351,7 +356,7 @@ func bootstrap(ctx context.Context, h host.Host, hc HostConfig, cfg Config, log 
 		if len(st.kept) >= maxKeptPeers {
 			return
 		}
-		if rec := signedRecord(h, p); rec != nil {
+		if rec := signedRecord(h, book, p); rec != nil {
 			st.kept = append(st.kept, keptPeer{Kind: kind, Source: source, Record: rec})
 		}
 	}
@@ -381,7 +386,8 @@ func bootstrap(ctx context.Context, h host.Host, hc HostConfig, cfg Config, log 
 	// Configured daemons that are down now stay: the rendezvous client
 	// keeps trying them and uses them when they return.
 	for _, c := range cands {
-		if c.configured && !reachedSet[c.info.ID] {
+		// One known as a plain peer (a chat) last time is no daemon.
+		if c.configured && !reachedSet[c.info.ID] && keptAs[c.info.ID] != PexDHT {
 			addServer(c.info, ServerDaemon, false, c.source, true)
 		}
 	}
@@ -442,9 +448,16 @@ func bootstrap(ctx context.Context, h host.Host, hc HostConfig, cfg Config, log 
 		for _, s := range st.servers {
 			boot = append(boot, peer.AddrInfo{ID: s.Peer, Addrs: h.Peerstore().Addrs(s.Peer)})
 		}
+		listen := sc.ListenAddrs
+		if len(listen) == 0 {
+			// Where the chat listens, on ports of its own.
+			for _, a := range hc.ListenAddrs {
+				listen = append(listen, withPort0(a))
+			}
+		}
 		e, err := StartEmbedded(ctx, EmbedConfig{
 			Dir:          filepath.Join(cfg.DataDir, EmbedDirName),
-			ListenAddrs:  sc.ListenAddrs,
+			ListenAddrs:  listen,
 			Bootstrap:    boot,
 			Relay:        sc.Mode == EmbedServe,
 			Reachability: hc.Reachability,
@@ -524,19 +537,20 @@ func (n *Node) pexKnown() []PexEntry {
 			kind = PexRelay
 		}
 		if s.Kind != ServerSelf {
-			add(kind, s.Peer, signedRecord(n.h, s.Peer))
+			add(kind, s.Peer, signedRecord(n.h, n.records, s.Peer))
 		}
 	}
 	if n.cfg.DHT != nil {
 		for _, p := range n.cfg.DHT.RoutingTable().ListPeers() {
-			add(PexDHT, p, signedRecord(n.h, p))
+			add(PexDHT, p, signedRecord(n.h, n.records, p))
 		}
 	}
 	return out
 }
 
 // useStartup records what Open's start-up found (before Start).
-func (n *Node) useStartup(st *startup) {
+func (n *Node) useStartup(st *startup, book *recordBook) {
+	n.records = book
 	n.srv = &serverSet{servers: st.servers, peers: st.kept}
 	n.embedded = st.embedded
 	n.startNote = st.note

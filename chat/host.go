@@ -80,8 +80,8 @@ type HostConfig struct {
 	// DHTDir holds the records the DHT keeps for others when the host
 	// serves it (bounded, on disk); required unless DisableDHT.
 	DHTDir string
-	// ListenFile, with ListenAddrs empty, keeps the ports the host listened
-	// on, reused at the next start (embed_listen.go).
+	// ListenFile keeps the ports the host listened on; at the next start
+	// listen addresses with port 0 get them again (embed_listen.go).
 	ListenFile string
 	Logger     *slog.Logger
 }
@@ -121,8 +121,8 @@ func NewHost(cfg HostConfig) (*Host, error) {
 			listen = append(listen, multiaddr.StringCast(s))
 		}
 	}
-	if len(cfg.ListenAddrs) == 0 && cfg.ListenFile != "" {
-		listen = reusableListenAddrs(cfg.ListenFile, log)
+	if cfg.ListenFile != "" {
+		listen = reusableListenAddrs(cfg.ListenFile, listen, log)
 	}
 	tr := &hpTracer{log: log, attempts: map[peer.ID]int{}}
 	opts := []libp2p.Option{
@@ -154,7 +154,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		return nil, fmt.Errorf("hole-punch emitter: %w", err)
 	}
 	tr.setEmitter(em)
-	if len(cfg.ListenAddrs) == 0 && cfg.ListenFile != "" {
+	if cfg.ListenFile != "" {
 		if err := saveListenAddrs(cfg.ListenFile, h); err != nil {
 			log.Warn("cannot keep the listen ports for the next start", "err", err)
 		}
@@ -282,7 +282,7 @@ func Open(hc HostConfig, cfg Config) (*Peer, error) {
 	if hc.DHTDir == "" {
 		hc.DHTDir = filepath.Join(cfg.DataDir, DHTDirName)
 	}
-	if cfg.Serve.Mode != EmbedOff && hc.ListenFile == "" && len(hc.ListenAddrs) == 0 {
+	if cfg.Serve.Mode != EmbedOff && hc.ListenFile == "" {
 		hc.ListenFile = filepath.Join(cfg.DataDir, listenFileName)
 	}
 	h, err := NewHost(hc)
@@ -292,12 +292,20 @@ func Open(hc HostConfig, cfg Config) (*Peer, error) {
 	cfg.DHT = h.DHT
 	// The start-up (embed_start.go) picks the servers and may start the
 	// embedded one.
-	var st *startup
+	var (
+		st   *startup
+		book *recordBook
+	)
 	if cfg.Serve.Mode != EmbedOff {
+		if book, err = newRecordBook(h); err != nil {
+			h.Close()
+			return nil, err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*dialTimeout)
-		st, err = bootstrap(ctx, h, hc, cfg, hc.Logger)
+		st, err = bootstrap(ctx, h, book, hc, cfg, hc.Logger)
 		cancel()
 		if err != nil {
+			book.close()
 			h.Close()
 			return nil, err
 		}
@@ -308,12 +316,13 @@ func Open(hc HostConfig, cfg Config) (*Peer, error) {
 		if st != nil && st.embedded != nil {
 			st.embedded.Close()
 		}
+		book.close()
 		h.Close()
 		return nil, err
 	}
 	p := &Peer{Node: n, Host: h}
 	if st != nil {
-		n.useStartup(st)
+		n.useStartup(st, book)
 		p.Embedded = st.embedded
 	}
 	return p, nil

@@ -180,6 +180,7 @@ type Node struct {
 
 	// Set by Open's start-up (embed_start.go); nil otherwise.
 	srv       *serverSet
+	records   *recordBook // signed peer records from identify (pex_records.go)
 	embedded  *Embedded
 	startNote string
 
@@ -510,6 +511,7 @@ func (n *Node) Close() error {
 		n.life.Unlock()
 		n.dm.close() // handler removed, streams closed
 		n.pex.close()
+		n.records.close()
 		n.cancel()
 		var errs []error
 		if n.rdv != nil {

@@ -1,0 +1,72 @@
+package chat
+
+import (
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+)
+
+// maxRecords bounds the signed peer records a recordBook keeps.
+const maxRecords = 512
+
+// recordBook keeps the signed peer record each peer sent in identify (the
+// host's event bus carries it; go-libp2p's peerstore does not keep it), so
+// that peer exchange can hand out records whose signatures prove the
+// addresses. One goroutine drains the subscription.
+type recordBook struct {
+	mu   sync.Mutex
+	recs map[peer.ID][]byte
+	sub  event.Subscription
+	done chan struct{}
+}
+
+func newRecordBook(h host.Host) (*recordBook, error) {
+	sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted), eventbus.Name("chat-pex-records"))
+	if err != nil {
+		return nil, err
+	}
+	b := &recordBook{recs: map[peer.ID][]byte{}, sub: sub, done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		for e := range sub.Out() {
+			ev := e.(event.EvtPeerIdentificationCompleted)
+			if ev.SignedPeerRecord == nil {
+				continue
+			}
+			raw, err := ev.SignedPeerRecord.Marshal()
+			if err != nil || len(raw) > MaxPexRecord {
+				continue
+			}
+			b.mu.Lock()
+			if _, ok := b.recs[ev.Peer]; !ok && len(b.recs) >= maxRecords {
+				for k := range b.recs {
+					delete(b.recs, k)
+					break
+				}
+			}
+			b.recs[ev.Peer] = raw
+			b.mu.Unlock()
+		}
+	}()
+	return b, nil
+}
+
+func (b *recordBook) get(p peer.ID) []byte {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.recs[p]
+}
+
+func (b *recordBook) close() {
+	if b == nil {
+		return
+	}
+	b.sub.Close()
+	<-b.done
+}
