@@ -20,6 +20,11 @@
 //	store.go     chat.db and its group-commit writer goroutine
 //	events.go    the event types and the queue behind Events
 //	frame.go     frame decoding and validation
+//	embed*.go    the embedded server (a rendezvous and DHT server, with Serve a
+//	             relay, on a host of its own) and the start-up that picks the
+//	             servers: dial, classify, peer exchange, kept peers
+//	pex*.go      peer exchange (/p2p-messaging/pex/1.0.0; wire format and
+//	             limits in pex.go) and the signed records it hands out
 //
 // No lock is held across I/O or a channel send; network readers never wait
 // for the disk or the UI.
