@@ -4,8 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	circuitproto "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
+
+	"github.com/p2p-messaging/p2p-messaging/internal/addrfile"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
@@ -74,4 +82,74 @@ func TestEmbeddedChain(t *testing.T) {
 	require.Equal(t, alice.ID(), w.Peer)
 	require.False(t, w.Verified, "a chat's service does not verify a nick")
 	require.False(t, w.Pinned)
+}
+
+// TestEmbeddedAddrFile: the first chat on a machine writes the addrs file
+// with its embedded server's addresses, a second chat given that file (as
+// cmd/chat reads it) uses that server and finds the first by nick, does not
+// take the file over while its holder lives, and the file goes with the
+// first chat.
+func TestEmbeddedAddrFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "rendezvous", "addrs")
+	open := func(nick string, sc ServeConfig, given ...peer.AddrInfo) *Peer {
+		p, err := Open(HostConfig{ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}},
+			Config{Nick: nick, DataDir: t.TempDir(), Rendezvous: given, Serve: sc})
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, p.Start(ctx))
+		return p
+	}
+	alice := open("alice", ServeConfig{Mode: EmbedAuto, AddrFile: file})
+	addrs, err := addrfile.Read(file)
+	require.NoError(t, err)
+	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
+	require.NoError(t, err)
+	require.Len(t, infos, 1)
+	require.Equal(t, alice.Embedded.Host.ID(), infos[0].ID)
+
+	bob := open("bob", ServeConfig{Mode: EmbedAuto, AddrFile: file, Sources: []string{"addrs file"}, AddrFileHolders: []peer.ID{infos[0].ID}}, infos...)
+	defer bob.Close()
+	var found bool
+	for _, s := range bob.Servers() {
+		if s.Peer == infos[0].ID {
+			found = true
+			require.Equal(t, ServerChat, s.Kind, "a chat's service, even from the addrs file")
+			require.False(t, s.Authority)
+			require.Equal(t, "addrs file", s.Source)
+		}
+	}
+	require.True(t, found, "bob uses alice's service: %+v", bob.Servers())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w, err := bob.Whois(ctx, "alice")
+	require.NoError(t, err)
+	require.Equal(t, alice.ID(), w.Peer)
+	still, err := addrfile.Read(file)
+	require.NoError(t, err)
+	require.True(t, sameAddrList(addrs, still), "bob leaves the live holder's file alone")
+
+	require.NoError(t, alice.Close())
+	_, err = os.Stat(file)
+	require.ErrorIs(t, err, os.ErrNotExist, "the file goes with its holder")
+}
+
+// TestServeRelay: -serve runs the relay (with the daemon's ACL) and the
+// DHT server on the embedded host, even with a daemon reachable.
+func TestServeRelay(t *testing.T) {
+	p, err := Open(HostConfig{ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}, Reachability: ReachabilityPublic},
+		Config{Nick: "server", DataDir: t.TempDir(), Serve: ServeConfig{Mode: EmbedServe}})
+	require.NoError(t, err)
+	defer p.Close()
+	require.NotNil(t, p.Embedded)
+	require.True(t, p.Embedded.Relay)
+	require.Equal(t, dht.ModeServer, p.Embedded.DHT.Mode())
+	require.Eventually(t, func() bool {
+		return slices.Contains(p.Embedded.Host.Mux().Protocols(), circuitproto.ProtoIDv2Hop)
+	}, 10*time.Second, 20*time.Millisecond, "the relay service runs on the embedded host")
+	// A client reserves a slot through the relay.
+	c := pexHost(t)
+	require.NoError(t, c.Connect(context.Background(), p.Embedded.Info()))
+	_, err = client.Reserve(context.Background(), c, p.Embedded.Info())
+	require.NoError(t, err)
 }
