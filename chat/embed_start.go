@@ -122,6 +122,9 @@ type serverSet struct {
 	mu      sync.Mutex
 	servers []ServerInfo
 	peers   []keptPeer // the peers to keep on disk
+	file    string     // PeersFileName
+	// addrFile is polled for servers that appear (embed_learn.go).
+	addrFile string
 }
 
 func (s *serverSet) authority(p peer.ID) bool {
@@ -319,6 +322,8 @@ type startup struct {
 	kept     []keptPeer
 	daemons  int // reachable configured daemons
 	note     string
+
+	peersFile, addrFile string
 }
 
 // bootstrap runs the start-up on the chat host h: dial, classify, exchange,
@@ -345,7 +350,7 @@ func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig
 	}
 	reached := connectAll(ctx, h, cands, log)
 
-	st := &startup{}
+	st := &startup{peersFile: peersFile, addrFile: sc.AddrFile}
 	addServer := func(ai peer.AddrInfo, kind ServerKind, relay bool, source string, authority bool) {
 		if slices.ContainsFunc(st.servers, func(s ServerInfo) bool { return s.Peer == ai.ID }) {
 			return
@@ -551,7 +556,8 @@ func (n *Node) pexKnown() []PexEntry {
 // useStartup records what Open's start-up found (before Start).
 func (n *Node) useStartup(st *startup, book *recordBook) {
 	n.records = book
-	n.srv = &serverSet{servers: st.servers, peers: st.kept}
+	n.srv = &serverSet{servers: st.servers, peers: st.kept, file: st.peersFile, addrFile: st.addrFile}
+	n.learn = newLearner(n)
 	n.embedded = st.embedded
 	n.startNote = st.note
 }

@@ -153,3 +153,62 @@ func TestServeRelay(t *testing.T) {
 	_, err = client.Reserve(context.Background(), c, p.Embedded.Info())
 	require.NoError(t, err)
 }
+
+// TestLearnServers: while running, a chat adds a daemon that appears in
+// the local addrs file (an authority: the machine's configuration) and the
+// servers another chat tells it about (never authorities); its kept
+// registrations reach them.
+func TestLearnServers(t *testing.T) {
+	alice := openEmbedded(t, t.TempDir(), "alice")
+	defer alice.Close()
+	bob := openEmbedded(t, t.TempDir(), "bob")
+	defer bob.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// A daemon starts on the machine and writes the addrs file.
+	d := newRendezvous(t)
+	file := filepath.Join(t.TempDir(), "addrs")
+	addrs, err := peer.AddrInfoToP2pAddrs(&d.info)
+	require.NoError(t, err)
+	require.NoError(t, addrfile.Write(file, addrs))
+	alice.checkAddrFile(ctx, file)
+	byPeer := func(p *Peer, id peer.ID) (ServerInfo, bool) {
+		for _, s := range p.Servers() {
+			if s.Peer == id {
+				return s, true
+			}
+		}
+		return ServerInfo{}, false
+	}
+	s, ok := byPeer(alice, d.info.ID)
+	require.True(t, ok, "alice uses the new daemon: %+v", alice.Servers())
+	require.Equal(t, ServerDaemon, s.Kind)
+	require.True(t, s.Authority, "the addrs file is the machine's configuration")
+	require.Eventually(t, func() bool {
+		return d.srv.Registrations() >= 2 // alice's nick and room
+	}, 20*time.Second, 50*time.Millisecond, "alice's registrations reach the daemon")
+
+	// bob meets alice: alice asks him which servers he knows.
+	require.NoError(t, bob.Host.Connect(ctx, selfInfo(alice)))
+	require.Eventually(t, func() bool {
+		_, ok := byPeer(alice, bob.Embedded.Host.ID())
+		return ok
+	}, 20*time.Second, 50*time.Millisecond, "alice learnt bob's service by peer exchange")
+	s, _ = byPeer(alice, bob.Embedded.Host.ID())
+	require.Equal(t, ServerChat, s.Kind)
+	require.False(t, s.Authority)
+	require.Equal(t, "peer exchange via "+bob.ID().String(), s.Source)
+	// And a nick only bob's service lists stays unverified.
+	w, err := alice.Whois(ctx, "bob")
+	require.NoError(t, err)
+	require.Equal(t, bob.ID(), w.Peer)
+	require.False(t, w.Verified)
+	// Kept for the next start.
+	kept := loadKeptPeers(filepath.Join(alice.cfg.DataDir, PeersFileName), alice.ID())
+	var ids []peer.ID
+	for _, e := range kept {
+		ids = append(ids, e.Peer.ID)
+	}
+	require.Contains(t, ids, bob.Embedded.Host.ID())
+}

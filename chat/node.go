@@ -181,6 +181,7 @@ type Node struct {
 	// Set by Open's start-up (embed_start.go); nil otherwise.
 	srv       *serverSet
 	records   *recordBook // signed peer records from identify (pex_records.go)
+	learn     *learner    // servers learnt while running (embed_learn.go)
 	embedded  *Embedded
 	startNote string
 
@@ -347,6 +348,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.startNote != "" {
 		n.ev.emit(EventWarning{Text: n.startNote})
 	}
+	n.startLearning()
 	n.ev.emit(EventReady{Nick: n.cfg.Nick, Peer: n.h.ID(), Addrs: n.Addrs()})
 	return nil
 }

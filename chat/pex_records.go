@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -19,6 +20,9 @@ const maxRecords = 512
 type recordBook struct {
 	mu   sync.Mutex
 	recs map[peer.ID][]byte
+	// onPex, when set, hears of every identified peer that speaks peer
+	// exchange (embed_learn.go); it must not block.
+	onPex func(peer.ID)
 	sub  event.Subscription
 	done chan struct{}
 }
@@ -33,6 +37,14 @@ func newRecordBook(h host.Host) (*recordBook, error) {
 		defer close(b.done)
 		for e := range sub.Out() {
 			ev := e.(event.EvtPeerIdentificationCompleted)
+			if slices.Contains(ev.Protocols, PexProtocolID) {
+				b.mu.Lock()
+				f := b.onPex
+				b.mu.Unlock()
+				if f != nil {
+					f(ev.Peer)
+				}
+			}
 			if ev.SignedPeerRecord == nil {
 				continue
 			}
@@ -52,6 +64,15 @@ func newRecordBook(h host.Host) (*recordBook, error) {
 		}
 	}()
 	return b, nil
+}
+
+func (b *recordBook) setOnPex(f func(peer.ID)) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.onPex = f
+	b.mu.Unlock()
 }
 
 func (b *recordBook) get(p peer.ID) []byte {

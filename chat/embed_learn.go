@@ -1,0 +1,210 @@
+package chat
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/p2p-messaging/p2p-messaging/internal/addrfile"
+)
+
+// Servers learnt while the chat runs (after Open's start-up): a daemon that
+// appears in the local addrs file (a daemon started on the machine, or
+// another chat's service), and the servers of the chats this one meets,
+// asked by peer exchange once per peer. They join the rendezvous client
+// (rendezvous.Client.AddServer) and /servers. Bounds: maxServers in all, of
+// which at most maxLearnt learnt from other chats (a hostile chat cannot
+// fill the list), one question per peer per pexAskEvery, at most
+// maxPexAsked peers remembered, pexQueue questions waiting (more are
+// dropped), at most maxLearnDials dials per answer.
+
+const (
+	maxLearnt      = 4
+	maxPexAsked    = 256
+	pexAskEvery    = 10 * time.Minute
+	pexQueue       = 16
+	maxLearnDials  = 4
+	addrFileEvery  = 10 * time.Second
+	learnDialLimit = 5 * time.Second
+)
+
+// learner is the goroutine that asks and learns; Start runs it.
+type learner struct {
+	n     *Node
+	queue chan peer.ID
+	asked map[peer.ID]time.Time // owned by the goroutine
+}
+
+func newLearner(n *Node) *learner {
+	return &learner{n: n, queue: make(chan peer.ID, pexQueue), asked: map[peer.ID]time.Time{}}
+}
+
+// offer queues a peer that speaks peer exchange; never blocks.
+func (l *learner) offer(p peer.ID) {
+	if l == nil {
+		return
+	}
+	select {
+	case l.queue <- p:
+	default:
+	}
+}
+
+func (l *learner) run(ctx context.Context, addrFile string) {
+	var tick <-chan time.Time
+	if addrFile != "" {
+		t := time.NewTicker(addrFileEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			l.n.checkAddrFile(ctx, addrFile)
+		case p := <-l.queue:
+			if at, ok := l.asked[p]; ok && time.Since(at) < pexAskEvery {
+				continue
+			}
+			if len(l.asked) >= maxPexAsked {
+				clear(l.asked)
+			}
+			l.asked[p] = time.Now()
+			l.n.learnFrom(ctx, p)
+		}
+	}
+}
+
+// learnFrom asks p which servers it knows and adds the rendezvous servers
+// among them (never authorities).
+func (n *Node) learnFrom(ctx context.Context, p peer.ID) {
+	entries, err := askPex(ctx, n.h, p)
+	if err != nil {
+		n.log.Debug("peer exchange failed", "peer", p, "err", err)
+		return
+	}
+	dials := 0
+	for _, e := range entries {
+		if e.Kind != PexRendezvous || n.usesServer(e.Peer.ID) || dials >= maxLearnDials {
+			continue
+		}
+		dials++
+		n.learnServer(ctx, e.Peer, "peer exchange via "+p.String(), false)
+	}
+}
+
+// checkAddrFile adds the servers of the local addrs file the node does not
+// use yet: a daemon started on the machine after the chat.
+func (n *Node) checkAddrFile(ctx context.Context, file string) {
+	addrs, err := addrfile.Read(file)
+	if err != nil {
+		return
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
+	if err != nil {
+		return
+	}
+	for _, ai := range infos {
+		if !n.usesServer(ai.ID) && ai.ID != n.h.ID() {
+			n.learnServer(ctx, ai, "addrs file", true)
+		}
+	}
+}
+
+func (n *Node) usesServer(p peer.ID) bool {
+	if n.srv == nil {
+		return true
+	}
+	n.srv.mu.Lock()
+	defer n.srv.mu.Unlock()
+	return slices.ContainsFunc(n.srv.servers, func(s ServerInfo) bool { return s.Peer == p })
+}
+
+// learnServer connects to ai, tells what it is, and adds it when it is a
+// rendezvous server and there is room. configured: the user's own
+// configuration named it (the addrs file), so a daemon is an authority.
+func (n *Node) learnServer(ctx context.Context, ai peer.AddrInfo, source string, configured bool) {
+	if n.srv == nil || n.rdv == nil || ai.ID == n.h.ID() {
+		return
+	}
+	if n.embedded != nil && ai.ID == n.embedded.Host.ID() {
+		return
+	}
+	n.srv.mu.Lock()
+	total, learnt := len(n.srv.servers), 0
+	for _, s := range n.srv.servers {
+		if !s.Authority && s.Kind != ServerSelf {
+			learnt++
+		}
+	}
+	n.srv.mu.Unlock()
+	if total >= maxServers || (!configured && learnt >= maxLearnt) {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, learnDialLimit)
+	defer cancel()
+	n.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
+	if err := n.h.Connect(network.WithForceDirectDial(cctx, "learn server"), ai); err != nil {
+		n.log.Debug("learnt server unreachable", "peer", ai.ID, "source", source, "err", err)
+		return
+	}
+	kind, relay, isServer, _ := classify(n.h, ai.ID)
+	if !isServer || kind == ServerRelay {
+		return
+	}
+	authority := configured && kind == ServerDaemon
+	if !configured && kind == ServerDaemon {
+		if a, _ := n.h.Peerstore().Get(ai.ID, "AgentVersion"); a != DaemonAgent {
+			kind = ServerChat
+		}
+	}
+	info := peer.AddrInfo{ID: ai.ID, Addrs: n.h.Peerstore().Addrs(ai.ID)}
+	n.srv.mu.Lock()
+	if slices.ContainsFunc(n.srv.servers, func(s ServerInfo) bool { return s.Peer == ai.ID }) || len(n.srv.servers) >= maxServers {
+		n.srv.mu.Unlock()
+		return
+	}
+	n.srv.servers = append(n.srv.servers, ServerInfo{Peer: ai.ID, Addrs: info.Addrs, Kind: kind, Source: source, Authority: authority, Relay: relay})
+	n.srv.mu.Unlock()
+	if _, err := n.rdv.AddServer(info); err != nil {
+		n.log.Debug("add server", "peer", ai.ID, "err", err)
+		return
+	}
+	n.log.Info("server added", "peer", ai.ID, "kind", kind, "source", source, "authority", authority)
+	n.ev.emit(EventWarning{Text: "now also using " + string(kind) + " server " + ai.ID.String() + " (" + source + ")"})
+	n.saveKept(ai.ID, PexRendezvous, source)
+}
+
+// saveKept adds a server to PeersFileName for the next start.
+func (n *Node) saveKept(p peer.ID, kind PexKind, source string) {
+	rec := signedRecord(n.h, n.records, p)
+	if rec == nil {
+		return
+	}
+	n.srv.mu.Lock()
+	if len(n.srv.peers) < maxKeptPeers {
+		n.srv.peers = append(n.srv.peers, keptPeer{Kind: kind, Source: source, Record: rec})
+	}
+	kept := slices.Clone(n.srv.peers)
+	n.srv.mu.Unlock()
+	if err := saveKeptPeers(n.srv.file, kept); err != nil {
+		n.log.Debug("keep peers", "err", err)
+	}
+}
+
+// startLearning runs the learner once the node has started.
+func (n *Node) startLearning() {
+	if n.learn == nil {
+		return
+	}
+	l := n.learn
+	if !n.spawn(func() { l.run(n.ctx, n.srv.addrFile) }) {
+		return
+	}
+	n.records.setOnPex(l.offer)
+}
