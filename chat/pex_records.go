@@ -23,8 +23,8 @@ type recordBook struct {
 	// onPex, when set, hears of every identified peer that speaks peer
 	// exchange (embed_learn.go); it must not block.
 	onPex func(peer.ID)
-	sub  event.Subscription
-	done chan struct{}
+	sub   event.Subscription
+	done  chan struct{}
 }
 
 func newRecordBook(h host.Host) (*recordBook, error) {
