@@ -94,7 +94,7 @@ func (n *Node) learnFrom(ctx context.Context, p peer.ID) {
 			continue
 		}
 		dials++
-		n.learnServer(ctx, e.Peer, "peer exchange via "+p.String(), false)
+		n.learnServer(ctx, e.Peer, "peer exchange via "+p.String(), false, e.Envelope)
 	}
 }
 
@@ -111,7 +111,7 @@ func (n *Node) checkAddrFile(ctx context.Context, file string) {
 	}
 	for _, ai := range infos {
 		if !n.usesServer(ai.ID) && ai.ID != n.h.ID() {
-			n.learnServer(ctx, ai, "addrs file", true)
+			n.learnServer(ctx, ai, "addrs file", true, nil)
 		}
 	}
 }
@@ -128,7 +128,8 @@ func (n *Node) usesServer(p peer.ID) bool {
 // learnServer connects to ai, tells what it is, and adds it when it is a
 // rendezvous server and there is room. configured: the user's own
 // configuration named it (the addrs file), so a daemon is an authority.
-func (n *Node) learnServer(ctx context.Context, ai peer.AddrInfo, source string, configured bool) {
+// rec is the server's signed record when one came with the news.
+func (n *Node) learnServer(ctx context.Context, ai peer.AddrInfo, source string, configured bool, rec []byte) {
 	if n.srv == nil || n.rdv == nil || ai.ID == n.h.ID() {
 		return
 	}
@@ -177,12 +178,16 @@ func (n *Node) learnServer(ctx context.Context, ai peer.AddrInfo, source string,
 	}
 	n.log.Info("server added", "peer", ai.ID, "kind", kind, "source", source, "authority", authority)
 	n.ev.emit(EventWarning{Text: "now also using " + string(kind) + " server " + ai.ID.String() + " (" + source + ")"})
-	n.saveKept(ai.ID, PexRendezvous, source)
+	if rec == nil {
+		wctx, cancel := context.WithTimeout(ctx, recordWait)
+		rec = n.records.wait(wctx, ai.ID)
+		cancel()
+	}
+	n.saveKept(rec, PexRendezvous, source)
 }
 
 // saveKept adds a server to PeersFileName for the next start.
-func (n *Node) saveKept(p peer.ID, kind PexKind, source string) {
-	rec := signedRecord(n.h, n.records, p)
+func (n *Node) saveKept(rec []byte, kind PexKind, source string) {
 	if rec == nil {
 		return
 	}

@@ -46,6 +46,7 @@ const (
 	maxBootstrapDial = 16 // peers dialled at start
 	bootstrapTimeout = 5 * time.Second
 	maxPeersFile     = 1 << 20
+	recordWait       = time.Second // for identify's record of a peer just reached
 )
 
 // EmbedMode says when a chat runs its embedded server.
@@ -115,6 +116,7 @@ type candidate struct {
 	source     string
 	configured bool
 	kind       PexKind // what it was said to be (0: just a peer)
+	rec        []byte  // its signed record, when peer exchange gave one
 }
 
 // serverSet is the node's view of its servers, fixed at start.
@@ -357,11 +359,17 @@ func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig
 		}
 		st.servers = append(st.servers, ServerInfo{Peer: ai.ID, Addrs: ai.Addrs, Kind: kind, Source: source, Authority: authority, Relay: relay})
 	}
-	keep := func(kind PexKind, source string, p peer.ID) {
+	keep := func(kind PexKind, source string, p peer.ID, rec []byte) {
 		if len(st.kept) >= maxKeptPeers {
 			return
 		}
-		if rec := signedRecord(h, book, p); rec != nil {
+		if rec == nil {
+			// Connected just now: identify may still be delivering it.
+			wctx, cancel := context.WithTimeout(ctx, recordWait)
+			rec = book.wait(wctx, p)
+			cancel()
+		}
+		if rec != nil {
 			st.kept = append(st.kept, keptPeer{Kind: kind, Source: source, Record: rec})
 		}
 	}
@@ -380,9 +388,9 @@ func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig
 			if kind == ServerRelay {
 				pk = PexRelay
 			}
-			keep(pk, c.source, c.info.ID)
+			keep(pk, c.source, c.info.ID, nil)
 		} else {
-			keep(0, c.source, c.info.ID)
+			keep(0, c.source, c.info.ID, nil)
 		}
 		if pex {
 			askers = append(askers, c.info.ID)
@@ -421,7 +429,7 @@ func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig
 			break
 		}
 		h.Peerstore().AddAddrs(e.Peer.ID, e.Peer.Addrs, peerstore.TempAddrTTL)
-		more = append(more, candidate{info: e.Peer, source: "peer exchange via " + via[i].String(), kind: e.Kind})
+		more = append(more, candidate{info: e.Peer, source: "peer exchange via " + via[i].String(), kind: e.Kind, rec: e.Envelope})
 	}
 	for _, c := range connectAll(ctx, h, more, log) {
 		kind, relay, isServer, _ := classify(h, c.info.ID)
@@ -434,9 +442,9 @@ func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig
 				}
 			}
 			addServer(peer.AddrInfo{ID: c.info.ID, Addrs: h.Peerstore().Addrs(c.info.ID)}, kind, relay, c.source, false)
-			keep(PexRendezvous, c.source, c.info.ID)
+			keep(PexRendezvous, c.source, c.info.ID, c.rec)
 		} else {
-			keep(PexDHT, c.source, c.info.ID)
+			keep(PexDHT, c.source, c.info.ID, c.rec)
 		}
 	}
 

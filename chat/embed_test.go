@@ -204,11 +204,13 @@ func TestLearnServers(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, bob.ID(), w.Peer)
 	require.False(t, w.Verified)
-	// Kept for the next start.
-	kept := loadKeptPeers(filepath.Join(alice.cfg.DataDir, PeersFileName), alice.ID())
-	var ids []peer.ID
-	for _, e := range kept {
-		ids = append(ids, e.Peer.ID)
-	}
-	require.Contains(t, ids, bob.Embedded.Host.ID())
+	// Kept for the next start (written just after the server is added).
+	require.Eventually(t, func() bool {
+		for _, e := range loadKeptPeers(filepath.Join(alice.cfg.DataDir, PeersFileName), alice.ID()) {
+			if e.Peer.ID == bob.Embedded.Host.ID() {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "bob's service is kept in peers.json")
 }

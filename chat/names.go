@@ -357,6 +357,8 @@ func (nm *names) identify(ctx context.Context, p peer.ID, claimed string) (strin
 		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which the rendezvous daemons list for %s; not accepted", p, claimed, ai.ID))
 	case len(l.holders) > 1:
 		nm.warnConflict(claimed, l.holders)
+	case l.answered == 0 && errors.Is(l.err, errNoAuthority):
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, unverified: no rendezvous daemon here verifies nicks; shown by peer ID", p, claimed))
 	case l.answered == 0:
 		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which cannot be verified now (no daemon answered); shown by peer ID", p, claimed))
 	default:

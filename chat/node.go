@@ -371,7 +371,8 @@ func (n *Node) register(ctx context.Context, ns string) error {
 		return ctx.Err()
 	default:
 		n.log.Warn("no rendezvous daemon accepted the registration yet", "ns", ns, "err", err)
-		n.ev.emit(EventWarning{Text: fmt.Sprintf("rendezvous unavailable for %s (%v); retrying in the background", ns, err)})
+		// One sentence for the user; the libp2p detail is in the log.
+		n.ev.emit(EventWarning{Text: fmt.Sprintf("no rendezvous daemon reachable for %s yet; retrying in the background", ns)})
 		return nil
 	}
 }

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"context"
 	"slices"
 	"sync"
 
@@ -25,6 +26,8 @@ type recordBook struct {
 	onPex func(peer.ID)
 	sub   event.Subscription
 	done  chan struct{}
+	// changed is closed and replaced whenever a record arrives.
+	changed chan struct{}
 }
 
 func newRecordBook(h host.Host) (*recordBook, error) {
@@ -32,7 +35,7 @@ func newRecordBook(h host.Host) (*recordBook, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &recordBook{recs: map[peer.ID][]byte{}, sub: sub, done: make(chan struct{})}
+	b := &recordBook{recs: map[peer.ID][]byte{}, sub: sub, done: make(chan struct{}), changed: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		for e := range sub.Out() {
@@ -60,6 +63,8 @@ func newRecordBook(h host.Host) (*recordBook, error) {
 				}
 			}
 			b.recs[ev.Peer] = raw
+			close(b.changed)
+			b.changed = make(chan struct{})
 			b.mu.Unlock()
 		}
 	}()
@@ -82,6 +87,27 @@ func (b *recordBook) get(p peer.ID) []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.recs[p]
+}
+
+// wait returns p's record, waiting for identify to deliver it until ctx
+// ends (a connection was just made; its identification is under way).
+func (b *recordBook) wait(ctx context.Context, p peer.ID) []byte {
+	if b == nil {
+		return nil
+	}
+	for {
+		b.mu.Lock()
+		rec, ch := b.recs[p], b.changed
+		b.mu.Unlock()
+		if rec != nil {
+			return rec
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 func (b *recordBook) close() {

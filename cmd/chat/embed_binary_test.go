@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -22,7 +24,9 @@ func TestBinaryEmbedded(t *testing.T) {
 	// config dir: a fresh one, so no daemon of the machine is found.
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("HOME", t.TempDir())
-	chatBin, _ := buildBinaries(t)
+	chatBin := filepath.Join(t.TempDir(), "chat")
+	out, err := exec.Command("go", "build", "-o", chatBin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
 	dirs := map[string]string{"alice": t.TempDir(), "bob": t.TempDir(), "carol": t.TempDir()}
 	start := func(nick string, extra ...string) *binProc {
 		args := append([]string{"-json", "-nick", nick, "-data-dir", dirs[nick], "-listen", "/ip4/127.0.0.1/tcp/0", "-log-level", "warn"}, extra...)
