@@ -214,3 +214,34 @@ func TestLearnServers(t *testing.T) {
 		return false
 	}, 10*time.Second, 20*time.Millisecond, "bob's service is kept in peers.json")
 }
+
+// TestRestartFromKeptPeers: carol, given only bob, learnt his and alice's
+// services; restarted with nothing given and alice gone, she starts from
+// what she kept on disk: bob's service, where she finds bob by nick.
+func TestRestartFromKeptPeers(t *testing.T) {
+	alice := openEmbedded(t, t.TempDir(), "alice")
+	bob := openEmbedded(t, t.TempDir(), "bob", selfInfo(alice))
+	defer bob.Close()
+	carolDir := t.TempDir()
+	carol := openEmbedded(t, carolDir, "carol", selfInfo(bob))
+	require.NoError(t, carol.Close())
+	require.NoError(t, alice.Close())
+
+	carol = openEmbedded(t, carolDir, "carol")
+	defer carol.Close()
+	var fromDisk []ServerInfo
+	for _, s := range carol.Servers() {
+		if s.Source == "kept on disk" {
+			fromDisk = append(fromDisk, s)
+		}
+		require.NotEqual(t, alice.Embedded.Host.ID(), s.Peer, "alice's service is gone: not in use")
+	}
+	require.Len(t, fromDisk, 1, "bob's service, from disk: %+v", carol.Servers())
+	require.Equal(t, bob.Embedded.Host.ID(), fromDisk[0].Peer)
+	require.False(t, fromDisk[0].Authority)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w, err := carol.Whois(ctx, "bob")
+	require.NoError(t, err)
+	require.Equal(t, bob.ID(), w.Peer)
+}
