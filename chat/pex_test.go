@@ -126,3 +126,54 @@ func FuzzDecodePexAnswer(f *testing.F) {
 		_, _ = readPexAnswer(bytes.NewReader(append(varint.ToUvarint(uint64(len(b))), b...)))
 	})
 }
+
+// FuzzPexStream fuzzes the live handler: whatever the asker writes, the
+// handler answers an empty request or resets the stream, and never
+// panics; the answer an honest handler writes always decodes.
+func FuzzPexStream(f *testing.F) {
+	srv, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer srv.Close()
+	asker, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer asker.Close()
+	rec := ownRecord(srv)
+	s := newPexService(srv, slog.New(slog.DiscardHandler), func() []PexEntry {
+		return []PexEntry{{Kind: PexRendezvous, Envelope: rec}}
+	})
+	defer s.close()
+	s.allowAll = true // the per-peer rate is TestPexExchange's
+	if err := asker.Connect(context.Background(), peer.AddrInfo{ID: srv.ID(), Addrs: srv.Addrs()}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0})
+	f.Add(varint.ToUvarint(1 << 40))
+	f.Fuzz(func(t *testing.T, req []byte) {
+		str, err := asker.NewStream(context.Background(), srv.ID(), PexProtocolID)
+		if err != nil {
+			t.Skip(err)
+		}
+		defer str.Reset()
+		if len(req) > 0 {
+			_, _ = str.Write(req)
+		}
+		_ = str.CloseWrite()
+		raw, err := readPexAnswer(str)
+		if len(req) == 0 && err != nil {
+			t.Fatalf("empty request: %v", err)
+		}
+		if len(req) > 0 && err == nil {
+			t.Fatalf("request %x answered", req)
+		}
+		if len(req) == 0 {
+			if got := verifyPexEntries(raw, asker.ID()); len(got) != 1 || got[0].Peer.ID != srv.ID() {
+				t.Fatalf("answer %+v", got)
+			}
+		}
+	})
+}
