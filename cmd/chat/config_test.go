@@ -158,8 +158,13 @@ func TestParseConfigAddrFileBadLine(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.MkdirAll(filepath.Dir(file), 0o700))
 	require.NoError(t, os.WriteFile(file, []byte(daemonA+"\nnot-an-addr\n"), 0o600))
-	_, err = parseConfig([]string{"-nick", "alice"}, envFrom(nil), io.Discard)
-	require.ErrorContains(t, err, `"not-an-addr"`)
+	// A bad file is ignored with a one-line note: the chat then serves
+	// rendezvous itself (chat/embed_start.go).
+	var note strings.Builder
+	bad, err := parseConfig([]string{"-nick", "alice"}, envFrom(nil), &note)
+	require.NoError(t, err)
+	require.Empty(t, bad.rendezvous)
+	require.Contains(t, note.String(), `"not-an-addr"`)
 
 	// An empty environment variable is unset: the file is used.
 	require.NoError(t, os.WriteFile(file, []byte(daemonA+"\n"), 0o600))
