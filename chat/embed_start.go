@@ -331,6 +331,9 @@ type startup struct {
 // bootstrap runs the start-up on the chat host h: dial, classify, exchange,
 // embed. dataDir holds PeersFileName and the embedded server's directory.
 func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig, cfg Config, log *slog.Logger) (*startup, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	sc := cfg.Serve
 	var cands []candidate
 	for i, ai := range cfg.Rendezvous {

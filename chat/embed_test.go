@@ -9,12 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	circuitproto "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 
 	"github.com/p2p-messaging/p2p-messaging/internal/addrfile"
+	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
@@ -244,4 +247,56 @@ func TestRestartFromKeptPeers(t *testing.T) {
 	w, err := carol.Whois(ctx, "bob")
 	require.NoError(t, err)
 	require.Equal(t, bob.ID(), w.Peer)
+}
+
+// TestDeadDaemonThenBack: given a daemon that is down, the chat starts all
+// the same on its own service, says so in one line without libp2p's dial
+// errors, and registers on the daemon when it comes back.
+func TestDeadDaemonThenBack(t *testing.T) {
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	require.NoError(t, err)
+	probe, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	require.NoError(t, err)
+	daemon := peer.AddrInfo{ID: probe.ID(), Addrs: probe.Addrs()}
+	require.NoError(t, probe.Close())
+
+	dir := t.TempDir()
+	p, err := Open(HostConfig{ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}},
+		Config{Nick: "alice", DataDir: dir, Rendezvous: []peer.AddrInfo{daemon}, Serve: ServeConfig{Mode: EmbedAuto, Sources: []string{"flag"}}})
+	require.NoError(t, err)
+	defer p.Close()
+	rec := newRecorder(p.Events())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, p.Start(ctx))
+	rec.wait(t, 10*time.Second, func(e Event) bool { _, ok := e.(EventReady); return ok })
+	var notes []string
+	for _, e := range rec.all() {
+		if w, ok := e.(EventWarning); ok {
+			notes = append(notes, w.Text)
+		}
+	}
+	require.Equal(t, []string{"no rendezvous daemon reachable: serving rendezvous from this chat"}, notes)
+	var s ServerInfo
+	for _, x := range p.Servers() {
+		if x.Peer == daemon.ID {
+			s = x
+		}
+	}
+	require.True(t, s.Authority, "the configured daemon stays in use: %+v", p.Servers())
+	require.False(t, s.Reachable)
+
+	// The daemon returns at its address.
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrs(daemon.Addrs...), libp2p.ForceReachabilityPublic())
+	require.NoError(t, err)
+	defer h.Close()
+	lim := rendezvous.DefaultLimits()
+	lim.ClaimDifficulty, lim.ClaimBurst = 8, 1000
+	srv, err := rendezvous.NewServer(h, rendezvous.WithLimits(lim), rendezvous.WithExclusivePrefix(UserNamespacePrefix))
+	require.NoError(t, err)
+	defer srv.Close()
+	require.Eventually(t, func() bool { return srv.Registrations() >= 2 }, 40*time.Second, 100*time.Millisecond,
+		"the chat registers its nick and room on the daemon once it is back")
+	require.NoError(t, p.Close())
+	<-rec.done
 }
