@@ -18,7 +18,9 @@ import (
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 )
@@ -299,4 +301,59 @@ func TestDeadDaemonThenBack(t *testing.T) {
 		"the chat registers its nick and room on the daemon once it is back")
 	require.NoError(t, p.Close())
 	<-rec.done
+}
+
+// TestLearnBounded: servers learnt from other chats are capped at
+// maxLearnt, so a hostile chat cannot fill the list.
+func TestLearnBounded(t *testing.T) {
+	alice := openEmbedded(t, t.TempDir(), "alice")
+	defer alice.Close()
+	alice.srv.mu.Lock()
+	for range maxLearnt {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		require.NoError(t, err)
+		id, err := peer.IDFromPrivateKey(k)
+		require.NoError(t, err)
+		alice.srv.servers = append(alice.srv.servers, ServerInfo{Peer: id, Kind: ServerChat, Source: "test"})
+	}
+	alice.srv.mu.Unlock()
+	bob := openEmbedded(t, t.TempDir(), "bob")
+	defer bob.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, alice.Host.Connect(ctx, selfInfo(bob)))
+	alice.learnFrom(ctx, bob.ID())
+	for _, s := range alice.Servers() {
+		require.NotEqual(t, bob.Embedded.Host.ID(), s.Peer, "no room for a fifth learnt server")
+	}
+	require.Len(t, alice.Servers(), 1+maxLearnt)
+}
+
+// TestRecordBookBounded: the signed records kept from identify are capped.
+func TestRecordBookBounded(t *testing.T) {
+	h := pexHost(t)
+	b, err := newRecordBook(h)
+	require.NoError(t, err)
+	defer b.close()
+	em, err := h.EventBus().Emitter(new(event.EvtPeerIdentificationCompleted))
+	require.NoError(t, err)
+	defer em.Close()
+	var last peer.ID
+	for range maxRecords + 20 {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		require.NoError(t, err)
+		id, err := peer.IDFromPrivateKey(k)
+		require.NoError(t, err)
+		env, err := record.Seal(peer.PeerRecordFromAddrInfo(peer.AddrInfo{ID: id, Addrs: h.Addrs()}), k)
+		require.NoError(t, err)
+		require.NoError(t, em.Emit(event.EvtPeerIdentificationCompleted{Peer: id, SignedPeerRecord: env}))
+		last = id
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NotNil(t, b.wait(wctx, last))
+	b.mu.Lock()
+	n := len(b.recs)
+	b.mu.Unlock()
+	require.LessOrEqual(t, n, maxRecords)
 }
