@@ -16,17 +16,25 @@ import (
 // bob's multiaddr, learns alice's service from bob (peer exchange) and
 // finds alice by nick; alice quits; bob and carol, restarted, still reach
 // each other through what they kept on disk.
+//
+// Then two chats started with the README's one command each talk (one
+// build of the binary serves both).
 func TestBinaryEmbedded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
 	}
+	chatBin := filepath.Join(t.TempDir(), "chat")
+	out, err := exec.Command("go", "build", "-o", chatBin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	t.Run("chain", func(t *testing.T) { embeddedChain(t, chatBin) })
+	t.Run("one-machine", func(t *testing.T) { twoChatsOneMachine(t, chatBin) })
+}
+
+func embeddedChain(t *testing.T, chatBin string) {
 	// The addrs file of a chat's embedded server goes under the user
 	// config dir: a fresh one, so no daemon of the machine is found.
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("HOME", t.TempDir())
-	chatBin := filepath.Join(t.TempDir(), "chat")
-	out, err := exec.Command("go", "build", "-o", chatBin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
 	dirs := map[string]string{"alice": t.TempDir(), "bob": t.TempDir(), "carol": t.TempDir()}
 	start := func(nick string, extra ...string) *binProc {
 		args := append([]string{"-json", "-nick", nick, "-data-dir", dirs[nick], "-listen", "/ip4/127.0.0.1/tcp/0", "-log-level", "warn"}, extra...)
@@ -113,4 +121,37 @@ func hasServer(servers []any, kind, source string) bool {
 		}
 	}
 	return false
+}
+
+// twoChatsOneMachine: two chats started with the README's one command
+// each (no -rendezvous; here on loopback) talk to each other: the second
+// finds the first's embedded service in the local addrs file.
+func twoChatsOneMachine(t *testing.T, chatBin string) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	start := func(nick string) *binProc {
+		return startBin(t, nick, false, chatBin, "-json", "-nick", nick, "-data-dir", t.TempDir(), "-listen", "/ip4/127.0.0.1/tcp/0", "-log-level", "warn")
+	}
+	alice := start("alice")
+	aliceID := alice.await("ready", nil)["peer"].(string)
+	bob := start("bob")
+	bobID := bob.await("ready", nil)["peer"].(string)
+	bob.send("/servers")
+	srv := bob.await("servers", nil)["servers"].([]any)
+	found := false
+	for _, s := range srv {
+		m := s.(map[string]any)
+		found = found || (m["source"] == "addrs file" && m["kind"] == "chat" && m["reachable"] == true)
+	}
+	require.True(t, found, "bob found alice's service in the addrs file: %v", srv)
+	bob.send("/msg alice hi from the same machine")
+	id := bob.await("sent", map[string]any{"to": "alice"})["id"].(string)
+	alice.await("request", map[string]any{"id": id, "peer": bobID})
+	alice.send("/msg bob hi bob")
+	id = alice.await("sent", map[string]any{"to": "bob"})["id"].(string)
+	bob.await("message", map[string]any{"id": id, "peer": aliceID, "text": "hi bob"})
+	for _, p := range []*binProc{bob, alice} {
+		require.NoError(t, p.stdin.Close())
+		require.Zero(t, p.wait())
+	}
 }
