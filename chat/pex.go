@@ -46,10 +46,10 @@ import (
 //
 // # Limits
 //
-// An answer is written within PexTimeout; one peer gets at most a burst of
-// 3 answers, then one every 10 s (the rate of at most maxPexPeers peers is
-// tracked); at most 8 answers are written at once, beyond that a stream is
-// reset. What is learnt is bounded too: MaxPexEntries per answer, 8
+// The empty request must arrive within 2 s and the answer is written within
+// PexTimeout; one peer gets at most a burst of 3 answers, then one every
+// 10 s (the rate of at most maxPexPeers peers is tracked); at most 8 answers
+// are written at once, beyond that a stream is reset. What is learnt is bounded too: MaxPexEntries per answer, 8
 // addresses per peer.
 
 // PexProtocolID is the peer-exchange protocol.
@@ -63,6 +63,7 @@ const (
 	PexTimeout    = 10 * time.Second
 
 	maxPexAddrs      = 8
+	pexRequestWait   = 2 * time.Second
 	maxPexPeers      = 256
 	maxPexConcurrent = 8
 	pexBurst         = 3
@@ -293,6 +294,13 @@ func (s *pexService) handle(str network.Stream) {
 	}
 	defer s.track(str, false)
 	remote := str.Conn().RemotePeer()
+	// The rate first, so that one peer never holds more than its burst of
+	// the shared slots.
+	if !s.allow(remote) {
+		s.log.Debug("peer exchange: rate limited", "peer", remote)
+		str.Reset()
+		return
+	}
 	select {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
@@ -301,12 +309,13 @@ func (s *pexService) handle(str network.Stream) {
 		str.Reset()
 		return
 	}
-	if err := str.SetDeadline(time.Now().Add(PexTimeout)); err != nil {
+	// The empty request is its write side closing: it comes at once, so a
+	// slot is held at most pexRequestWait by an asker that never sends it.
+	if err := str.SetReadDeadline(time.Now().Add(pexRequestWait)); err != nil {
 		str.Reset()
 		return
 	}
-	if !s.allow(remote) {
-		s.log.Debug("peer exchange: rate limited", "peer", remote)
+	if err := str.SetWriteDeadline(time.Now().Add(PexTimeout)); err != nil {
 		str.Reset()
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -176,4 +177,21 @@ func FuzzPexStream(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPexSilentAsker: an asker that never closes its side holds a slot
+// only until the request deadline, then its stream is reset.
+func TestPexSilentAsker(t *testing.T) {
+	srv, asker := pexHost(t), pexHost(t)
+	s := newPexService(srv, slog.New(slog.DiscardHandler), func() []PexEntry { return nil })
+	defer s.close()
+	connect(t, asker, srv)
+	str, err := asker.NewStream(context.Background(), srv.ID(), PexProtocolID)
+	require.NoError(t, err)
+	defer str.Reset()
+	_, err = str.Write([]byte{}) // nothing, and no CloseWrite
+	require.NoError(t, err)
+	_, err = readPexAnswer(str) // returns once the handler resets at its deadline
+	require.Error(t, err)
+	require.Eventually(t, func() bool { return len(s.sem) == 0 }, 5*time.Second, 10*time.Millisecond, "the slot is free again")
 }
