@@ -124,6 +124,15 @@
 // pinned. The DHT only finds the addresses of peers known by ID (pinned
 // contacts, peer IDs the user typed); it never makes a nick trusted.
 //
+// Only daemons the user configured (Config.Rendezvous with Serve's sources:
+// a flag, the environment, the local addrs file) are authorities. A server
+// that is just a chat node (another chat's embedded service, this chat's
+// own, one learnt by peer exchange or kept on disk; embed_start.go) is
+// asked too, but its answers never verify: a nick only such servers list is
+// resolved to that peer unverified (a warning, nothing pinned), and a Hello
+// claim stays unverified. Signed peer records still prove addresses, so the
+// addresses such a server hands out are used.
+//
 // A verified nick is pinned to its peer (like SSH's known_hosts): the
 // first peer a nick resolves to, or that presents in its Hello a nick the
 // daemons verify. A verified nick confusable with a contact's (rnary and
