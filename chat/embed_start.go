@@ -129,18 +129,29 @@ type serverSet struct {
 	addrFile string
 }
 
-func (s *serverSet) authority(p peer.ID) bool {
+// authority reports whether server p's answers verify nicks: a configured
+// daemon. A configured server that was down at the start is taken for a
+// daemon until identify says otherwise (ps: an embedded server's agent), so
+// a stale addrs file of a chat's service never makes that service an
+// authority when it comes back.
+func (s *serverSet) authority(ps peerstore.Peerstore, p peer.ID) bool {
 	if s == nil {
 		return true // no start-up ran (New on a caller's host): trust as configured
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	auth := false
 	for _, sv := range s.servers {
 		if sv.Peer == p {
-			return sv.Authority
+			auth = sv.Authority
 		}
 	}
-	return false
+	s.mu.Unlock()
+	if auth {
+		if a, err := ps.Get(p, "AgentVersion"); err == nil && a == EmbeddedAgent {
+			return false
+		}
+	}
+	return auth
 }
 
 // Servers lists the rendezvous servers and relays the node uses, how it
@@ -158,6 +169,12 @@ func (n *Node) Servers() []ServerInfo {
 	out := slices.Clone(n.srv.servers)
 	n.srv.mu.Unlock()
 	for i := range out {
+		if out[i].Kind == ServerDaemon {
+			// Down at the start and taken for a daemon: identify knows better now.
+			if a, err := n.h.Peerstore().Get(out[i].Peer, "AgentVersion"); err == nil && a == EmbeddedAgent {
+				out[i].Kind, out[i].Authority = ServerChat, false
+			}
+		}
 		out[i].Reachable = out[i].Kind == ServerSelf || n.h.Network().Connectedness(out[i].Peer) == network.Connected
 		if known := n.h.Peerstore().Addrs(out[i].Peer); len(known) > 0 {
 			out[i].Addrs = known

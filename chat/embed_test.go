@@ -357,3 +357,40 @@ func TestRecordBookBounded(t *testing.T) {
 	b.mu.Unlock()
 	require.LessOrEqual(t, n, maxRecords)
 }
+
+// TestStaleAddrFileNoAuthority: an addrs file left by a chat's service
+// that is down when a chat starts is taken for a daemon only until that
+// service is back and identify shows what it is: it never verifies a nick.
+func TestStaleAddrFileNoAuthority(t *testing.T) {
+	aliceDir := t.TempDir()
+	alice := openEmbedded(t, aliceDir, "alice")
+	stale := alice.Embedded.Info()
+	stale.Addrs = loopbackFirst(stale.Addrs)
+	require.NoError(t, alice.Close())
+
+	bob, err := Open(HostConfig{ListenAddrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/0")}},
+		Config{Nick: "bob", DataDir: t.TempDir(), Rendezvous: []peer.AddrInfo{stale},
+			Serve: ServeConfig{Mode: EmbedAuto, Sources: []string{"addrs file"}}})
+	require.NoError(t, err)
+	defer bob.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, bob.Start(ctx))
+
+	alice = openEmbedded(t, aliceDir, "alice") // same key, same ports
+	defer alice.Close()
+	require.Equal(t, stale.ID, alice.Embedded.Host.ID())
+	require.Eventually(t, func() bool {
+		for _, s := range bob.Servers() {
+			if s.Peer == stale.ID {
+				return s.Reachable && s.Kind == ServerChat && !s.Authority
+			}
+		}
+		return false
+	}, 40*time.Second, 50*time.Millisecond, "alice's service is back, and known for a chat's: %+v", bob.Servers())
+	require.False(t, bob.srv.authority(bob.Host.Peerstore(), stale.ID))
+	require.Eventually(t, func() bool {
+		w, err := bob.Whois(ctx, "alice")
+		return err == nil && w.Peer == alice.ID() && !w.Verified
+	}, 20*time.Second, 100*time.Millisecond, "found, unverified")
+}

@@ -461,7 +461,7 @@ func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
 	var errs []error
 	authorities := 0
 	for i, a := range answers {
-		auth := nm.n.srv.authority(servers[i])
+		auth := nm.n.srv.authority(nm.n.h.Peerstore(), servers[i])
 		if auth {
 			authorities++
 		}
