@@ -30,6 +30,8 @@ const (
 	maxLearnDials  = 4
 	addrFileEvery  = 10 * time.Second
 	learnDialLimit = 5 * time.Second
+	keptRetryEvery = 15 * time.Second
+	maxKeptRetry   = 8 // kept peers dialled per round
 )
 
 // learner is the goroutine that asks and learns; Start runs it.
@@ -61,10 +63,14 @@ func (l *learner) run(ctx context.Context, addrFile string) {
 		defer t.Stop()
 		tick = t.C
 	}
+	retry := time.NewTicker(keptRetryEvery)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-retry.C:
+			l.n.retryKept(ctx)
 		case <-tick:
 			l.n.checkAddrFile(ctx, addrFile)
 		case p := <-l.queue:
@@ -212,4 +218,54 @@ func (n *Node) startLearning() {
 		return
 	}
 	n.records.setOnPex(l.offer)
+}
+
+// retryKept dials, a few per round, the kept peers that are not connected
+// (they were down at the start): a chat that comes back is then asked for
+// its servers (identify tells the learner), a server is added.
+func (n *Node) retryKept(ctx context.Context) {
+	if n.srv == nil {
+		return
+	}
+	n.srv.mu.Lock()
+	kept := slices.Clone(n.srv.peers)
+	n.srv.mu.Unlock()
+	tried := 0
+	for _, e := range verifyKept(kept, n.h.ID()) {
+		if tried >= maxKeptRetry || ctx.Err() != nil {
+			return
+		}
+		if n.h.Network().Connectedness(e.Peer.ID) == network.Connected || e.Peer.ID == n.h.ID() {
+			continue
+		}
+		if n.embedded != nil && e.Peer.ID == n.embedded.Host.ID() {
+			continue
+		}
+		tried++
+		if e.Kind == PexRendezvous {
+			if !n.usesServer(e.Peer.ID) {
+				n.learnServer(ctx, e.Peer, "kept on disk", false, e.Envelope)
+			}
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, learnDialLimit)
+		n.h.Peerstore().AddAddrs(e.Peer.ID, e.Peer.Addrs, peerstore.TempAddrTTL)
+		if err := n.h.Connect(network.WithForceDirectDial(cctx, "kept peer"), e.Peer); err != nil {
+			n.log.Debug("kept peer still unreachable", "peer", e.Peer.ID, "err", err)
+		}
+		cancel()
+	}
+}
+
+// verifyKept turns kept entries back into verified peers.
+func verifyKept(kept []keptPeer, self peer.ID) []PexEntry {
+	raw := make([]rawPexEntry, 0, len(kept))
+	for _, k := range kept {
+		kind := k.Kind
+		if kind == 0 {
+			kind = PexDHT
+		}
+		raw = append(raw, rawPexEntry{kind: uint64(kind), record: k.Record})
+	}
+	return verifyPexEntries(raw, self)
 }

@@ -362,7 +362,8 @@ func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig
 	}
 	peersFile := filepath.Join(cfg.DataDir, PeersFileName)
 	keptAs := map[peer.ID]PexKind{}
-	for _, e := range loadKeptPeers(peersFile, h.ID()) {
+	oldKept := loadKeptPeers(peersFile, h.ID())
+	for _, e := range oldKept {
 		keptAs[e.Peer.ID] = e.Kind
 		if slices.ContainsFunc(cands, func(c candidate) bool { return c.info.ID == e.Peer.ID }) {
 			continue
@@ -516,10 +517,28 @@ func bootstrap(ctx context.Context, h host.Host, book *recordBook, hc HostConfig
 			st.rdv = append(st.rdv, peer.AddrInfo{ID: s.Peer, Addrs: h.Peerstore().Addrs(s.Peer)})
 		}
 	}
+	// Peers kept before that are down now stay (after those reached), so
+	// they are tried again later (embed_learn.go) and at the next start.
+	for _, e := range oldKept {
+		if len(st.kept) >= maxKeptPeers {
+			break
+		}
+		if !reachedSet[e.Peer.ID] && !slices.ContainsFunc(st.kept, func(k keptPeer) bool { return recordPeer(k.Record) == e.Peer.ID }) {
+			st.kept = append(st.kept, keptPeer{Kind: e.Kind, Source: "kept on disk", Record: e.Envelope})
+		}
+	}
 	if err := saveKeptPeers(peersFile, st.kept); err != nil {
 		log.Warn("cannot keep the peers for the next start", "err", err)
 	}
 	return st, nil
+}
+
+// recordPeer is the peer a signed record names, or "".
+func recordPeer(rec []byte) peer.ID {
+	if e := verifyPexEntries([]rawPexEntry{{kind: uint64(PexDHT), record: rec}}, ""); len(e) == 1 {
+		return e[0].Peer.ID
+	}
+	return ""
 }
 
 // loopbackFirst is what a host in the same process dials best.

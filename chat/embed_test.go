@@ -394,3 +394,36 @@ func TestStaleAddrFileNoAuthority(t *testing.T) {
 		return err == nil && w.Peer == alice.ID() && !w.Verified
 	}, 20*time.Second, 100*time.Millisecond, "found, unverified")
 }
+
+// TestKeptPeerReturns: carol restarts while bob is down; what she kept
+// stays on disk, and once bob is back her retry reaches him and his
+// service, where she finds him by nick.
+func TestKeptPeerReturns(t *testing.T) {
+	bobDir, carolDir := t.TempDir(), t.TempDir()
+	bob := openEmbedded(t, bobDir, "bob")
+	bobService := bob.Embedded.Host.ID()
+	carol := openEmbedded(t, carolDir, "carol", selfInfo(bob))
+	require.NoError(t, carol.Close())
+	require.NoError(t, bob.Close())
+
+	carol = openEmbedded(t, carolDir, "carol")
+	defer carol.Close()
+	kept := loadKeptPeers(filepath.Join(carolDir, PeersFileName), carol.ID())
+	var ids []peer.ID
+	for _, e := range kept {
+		ids = append(ids, e.Peer.ID)
+	}
+	require.Contains(t, ids, bobService, "a kept server that is down stays kept")
+
+	bob = openEmbedded(t, bobDir, "bob") // same keys, same ports
+	defer bob.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	carol.retryKept(ctx)
+	require.Eventually(t, func() bool { return carol.usesServer(bobService) }, 20*time.Second, 50*time.Millisecond,
+		"carol uses bob's service again: %+v", carol.Servers())
+	require.Eventually(t, func() bool {
+		w, err := carol.Whois(ctx, "bob")
+		return err == nil && w.Peer == bob.ID()
+	}, 20*time.Second, 100*time.Millisecond)
+}
