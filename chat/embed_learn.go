@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -31,6 +32,7 @@ const (
 	addrFileEvery  = 10 * time.Second
 	learnDialLimit = 5 * time.Second
 	keptRetryEvery = 15 * time.Second
+	maxKeptBackoff = 10 * time.Minute
 	maxKeptRetry   = 8 // kept peers dialled per round
 )
 
@@ -39,10 +41,18 @@ type learner struct {
 	n     *Node
 	queue chan peer.ID
 	asked map[peer.ID]time.Time // owned by the goroutine
+
+	// Kept peers that stay down are dialled less and less often (from
+	// keptRetryEvery doubling to maxKeptBackoff): a record aiming at an
+	// address nobody answers costs little.
+	mu   sync.Mutex
+	next map[peer.ID]time.Time
+	wait map[peer.ID]time.Duration
 }
 
 func newLearner(n *Node) *learner {
-	return &learner{n: n, queue: make(chan peer.ID, pexQueue), asked: map[peer.ID]time.Time{}}
+	return &learner{n: n, queue: make(chan peer.ID, pexQueue), asked: map[peer.ID]time.Time{},
+		next: map[peer.ID]time.Time{}, wait: map[peer.ID]time.Duration{}}
 }
 
 // offer queues a peer that speaks peer exchange; never blocks.
@@ -241,6 +251,9 @@ func (n *Node) retryKept(ctx context.Context) {
 		if n.embedded != nil && e.Peer.ID == n.embedded.Host.ID() {
 			continue
 		}
+		if !n.learn.due(e.Peer.ID) {
+			continue
+		}
 		tried++
 		if e.Kind == PexRendezvous {
 			if !n.usesServer(e.Peer.ID) {
@@ -268,4 +281,30 @@ func verifyKept(kept []keptPeer, self peer.ID) []PexEntry {
 		raw = append(raw, rawPexEntry{kind: uint64(kind), record: k.Record})
 	}
 	return verifyPexEntries(raw, self)
+}
+
+// due reports whether kept peer p may be dialled now, and schedules the
+// next try after a longer wait.
+func (l *learner) due(p peer.ID) bool {
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if t, ok := l.next[p]; ok && now.Before(t) {
+		return false
+	}
+	w := l.wait[p]
+	if w == 0 {
+		w = keptRetryEvery
+	} else {
+		w = min(2*w, maxKeptBackoff)
+	}
+	if len(l.wait) >= maxKeptPeers*2 {
+		clear(l.wait)
+		clear(l.next)
+	}
+	l.wait[p], l.next[p] = w, now.Add(w)
+	return true
 }

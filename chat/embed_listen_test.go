@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 )
@@ -82,4 +84,22 @@ func TestKeptPeersBounded(t *testing.T) {
 
 	require.NoError(t, os.WriteFile(file, []byte("{broken"), 0o600))
 	require.Empty(t, loadKeptPeers(file, ""))
+}
+
+// TestKeptRetryBackoff: a kept peer that stays down is tried at once, then
+// not again before its wait, which doubles.
+func TestKeptRetryBackoff(t *testing.T) {
+	l := &learner{next: map[peer.ID]time.Time{}, wait: map[peer.ID]time.Duration{}}
+	p := peer.ID("x")
+	require.True(t, l.due(p))
+	require.False(t, l.due(p), "not again before keptRetryEvery")
+	require.Equal(t, keptRetryEvery, l.wait[p])
+	l.next[p] = time.Now().Add(-time.Second)
+	require.True(t, l.due(p))
+	require.Equal(t, 2*keptRetryEvery, l.wait[p])
+	for range 20 {
+		l.next[p] = time.Time{}
+		l.due(p)
+	}
+	require.Equal(t, maxKeptBackoff, l.wait[p])
 }
