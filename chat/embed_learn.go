@@ -21,7 +21,9 @@ import (
 // which at most maxLearnt learnt from other chats (a hostile chat cannot
 // fill the list), one question per peer per pexAskEvery, at most
 // maxPexAsked peers remembered, pexQueue questions waiting (more are
-// dropped), at most maxLearnDials dials per answer.
+// dropped), at most maxLearnDials dials per answer. Kept peers that were
+// down at the start are dialled again, at most maxKeptRetry a round, each
+// with a wait doubling from keptRetryEvery to maxKeptBackoff.
 
 const (
 	maxLearnt      = 4
