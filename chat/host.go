@@ -297,7 +297,7 @@ func Open(hc HostConfig, cfg Config) (*Peer, error) {
 		book *recordBook
 	)
 	if cfg.Serve.Mode != EmbedOff {
-		if book, err = newRecordBook(h); err != nil {
+		if book, err = newRecordBook(h.EventBus()); err != nil {
 			h.Close()
 			return nil, err
 		}

@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/event"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 )
@@ -30,8 +29,8 @@ type recordBook struct {
 	changed chan struct{}
 }
 
-func newRecordBook(h host.Host) (*recordBook, error) {
-	sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted), eventbus.Name("chat-pex-records"))
+func newRecordBook(bus event.Bus) (*recordBook, error) {
+	sub, err := bus.Subscribe(new(event.EvtPeerIdentificationCompleted), eventbus.Name("chat-pex-records"))
 	if err != nil {
 		return nil, err
 	}
