@@ -23,6 +23,11 @@
 //	frame.go     frame decoding and validation
 //	files.go     file transfers: the chat/transfer service on the node's host
 //	room*.go     rooms: GossipSub, the validator, history sync, invites (see Rooms)
+//	embed*.go    the embedded server (a rendezvous and DHT server, with Serve a
+//	             relay, on a host of its own) and the start-up that picks the
+//	             servers: dial, classify, peer exchange, kept peers
+//	pex*.go      peer exchange (/p2p-messaging/pex/1.0.0; wire format and
+//	             limits in pex.go) and the signed records it hands out
 //
 // No lock is held across I/O or a channel send; network readers never wait
 // for the disk or the UI.
@@ -151,6 +156,15 @@
 // both peers), or no daemon at all leave a claim unverified: the peer is shown by its ID with a warning and nothing is
 // pinned. The DHT only finds the addresses of peers known by ID (pinned
 // contacts, peer IDs the user typed); it never makes a nick trusted.
+//
+// Only daemons the user configured (Config.Rendezvous with Serve's sources:
+// a flag, the environment, the local addrs file) are authorities. A server
+// that is just a chat node (another chat's embedded service, this chat's
+// own, one learnt by peer exchange or kept on disk; embed_start.go) is
+// asked too, but its answers never verify: a nick only such servers list is
+// resolved to that peer unverified (a warning, nothing pinned), and a Hello
+// claim stays unverified. Signed peer records still prove addresses, so the
+// addresses such a server hands out are used.
 //
 // A verified nick is pinned to its peer (like SSH's known_hosts): the
 // first peer a nick resolves to, or that presents in its Hello a nick the

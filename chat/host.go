@@ -81,7 +81,10 @@ type HostConfig struct {
 	// DHTDir holds the records the DHT keeps for others when the host
 	// serves it (bounded, on disk); required unless DisableDHT.
 	DHTDir string
-	Logger *slog.Logger
+	// ListenFile keeps the ports the host listened on; at the next start
+	// listen addresses with port 0 get them again (embed_listen.go).
+	ListenFile string
+	Logger     *slog.Logger
 }
 
 // The DHT records a chat host keeps for others when it is a DHT server: a
@@ -121,6 +124,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 			listen = append(listen, multiaddr.StringCast(s))
 		}
 	}
+	if cfg.ListenFile != "" {
+		listen = reusableListenAddrs(cfg.ListenFile, listen, log)
+	}
 	tr := &hpTracer{log: log, attempts: map[peer.ID]int{}}
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Key),
@@ -129,7 +135,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.DisableMetrics(),
-		libp2p.UserAgent("p2p-messaging-chat"),
+		libp2p.UserAgent(ChatAgent),
 		libp2p.EnableHolePunching(holepunch.WithTracer(tr)),
 	}
 	if len(cfg.Daemons) > 0 {
@@ -151,6 +157,11 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		return nil, fmt.Errorf("hole-punch emitter: %w", err)
 	}
 	tr.setEmitter(em)
+	if cfg.ListenFile != "" {
+		if err := saveListenAddrs(cfg.ListenFile, h); err != nil {
+			log.Warn("cannot keep the listen ports for the next start", "err", err)
+		}
+	}
 	for _, ai := range cfg.Daemons {
 		h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 	}
@@ -296,6 +307,8 @@ func (t *hpTracer) Trace(evt *holepunch.Event) {
 type Peer struct {
 	*Node
 	Host *Host
+	// Embedded is the chat's embedded server, when it runs one.
+	Embedded *Embedded
 }
 
 // Open builds a Host for cfg (its identity key in cfg.DataDir, created on
@@ -321,20 +334,57 @@ func Open(hc HostConfig, cfg Config) (*Peer, error) {
 	if hc.DHTDir == "" {
 		hc.DHTDir = filepath.Join(cfg.DataDir, DHTDirName)
 	}
+	if cfg.Serve.Mode != EmbedOff && hc.ListenFile == "" {
+		hc.ListenFile = filepath.Join(cfg.DataDir, listenFileName)
+	}
 	h, err := NewHost(hc)
 	if err != nil {
 		return nil, err
 	}
 	cfg.DHT = h.DHT
+	// The start-up (embed_start.go) picks the servers and may start the
+	// embedded one.
+	var (
+		st   *startup
+		book *recordBook
+	)
+	if cfg.Serve.Mode != EmbedOff {
+		if book, err = newRecordBook(h.EventBus()); err != nil {
+			h.Close()
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*dialTimeout)
+		st, err = bootstrap(ctx, h, book, hc, cfg, hc.Logger)
+		cancel()
+		if err != nil {
+			book.close()
+			h.Close()
+			return nil, err
+		}
+		cfg.Rendezvous = st.rdv
+	}
 	n, err := New(h, cfg)
 	if err != nil {
+		if st != nil && st.embedded != nil {
+			st.embedded.Close()
+		}
+		book.close()
 		h.Close()
 		return nil, err
 	}
-	return &Peer{Node: n, Host: h}, nil
+	p := &Peer{Node: n, Host: h}
+	if st != nil {
+		n.useStartup(st, book)
+		p.Embedded = st.embedded
+	}
+	return p, nil
 }
 
-// Close closes the node, then the host.
+// Close closes the node, then the host, then the embedded server.
 func (p *Peer) Close() error {
-	return errors.Join(p.Node.Close(), p.Host.Close())
+	errs := []error{p.Node.Close(), p.Host.Close()}
+	if p.Embedded != nil {
+		errs = append(errs, p.Embedded.Close())
+	}
+	return errors.Join(errs...)
 }

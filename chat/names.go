@@ -61,8 +61,11 @@ type Whois struct {
 type lookup struct {
 	holders  []peer.AddrInfo // distinct peers registered or holding the lease at the answering daemons
 	answered int             // daemons that answered
-	at       time.Time
-	err      error // every daemon failed
+	// vouched are the distinct peers listed by servers that are no
+	// authority (other chats' services, embed_start.go): unverified.
+	vouched []peer.AddrInfo
+	at      time.Time
+	err     error // every daemon failed
 }
 
 // holder returns the one peer every answering daemon lists, if any.
@@ -239,12 +242,24 @@ func (nm *names) resolve(ctx context.Context, nick string) (peer.ID, error) {
 	case len(l.holders) > 1:
 		nm.warnConflict(nick, l.holders)
 		return "", fmt.Errorf("the daemons disagree on who holds nick %q (%s, %s); not pinning", nick, l.holders[0].ID, l.holders[1].ID)
+	case len(l.holders) == 0 && len(l.vouched) == 1:
+		// Only chats' servers know the nick: use the peer, unverified,
+		// pin nothing (embed_start.go's trust rule).
+		ai := l.vouched[0]
+		addAddrs(nm.n.h.Peerstore(), ai)
+		nm.warn(nick, ai.ID, fmt.Sprintf("nick %q is unverified: only chat nodes' servers list it, for peer %s; not pinned", nick, ai.ID))
+		return ai.ID, nil
+	case len(l.holders) == 0 && len(l.vouched) > 1:
+		return "", fmt.Errorf("nick %q is unverified and chat nodes' servers disagree on it (%s, %s); send to a peer ID", nick, l.vouched[0].ID, l.vouched[1].ID)
 	case l.answered == 0 && nm.n.rdv != nil:
 		return "", fmt.Errorf("cannot verify nick %q: no daemon answered (%v); send to its peer ID to trust a peer without the daemons", nick, l.err)
 	default:
 		return "", ErrUnknownNick
 	}
 }
+
+// errNoAuthority: the node uses no daemon that is an authority on names.
+var errNoAuthority = errors.New("no rendezvous daemon is configured, only chat nodes' servers")
 
 // pin records nick -> ai.ID (verified) unless the nick is pinned already,
 // and returns the peer it is pinned to. A nick confusable with a contact's
@@ -349,6 +364,8 @@ func (nm *names) identify(ctx context.Context, p peer.ID, claimed string) (strin
 		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which the rendezvous daemons name for %s (registered, or holding its lease); not accepted", p, claimed, ai.ID))
 	case len(l.holders) > 1:
 		nm.warnConflict(claimed, l.holders)
+	case l.answered == 0 && errors.Is(l.err, errNoAuthority):
+		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, unverified: no rendezvous daemon here verifies nicks; shown by peer ID", p, claimed))
 	case l.answered == 0:
 		nm.warn(claimed, p, fmt.Sprintf("peer %s claims nick %q, which cannot be verified now (no daemon answered); shown by peer ID", p, claimed))
 	default:
@@ -501,10 +518,26 @@ func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
 	wg.Wait()
 	l := &lookup{at: time.Now()}
 	var errs []error
+	authorities := 0
 	for i, a := range answers {
+		auth := nm.n.srv.authority(nm.n.h.Peerstore(), servers[i])
+		if auth {
+			authorities++
+		}
 		if a.err != nil {
 			nm.n.log.Debug("verify at rendezvous", "server", servers[i], "ns", ns, "err", a.err)
 			errs = append(errs, a.err)
+			continue
+		}
+		if !auth {
+			// A server that is just another chat node vouches for an
+			// address at most; it is no authority on the name (its lease
+			// included).
+			for _, r := range a.info.Registrations {
+				if r.Peer.ID != nm.n.h.ID() && r.Peer.ID != "" && !slices.ContainsFunc(l.vouched, func(ai peer.AddrInfo) bool { return ai.ID == r.Peer.ID }) {
+					l.vouched = append(l.vouched, r.Peer)
+				}
+			}
 			continue
 		}
 		l.answered++
@@ -518,6 +551,9 @@ func (nm *names) askDaemons(ctx context.Context, ns string) *lookup {
 	}
 	if l.answered == 0 {
 		l.err = errors.Join(errs...)
+		if authorities == 0 {
+			l.err = errNoAuthority
+		}
 	}
 	return l
 }
@@ -715,6 +751,9 @@ func (n *Node) Whois(ctx context.Context, nickOrPeerID string) (Whois, error) {
 				addAddrs(n.h.Peerstore(), ai)
 			case len(l.holders) > 1:
 				return Whois{}, fmt.Errorf("whois %q: the daemons disagree (%s, %s)", nickOrPeerID, l.holders[0].ID, l.holders[1].ID)
+			case len(l.holders) == 0 && len(l.vouched) == 1:
+				w.Peer = l.vouched[0].ID // unverified: Verified stays false
+				addAddrs(n.h.Peerstore(), l.vouched[0])
 			case l.answered == 0 && n.rdv != nil:
 				return Whois{}, fmt.Errorf("whois %q: no daemon answered: %v", nickOrPeerID, l.err)
 			default:

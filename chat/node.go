@@ -139,6 +139,8 @@ type Config struct {
 	// RoomSyncPeers: members asked for the history when joining a room or
 	// coming back to it (default 3).
 	RoomSyncPeers int
+	// Serve: the start-up Open runs, and the embedded server (embed_start.go).
+	Serve ServeConfig
 }
 
 func (cfg *Config) setDefaults() error {
@@ -211,6 +213,14 @@ type Node struct {
 	mbox  *mbox             // mailbox.go
 	files *transfer.Service // files.go
 	rooms *rooms
+	pex   *pexService // peer exchange (pex.go)
+
+	// Set by Open's start-up (embed_start.go); nil otherwise.
+	srv       *serverSet
+	records   *recordBook // signed peer records from identify (pex_records.go)
+	learn     *learner    // servers learnt while running (embed_learn.go)
+	embedded  *Embedded
+	startNote string
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -281,6 +291,7 @@ func New(h host.Host, cfg Config) (*Node, error) {
 	}
 	n.nat = newNAT(n)
 	n.mbox = newMailbox(n)
+	n.pex = newPexService(h, log, n.pexKnown)
 	n.spawn(n.peers.run)
 	n.spawn(n.nat.run)
 	return n, nil
@@ -376,6 +387,10 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.enterRooms()
 	n.peers.kick()
+	if n.startNote != "" {
+		n.ev.emit(EventWarning{Text: n.startNote})
+	}
+	n.startLearning()
 	n.ev.emit(EventReady{Nick: n.cfg.Nick, Peer: n.h.ID(), Addrs: n.Addrs()})
 	n.mbox.start()
 	return nil
@@ -399,7 +414,8 @@ func (n *Node) register(ctx context.Context, ns string) error {
 		return ctx.Err()
 	default:
 		n.log.Warn("no rendezvous daemon accepted the registration yet", "ns", ns, "err", err)
-		n.ev.emit(EventWarning{Text: fmt.Sprintf("rendezvous unavailable for %s (%v); retrying in the background", ns, err)})
+		// One sentence for the user; the libp2p detail is in the log.
+		n.ev.emit(EventWarning{Text: fmt.Sprintf("no rendezvous daemon reachable for %s yet; retrying in the background", ns)})
 		return nil
 	}
 }
@@ -463,6 +479,8 @@ func (n *Node) Close() error {
 		n.dm.close() // handler removed, streams closed
 		n.files.Close()
 		n.rooms.close()
+		n.pex.close()
+		n.records.close()
 		n.cancel()
 		var errs []error
 		if n.rdv != nil {

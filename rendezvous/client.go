@@ -37,9 +37,13 @@ var (
 // Client talks to one or more rendezvous servers on behalf of a host. It is
 // safe for concurrent use. It implements go-libp2p's discovery.Discovery.
 type Client struct {
-	h     host.Host
-	cfg   clientConfig
-	log   *slog.Logger
+	h   host.Host
+	cfg clientConfig
+	log *slog.Logger
+
+	// order and srv grow by AddServer (client_add.go): read them through
+	// servers() and server(), under smu.
+	smu   sync.RWMutex
 	order []peer.ID
 	srv   map[peer.ID]*serverConn
 
@@ -124,8 +128,24 @@ func NewClient(h host.Host, servers []peer.AddrInfo, opts ...ClientOption) (*Cli
 	return c, nil
 }
 
-// Servers returns the client's servers, in the order given to NewClient.
-func (c *Client) Servers() []peer.ID { return slices.Clone(c.order) }
+// Servers returns the client's servers, in the order given to NewClient,
+// then those added by AddServer.
+func (c *Client) Servers() []peer.ID {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	return slices.Clone(c.order)
+}
+
+// servers is a snapshot of the servers in order.
+func (c *Client) servers() []*serverConn {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	out := make([]*serverConn, len(c.order))
+	for i, id := range c.order {
+		out[i] = c.srv[id]
+	}
+	return out
+}
 
 // Close stops kept registrations (unregistering them on every server, best
 // effort and bounded), ends watches, resets idle streams and waits for every
@@ -146,16 +166,17 @@ func (c *Client) Close() error {
 	for _, k := range kept {
 		k.stop()
 	}
+	servers := c.servers()
 	if len(kept) > 0 && c.cfg.closeTimeout > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.closeTimeout)
 		var wg sync.WaitGroup
 		for ns := range kept {
-			for _, id := range c.order {
+			for _, sc := range servers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := c.srv[id].unregister(ctx, ns); err != nil {
-						c.log.Debug("unregister on close", "ns", ns, "peer", id, "err", err)
+					if err := sc.unregister(ctx, ns); err != nil {
+						c.log.Debug("unregister on close", "ns", ns, "peer", sc.info.ID, "err", err)
 					}
 				}()
 			}
@@ -169,9 +190,9 @@ func (c *Client) Close() error {
 	c.cancel()
 	c.sub.Close()
 	c.wg.Wait()
-	for _, id := range c.order {
-		c.srv[id].resetIdle()
-		c.h.ConnManager().Unprotect(id, connProtectTag)
+	for _, sc := range servers {
+		sc.resetIdle()
+		c.h.ConnManager().Unprotect(sc.info.ID, connProtectTag)
 	}
 	return nil
 }
@@ -183,7 +204,9 @@ func (c *Client) isClosed() bool {
 }
 
 func (c *Client) server(id peer.ID) (*serverConn, error) {
+	c.smu.RLock()
 	sc, ok := c.srv[id]
+	c.smu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownServer, id)
 	}
@@ -206,7 +229,7 @@ func (c *Client) handleEvents() {
 				c.log.Debug("local addresses changed; re-registering")
 				c.forKeepers(func(k *keeper) { k.poke("", true) })
 			case event.EvtPeerConnectednessChanged:
-				if _, ok := c.srv[ev.Peer]; !ok {
+				if _, err := c.server(ev.Peer); err != nil {
 					continue
 				}
 				// Connected: the server may have restarted and lost us.
@@ -353,14 +376,15 @@ type serverResult[T any] struct {
 // onAll runs f on every server concurrently and returns the results in
 // server order.
 func onAll[T any](c *Client, f func(sc *serverConn) (T, error)) []serverResult[T] {
-	res := make([]serverResult[T], len(c.order))
+	servers := c.servers()
+	res := make([]serverResult[T], len(servers))
 	var wg sync.WaitGroup
-	for i, id := range c.order {
+	for i, sc := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := f(c.srv[id])
-			res[i] = serverResult[T]{server: id, val: v, err: err}
+			v, err := f(sc)
+			res[i] = serverResult[T]{server: sc.info.ID, val: v, err: err}
 		}()
 	}
 	wg.Wait()

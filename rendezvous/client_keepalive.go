@@ -29,6 +29,7 @@ type keeper struct {
 
 	mu      sync.Mutex
 	pending map[peer.ID]bool // server -> forced; "" means every server
+	added   []peer.ID        // servers added since (AddServer)
 }
 
 // keptServer is the keeper's view of one server.
@@ -106,11 +107,31 @@ func (k *keeper) poke(server peer.ID, force bool) {
 	}
 }
 
+// addServer makes the keeper register on a server added to the client.
+func (k *keeper) addServer(id peer.ID) {
+	k.mu.Lock()
+	k.added = append(k.added, id)
+	k.mu.Unlock()
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (k *keeper) applyPending(now time.Time) {
 	k.mu.Lock()
 	pending := k.pending
 	k.pending = make(map[peer.ID]bool)
+	added := k.added
+	k.added = nil
 	k.mu.Unlock()
+	for _, id := range added {
+		if _, ok := k.state[id]; !ok {
+			st := newKeptServer(k.c)
+			st.due = now
+			k.state[id] = st
+		}
+	}
 	for id, force := range pending {
 		for sid, st := range k.state {
 			if id != "" && id != sid {
@@ -174,7 +195,12 @@ func (k *keeper) refresh(servers []peer.ID) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, conn, err := k.c.srv[id].register(k.ctx, k.ns, k.ttl)
+			sc, err := k.c.server(id)
+			if err != nil {
+				results[i] = result{id: id, err: err}
+				return
+			}
+			d, conn, err := sc.register(k.ctx, k.ns, k.ttl)
 			results[i] = result{id, d, conn, err}
 		}()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -66,22 +67,29 @@ func (c *Client) Watch(ctx context.Context, ns string) (<-chan WatchEvent, error
 		cancel:  cancel,
 		out:     make(chan WatchEvent, c.cfg.watchBuffer),
 		updates: make(chan watchUpdate),
-		wake:    make(map[peer.ID]chan struct{}, len(c.order)),
+		wake:    make(map[peer.ID]chan struct{}),
 	}
-	for _, id := range c.order {
-		w.wake[id] = make(chan struct{}, 1)
-	}
+	// The servers and the watch's registration are taken under c.mu, as
+	// AddServer adds to both under it: a server added meanwhile is either
+	// in the snapshot or added to the watch, never neither nor both.
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		cancel()
 		return nil, fmt.Errorf("watch %q: %w", ns, ErrClientClosed)
 	}
+	servers := c.servers()
+	ids := make([]peer.ID, len(servers))
+	for i, sc := range servers {
+		ids[i] = sc.info.ID
+		w.wake[sc.info.ID] = make(chan struct{}, 1)
+	}
+	w.initial = ids
 	c.watches[w] = struct{}{}
-	c.wg.Add(1 + len(c.order))
+	c.wg.Add(1 + len(servers))
 	c.mu.Unlock()
-	for _, id := range c.order {
-		go w.serverLoop(c.srv[id])
+	for _, sc := range servers {
+		go w.serverLoop(sc)
 	}
 	go w.merge()
 	return w.out, nil
@@ -96,11 +104,34 @@ type watcher struct {
 	// updates carries server news to the merge goroutine (unbuffered: a
 	// slow consumer slows the server streams, never loses state).
 	updates chan watchUpdate
-	wake    map[peer.ID]chan struct{}
+	initial []peer.ID // the servers at the start
+
+	wmu  sync.Mutex // wake grows by AddServer
+	wake map[peer.ID]chan struct{}
+}
+
+func (w *watcher) wakeCh(server peer.ID) chan struct{} {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return w.wake[server]
+}
+
+// addServer starts watching a server added to the client. The caller holds
+// c.mu and has done c.wg.Add(1) for the loop.
+func (w *watcher) addServer(sc *serverConn) {
+	w.wmu.Lock()
+	if _, ok := w.wake[sc.info.ID]; ok {
+		w.wmu.Unlock()
+		w.c.wg.Done()
+		return
+	}
+	w.wake[sc.info.ID] = make(chan struct{}, 1)
+	w.wmu.Unlock()
+	go w.serverLoop(sc)
 }
 
 func (w *watcher) poke(server peer.ID) {
-	if ch, ok := w.wake[server]; ok {
+	if ch := w.wakeCh(server); ch != nil {
 		select {
 		case ch <- struct{}{}:
 		default:
@@ -147,7 +178,7 @@ func (w *watcher) serverLoop(sc *serverConn) {
 			t.Stop()
 			return
 		case <-t.C():
-		case <-w.wake[id]:
+		case <-w.wakeCh(id):
 			t.Stop()
 		}
 	}
@@ -159,7 +190,7 @@ func (w *watcher) subscribe(sc *serverConn) (synced bool, err error) {
 	id := sc.info.ID
 	// Drain a stale wake-up: this attempt serves it.
 	select {
-	case <-w.wake[id]:
+	case <-w.wakeCh(id):
 	default:
 	}
 	s, err := sc.openStream(w.ctx, WatchProtocolID)
@@ -224,7 +255,7 @@ func (w *watcher) merge() {
 		delete(w.c.watches, w)
 		w.c.mu.Unlock()
 	}()
-	st := newWatchState(w.ns, w.c.order)
+	st := newWatchState(w.ns, w.initial)
 	var queue []WatchEvent
 	clock := w.c.cfg.clock
 	timer := clock.NewTimer(time.Hour)

@@ -68,7 +68,12 @@ func newWatchState(ns string, servers []peer.ID) *watchState {
 func (st *watchState) apply(u watchUpdate) []WatchEvent {
 	srv := st.servers[u.server]
 	if srv == nil {
-		return nil
+		if u.kind != updSubscribed && u.kind != updDown {
+			return nil
+		}
+		// A server added to the client after the watch began.
+		srv = &watchServer{}
+		st.servers[u.server] = srv
 	}
 	var evs []WatchEvent
 	switch u.kind {

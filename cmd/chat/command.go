@@ -37,6 +37,7 @@ const (
 	cmdAccept                   // /accept <id> [dir]
 	cmdReject                   // /reject <id>
 	cmdTransfers                // /transfers
+	cmdServers                  // /servers (servers.go)
 )
 
 var (
@@ -77,6 +78,7 @@ var helpLines = []string{
 	"/contacts                every contact: online or offline, last seen",
 	"/trust <nick> [number]   show nick's safety number; with it, accept nick's new key",
 	fileHelpLines[0], fileHelpLines[1], fileHelpLines[2], fileHelpLines[3],
+	serversHelp,
 	"/help                    this list",
 	"/quit                    unregister, flush and exit",
 }
@@ -129,6 +131,8 @@ func parseCommand(line string) (command, error) {
 			return command{}, errors.New("usage: /peers")
 		}
 		return command{kind: cmdPeers}, nil
+	case "/servers":
+		return parseServers(args)
 	case "/whois":
 		if len(args) != 1 {
 			return command{}, errors.New("usage: /whois <nick|peer-id>")

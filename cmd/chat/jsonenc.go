@@ -223,6 +223,8 @@ func toJSON(v any) any {
 			out.Peers = append(out.Peers, jsonPeer{Nick: p.Nick, Peer: peerString(p.Peer), jsonConnFields: connFields(p.Conn), RTTms: millis(p.RTT), Online: p.Online, Punch: p.Punch})
 		}
 		return out
+	case serversResult:
+		return serversJSON(e)
 	case whoisResult:
 		w := e.Whois
 		return jsonWhois{Event: "whois", Nick: w.Nick, Peer: peerString(w.Peer), Addrs: addrStrings(w.Addrs), Pinned: w.Pinned, Online: w.Online, jsonConnFields: connFields(w.Conn)}

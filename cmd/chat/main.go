@@ -52,9 +52,9 @@ type config struct {
 	noDeposit    bool   // -mailbox=false (mailbox.go)
 	downloadDir  string // files.go
 	strangerFile bool
+	// The start-up's view of the servers (daemon selection, chat/embed_start.go).
+	serve chat.ServeConfig
 }
-
-const noDaemonHint = "no rendezvous daemon: start one with `go run ./cmd/rendezvous` or pass -rendezvous"
 
 // envPrefix prefixes the environment variable of every flag (internal/cli):
 // -data-dir is CHAT_DATA_DIR.
@@ -74,7 +74,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	var (
 		nick         = fs.String("nick", "", "your nick, unique on the rendezvous daemons (required)")
-		rendezvous   = fs.String("rendezvous", "", "comma-separated /p2p multiaddrs of rendezvous daemons (default: the addrs file of a daemon on this machine)")
+		rendezvous   = fs.String("rendezvous", "", "comma-separated /p2p multiaddrs of rendezvous daemons or of other chats (default: the addrs file of a daemon or chat on this machine; none: this chat serves rendezvous itself)")
+		serve        = fs.Bool("serve", false, "also serve others: rendezvous, circuit relay v2 with the daemon's limits and the DHT in server mode, even when a daemon is reachable")
 		dataDir      = fs.String("data-dir", "", "identity, history, outbox and contacts (default: per-nick dir under the user config dir)")
 		listen       = fs.String("listen", "", "comma-separated listen multiaddrs (default: TCP and QUIC on all IPv4 and IPv6 addresses, random ports)")
 		room         = fs.String("room", "", "room to join (default \""+chat.DefaultRoom+"\")")
@@ -122,16 +123,28 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return config{}, fmt.Errorf("-listen: %w", err)
 	}
 
+	cfg.serve.Mode = chat.EmbedAuto
+	if *serve {
+		cfg.serve.Mode = chat.EmbedServe
+	}
+	if file, err := paths.DefaultAddrFile(); err == nil {
+		cfg.serve.AddrFile = file
+	}
 	if rv := strings.TrimSpace(*rendezvous); rv != "" {
-		cfg.rendezvous, err = maddrs.ParsePeers(rv)
-	} else {
-		cfg.rendezvous, err = readAddrFile()
-	}
-	if err != nil {
-		return config{}, fmt.Errorf("-rendezvous: %w", err)
-	}
-	if len(cfg.rendezvous) == 0 {
-		return config{}, fmt.Errorf("-rendezvous: %s", noDaemonHint)
+		if cfg.rendezvous, err = maddrs.ParsePeers(rv); err != nil {
+			return config{}, fmt.Errorf("-rendezvous: %w", err)
+		}
+		for range cfg.rendezvous {
+			cfg.serve.Sources = append(cfg.serve.Sources, "flag")
+		}
+	} else if cfg.serve.AddrFile != "" {
+		// No addrs file (or a bad one) is no error: the chat serves
+		// rendezvous itself (chat/embed_start.go).
+		cfg.rendezvous = readAddrFile(cfg.serve.AddrFile, stderr)
+		for _, ai := range cfg.rendezvous {
+			cfg.serve.Sources = append(cfg.serve.Sources, "addrs file")
+			cfg.serve.AddrFileHolders = append(cfg.serve.AddrFileHolders, ai.ID)
+		}
 	}
 
 	cfg.dataDir = *dataDir
@@ -143,23 +156,24 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	return cfg, nil
 }
 
-// readAddrFile returns the daemons in the addrs file that a daemon on this
-// machine wrote (internal/addrfile).
-func readAddrFile() ([]peer.AddrInfo, error) {
-	file, err := paths.DefaultAddrFile()
-	if err != nil {
-		return nil, fmt.Errorf("%s (%v)", noDaemonHint, err)
-	}
+// readAddrFile returns the servers in the addrs file that a daemon or a
+// chat's embedded server on this machine wrote (internal/addrfile); none
+// when there is no file, and none, with a one-line note, when it is bad.
+func readAddrFile(file string, stderr io.Writer) []peer.AddrInfo {
 	addrs, err := addrfile.Read(file)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("%s (no %s)", noDaemonHint, file)
-	case errors.Is(err, addrfile.ErrEmpty):
-		return nil, fmt.Errorf("%s (%s is empty)", noDaemonHint, file)
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, addrfile.ErrEmpty):
+		return nil
 	case err != nil:
-		return nil, fmt.Errorf("%s (%v)", noDaemonHint, err)
+		fmt.Fprintf(stderr, "chat: ignoring the addrs file: %v\n", err)
+		return nil
 	}
-	return maddrs.Peers(addrs)
+	infos, err := maddrs.Peers(addrs)
+	if err != nil {
+		fmt.Fprintf(stderr, "chat: ignoring the addrs file %s: %v\n", file, err)
+		return nil
+	}
+	return infos
 }
 
 // run is the whole program, testable: it returns when the user quits, stdin
@@ -199,11 +213,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 		DownloadDir:         cfg.downloadDir,
 		AcceptStrangerFiles: cfg.strangerFile,
+		Serve:               cfg.serve,
 	})
 	if err != nil {
-		return fmt.Errorf("start node: %w", err)
+		logger.Error("start node", "err", err)
+		err = fmt.Errorf("start node: %s", oneSentence(err))
+		if cfg.json {
+			writeStartError(stdout, err)
+		}
+		return err
 	}
-	defer p.Host.Close()
+	defer p.Close()
 	if cfg.json {
 		return runJSON(ctx, p.Node, p.Start, cfg.dataDir, stdin, stdout, logger)
 	}

@@ -137,6 +137,8 @@ func (s *session) exec(ctx context.Context, c command) any {
 		return toResult{Nick: c.nick}
 	case cmdPeers:
 		return peersResult{Peers: withContacts(s.node)}
+	case cmdServers:
+		return serversResult{Servers: s.node.Servers()}
 	case cmdWhois:
 		w, err := s.node.Whois(ctx, c.nick)
 		if err != nil {

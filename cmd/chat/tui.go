@@ -454,6 +454,10 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		}
 	case whoisResult:
 		m.showWhois(here, v.Whois)
+	case serversResult:
+		for _, l := range serversLines(v) {
+			info(l)
+		}
 	case joinedResult:
 		m.roomJoined(here, v) // rooms_tui.go
 	case historyResult:

@@ -18,6 +18,7 @@ import (
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
 	"github.com/p2p-messaging/p2p-messaging/internal/maddrs"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
+	"github.com/p2p-messaging/p2p-messaging/internal/serverhost"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
 )
@@ -43,15 +44,17 @@ const (
 	defaultConnsMax   = 16384
 	defaultConnsPerIP = 64
 
-	defaultRelayMaxReservations      = 16384
-	defaultRelayMaxCircuits          = 64
-	defaultRelayMaxReservationsPerIP = 128
-	defaultRelayReservationTTL       = time.Hour
-	// Chat text is small: 1 MiB per direction and 10 minutes per relayed
-	// connection carry thousands of messages, and hole punching usually
-	// replaces the relayed connection within a second.
-	defaultRelayLimitDuration = 10 * time.Minute
-	defaultRelayLimitData     = 1 << 20
+	// The relay's defaults live in internal/serverhost, shared with a
+	// chat's embedded server.
+	defaultRelayMaxReservations      = serverhost.DefaultRelayMaxReservations
+	defaultRelayMaxCircuits          = serverhost.DefaultRelayMaxCircuits
+	defaultRelayMaxReservationsPerIP = serverhost.DefaultRelayMaxReservationsPerIP
+	defaultRelayReservationTTL       = serverhost.DefaultRelayReservationTTL
+	defaultRelayLimitDuration        = serverhost.DefaultRelayLimitDuration
+	defaultRelayLimitData            = serverhost.DefaultRelayLimitData
+	defaultRelayCircuitsPerSource    = serverhost.DefaultRelayCircuitsPerSource
+	defaultRelayCircuitsPerSourceIP  = serverhost.DefaultRelayCircuitsPerSourceIP
+	defaultRelayReservationRate      = serverhost.DefaultRelayReservationRate
 
 	// The library's AutoNAT service answers 30 dial-back requests a minute,
 	// far too few for thousands of clients checking their reachability.
@@ -390,4 +393,22 @@ func defaultDataDirHelp() string {
 		return "the user config dir's p2p-messaging/rendezvous"
 	}
 	return d
+}
+
+// shared is the relay part of the configuration in the form the shared
+// host construction (internal/serverhost) takes.
+func (r relayConfig) shared() serverhost.RelayConfig {
+	return serverhost.RelayConfig{
+		Infinite:               r.infinite,
+		MaxReservations:        r.maxReservations,
+		MaxCircuits:            r.maxCircuits,
+		MaxReservationsPerIP:   r.maxReservationsPerIP,
+		MaxReservationsPerASN:  r.maxReservationsPerASN,
+		ReservationTTL:         r.reservationTTL,
+		LimitDuration:          r.limitDuration,
+		LimitData:              r.limitData,
+		MaxCircuitsPerSource:   r.maxCircuitsPerSource,
+		MaxCircuitsPerSourceIP: r.maxCircuitsPerSourceIP,
+		ReservationRatePerIP:   r.reservationRatePerIP,
+	}
 }

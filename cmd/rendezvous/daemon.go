@@ -34,6 +34,7 @@ import (
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
 	"github.com/p2p-messaging/p2p-messaging/internal/logging"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
+	"github.com/p2p-messaging/p2p-messaging/internal/serverhost"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous/mailbox"
 )
@@ -58,7 +59,7 @@ type daemon struct {
 	cm       *connmgr.BasicConnMgr
 	kad      *dht.IpfsDHT
 	dhtStore *dhtstore.Store
-	relayACL *relayACL // nil without -relay
+	relayACL *serverhost.RelayACL // nil without -relay
 	server   *rendezvous.Server
 	mailbox  *mailbox.Server // nil with -mailbox=false
 	httpSrv  *http.Server
@@ -128,7 +129,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 	}
 	d.host = h
 	if acl != nil {
-		acl.attach(h.Network())
+		acl.Attach(h.Network())
 		d.relayACL = acl
 	}
 	if n := len(h.Network().ListenAddresses()); n < len(c.listen) {

@@ -10,128 +10,28 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/p2p/host/autonat"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
-	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
 	ma "github.com/multiformats/go-multiaddr"
-	"github.com/pbnjay/memory"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/p2p-messaging/p2p-messaging/rendezvous"
+	"github.com/p2p-messaging/p2p-messaging/internal/serverhost"
 )
 
 // dhtPrefix keeps the project's DHT apart from the public IPFS one.
-const dhtPrefix protocol.ID = "/p2p-messaging"
+const dhtPrefix = serverhost.DHTPrefix
 
 // dhtProtocol is the DHT's wire protocol under dhtPrefix.
-const dhtProtocol = dhtPrefix + "/kad/1.0.0"
-
-// connWatermarks are the connection manager's low and high water marks: it
-// starts trimming at 3/4 of -conns-max and trims down to 5/8, so the
-// resource manager's hard limit is never the first thing clients meet.
-func connWatermarks(connsMax int) (low, high int) {
-	return connsMax * 5 / 8, connsMax * 3 / 4
-}
-
-// resourceLimits builds resource-manager limits for connsMax concurrent
-// connections. The library defaults scale with memory and allow a few hundred
-// inbound connections; a rendezvous daemon keeps one long-lived connection
-// (and one watch stream) per client, so the system, transient, service and
-// protocol scopes are raised to match.
-func resourceLimits(connsMax, fdLimit int, lim rendezvous.Limits) (rcmgr.ConcreteLimitConfig, int64, int) {
-	memBudget := int64(memory.TotalMemory()) / 4
-	if memBudget < 1<<30 {
-		memBudget = 1 << 30
-	}
-	// Leave room for the store, the metrics listener and the logs. Without
-	// an OS limit (Windows) size descriptors from the connection count.
-	fds := fdLimit - 128
-	if fdLimit <= 0 {
-		fds = connsMax + connsMax/4
-	}
-	if fds < 256 {
-		fds = 256
-	}
-
-	scaling := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&scaling)
-	// The per-peer watch cap (-max-watches-per-peer) must be the server's,
-	// not the resource manager's.
-	rendezvous.SetResourceLimits(&scaling, lim)
-	base := scaling.Scale(memBudget, fds)
-	partial := base.ToPartialLimitConfig()
-
-	streams := rcmgr.LimitVal(connsMax * 16)
-	partial.System = rcmgr.ResourceLimits{
-		Conns:           rcmgr.LimitVal(connsMax),
-		ConnsInbound:    rcmgr.LimitVal(connsMax),
-		ConnsOutbound:   rcmgr.LimitVal(max(connsMax/4, 1024)),
-		Streams:         streams,
-		StreamsInbound:  streams,
-		StreamsOutbound: streams / 2,
-		FD:              rcmgr.LimitVal(fds),
-		Memory:          rcmgr.LimitVal64(memBudget),
-	}
-	// New connections are transient until their handshake completes: allow a
-	// reconnect storm (every client returning after a daemon restart).
-	partial.Transient = rcmgr.ResourceLimits{
-		Conns:           rcmgr.LimitVal(max(connsMax/4, 512)),
-		ConnsInbound:    rcmgr.LimitVal(max(connsMax/4, 512)),
-		ConnsOutbound:   rcmgr.LimitVal(max(connsMax/8, 256)),
-		Streams:         rcmgr.LimitVal(max(connsMax, 1024)),
-		StreamsInbound:  rcmgr.LimitVal(max(connsMax, 1024)),
-		StreamsOutbound: rcmgr.LimitVal(max(connsMax/2, 512)),
-		FD:              rcmgr.LimitVal(max(fds/4, 64)),
-		Memory:          rcmgr.LimitVal64(memBudget / 4),
-	}
-	allowlisted := partial.System
-	partial.AllowlistedSystem = allowlisted
-	partial.AllowlistedTransient = partial.Transient
-
-	// Every service and protocol may be used by every client at once (a
-	// watch stream per client, identify on every new connection, a circuit
-	// per relayed pair).
-	wide := func(r rcmgr.ResourceLimits) rcmgr.ResourceLimits {
-		n := rcmgr.LimitVal(connsMax * 2)
-		r.Streams, r.StreamsInbound, r.StreamsOutbound = max(r.Streams, n), max(r.StreamsInbound, n), max(r.StreamsOutbound, n)
-		r.Memory = max(r.Memory, rcmgr.LimitVal64(memBudget/4))
-		return r
-	}
-	partial.ServiceDefault = wide(partial.ServiceDefault)
-	partial.ProtocolDefault = wide(partial.ProtocolDefault)
-	for k, v := range partial.Service {
-		partial.Service[k] = wide(v)
-	}
-	if partial.Protocol == nil {
-		partial.Protocol = map[protocol.ID]rcmgr.ResourceLimits{}
-	}
-	for k, v := range partial.Protocol {
-		partial.Protocol[k] = wide(v)
-	}
-	for _, p := range []protocol.ID{
-		rendezvous.ProtocolID, rendezvous.WatchProtocolID,
-		dhtProtocol, identify.ID, identify.IDPush, ping.ID, autonat.AutoNATProto,
-	} {
-		partial.Protocol[p] = wide(partial.Protocol[p])
-	}
-	// A peer normally holds one or two connections; the default of 8 stays,
-	// but its streams must fit the server's per-peer watch cap.
-	partial.PeerDefault.Streams = max(partial.PeerDefault.Streams, 1024)
-	partial.PeerDefault.StreamsInbound = max(partial.PeerDefault.StreamsInbound, 1024)
-	return partial.Build(base), memBudget, fds
-}
+const dhtProtocol = serverhost.DHTProtocol
 
 // hostOptions assembles the libp2p options of the daemon host.
 // The relay's ACL needs the host's network: call its attach once the host
 // exists.
-func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Registerer, log *slog.Logger) ([]libp2p.Option, *connmgr.BasicConnMgr, *relayACL, error) {
-	limits, memBudget, fds := resourceLimits(c.connsMax, fdLimit, c.limits)
+func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Registerer, log *slog.Logger) ([]libp2p.Option, *connmgr.BasicConnMgr, *serverhost.RelayACL, error) {
+	limits, memBudget, fds := serverhost.ResourceLimits(c.connsMax, fdLimit, c.limits)
 	perIP := []rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: c.connsPerIP}}
 	perIP6 := []rcmgr.ConnLimitPerSubnet{
 		{PrefixLength: 56, ConnCount: c.connsPerIP},
@@ -162,7 +62,7 @@ func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Regi
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("resource manager: %w", err)
 	}
-	low, high := connWatermarks(c.connsMax)
+	low, high := serverhost.ConnWatermarks(c.connsMax)
 	cm, err := connmgr.NewConnManager(low, high, connmgr.WithGracePeriod(time.Minute))
 	if err != nil {
 		_ = rm.Close()
@@ -206,14 +106,14 @@ func hostOptions(c *config, key crypto.PrivKey, fdLimit int, reg prometheus.Regi
 	// The daemon is a relay, never a relay client: no /p2p-circuit
 	// transport or listen address.
 	opts = append(opts, libp2p.DisableRelay())
-	var acl *relayACL
+	var acl *serverhost.RelayACL
 	if c.relay.enabled {
-		if acl, err = newRelayACL(c, log, reg); err != nil {
+		if acl, err = serverhost.NewRelayACL(c.relay.shared(), log, reg); err != nil {
 			_ = cm.Close()
 			_ = rm.Close()
 			return nil, nil, nil, err
 		}
-		opts = append(opts, libp2p.EnableRelayService(relayOptions(c, acl)...))
+		opts = append(opts, libp2p.EnableRelayService(serverhost.RelayOptions(c.relay.shared(), acl, len(c.announce) > 0)...))
 	}
 	return opts, cm, acl, nil
 }

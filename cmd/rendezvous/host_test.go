@@ -6,11 +6,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/stretchr/testify/require"
 
+	"github.com/p2p-messaging/p2p-messaging/internal/serverhost"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
 func TestResourceLimitsSizedForTenThousandClients(t *testing.T) {
-	limits, _, fds := resourceLimits(defaultConnsMax, 1<<20, rendezvous.DefaultLimits())
+	limits, _, fds := serverhost.ResourceLimits(defaultConnsMax, 1<<20, rendezvous.DefaultLimits())
 	p := limits.ToPartialLimitConfig()
 	require.GreaterOrEqual(t, int(p.System.ConnsInbound), 10_000)
 	require.GreaterOrEqual(t, int(p.System.Conns), 10_000)
@@ -21,12 +22,12 @@ func TestResourceLimitsSizedForTenThousandClients(t *testing.T) {
 	for _, proto := range []protocol.ID{rendezvous.ProtocolID, rendezvous.WatchProtocolID, dhtProtocol} {
 		require.GreaterOrEqual(t, int(p.Protocol[proto].StreamsInbound), 10_000, proto)
 	}
-	low, high := connWatermarks(defaultConnsMax)
+	low, high := serverhost.ConnWatermarks(defaultConnsMax)
 	require.GreaterOrEqual(t, low, 10_000)
 	require.Greater(t, high, low)
 	require.Less(t, high, int(p.System.Conns))
 
 	// Without an OS descriptor limit (Windows) descriptors follow conns.
-	_, _, fds = resourceLimits(defaultConnsMax, 0, rendezvous.DefaultLimits())
+	_, _, fds = serverhost.ResourceLimits(defaultConnsMax, 0, rendezvous.DefaultLimits())
 	require.GreaterOrEqual(t, fds, defaultConnsMax)
 }

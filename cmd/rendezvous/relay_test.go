@@ -11,6 +11,7 @@ import (
 
 	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/p2p-messaging/p2p-messaging/internal/serverhost"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -290,7 +291,7 @@ func TestRelayReservationsPerIP(t *testing.T) {
 	other := hostFrom(t, "127.0.0.2")
 	require.NoError(t, reserve(ctx, other, d))
 
-	_, held := d.relayACL.counts("", "127.0.0.1")
+	_, held := d.relayACL.Counts("", "127.0.0.1")
 	require.Equal(t, rate, held)
 }
 
@@ -328,11 +329,11 @@ func TestIPKey(t *testing.T) {
 		"/ip6/2001:db8:1:2aa::9/tcp/1":           "2001:db8:1:200::/56",
 		"/ip6/::ffff:198.51.100.1/tcp/1":         "198.51.100.1",
 	} {
-		got, err := ipKey(ma.StringCast(in))
+		got, err := serverhost.IPKey(ma.StringCast(in))
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
-	_, err := ipKey(ma.StringCast("/dns4/example.com/tcp/1"))
+	_, err := serverhost.IPKey(ma.StringCast("/dns4/example.com/tcp/1"))
 	require.Error(t, err)
 }
 
@@ -342,14 +343,14 @@ func TestIPKey(t *testing.T) {
 func TestRelayACLReservationsPerPrefix(t *testing.T) {
 	c, err := parseConfig([]string{"-relay-max-reservations-per-ip", "3", "-relay-reservation-rate-per-ip", "2", "-relay-reservation-ttl", "1h"}, noEnv, io.Discard)
 	require.NoError(t, err)
-	acl, err := newRelayACL(c, slog.New(slog.DiscardHandler), nil)
+	acl, err := serverhost.NewRelayACL(c.relay.shared(), slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	now := time.Unix(1_000_000, 0)
-	acl.now = func() time.Time { return now }
+	acl.SetClock(func() time.Time { return now })
 
 	relay := newClientHost(t)
 	require.False(t, acl.AllowReserve(relay.ID(), ma.StringCast("/ip4/198.51.100.1/tcp/1")), "no network attached yet: refuse")
-	acl.attach(relay.Network())
+	acl.Attach(relay.Network())
 	peers := make([]host.Host, 6)
 	for i := range peers {
 		peers[i] = newClientHost(t)
@@ -369,7 +370,7 @@ func TestRelayACLReservationsPerPrefix(t *testing.T) {
 	require.True(t, acl.AllowReserve(peers[2].ID(), addr(2)))
 	now = now.Add(time.Minute)
 	require.False(t, acl.AllowReserve(peers[4].ID(), addr(4)), "3 reservations held in the /56: the count cap")
-	_, held := acl.counts("", "2001:db8::/56")
+	_, held := acl.Counts("", "2001:db8::/56")
 	require.Equal(t, 3, held)
 
 	// A holder that disconnects frees its slot; so does expiry.
@@ -378,7 +379,7 @@ func TestRelayACLReservationsPerPrefix(t *testing.T) {
 		10*time.Second, 10*time.Millisecond)
 	require.True(t, acl.AllowReserve(peers[4].ID(), addr(4)))
 	now = now.Add(2 * time.Hour)
-	_, held = acl.counts("", "2001:db8::/56")
+	_, held = acl.Counts("", "2001:db8::/56")
 	require.Zero(t, held, "expired")
 	require.True(t, acl.AllowReserve(peers[5].ID(), addr(5)))
 }

@@ -1,4 +1,4 @@
-package main
+package serverhost
 
 import (
 	"fmt"
@@ -37,36 +37,35 @@ import (
 // number), so one address cannot grab every slot of a shared NAT in a second.
 // Renewing a reservation one already holds is not rate limited.
 const (
-	defaultRelayCircuitsPerSource   = 4
-	defaultRelayCircuitsPerSourceIP = 8
-	defaultRelayReservationRate     = 16 // new reservations a minute from one address
+	DefaultRelayCircuitsPerSource   = 4
+	DefaultRelayCircuitsPerSourceIP = 8
+	DefaultRelayReservationRate     = 16 // new reservations a minute from one address
 )
 
-// relayOptions sizes the circuit relay v2 service for chat: many peers,
-// many behind one NAT, little data each.
-func relayOptions(c *config, acl *relayACL) []relayv2.Option {
-	r := c.relay
+// RelayOptions sizes the circuit relay v2 service for chat: many peers,
+// many behind one NAT, little data each. announced says that the operator
+// announces the host's addresses, which reservations then carry as given.
+func RelayOptions(r RelayConfig, acl *RelayACL, announced bool) []relayv2.Option {
 	res := relayv2.DefaultResources()
-	res.MaxReservations = r.maxReservations
-	res.MaxCircuits = r.maxCircuits
-	res.MaxReservationsPerIP = r.maxReservationsPerIP
-	res.MaxReservationsPerASN = r.maxReservationsPerASN
-	res.ReservationTTL = r.reservationTTL
-	res.Limit = &relayv2.RelayLimit{Duration: r.limitDuration, Data: r.limitData}
+	res.MaxReservations = r.MaxReservations
+	res.MaxCircuits = r.MaxCircuits
+	res.MaxReservationsPerIP = r.MaxReservationsPerIP
+	res.MaxReservationsPerASN = r.MaxReservationsPerASN
+	res.ReservationTTL = r.ReservationTTL
+	res.Limit = &relayv2.RelayLimit{Duration: r.LimitDuration, Data: r.LimitData}
 	opts := []relayv2.Option{relayv2.WithResources(res), relayv2.WithACL(acl)}
-	if r.infinite {
+	if r.Infinite {
 		opts = append(opts, relayv2.WithInfiniteLimits())
 	}
 	// Reservations tell clients the relay's addresses. By default only
 	// public ones; addresses the operator announces are trusted as given.
-	announced := len(c.announce) > 0
 	opts = append(opts, relayv2.WithReservationAddressFilter(func(a ma.Multiaddr) bool {
 		return announced || manet.IsPublicAddr(a)
 	}))
 	return opts
 }
 
-// relayACL is the relay's access control (relayv2.ACLFilter): it enforces
+// RelayACL is the relay's access control (relayv2.ACLFilter): it enforces
 // the per-source circuit limits and the per-address reservation limits.
 //
 // The relay does not report which circuit ended, so the ACL ties each
@@ -77,7 +76,7 @@ func relayOptions(c *config, acl *relayACL) []relayv2.Option {
 // end at once the same way. Reservations count while their peer stays
 // connected (the relay drops a reservation on disconnect) and until they
 // expire.
-type relayACL struct {
+type RelayACL struct {
 	perSource   int
 	perSourceIP int
 	rsvPerIP    int
@@ -101,7 +100,7 @@ type relayACL struct {
 
 type circuit struct {
 	src  peer.ID
-	addr string // source address key (ipKey)
+	addr string // source address key (IPKey)
 	hop  network.Stream
 }
 
@@ -110,14 +109,16 @@ type circuit struct {
 // rate limiters.
 const sweepEvery = 256
 
-func newRelayACL(c *config, log *slog.Logger, reg prometheus.Registerer) (*relayACL, error) {
-	a := &relayACL{
-		perSource:   c.relay.maxCircuitsPerSource,
-		perSourceIP: c.relay.maxCircuitsPerSourceIP,
-		rsvPerIP:    c.relay.maxReservationsPerIP,
-		rsvRate:     rate.Limit(float64(c.relay.reservationRatePerIP) / 60),
-		rsvBurst:    c.relay.reservationRatePerIP,
-		rsvTTL:      c.relay.reservationTTL,
+// NewRelayACL builds the relay's access control for r; reg (optional)
+// gets its refusal counter.
+func NewRelayACL(r RelayConfig, log *slog.Logger, reg prometheus.Registerer) (*RelayACL, error) {
+	a := &RelayACL{
+		perSource:   r.MaxCircuitsPerSource,
+		perSourceIP: r.MaxCircuitsPerSourceIP,
+		rsvPerIP:    r.MaxReservationsPerIP,
+		rsvRate:     rate.Limit(float64(r.ReservationRatePerIP) / 60),
+		rsvBurst:    r.ReservationRatePerIP,
+		rsvTTL:      r.ReservationTTL,
 		now:         time.Now,
 		log:         log,
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -137,19 +138,23 @@ func newRelayACL(c *config, log *slog.Logger, reg prometheus.Registerer) (*relay
 	return a, nil
 }
 
-// attach gives the ACL the host's network; until then it refuses all.
-func (a *relayACL) attach(n network.Network) { a.net.Store(&n) }
+// SetClock replaces the ACL's clock (tests); call it before the relay uses
+// the ACL.
+func (a *RelayACL) SetClock(now func() time.Time) { a.now = now }
 
-func (a *relayACL) network() network.Network {
+// Attach gives the ACL the host's network; until then it refuses all.
+func (a *RelayACL) Attach(n network.Network) { a.net.Store(&n) }
+
+func (a *RelayACL) network() network.Network {
 	if p := a.net.Load(); p != nil {
 		return *p
 	}
 	return nil
 }
 
-// ipKey names a source address: the IPv4 address, or the IPv6 /56 (what
+// IPKey names a source address: the IPv4 address, or the IPv6 /56 (what
 // one home or small office usually gets).
-func ipKey(addr ma.Multiaddr) (string, error) {
+func IPKey(addr ma.Multiaddr) (string, error) {
 	ip, err := manet.ToIP(addr)
 	if err != nil {
 		return "", err
@@ -160,19 +165,19 @@ func ipKey(addr ma.Multiaddr) (string, error) {
 	return (&net.IPNet{IP: ip.Mask(net.CIDRMask(56, 128)), Mask: net.CIDRMask(56, 128)}).String(), nil
 }
 
-func (a *relayACL) deny(reason string, args ...any) bool {
+func (a *RelayACL) deny(reason string, args ...any) bool {
 	a.refused.WithLabelValues(reason).Inc()
 	a.log.Debug("relay request refused", append([]any{"reason", reason}, args...)...)
 	return false
 }
 
 // AllowConnect implements relayv2.ACLFilter.
-func (a *relayACL) AllowConnect(src peer.ID, srcAddr ma.Multiaddr, dest peer.ID) bool {
+func (a *RelayACL) AllowConnect(src peer.ID, srcAddr ma.Multiaddr, dest peer.ID) bool {
 	n := a.network()
 	if n == nil {
 		return false
 	}
-	addr, err := ipKey(srcAddr)
+	addr, err := IPKey(srcAddr)
 	if err != nil {
 		return a.deny("no_ip", "peer", src, "dest", dest)
 	}
@@ -228,7 +233,7 @@ func (a *relayACL) AllowConnect(src peer.ID, srcAddr ma.Multiaddr, dest peer.ID)
 
 // liveCircuits drops the ended circuits of dest and returns the rest. The
 // caller holds mu.
-func (a *relayACL) liveCircuits(dest peer.ID) []*circuit {
+func (a *RelayACL) liveCircuits(dest peer.ID) []*circuit {
 	cs := a.circuits[dest]
 	live := cs[:0]
 	for _, c := range cs {
@@ -263,12 +268,12 @@ func streamOpen(s network.Stream) bool {
 }
 
 // AllowReserve implements relayv2.ACLFilter.
-func (a *relayACL) AllowReserve(p peer.ID, addr ma.Multiaddr) bool {
+func (a *RelayACL) AllowReserve(p peer.ID, addr ma.Multiaddr) bool {
 	n := a.network()
 	if n == nil {
 		return false
 	}
-	key, err := ipKey(addr)
+	key, err := IPKey(addr)
 	if err != nil {
 		return a.deny("no_ip", "peer", p)
 	}
@@ -302,7 +307,7 @@ func (a *relayACL) AllowReserve(p peer.ID, addr ma.Multiaddr) bool {
 
 // reservations drops the expired reservations from key and those of peers
 // no longer connected, and returns the rest. The caller holds mu.
-func (a *relayACL) reservations(n network.Network, key string, now time.Time) map[peer.ID]time.Time {
+func (a *RelayACL) reservations(n network.Network, key string, now time.Time) map[peer.ID]time.Time {
 	held := a.rsv[key]
 	for p, exp := range held {
 		if !exp.After(now) || n.Connectedness(p) != network.Connected {
@@ -318,7 +323,7 @@ func (a *relayACL) reservations(n network.Network, key string, now time.Time) ma
 
 // maybeSweep prunes the whole state every sweepEvery calls. The caller
 // holds mu.
-func (a *relayACL) maybeSweep() {
+func (a *RelayACL) maybeSweep() {
 	if a.calls++; a.calls < sweepEvery {
 		return
 	}
@@ -339,9 +344,9 @@ func (a *relayACL) maybeSweep() {
 	}
 }
 
-// counts reports live circuits to dest and reservations held from the
+// Counts reports live circuits to dest and reservations held from the
 // address key, for tests and logs.
-func (a *relayACL) counts(dest peer.ID, key string) (circuits, reservations int) {
+func (a *RelayACL) Counts(dest peer.ID, key string) (circuits, reservations int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	circuits = len(a.liveCircuits(dest))
