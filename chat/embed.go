@@ -20,7 +20,6 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/p2p-messaging/p2p-messaging/internal/addrfile"
 	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
@@ -196,7 +195,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (_ *Embedded, err error
 		_ = e.DHT.Bootstrap(ctx)
 	}
 	if cfg.AddrFile != "" {
-		e.wrote = localAddrs(e.Host)
+		e.wrote = serverhost.LocalAddrs(e.Host)
 		err := os.MkdirAll(filepath.Dir(cfg.AddrFile), 0o700)
 		if err == nil {
 			err = addrfile.Write(cfg.AddrFile, e.wrote)
@@ -244,37 +243,6 @@ func (e *Embedded) Close() error {
 		e.addrFile = ""
 	}
 	return errors.Join(errs...)
-}
-
-// localAddrs are h's listen addresses expanded to each interface, with
-// /p2p/<id>, loopback first (what a chat on the same machine dials best).
-func localAddrs(h host.Host) []multiaddr.Multiaddr {
-	ifaddrs, err := h.Network().InterfaceListenAddresses()
-	if err != nil || len(ifaddrs) == 0 {
-		ifaddrs = h.Network().ListenAddresses()
-	}
-	p2p := multiaddr.StringCast("/p2p/" + h.ID().String())
-	var out []multiaddr.Multiaddr
-	for _, a := range ifaddrs {
-		if _, err := a.ValueForProtocol(multiaddr.P_CIRCUIT); err == nil {
-			continue
-		}
-		full := a.Encapsulate(p2p)
-		if !slices.ContainsFunc(out, full.Equal) {
-			out = append(out, full)
-		}
-	}
-	rank := func(a multiaddr.Multiaddr) int {
-		switch {
-		case manet.IsIPLoopback(a):
-			return 0
-		case manet.IsPrivateAddr(a):
-			return 1
-		}
-		return 2
-	}
-	slices.SortStableFunc(out, func(a, b multiaddr.Multiaddr) int { return rank(a) - rank(b) })
-	return out
 }
 
 func sameAddrList(a, b []multiaddr.Multiaddr) bool {

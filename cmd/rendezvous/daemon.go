@@ -23,7 +23,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -203,7 +202,7 @@ func startDaemon(ctx context.Context, c *config, stderr io.Writer) (_ *daemon, e
 		d.serveHTTP(metricsLn, reg)
 	}
 
-	addrs := listenAddrs(h)
+	addrs := serverhost.LocalAddrs(h)
 	for _, a := range addrs {
 		log.Info("listening", "addr", a.String())
 	}
@@ -283,44 +282,6 @@ func (d *daemon) close() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// listenAddrs returns the host's listen addresses, expanded to each
-// interface and with /p2p/<id>, loopback first so a chat on the same machine
-// dials the cheapest one.
-func listenAddrs(h host.Host) []ma.Multiaddr {
-	ifaddrs, err := h.Network().InterfaceListenAddresses()
-	if err != nil || len(ifaddrs) == 0 {
-		ifaddrs = h.Network().ListenAddresses()
-	}
-	p2p := ma.StringCast("/p2p/" + h.ID().String())
-	out := make([]ma.Multiaddr, 0, len(ifaddrs))
-	seen := map[string]bool{}
-	for _, a := range ifaddrs {
-		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
-			continue
-		}
-		full := a.Encapsulate(p2p)
-		if k := string(full.Bytes()); !seen[k] {
-			seen[k] = true
-			out = append(out, full)
-		}
-	}
-	slices.SortStableFunc(out, func(a, b ma.Multiaddr) int {
-		return addrRank(a) - addrRank(b)
-	})
-	return out
-}
-
-// addrRank orders loopback, then private, then public addresses.
-func addrRank(a ma.Multiaddr) int {
-	switch {
-	case manet.IsIPLoopback(a):
-		return 0
-	case manet.IsPrivateAddr(a):
-		return 1
-	}
-	return 2
 }
 
 // connectBootstrap keeps a connection to every bootstrap daemon. One

@@ -33,6 +33,7 @@ import (
 
 	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/identity"
+	"github.com/p2p-messaging/p2p-messaging/internal/serverhost"
 )
 
 // providerSpammer speaks the DHT wire protocol directly: it sends raw
@@ -273,7 +274,7 @@ func TestBootstrapDHT(t *testing.T) {
 
 	ca, err := parseConfig([]string{
 		"-listen", listenA, "-data-dir", dirA, "-log-format", "json",
-		"-bootstrap", addrA + "," + listenAddrs(b.host)[0].String(),
+		"-bootstrap", addrA + "," + serverhost.LocalAddrs(b.host)[0].String(),
 	}, noEnv, io.Discard)
 	require.NoError(t, err)
 	a, err := startDaemon(context.Background(), ca, io.Discard)
