@@ -64,3 +64,16 @@ func FuzzCutTag(f *testing.F) {
 		_, _ = parseCommand(rest)
 	})
 }
+
+// A row x/ansi's Truncate leaves too wide (a skin-tone modifier after a
+// digit in wcwidth mode; found by FuzzTUIText) is cut until it fits.
+func TestFitWidth(t *testing.T) {
+	row := "           000🏽日本🇩🇪"
+	require.Greater(t, ansi.WcWidth.StringWidth(ansi.WcWidth.Truncate(row, 21, "")), 21, "x/ansi cuts this row correctly now: fitWidth may be simpler")
+	for w := 0; w <= 24; w++ {
+		got := fitWidth(ansi.WcWidth, row, w)
+		require.LessOrEqual(t, ansi.WcWidth.StringWidth(got), w)
+		require.True(t, strings.HasPrefix(row, got))
+	}
+	require.Equal(t, row, fitWidth(ansi.GraphemeWidth, row, 40))
+}

@@ -228,6 +228,20 @@ func truncateTo(wm ansi.Method, s string, w int) string {
 }
 
 // padTo pads plain text with spaces to exactly w cells (truncating first).
+// fitWidth cuts a styled row to at most w cells as wm measures them. x/ansi's
+// Truncate measures some clusters (a skin-tone modifier after a digit, in
+// wcwidth mode) narrower than its StringWidth does, so a row it cut can
+// still be too wide: cut further until it fits.
+func fitWidth(wm ansi.Method, r string, w int) string {
+	for t := w; wm.StringWidth(r) > w; t-- {
+		if t <= 0 {
+			return ""
+		}
+		r = wm.Truncate(r, t, "")
+	}
+	return r
+}
+
 func padTo(wm ansi.Method, s string, w int) string {
 	s = truncateTo(wm, s, w)
 	if n := w - widthOf(wm, s); n > 0 {

@@ -118,7 +118,7 @@ func requireFits(t *testing.T, m model) {
 // statusRow is the index of the status line on the screen.
 func statusRow(m model) int {
 	rows, _, _ := m.inputRows()
-	return m.height - 1 - min(len(rows), maxInputRows)
+	return m.height - 1 - m.inputShown(len(rows))
 }
 
 func msgFrom(t *testing.T, id, from, pid, text string, at time.Time) eventMsg {

@@ -202,12 +202,19 @@ func (m *model) title() string {
 }
 
 // screen is the whole screen as rows, and where the cursor is.
+// inputShown is how many of the input's n rows are on screen: at most
+// maxInputRows, and never so many that the pane (one row at least) and the
+// status line do not fit above them.
+func (m *model) inputShown(n int) int {
+	return max(min(n, maxInputRows, m.height-2), 1)
+}
+
 func (m *model) screen() (rows []string, cx, cy int) {
 	if m.width <= 0 || m.height <= 0 {
 		return nil, 0, 0
 	}
 	in, icy, icx := m.inputRows()
-	shown := min(len(in), maxInputRows)
+	shown := m.inputShown(len(in))
 	first := 0
 	if icy >= shown {
 		first = icy - shown + 1
@@ -244,9 +251,7 @@ func (m *model) screen() (rows []string, cx, cy int) {
 	for i, r := range rows {
 		// A glyph wider than a tiny terminal: cut rather than let the
 		// terminal wrap the row.
-		if m.wm.StringWidth(r) > m.width {
-			rows[i] = m.wm.Truncate(r, m.width, "")
-		}
+		rows[i] = fitWidth(m.wm, r, m.width)
 	}
 	cy = ph + 1 + icy - first
 	cx = pw + icx
