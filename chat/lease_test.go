@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -131,4 +132,51 @@ func TestLeasesDisagreeIsAConflict(t *testing.T) {
 	require.ErrorContains(t, err, "disagree", "two leases")
 	require.Empty(t, pinnedTo(t, victim, impostor.ID()))
 	require.Empty(t, pinnedTo(t, victim, nina.ID()))
+}
+
+// "/allow alice" names the one stranger waiting with a request whose
+// claim of alice no daemon could verify, but never a stranger claiming a
+// nick the daemons give to someone else.
+func TestAllowByClaimedNick(t *testing.T) {
+	// No daemon that verifies nicks: bob's only server is none at all.
+	bob := newNode(t, nil, "bob", "")
+	alice := rawPeer(t)
+	s := rawStream(t, alice, bob.Node)
+	defer s.Reset()
+	_, err := s.Write(encode(t, helloF("alice"), msgF(id16, "hi bob, alice here")))
+	require.NoError(t, err)
+	bob.rec.wait(t, 10*time.Second, isRequest("hi bob, alice here"))
+	p, err := bob.Allow("alice")
+	require.NoError(t, err)
+	require.Equal(t, alice.ID(), p)
+	bob.rec.wait(t, 10*time.Second, isMessage("hi bob, alice here"))
+
+	// Two strangers claiming carol: the user must say which.
+	for i, text := range []string{"carol one", "carol two"} {
+		c := rawPeer(t)
+		cs := rawStream(t, c, bob.Node)
+		defer cs.Reset()
+		id := bytes.Clone(id16)
+		id[0] = byte(i + 1)
+		_, err := cs.Write(encode(t, helloF("carol"), msgF(id, text)))
+		require.NoError(t, err)
+		bob.rec.wait(t, 10*time.Second, isRequest(text))
+	}
+	_, err = bob.Allow("carol")
+	require.ErrorContains(t, err, "2 strangers")
+
+	// With a daemon answering, a claim it refutes is not taken.
+	d := newMailboxDaemon(t)
+	real := newNode(t, d.rdvServer, "dave", "", withDaemons(d))
+	require.NoError(t, real.Close())
+	erin := newNode(t, d.rdvServer, "erin", "", withDaemons(d))
+	mallory := rawPeer(t)
+	ms := rawStream(t, mallory, erin.Node)
+	defer ms.Reset()
+	_, err = ms.Write(encode(t, helloF("dave"), msgF(id16, "it is me, dave")))
+	require.NoError(t, err)
+	erin.rec.wait(t, 10*time.Second, isRequest("it is me, dave"))
+	_, err = erin.Allow("dave")
+	require.ErrorIs(t, err, ErrUnknownNick)
+	require.Zero(t, erin.rec.count(func(e Event) bool { a, ok := e.(EventAllowed); return ok && a.Peer == mallory.ID() }))
 }

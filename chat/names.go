@@ -843,8 +843,44 @@ func (n *Node) peerOf(nickOrPeerID string) (peer.ID, error) {
 	if err != nil {
 		return "", err
 	}
-	if !ok {
-		return "", ErrUnknownNick
+	if ok {
+		return c.Peer, nil
 	}
-	return c.Peer, nil
+	return n.requesterClaiming(nickOrPeerID)
+}
+
+// requesterClaiming is the one stranger with a request waiting whose Hello
+// claimed nick: what the user means by "/allow bob" when bob's nick could
+// not be verified (a chat's embedded server is no authority). Only when
+// no daemon that verifies nicks answers for it: a nick the daemons give to
+// another peer is never taken from a stranger's claim. The user's
+// decision, not a verification: the peer stays shown by its ID until its
+// nick verifies. Several such strangers are an error; none is
+// ErrUnknownNick.
+func (n *Node) requesterClaiming(nick string) (peer.ID, error) {
+	if l := n.names.lookupNick(n.ctx, nick); l.answered > 0 {
+		// A daemon that verifies nicks answered: a claim it backed would
+		// have made the peer a contact, so the nick is someone else's.
+		return "", fmt.Errorf("%w (the daemons do not give nick %q to any stranger waiting: name one by its peer ID)", ErrUnknownNick, nick)
+	}
+	reqs, err := n.db.requests()
+	if err != nil {
+		return "", err
+	}
+	var found []peer.ID
+	n.names.mu.Lock()
+	for _, r := range reqs {
+		if n.names.claims[r.Peer][nick] && !slices.Contains(found, r.Peer) {
+			found = append(found, r.Peer)
+		}
+	}
+	n.names.mu.Unlock()
+	switch len(found) {
+	case 0:
+		return "", ErrUnknownNick
+	case 1:
+		return found[0], nil
+	default:
+		return "", fmt.Errorf("%d strangers with requests claim nick %q (%s, %s…): name one by its peer ID", len(found), nick, found[0], found[1])
+	}
 }
