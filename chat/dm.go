@@ -69,11 +69,11 @@ type dm struct {
 	mu     sync.Mutex
 	closed bool
 	live   map[*chatStream]struct{} // every stream being served, Hello phase included
-	rates  map[peer.ID]*rate.Limiter
+	rates  *peerLimits              // receive rate per peer, at most recvLimiters kept
 }
 
 func newDM(n *Node) *dm {
-	d := &dm{n: n, live: map[*chatStream]struct{}{}, rates: map[peer.ID]*rate.Limiter{}}
+	d := &dm{n: n, live: map[*chatStream]struct{}{}, rates: newPeerLimits(rate.Limit(n.cfg.ReceiveRate), n.cfg.ReceiveBurst, recvLimiters)}
 	n.h.SetStreamHandler(ProtocolID, d.handle)
 	return d
 }
@@ -353,7 +353,7 @@ func (d *dm) handleFrame(cs *chatStream, name string, f *pb.Frame) error {
 func (d *dm) receive(cs *chatStream, name string, pm *pb.Message) {
 	n := d.n
 	p := cs.peer
-	if !d.allowRate(p) {
+	if !d.rates.allow(p) {
 		n.log.Debug("message over the peer's receive rate: not taken", "peer", p)
 		return
 	}
@@ -407,8 +407,6 @@ func (d *dm) receive(cs *chatStream, name string, pm *pb.Message) {
 	}
 }
 
-// allowRate applies p's receive rate (a token bucket per peer; the state
-// of at most recvLimiters peers is kept).
 // resetPeer resets every stream to p (it was just blocked).
 func (d *dm) resetPeer(p peer.ID) {
 	d.mu.Lock()
@@ -418,23 +416,6 @@ func (d *dm) resetPeer(p peer.ID) {
 			cs.s.Reset()
 		}
 	}
-}
-
-func (d *dm) allowRate(p peer.ID) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	l := d.rates[p]
-	if l == nil {
-		if len(d.rates) >= recvLimiters {
-			for k := range d.rates {
-				delete(d.rates, k)
-				break
-			}
-		}
-		l = rate.NewLimiter(rate.Limit(d.n.cfg.ReceiveRate), d.n.cfg.ReceiveBurst)
-		d.rates[p] = l
-	}
-	return l.Allow()
 }
 
 // ping state lives with the writer; the reader reports pongs here.

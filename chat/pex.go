@@ -244,13 +244,13 @@ type pexService struct {
 
 	mu      sync.Mutex
 	closed  bool
-	limits  map[peer.ID]*rate.Limiter
+	limits  *peerLimits
 	streams map[network.Stream]struct{}
 }
 
 func newPexService(h host.Host, log *slog.Logger, known func() []PexEntry) *pexService {
 	s := &pexService{h: h, log: log, known: known, sem: make(chan struct{}, maxPexConcurrent),
-		limits: map[peer.ID]*rate.Limiter{}, streams: map[network.Stream]struct{}{}}
+		limits: newPeerLimits(rate.Every(pexEvery), pexBurst, maxPexPeers), streams: map[network.Stream]struct{}{}}
 	h.SetStreamHandler(PexProtocolID, s.handle)
 	return s
 }
@@ -260,17 +260,7 @@ func (s *pexService) allow(p peer.ID) bool {
 	if s.allowAll {
 		return true
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	lim := s.limits[p]
-	if lim == nil {
-		if len(s.limits) >= maxPexPeers {
-			clear(s.limits)
-		}
-		lim = rate.NewLimiter(rate.Every(pexEvery), pexBurst)
-		s.limits[p] = lim
-	}
-	return lim.Allow()
+	return s.limits.allow(p)
 }
 
 func (s *pexService) track(str network.Stream, on bool) bool {

@@ -91,7 +91,7 @@ type room struct {
 	done chan struct{} // closed by stop
 
 	mu       sync.Mutex
-	limiters map[peer.ID]*rate.Limiter
+	limiters *peerLimits // per author, the room rate
 	members  map[peer.ID]*roomMember
 	asked    map[peer.ID]bool // history asked of these peers in this spell online
 	syncs    int              // history answers taken in this spell
@@ -273,7 +273,7 @@ func (rs *rooms) open(spec roomSpec) (*room, error) {
 	}
 	r := &room{
 		spec:     spec,
-		limiters: map[peer.ID]*rate.Limiter{},
+		limiters: newPeerLimits(rate.Limit(rs.n.cfg.RoomRate), rs.n.cfg.RoomBurst, maxRoomLimiters),
 		members:  map[peer.ID]*roomMember{},
 		asked:    map[peer.ID]bool{},
 		proven:   map[peer.ID]bool{},
@@ -381,26 +381,11 @@ func (rs *rooms) validate(r *room, m *pubsub.Message) pubsub.ValidationResult {
 	if d := now.Sub(time.UnixMilli(body.SentMs)); d > rs.n.cfg.RoomReplayWindow || d < -rs.n.cfg.RoomReplayWindow {
 		return pubsub.ValidationIgnore
 	}
-	if !r.allow(author, rs.n.cfg.RoomRate, rs.n.cfg.RoomBurst, now) {
+	if !r.limiters.allowAt(author, now) {
 		return pubsub.ValidationIgnore
 	}
 	m.ValidatorData = body
 	return pubsub.ValidationAccept
-}
-
-// allow takes a token from author's bucket in this room.
-func (r *room) allow(author peer.ID, rps float64, burst int, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	l := r.limiters[author]
-	if l == nil {
-		if len(r.limiters) >= maxRoomLimiters {
-			r.limiters = map[peer.ID]*rate.Limiter{}
-		}
-		l = rate.NewLimiter(rate.Limit(rps), burst)
-		r.limiters[author] = l
-	}
-	return l.AllowN(now, 1)
 }
 
 // readLoop stores the room's messages as GossipSub delivers them (our own

@@ -8,13 +8,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -75,31 +73,16 @@ func (r *room) isProven(p peer.ID) bool {
 // proofServer answers proof requests.
 type proofServer struct {
 	rs      *rooms
-	mu      sync.Mutex
-	buckets map[peer.ID]*rate.Limiter
+	buckets *peerLimits
 }
 
 func newProofServer(rs *rooms) *proofServer {
-	ps := &proofServer{rs: rs, buckets: map[peer.ID]*rate.Limiter{}}
+	ps := &proofServer{rs: rs, buckets: newPeerLimits(proofRate, proofBurst, maxHistoryPeers)}
 	rs.n.h.SetStreamHandler(RoomProofProtocol, ps.handle)
 	return ps
 }
 
 func (ps *proofServer) close() { ps.rs.n.h.RemoveStreamHandler(RoomProofProtocol) }
-
-func (ps *proofServer) allow(p peer.ID) bool {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	l := ps.buckets[p]
-	if l == nil {
-		if len(ps.buckets) >= maxHistoryPeers {
-			ps.buckets = map[peer.ID]*rate.Limiter{}
-		}
-		l = rate.NewLimiter(proofRate, proofBurst)
-		ps.buckets[p] = l
-	}
-	return l.Allow()
-}
 
 // decodeProof reads the fields of a proof frame.
 func decodeProof(b []byte) (topic string, nonce, mac []byte, err error) {
@@ -129,7 +112,7 @@ func decodeProof(b []byte) (topic string, nonce, mac []byte, err error) {
 func (ps *proofServer) handle(s network.Stream) {
 	_ = s.SetDeadline(time.Now().Add(proofTimeout))
 	p := s.Conn().RemotePeer()
-	if ps.rs.n.names.isBlocked(p) || !ps.allow(p) {
+	if ps.rs.n.names.isBlocked(p) || !ps.buckets.allow(p) {
 		_ = s.Reset()
 		return
 	}

@@ -83,7 +83,7 @@ type roomHistory struct {
 	sem chan struct{}
 
 	mu      sync.Mutex
-	buckets map[peer.ID]*rate.Limiter
+	buckets *peerLimits
 	streams map[network.Stream]struct{}
 	closed  bool
 	wg      sync.WaitGroup
@@ -94,7 +94,7 @@ func newRoomHistory(rs *rooms) *roomHistory {
 		rs:      rs,
 		timeout: historyTimeout,
 		sem:     make(chan struct{}, historyConcurrent),
-		buckets: map[peer.ID]*rate.Limiter{},
+		buckets: newPeerLimits(historyRate, historyBurst, maxHistoryPeers),
 		streams: map[network.Stream]struct{}{},
 	}
 	rs.n.h.SetStreamHandler(RoomHistoryProtocol, h.handle)
@@ -129,20 +129,6 @@ func (h *roomHistory) untrack(s network.Stream) {
 	delete(h.streams, s)
 	h.mu.Unlock()
 	h.wg.Done()
-}
-
-func (h *roomHistory) allow(p peer.ID) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	l := h.buckets[p]
-	if l == nil {
-		if len(h.buckets) >= maxHistoryPeers {
-			h.buckets = map[peer.ID]*rate.Limiter{}
-		}
-		l = rate.NewLimiter(historyRate, historyBurst)
-		h.buckets[p] = l
-	}
-	return l.Allow()
 }
 
 // histRequest is one decoded request.
@@ -324,7 +310,7 @@ func (h *roomHistory) handle(s network.Stream) {
 		end(histStatusBadReq, "bad request")
 		return
 	}
-	if !h.allow(p) {
+	if !h.buckets.allow(p) {
 		end(histStatusBusy, "too many history requests")
 		return
 	}
