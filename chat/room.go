@@ -112,9 +112,13 @@ type rooms struct {
 	waiters map[string]chan error // own messages: id -> stored
 	closed  bool
 
-	hist   *roomHistory
-	proof  *proofServer
-	sealed sync.Map // topic -> *room, invite-only rooms (peerFilter)
+	hist  *roomHistory
+	proof *proofServer
+	ack   *ackServer
+	// ackPause is the pause between the rounds of stored-mark questions
+	// (roomack.go).
+	ackPause time.Duration
+	sealed   sync.Map // topic -> *room, invite-only rooms (peerFilter)
 }
 
 func roomPeerScore() (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
@@ -171,6 +175,7 @@ func newRooms(n *Node) (*rooms, error) {
 		n:            n,
 		now:          time.Now,
 		pollInterval: roomPollInterval,
+		ackPause:     ackPause,
 		byName:       map[string]*room{},
 		byTopic:      map[string]*room{},
 		waiters:      map[string]chan error{},
@@ -190,6 +195,7 @@ func newRooms(n *Node) (*rooms, error) {
 	rs.ps = ps
 	rs.hist = newRoomHistory(rs)
 	rs.proof = newProofServer(rs)
+	rs.ack = newAckServer(rs)
 	return rs, nil
 }
 
@@ -225,6 +231,7 @@ func (rs *rooms) close() {
 	}
 	rs.hist.close()
 	rs.proof.close()
+	rs.ack.close()
 	for _, id := range pubsub.GossipSubDefaultProtocols {
 		rs.n.h.RemoveStreamHandler(id)
 	}
@@ -428,7 +435,13 @@ func (rs *rooms) take(r *room, author peer.ID, body roomBody, raw []byte, own bo
 			rs.n.log.Error("store room message", "room", r.spec.Name, "err", err)
 			return
 		}
-		if res == roomStored && !local && author != rs.n.h.ID() {
+		if local || author == rs.n.h.ID() {
+			return
+		}
+		if res == roomStored || res == roomDuplicate {
+			rs.ack.committed(r.spec.Topic, author, body.ID[:]) // roomack.go
+		}
+		if res == roomStored {
 			rs.n.ev.emit(EventMessage{Message: msg})
 		}
 	})
@@ -454,6 +467,9 @@ func (rs *rooms) message(ctx context.Context, room string, rec roomRecord, verif
 	switch {
 	case author == rs.n.h.ID():
 		m.From, m.Outgoing = rs.n.cfg.Nick, true
+		if !rec.Stored {
+			m.Status = StatusPending // no member said it stored it (roomack.go)
+		}
 	case rs.n.names.nickOf(author) != "":
 		m.From = rs.n.names.nickOf(author)
 	case verify && rec.Nick != "" && rs.n.rdv != nil:
@@ -750,8 +766,9 @@ func (rs *rooms) send(ctx context.Context, name, text string) (Message, error) {
 	if err != nil {
 		return Message{}, fmt.Errorf("room %q: store: %w", name, err)
 	}
-	m := Message{ID: idHex, From: rs.n.cfg.Nick, To: "#" + name, Peer: rs.n.h.ID(), Text: text, Time: now, Outgoing: true, Status: StatusDelivered, Room: name}
+	m := Message{ID: idHex, From: rs.n.cfg.Nick, To: "#" + name, Peer: rs.n.h.ID(), Text: text, Time: now, Outgoing: true, Status: StatusPending, Room: name}
 	rs.n.ev.emit(EventSent{ID: idHex, To: "#" + name})
+	rs.n.spawn(func() { rs.confirm(r, idHex, id) }) // roomack.go: EventDelivered once a member stored it
 	return m, nil
 }
 

@@ -41,6 +41,7 @@ type roomRecord struct {
 	Text   string `json:"text"`
 	SentMs int64  `json:"sent_ms"`
 	Raw    []byte `json:"raw"`
+	Stored bool   `json:"stored,omitempty"` // our own message: a member said it stored it (roomack.go)
 }
 
 func roomMsgKey(sentMs int64, id []byte, author peer.ID) []byte {
@@ -137,6 +138,49 @@ func (s *store) addRoomMessage(topic string, r roomRecord, maxN int, maxAge time
 			n--
 		}
 		return rb.Put(keyCount, u64(n))
+	}})
+}
+
+// hasRoomMessage reports whether the history of topic holds author's id.
+func (s *store) hasRoomMessage(topic string, author peer.ID, id []byte) bool {
+	found := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bktRooms).Bucket([]byte(topic))
+		if rb == nil || rb.Bucket(bktRoomIDs) == nil {
+			return nil
+		}
+		found = rb.Bucket(bktRoomIDs).Get(append(append([]byte{}, author...), id...)) != nil
+		return nil
+	})
+	return found
+}
+
+// markRoomStored queues the stored mark of author's message id in topic;
+// done reports whether the mark is new (false: already marked, or the
+// message is no longer kept).
+func (s *store) markRoomStored(topic string, author peer.ID, id []byte, done func(changed bool, err error)) error {
+	changed := false
+	return s.submit(writeOp{done: func(err error) { done(changed, err) }, apply: func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bktRooms).Bucket([]byte(topic))
+		if rb == nil || rb.Bucket(bktRoomIDs) == nil {
+			return nil
+		}
+		key := rb.Bucket(bktRoomIDs).Get(append(append([]byte{}, author...), id...))
+		if key == nil {
+			return nil
+		}
+		mb := rb.Bucket(bktRoomMsgs)
+		var r roomRecord
+		if v := mb.Get(key); v == nil || json.Unmarshal(v, &r) != nil || r.Stored {
+			return nil
+		}
+		r.Stored = true
+		v, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		changed = true
+		return mb.Put(append([]byte{}, key...), v)
 	}})
 }
 

@@ -32,6 +32,8 @@ type config struct {
 	ChatMessages  int           `json:"chat_messages"`
 	FileSize      int64         `json:"file_size"` // files.go
 	FileRounds    int           `json:"file_rounds"`
+	RoomSizes     []int         `json:"room_sizes"` // rooms.go
+	CPUProfile    string        `json:"-"`
 	Addr          string        `json:"addr,omitempty"`
 	DaemonPID     int           `json:"-"`
 	DaemonBin     string        `json:"-"`

@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,7 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	var capacity, phases, daemonArgs, rates string
+	var capacity, phases, daemonArgs, rates, roomSizes string
 	var jsonOut bool
 	var format string
 	fs.IntVar(&cfg.Clients, "clients", 1000, "concurrent client identities for the load phases (each with its own connection)")
@@ -77,6 +78,8 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.IntVar(&cfg.ChatMessages, "chat-messages", 2000, "messages per chat measurement")
 	fs.Int64Var(&cfg.FileSize, "file-size", 1<<30, "bytes of the file the files phase sends (TCP, QUIC, and the kill-at-half resume)")
 	fs.IntVar(&cfg.FileRounds, "file-rounds", 2, "interleaved rounds of stream copy and transfer per transport in the files phase (the fastest of each counts)")
+	fs.StringVar(&roomSizes, "room-sizes", "200,1000", "comma-separated member counts of the rooms phase (-short: 50)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	fs.StringVar(&cfg.Addr, "addr", "", "benchmark this running daemon (/ip4/127.0.0.1/tcp/…/p2p/…) instead of starting one")
 	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "with -addr: the daemon's PID, to read its CPU and memory from /proc")
 	fs.StringVar(&cfg.DaemonBin, "daemon-bin", "", "rendezvous daemon binary to start (default: go build ./cmd/rendezvous)")
@@ -107,6 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 			"chat-messages": func() { cfg.ChatMessages = 50 },
 			"file-size":     func() { cfg.FileSize = 16 << 20 },
 			"file-rounds":   func() { cfg.FileRounds = 1 },
+			"room-sizes":    func() { roomSizes = "50" },
 		}
 		for name, f := range short {
 			if !set[name] {
@@ -123,6 +127,16 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 			return cfg, "", fmt.Errorf("invalid -capacity step %q", s)
 		}
 		cfg.Capacity = append(cfg.Capacity, n)
+	}
+	for _, s := range strings.Split(roomSizes, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 2 {
+			return cfg, "", fmt.Errorf("invalid -room-sizes entry %q (at least 2 members)", s)
+		}
+		cfg.RoomSizes = append(cfg.RoomSizes, n)
 	}
 	for _, s := range strings.Split(rates, ",") {
 		if s = strings.TrimSpace(s); s == "" {
@@ -201,6 +215,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer b.close()
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	b.rep.Command = "bench " + strings.Join(args, " ")
 	if err := b.computeSizes(); err != nil {
 		return err

@@ -162,14 +162,6 @@ func (m *roomMember) close() {
 
 func (m *roomMember) info() peer.AddrInfo { return peer.AddrInfo{ID: m.h.ID(), Addrs: m.h.Addrs()} }
 
-// roomSizes are the N of the room rows.
-func (b *bench) roomSizes() []int {
-	if b.cfg.Short {
-		return []int{50}
-	}
-	return []int{200, 1000}
-}
-
 // roomDir is where the members' databases go: tmpfs when there is one
 // (a thousand fsync'd bbolt files on one disk would measure the disk).
 func (b *bench) roomDir() (string, string, error) {
@@ -182,7 +174,7 @@ func (b *bench) roomDir() (string, string, error) {
 }
 
 func (b *bench) runRooms(ctx context.Context) {
-	for _, n := range b.roomSizes() {
+	for _, n := range b.cfg.RoomSizes {
 		if ctx.Err() != nil {
 			return
 		}

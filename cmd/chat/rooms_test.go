@@ -112,6 +112,8 @@ func TestJSONRooms(t *testing.T) {
 		m := p.await("message", map[string]any{"id": sent["id"], "room": "dev", "text": "hello room"})
 		require.Equal(t, "#dev", m["to"])
 	}
+	// A member confirmed it stored the message: the stored mark.
+	alice.await("delivered", map[string]any{"id": sent["id"], "to": "#dev"})
 	bob.send("/to #dev")
 	bob.await("to", map[string]any{"nick": "#dev"})
 	bob.send("bob here")
