@@ -20,6 +20,8 @@ import (
 // through the same channel, and events go to the non-blocking queue.
 
 const (
+	chatConnTag       = "p2p-messaging-chat" // connection manager tag of peers with a live chat stream
+	chatConnValue     = 100
 	maxStreamsPerPeer = 4                      // live chat streams per peer; a new one retires the oldest
 	maxAutoSessions   = 64                     // room members / contacts we connect to unasked
 	maxBackoff        = time.Minute            // dial retry backoff cap
@@ -287,6 +289,12 @@ func (t *peerTable) streamUp(cs *chatStream, nick string) bool {
 		}
 		ps.met = true
 		ps.streams[cs] = struct{}{}
+		if len(ps.streams) == 1 {
+			// Over its high water mark the connection manager closes the
+			// connections of least value first: a conversation's is worth
+			// more than a GossipSub mesh link's (20).
+			t.n.h.ConnManager().TagPeer(cs.peer, chatConnTag, chatConnValue)
+		}
 		if len(ps.streams) > maxStreamsPerPeer {
 			// Bound what one peer can hold open: retire the least
 			// recently active stream.
@@ -355,6 +363,7 @@ func (t *peerTable) streamDown(cs *chatStream) {
 			t.setActive(ps, next)
 		}
 		if len(ps.streams) == 0 {
+			t.n.h.ConnManager().UntagPeer(cs.peer, chatConnTag)
 			ps.nextTry = time.Time{}
 			// A relayed stream also ends when the relay's per-connection
 			// limit (time, bytes) runs out, or when either side replaces
@@ -573,6 +582,7 @@ func (t *peerTable) retireIfIdle(ps *peerState) {
 		t.n.spawn(cs.retire) // closing a stream may wait on the network: not on the loop
 		delete(ps.streams, cs)
 	}
+	t.n.h.ConnManager().UntagPeer(ps.id, chatConnTag)
 	t.setActive(ps, nil)
 	t.forgetIfIdle(ps)
 }

@@ -125,3 +125,28 @@ func TestRegistrationsCannotAimDials(t *testing.T) {
 	alice.peers.call(func() { after = alice.peers.peer(raw.ID()).nextTry })
 	require.Equal(t, before, after, "a re-registration reset the dial backoff")
 }
+
+// A peer with a live chat stream is tagged in the connection manager, so
+// that trimming closes other connections first (a GossipSub mesh link is
+// worth 20), and untagged once its last stream ended.
+func TestChatPeersTaggedInConnManager(t *testing.T) {
+	r := newRendezvous(t)
+	alice := newNode(t, r, "alice", "")
+	bob := newNode(t, r, "bob", "")
+	m := send(t, bob, "alice", "hi")
+	bob.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+	tag := func(n *tnode, p peer.ID) int {
+		info := n.h.ConnManager().GetTagInfo(p)
+		if info == nil {
+			return 0
+		}
+		return info.Tags[chatConnTag]
+	}
+	require.Eventually(t, func() bool { return tag(alice, bob.ID()) == chatConnValue && tag(bob, alice.ID()) == chatConnValue },
+		10*time.Second, 10*time.Millisecond, "tags: alice %d, bob %d", tag(alice, bob.ID()), tag(bob, alice.ID()))
+	require.Zero(t, tag(alice, r.info.ID), "the daemon holds no chat stream")
+
+	require.NoError(t, bob.h.Close())
+	alice.rec.wait(t, 10*time.Second, isPresence("bob", false))
+	require.Eventually(t, func() bool { return tag(alice, bob.ID()) == 0 }, 10*time.Second, 10*time.Millisecond)
+}

@@ -93,10 +93,11 @@ type room struct {
 	mu       sync.Mutex
 	limiters *peerLimits // per author, the room rate
 	members  map[peer.ID]*roomMember
-	asked    map[peer.ID]bool // history asked of these peers in this spell online
-	syncs    int              // history answers taken in this spell
-	proven   map[peer.ID]bool // invite-only rooms: peers that proved they hold the key
-	proving  map[peer.ID]bool // a proof is being asked of these
+	leaving  map[peer.ID]*roomMember // members with a leave waiting out the grace (expireLeaves looks only at these)
+	asked    map[peer.ID]bool        // history asked of these peers in this spell online
+	syncs    int                     // history answers taken in this spell
+	proven   map[peer.ID]bool        // invite-only rooms: peers that proved they hold the key
+	proving  map[peer.ID]bool        // a proof is being asked of these
 }
 
 type rooms struct {
@@ -282,6 +283,7 @@ func (rs *rooms) open(spec roomSpec) (*room, error) {
 		spec:     spec,
 		limiters: newPeerLimits(rate.Limit(rs.n.cfg.RoomRate), rs.n.cfg.RoomBurst, maxRoomLimiters),
 		members:  map[peer.ID]*roomMember{},
+		leaving:  map[peer.ID]*roomMember{},
 		asked:    map[peer.ID]bool{},
 		proven:   map[peer.ID]bool{},
 		proving:  map[peer.ID]bool{},
@@ -290,9 +292,12 @@ func (rs *rooms) open(spec roomSpec) (*room, error) {
 	if spec.private() {
 		rs.sealed.Store(spec.Topic, r)
 	}
+	// Inline: the validator never blocks (no I/O, two short locks), so it
+	// runs in GossipSub's validation worker instead of a goroutine per
+	// message.
 	if err := rs.ps.RegisterTopicValidator(spec.Topic, func(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 		return rs.validate(r, m)
-	}); err != nil {
+	}, pubsub.WithValidatorInline(true)); err != nil {
 		return nil, fmt.Errorf("room %q: validator: %w", spec.Name, err)
 	}
 	fail := func(err error) (*room, error) {
@@ -606,6 +611,7 @@ func (rs *rooms) memberJoined(r *room, p peer.ID) {
 	}
 	m.inTopic = true
 	m.leaveAt = time.Time{}
+	delete(r.leaving, p)
 	m.lastActive = now
 	show := !m.shown
 	m.shown = true
@@ -640,6 +646,7 @@ func (rs *rooms) memberLeft(r *room, p peer.ID) {
 	if m := r.members[p]; m != nil {
 		m.inTopic = false
 		m.leaveAt = rs.now().Add(rs.n.cfg.RoomPresenceGrace)
+		r.leaving[p] = m
 	}
 	anyone := false
 	for _, m := range r.members {
@@ -660,9 +667,10 @@ func (rs *rooms) expireLeaves(r *room) {
 	now := rs.now()
 	var gone []peer.ID
 	r.mu.Lock()
-	for p, m := range r.members {
-		if !m.leaveAt.IsZero() && !now.Before(m.leaveAt) {
+	for p, m := range r.leaving {
+		if !now.Before(m.leaveAt) {
 			m.leaveAt = time.Time{}
+			delete(r.leaving, p)
 			if m.shown {
 				m.shown = false
 				gone = append(gone, p)

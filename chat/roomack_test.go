@@ -152,6 +152,7 @@ func TestRoomAckServerLimits(t *testing.T) {
 	defer s.Close()
 	_, err = s.Write(frame(encodeAckQuestion(room.spec.Topic, id)))
 	require.NoError(t, err)
+	require.NoError(t, s.CloseWrite())
 	b, err := readFrame(bufio.NewReader(s), maxAckFrame)
 	require.NoError(t, err)
 	_, _, st, err = decodeAck(b, true)

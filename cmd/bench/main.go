@@ -20,7 +20,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,7 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.Int64Var(&cfg.FileSize, "file-size", 1<<30, "bytes of the file the files phase sends (TCP, QUIC, and the kill-at-half resume)")
 	fs.IntVar(&cfg.FileRounds, "file-rounds", 2, "interleaved rounds of stream copy and transfer per transport in the files phase (the fastest of each counts)")
 	fs.StringVar(&roomSizes, "room-sizes", "200,1000", "comma-separated member counts of the rooms phase (-short: 50)")
-	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the rooms phase's measured messages in the largest room to this file (go tool pprof)")
 	fs.StringVar(&cfg.Addr, "addr", "", "benchmark this running daemon (/ip4/127.0.0.1/tcp/…/p2p/…) instead of starting one")
 	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "with -addr: the daemon's PID, to read its CPU and memory from /proc")
 	fs.StringVar(&cfg.DaemonBin, "daemon-bin", "", "rendezvous daemon binary to start (default: go build ./cmd/rendezvous)")
@@ -215,17 +214,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer b.close()
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
-		if err != nil {
-			return fmt.Errorf("-cpuprofile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("-cpuprofile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
-	}
 	b.rep.Command = "bench " + strings.Join(args, " ")
 	if err := b.computeSizes(); err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 
 	"github.com/p2p-messaging/p2p-messaging/chat"
 )
@@ -53,15 +56,22 @@ type roomMember struct {
 	done chan struct{}
 }
 
-func newRoomMember(ctx context.Context, dir, nick, room string, fast bool) (*roomMember, error) {
+func newRoomMember(ctx context.Context, dir, nick, room string, size int, fast bool) (*roomMember, error) {
 	bw := metrics.NewBandwidthCounter()
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits))
+	if err != nil {
+		return nil, err
+	}
+	// The direct fan-out holds a connection to every member: the default
+	// connection manager (160 low, 192 high) would trim most of them.
+	cm, err := connmgr.NewConnManager(size+160, size+192)
 	if err != nil {
 		return nil, err
 	}
 	h, err := libp2p.New(
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
 		libp2p.BandwidthReporter(bw),
 		libp2p.DisableMetrics(),
 	)
@@ -216,7 +226,7 @@ func (b *bench) roomRows(ctx context.Context, n int) {
 			b.fail("rooms", err)
 			return
 		}
-		m, err := newRoomMember(ctx, d, fmt.Sprintf("m%d", i), room, false)
+		m, err := newRoomMember(ctx, d, fmt.Sprintf("m%d", i), room, n, false)
 		if err != nil {
 			b.fail("rooms member", err)
 			return
@@ -278,6 +288,16 @@ func (b *bench) roomRows(ctx context.Context, n int) {
 	msgs := b.roomMessages()
 	var lat Latencies
 	missing := 0
+	stopProfile := func() {}
+	if b.cfg.CPUProfile != "" && n == slices.Max(b.cfg.RoomSizes) {
+		stop, err := startProfile(b.cfg.CPUProfile)
+		if err != nil {
+			b.fail("rooms -cpuprofile", err)
+			return
+		}
+		stopProfile = sync.OnceFunc(stop)
+		defer stopProfile()
+	}
 	cpu0, _ := readProc(os.Getpid())
 	t0 := time.Now()
 	for i := range msgs {
@@ -295,6 +315,7 @@ func (b *bench) roomRows(ctx context.Context, n int) {
 	}
 	elapsed := time.Since(t0)
 	cpu1, _ := readProc(os.Getpid())
+	stopProfile()
 	receipts := msgs * (n - 1)
 	s := lat.Summarize()
 	busy := max(cpu1.CPUSeconds-cpu0.CPUSeconds-idleCores*elapsed.Seconds(), 0)
@@ -303,6 +324,7 @@ func (b *bench) roomRows(ctx context.Context, n int) {
 		Mode:    fmt.Sprintf("%d msgs, %d/%d receipts (%.1f %%)", msgs, receipts-missing, receipts, 100*float64(receipts-missing)/float64(receipts)),
 		Clients: n, Ops: msgs, OpsPerSec: float64(msgs) / elapsed.Seconds(), P50: s.P50, P99: s.P99, Max: s.Max,
 		Errors: missing, ClientCPUUS: cpuPerMsgMember}
+	b.logf("rooms: %d members: room p50 %.1f ms p99 %.1f ms, %d missing (direct sends next)", n, s.P50, s.P99, missing)
 	if n >= 1000 {
 		pass := missing == 0 && s.P99 < 1000
 		roomRow.Target, roomRow.Pass = "100 % delivered, p99 < 1 s", &pass
@@ -364,6 +386,20 @@ func (b *bench) roomRows(ctx context.Context, n int) {
 	b.logf("rooms: %d members: p50 %.1f ms p99 %.1f ms, %d missing; direct p99 %.1f ms", n, s.P50, s.P99, missing, ds.P99)
 }
 
+// startProfile starts a CPU profile into path; stop ends it and closes
+// the file.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
 func (b *bench) roomMessages() int {
 	if b.cfg.Short {
 		return 5
@@ -388,7 +424,7 @@ func (b *bench) historyRow(ctx context.Context) {
 		if err != nil {
 			return nil, err
 		}
-		return newRoomMember(ctx, d, name, room, true)
+		return newRoomMember(ctx, d, name, room, 2, true)
 	}
 	old, err := mk("old")
 	if err != nil {
