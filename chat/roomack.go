@@ -3,9 +3,7 @@ package chat
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -202,18 +200,12 @@ func decodeAck(b []byte, answer bool) (topic string, id []byte, status uint64, e
 func (a *ackServer) handle(s network.Stream) {
 	_ = s.SetDeadline(time.Now().Add(ackTimeout))
 	p := s.Conn().RemotePeer()
-	answer := func(status uint64) {
-		if writeFrame(s, encodeAckAnswer(status)) != nil {
-			_ = s.Reset()
-			return
-		}
-		_ = s.Close()
-	}
+	answer := func(status uint64) { _ = finish(s, encodeAckAnswer(status)) }
 	if a.rs.n.names.isBlocked(p) {
 		_ = s.Reset()
 		return
 	}
-	b, err := readFrame(bufio.NewReader(io.LimitReader(s, maxAckFrame+binary.MaxVarintLen64)), maxAckFrame)
+	b, err := readRequest(s, maxAckFrame)
 	if err != nil {
 		_ = s.Reset()
 		return

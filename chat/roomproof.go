@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -116,7 +115,7 @@ func (ps *proofServer) handle(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
-	b, err := readFrame(bufio.NewReader(io.LimitReader(s, maxProofFrame+8)), maxProofFrame)
+	b, err := readRequest(s, maxProofFrame)
 	if err != nil {
 		_ = s.Reset()
 		return
@@ -129,11 +128,7 @@ func (ps *proofServer) handle(s network.Stream) {
 	}
 	mac := proofMAC(r.spec.proof, topic, nonce, p, ps.rs.n.h.ID())
 	out := protowire.AppendTag(nil, proofFieldMAC, protowire.BytesType)
-	if writeFrame(s, protowire.AppendBytes(out, mac)) != nil {
-		_ = s.Reset()
-		return
-	}
-	_ = s.Close()
+	_ = finish(s, protowire.AppendBytes(out, mac))
 }
 
 // prove asks p to prove it holds r's key.

@@ -277,6 +277,23 @@ func readFrame(r *bufio.Reader, max int) ([]byte, error) {
 	return b, nil
 }
 
+// readRequest reads the one request frame of a stream handler: at most
+// max bytes, and never more than that from the stream.
+func readRequest(s network.Stream, max int) ([]byte, error) {
+	return readFrame(bufio.NewReader(io.LimitReader(s, int64(max)+binary.MaxVarintLen64)), max)
+}
+
+// finish writes a handler's last frame and closes the stream; a write
+// that fails resets it.
+func finish(s network.Stream, frame []byte) error {
+	if err := writeFrame(s, frame); err != nil {
+		_ = s.Reset()
+		return err
+	}
+	_ = s.Close()
+	return nil
+}
+
 // handle serves one history request.
 func (h *roomHistory) handle(s network.Stream) {
 	if !h.track(s) {
@@ -288,18 +305,15 @@ func (h *roomHistory) handle(s network.Stream) {
 	p := s.Conn().RemotePeer()
 	log := h.rs.n.log.With("peer", p, "proto", RoomHistoryProtocol)
 	end := func(status uint64, text string) {
-		if err := writeFrame(s, encodeHistEnd(status, text)); err != nil {
+		if err := finish(s, encodeHistEnd(status, text)); err != nil {
 			log.Debug("history answer", "err", err)
-			_ = s.Reset()
-			return
 		}
-		_ = s.Close()
 	}
 	if h.rs.n.names.isBlocked(p) {
 		_ = s.Reset()
 		return
 	}
-	b, err := readFrame(bufio.NewReader(io.LimitReader(s, maxHistoryRequest+binary.MaxVarintLen64)), maxHistoryRequest)
+	b, err := readRequest(s, maxHistoryRequest)
 	if err != nil {
 		log.Debug("history request", "err", err)
 		_ = s.Reset()
