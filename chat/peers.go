@@ -22,6 +22,7 @@ import (
 const (
 	chatConnTag       = "p2p-messaging-chat" // connection manager tag of peers with a live chat stream
 	chatConnValue     = 100
+	maxChatDials      = 32                     // chat stream dials under way at once
 	maxStreamsPerPeer = 4                      // live chat streams per peer; a new one retires the oldest
 	maxAutoSessions   = 64                     // room members / contacts we connect to unasked
 	maxBackoff        = time.Minute            // dial retry backoff cap
@@ -108,6 +109,11 @@ type peerTable struct {
 
 	peers map[peer.ID]*peerState // loop only
 
+	// dials bounds the chat stream dials under way at once: a burst of
+	// sends to many peers queues its dials instead of starting hundreds
+	// of handshakes that then all miss their timeout.
+	dials chan struct{}
+
 	// Connections opened and closed, as the swarm reports them: the
 	// notifiee must not block, so it only marks the peer and wakes the loop.
 	connMu    sync.Mutex
@@ -121,6 +127,7 @@ func newPeerTable(n *Node) *peerTable {
 		cmds:      make(chan func(), 256),
 		kickc:     make(chan struct{}, 1),
 		peers:     map[peer.ID]*peerState{},
+		dials:     make(chan struct{}, maxChatDials),
 		connDirty: map[peer.ID]struct{}{},
 		connWake:  make(chan struct{}, 1),
 	}
@@ -404,7 +411,14 @@ func (t *peerTable) connect(ps *peerState, upgrade bool) {
 		return
 	}
 	if !n.spawn(func() {
-		err := n.dm.open(ps.id)
+		var err error
+		select {
+		case t.dials <- struct{}{}:
+			err = n.dm.open(ps.id)
+			<-t.dials
+		case <-n.ctx.Done():
+			err = ErrClosed
+		}
 		t.do(func() { t.dialDone(ps, err) })
 	}) {
 		return

@@ -3,9 +3,12 @@ package chat
 import (
 	"context"
 	"fmt"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
@@ -149,4 +152,61 @@ func TestChatPeersTaggedInConnManager(t *testing.T) {
 	require.NoError(t, bob.h.Close())
 	alice.rec.wait(t, 10*time.Second, isPresence("bob", false))
 	require.Eventually(t, func() bool { return tag(alice, bob.ID()) == 0 }, 10*time.Second, 10*time.Millisecond)
+}
+
+// A burst of sends to many unreachable peers starts at most maxChatDials
+// dials at once: the rest wait for a free slot instead of all starting
+// handshakes that would then time out together. Here every peer's address
+// is a tarpit that accepts TCP and never speaks, so a dial holds its slot
+// until the swarm gives up on the address (5 s for a local one): the
+// connection after the first maxChatDials comes only then.
+func TestChatDialsBounded(t *testing.T) {
+	alice := newNode(t, nil, "alice", "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	var mu sync.Mutex
+	var held []net.Conn
+	var at []time.Time
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held, at = append(held, c), append(at, time.Now())
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	tarpit := multiaddr.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", ln.Addr().(*net.TCPAddr).Port))
+	const peers = maxChatDials + 8
+	ids := make([]peer.ID, peers)
+	for i := range ids {
+		_, pub, err := crypto.GenerateEd25519Key(nil)
+		require.NoError(t, err)
+		ids[i], err = peer.IDFromPublicKey(pub)
+		require.NoError(t, err)
+		alice.h.Peerstore().AddAddr(ids[i], tarpit, time.Hour)
+	}
+	for _, p := range ids {
+		send(t, alice, p.String(), "anyone there?")
+	}
+	// The next connection comes only once a slot is free again: after a
+	// dial gave up.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(held) > maxChatDials
+	}, 30*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, at[maxChatDials].Sub(at[0]), 4*time.Second, "dial %d started before a slot was free", maxChatDials+1)
 }
