@@ -204,7 +204,13 @@
 // contacts the daemons list (up to 64), retrying with backoff, which gives
 // presence, nicks and round-trip times for them. A registration does not
 // reset that backoff (anyone can register a record), and at most 8
-// addresses of a record are kept for dialling. A peer met only in a room
+// addresses of a record are kept for dialling. At most 32 chat stream
+// dials run at once; the rest queue, so a burst of sends to many peers
+// does not start hundreds of handshakes that all time out together. A
+// peer with a live chat stream is tagged in the connection manager (value
+// 100, above a GossipSub mesh link's 20), so when the node holds more
+// connections than the manager's high water mark, the conversations' are
+// the last it closes. A peer met only in a room
 // the node (or the peer) left, never talked to, is forgotten, and the
 // streams the node opened to it are closed. A
 // killed peer's connection closes, its stream ends and the reconnect fails
