@@ -12,7 +12,7 @@ import (
 )
 
 // File transfers: the transfer service (chat/transfer, protocol
-// /p2p-messaging/file/1.0.0) runs beside the chat streams on the node's
+// /p2p-messaging/file/2.0.0) runs beside the chat streams on the node's
 // host. Its state lives in DataDir/transfers, files land in
 // Config.DownloadDir (default DataDir/downloads) unless /accept names a
 // directory. Offers from blocked peers are always refused; offers from

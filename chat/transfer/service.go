@@ -24,7 +24,7 @@ import (
 )
 
 // ProtocolID is the file-transfer protocol.
-const ProtocolID protocol.ID = "/p2p-messaging/file/1.0.0"
+const ProtocolID protocol.ID = "/p2p-messaging/file/2.0.0"
 
 // Timeouts that are not configurable.
 const (
@@ -39,6 +39,7 @@ type State string
 
 // Transfer states.
 const (
+	StateHashing       State = "hashing"        // sender: hashing the file before the offer leaves (bytes: hashed so far)
 	StateOffered       State = "offered"        // sender: waiting for the recipient; recipient: waiting for /accept
 	StateWaiting       State = "waiting"        // the peer is not reachable now; retried
 	StateWaitingDirect State = "waiting_direct" // only a relayed connection: waiting for a direct connection
