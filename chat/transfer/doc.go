@@ -55,8 +55,15 @@
 // refuses the peer (by default: blocked and unknown peers), TOO_LARGE above
 // its MaxFileSize, INVALID for a chunk geometry outside the rules above,
 // BUSY when MaxPendingPerPeer (8) offers of the peer or MaxPending (64) in
-// all wait for a decision. An offer taken is kept in memory only: nothing
-// is written to the recipient's disk before the user accepts it.
+// all wait for a decision. An offer taken is kept as a small record in
+// the state directory (in/<id>.json: the offer's fields and when it
+// arrived) before the OK, so it survives a restart of the recipient and
+// still counts toward those limits then (a start with lower limits keeps
+// the oldest); nothing is written to the download directory before the
+// user accepts it. An offer without a decision for OfferTTL (7 days)
+// expires: its record goes, the user sees it fail, and the sender gets a
+// CANCEL (best effort). A sender keeps its offers on disk too, so after a
+// restart of either side the offer can still be accepted and fetched.
 //
 // Accept is local: the recipient checks the free space of the download
 // directory (statfs on Linux, macOS, FreeBSD and DragonFly; skipped

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -21,7 +22,8 @@ import (
 // goroutine alone.
 type incoming struct {
 	xfer
-	dir, part string // set by Accept, then fixed
+	dir, part string    // set by Accept, then fixed
+	offeredAt time.Time // when the offer arrived (its expiry runs from it)
 	accepting bool
 	running   bool
 	kick      chan struct{}
@@ -143,15 +145,33 @@ func (s *Service) handleOffer(st network.Stream, m offerMsg) {
 		answer(st, StatusRefused, err.Error())
 		return
 	}
-	in := &incoming{kick: make(chan struct{}, 1)}
+	in := &incoming{kick: make(chan struct{}, 1), offeredAt: s.cfg.Now()}
 	in.xfer = xfer{id: m.ID, peer: p, nick: from, name: SanitizeName(m.Name), size: m.Size, chunkSize: m.ChunkSize,
 		fileHash: m.FileHash, listHash: m.ListHash, state: StateOffered}
 	s.mu.Lock()
 	code, text := s.offerRoomLocked(p, m.ID)
 	if code == StatusOK {
 		s.in[m.ID] = in
+		in.accepting = true // not to be decided on before its record is saved
 	}
+	ds := in.diskState()
 	s.mu.Unlock()
+	if code == StatusOK {
+		// The offer's small record (no file data: that waits for Accept)
+		// survives a restart; the limits count it then too.
+		ds.Offered = in.offeredAt.UnixNano()
+		err := s.saveState(true, in.id, ds)
+		s.mu.Lock()
+		in.accepting = false
+		if err != nil {
+			delete(s.in, in.id)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Warn("save offer", "peer", p, "err", err)
+			code, text = StatusBusy, "the offer cannot be kept now"
+		}
+	}
 	answer(st, code, text)
 	if code == StatusOK {
 		s.emit(OfferEvent{ID: in.idString(), Peer: p, From: from, Name: in.name, Size: in.size, Hash: hex.EncodeToString(in.fileHash[:])})
@@ -159,6 +179,7 @@ func (s *Service) handleOffer(st network.Stream, m offerMsg) {
 }
 
 func (s *Service) offerRoom(p peer.ID, id transferID) (byte, string) {
+	s.expireOffers()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.offerRoomLocked(p, id)
@@ -193,6 +214,7 @@ func (s *Service) offerRoomLocked(p peer.ID, id transferID) (byte, string) {
 // digits) into dir (default: the download dir): it checks the free space,
 // creates the partial file and the transfer's state, and starts fetching.
 func (s *Service) Accept(idOrPrefix, dir string) (Info, error) {
+	s.expireOffers()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -247,7 +269,7 @@ func (s *Service) accept(in *incoming, dir string) (Info, error) {
 	s.mu.Lock()
 	ds := in.diskState()
 	s.mu.Unlock()
-	ds.Dir, ds.Part = dir, part
+	ds.Offered, ds.Dir, ds.Part = in.offeredAt.UnixNano(), dir, part
 	if err := s.saveState(true, in.id, ds); err != nil {
 		os.Remove(part)
 		return Info{}, fmt.Errorf("save transfer state: %w", err)
@@ -263,6 +285,7 @@ func (s *Service) accept(in *incoming, dir string) (Info, error) {
 
 // Reject refuses an offer: nothing was written; the sender is told.
 func (s *Service) Reject(idOrPrefix string) (Info, error) {
+	s.expireOffers()
 	s.mu.Lock()
 	in, err := s.findIncoming(idOrPrefix)
 	if err == nil && (in.state != StateOffered || in.accepting) {
@@ -277,8 +300,32 @@ func (s *Service) Reject(idOrPrefix string) (Info, error) {
 	s.finishedLocked(&in.xfer)
 	info := in.info(true)
 	s.mu.Unlock()
+	s.removeState(true, in.id)
 	s.notifyCancel(in.peer, in.id, "rejected")
 	return info, nil
+}
+
+// expireOffers drops the offers that waited for a decision longer than
+// OfferTTL: their records go, the user sees them fail, the senders are
+// told (best effort).
+func (s *Service) expireOffers() {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	var old []*incoming
+	for _, in := range s.in {
+		if in.state == StateOffered && !in.accepting && in.dir == "" && now.Sub(in.offeredAt) >= s.lim.OfferTTL {
+			in.accepting = true // ours now: no Accept or Reject meanwhile
+			old = append(old, in)
+		}
+	}
+	s.mu.Unlock()
+	for _, in := range old {
+		s.failIncoming(in, fmt.Sprintf("offer expired (no decision within %s)", s.lim.OfferTTL))
+		s.mu.Lock()
+		delete(s.in, in.id)
+		s.mu.Unlock()
+		s.notifyCancel(in.peer, in.id, "offer expired")
+	}
 }
 
 // notifyCancel tells p, in the background and best effort, that this node
@@ -819,16 +866,35 @@ func (s *Service) failIncoming(in *incoming, reason string) {
 	s.emit(FailedEvent{ID: in.idString(), Peer: in.peer, Incoming: true, Err: reason})
 }
 
-// loadIncoming restores the accepted transfers of an earlier run.
+// loadIncoming restores the transfers of an earlier run: the offers that
+// wait for a decision (within the limits of this run: the oldest first)
+// and the accepted transfers, which it returns.
 func (s *Service) loadIncoming() []*incoming {
 	var out []*incoming
-	for _, r := range s.loadStates(true) {
+	recs := s.loadStates(true)
+	sort.Slice(recs, func(i, j int) bool { return recs[i].disk.Offered < recs[j].disk.Offered })
+	perPeer, total := map[peer.ID]int{}, 0
+	for _, r := range recs {
+		if r.disk.Dir == "" && r.disk.Part == "" && r.disk.Offered != 0 {
+			if perPeer[r.x.peer] >= s.lim.MaxPendingPerPeer || total >= s.lim.MaxPending {
+				s.log.Warn("drop kept offer beyond the limits", "id", r.disk.ID, "peer", r.x.peer)
+				s.removeState(true, r.x.id)
+				continue
+			}
+			perPeer[r.x.peer]++
+			total++
+			in := &incoming{xfer: r.x, offeredAt: time.Unix(0, r.disk.Offered), kick: make(chan struct{}, 1)}
+			in.name = SanitizeName(in.name)
+			in.state = StateOffered
+			s.in[in.id] = in
+			continue
+		}
 		if r.disk.Dir == "" || r.disk.Part == "" || filepath.Dir(r.disk.Part) != r.disk.Dir {
 			s.log.Warn("drop incoming transfer without its files", "id", r.disk.ID)
 			s.removeState(true, r.x.id)
 			continue
 		}
-		in := &incoming{xfer: r.x, dir: r.disk.Dir, part: r.disk.Part, hashes: r.hashes, kick: make(chan struct{}, 1)}
+		in := &incoming{xfer: r.x, dir: r.disk.Dir, part: r.disk.Part, hashes: r.hashes, offeredAt: time.Unix(0, r.disk.Offered), kick: make(chan struct{}, 1)}
 		in.name = SanitizeName(in.name)
 		in.state = StateWaiting
 		s.in[in.id] = in

@@ -31,9 +31,12 @@ type diskState struct {
 	// Sender: the source file and its modification time at the offer.
 	Path    string `json:"path,omitempty"`
 	ModTime int64  `json:"mod_time,omitempty"`
-	// Recipient: the directory to save in and the partial file.
-	Dir  string `json:"dir,omitempty"`
-	Part string `json:"part,omitempty"`
+	// Recipient: when the offer arrived (unix nanoseconds, for its
+	// expiry), then once accepted the directory to save in and the
+	// partial file (an offer waiting for a decision has neither).
+	Offered int64  `json:"offered,omitempty"`
+	Dir     string `json:"dir,omitempty"`
+	Part    string `json:"part,omitempty"`
 }
 
 // stateFormat is the format of the records: 2 since the hash list holds
