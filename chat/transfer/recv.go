@@ -117,8 +117,9 @@ func (e fatalError) Unwrap() error { return e.err }
 
 func fatalf(format string, args ...any) error { return fatalError{fmt.Errorf(format, args...)} }
 
-// handleOffer takes an offer: checked, authorised, then kept in memory
-// only (nothing reaches the disk before Accept) and shown to the user.
+// handleOffer takes an offer: checked, authorised, kept as a small record
+// in the state directory (no file data reaches the download directory
+// before Accept) and shown to the user.
 func (s *Service) handleOffer(st network.Stream, m offerMsg) {
 	p := st.Conn().RemotePeer()
 	if m.Size > s.lim.MaxFileSize {
