@@ -719,6 +719,24 @@ func (rd *chunkReader) hand(m pipePiece) error {
 	}
 }
 
+// diskWrite is the largest write(2) to the partial file. Measured on the
+// 2-CPU test VM (Linux 6.18, ext4): writing 1 GiB in 256 KiB writes cost
+// 1.4-2.5 s of CPU (the kernel allocating large page-cache folios), in
+// 64 KiB writes 0.3 s, as little as the stream copy's 32 KiB writes.
+const diskWrite = 64 << 10
+
+// write writes p at off in pieces of at most diskWrite.
+func (rd *chunkReader) write(p []byte, off int64) error {
+	for len(p) > 0 {
+		n := min(len(p), diskWrite)
+		if _, err := rd.f.WriteAt(p[:n], off); err != nil {
+			return err
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
 // readChunk reads chunk i (which it asked for) into the partial file and
 // hands it to the check pipe. A chunk other than the one asked for, or of
 // another length than offered, cuts the sender off.
@@ -754,7 +772,7 @@ func (rd *chunkReader) readChunk(i int) error {
 		_ = st.SetReadDeadline(time.Now().Add(s.lim.StallTimeout))
 		if _, err = io.ReadFull(rd.br, piece[:n]); err != nil {
 			err = fmt.Errorf("read chunk %d: %w", i, err)
-		} else if _, err = rd.f.WriteAt(piece[:n], off); err != nil {
+		} else if err = rd.write(piece[:n], off); err != nil {
 			err = fatalf("write partial file: %w", err)
 		}
 		if err != nil {
