@@ -42,17 +42,7 @@ func hashFile(ctx context.Context, f *os.File, size int64, chunkSize int, progre
 // arranged or can be dialled from the peerstore), claiming nick as our
 // name (the recipient checks the claim): StartOffer, then its result.
 func (s *Service) Offer(ctx context.Context, p peer.ID, path, nick string) (Info, error) {
-	po, err := s.StartOffer(ctx, p, path, nick)
-	if err != nil {
-		return Info{}, err
-	}
-	select {
-	case <-po.Done():
-		return po.Result()
-	case <-ctx.Done():
-		<-po.Done() // the offer stops with ctx
-		return po.Result()
-	}
+	return s.offer(ctx, p, path, "", nick)
 }
 
 // PendingOffer is an offer on its way: the file is hashed, its state
@@ -82,7 +72,8 @@ func (s *Service) StartOffer(ctx context.Context, p peer.ID, path, nick string) 
 	return s.startOffer(ctx, p, path, "", nick)
 }
 
-// offer offers path under name (default: its base name) and waits.
+// offer offers path under name (default: its base name) and waits for
+// the outcome (the offer stops when ctx ends).
 func (s *Service) offer(ctx context.Context, p peer.ID, path, name, nick string) (Info, error) {
 	po, err := s.startOffer(ctx, p, path, name, nick)
 	if err != nil {
