@@ -261,7 +261,7 @@
 //
 // # Files
 //
-// File transfers run on their own protocol, /p2p-messaging/file/1.0.0
+// File transfers run on their own protocol, /p2p-messaging/file/2.0.0
 // (package chat/transfer documents the wire format, resume and limits),
 // beside the chat streams. SendFile offers a file to a nick (resolved as
 // Send resolves it; the recipient becomes a contact); the recipient sees

@@ -12,7 +12,7 @@ import (
 )
 
 // File transfers: the transfer service (chat/transfer, protocol
-// /p2p-messaging/file/1.0.0) runs beside the chat streams on the node's
+// /p2p-messaging/file/2.0.0) runs beside the chat streams on the node's
 // host. Its state lives in DataDir/transfers, files land in
 // Config.DownloadDir (default DataDir/downloads) unless /accept names a
 // directory. Offers from blocked peers are always refused; offers from
@@ -148,36 +148,74 @@ func (n *Node) fileEvent(ev transfer.Event) {
 // SendFile offers the file at path to nick (a contact's nick, a nick the
 // daemons verify, or a peer ID). It returns once the recipient has the
 // offer; the data moves after the recipient accepts, over a direct
-// connection.
+// connection. It is StartSendFile and the pending offer's result.
 func (n *Node) SendFile(ctx context.Context, nick, path string) (FileTransfer, error) {
+	pf, err := n.StartSendFile(ctx, nick, path)
+	if err != nil {
+		return FileTransfer{}, err
+	}
+	return pf.Result()
+}
+
+// PendingFile is a file offer on its way: the file is hashed, then
+// offered.
+type PendingFile struct {
+	// Transfer is the transfer as it starts (id, name, size, state
+	// "hashing"); Node.Transfers shows its progress.
+	Transfer FileTransfer
+	po       *transfer.PendingOffer
+	nick     string
+}
+
+// Done is closed once the offer's outcome is known.
+func (pf *PendingFile) Done() <-chan struct{} { return pf.po.Done() }
+
+// Result waits for the outcome: the transfer, offered to the recipient,
+// or why hashing or the offer failed (no EventFileFailed is emitted for
+// that: the result is the report).
+func (pf *PendingFile) Result() (FileTransfer, error) {
+	info, err := pf.po.Result()
+	if err != nil {
+		return FileTransfer{}, fmt.Errorf("send file to %q: %w", pf.nick, err)
+	}
+	info.Nick = pf.nick
+	return info, nil
+}
+
+// StartSendFile resolves nick and checks path, and returns once the
+// transfer is listed; hashing the file and sending the offer go on in the
+// background until ctx ends or the node closes. Errors that come before
+// (unknown nick, unreadable path) are returned here.
+func (n *Node) StartSendFile(ctx context.Context, nick, path string) (*PendingFile, error) {
 	if n.isClosed() {
-		return FileTransfer{}, ErrClosed
+		return nil, ErrClosed
 	}
 	if nick == n.cfg.Nick {
-		return FileTransfer{}, fmt.Errorf("send file to %q: that is our own nick", nick)
+		return nil, fmt.Errorf("send file to %q: that is our own nick", nick)
 	}
 	p, err := n.names.resolve(ctx, nick)
 	if err != nil {
-		return FileTransfer{}, fmt.Errorf("send file to %q: %w", nick, err)
+		return nil, fmt.Errorf("send file to %q: %w", nick, err)
 	}
 	if p == n.h.ID() {
-		return FileTransfer{}, fmt.Errorf("send file to %q: that is this node", nick)
+		return nil, fmt.Errorf("send file to %q: that is this node", nick)
 	}
 	// Whoever we send to is a contact; a chat stream also tells the
 	// recipient who we are.
 	if err := n.names.allow(p); err != nil {
-		return FileTransfer{}, fmt.Errorf("send file to %q: %w", nick, err)
+		return nil, fmt.Errorf("send file to %q: %w", nick, err)
 	}
 	n.peers.wantStream(p)
 	if len(n.h.Network().ConnsToPeer(p)) == 0 && len(n.h.Peerstore().Addrs(p)) == 0 {
 		n.names.lookupAddrs(ctx, p)
 	}
-	info, err := n.files.Offer(ctx, p, path, n.cfg.Nick)
+	po, err := n.files.StartOffer(ctx, p, path, n.cfg.Nick)
 	if err != nil {
-		return FileTransfer{}, fmt.Errorf("send file to %q: %w", nick, err)
+		return nil, fmt.Errorf("send file to %q: %w", nick, err)
 	}
-	info.Nick = nick
-	return info, nil
+	pf := &PendingFile{Transfer: po.Info, po: po, nick: nick}
+	pf.Transfer.Nick = nick
+	return pf, nil
 }
 
 // AcceptFile accepts an offer (its id, or a unique prefix of at least 4

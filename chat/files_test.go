@@ -96,3 +96,37 @@ func TestFileOffersFromStrangersAndBlockedPeers(t *testing.T) {
 	require.ErrorContains(t, err, "blocked")
 	require.Empty(t, bob.Transfers())
 }
+
+// An offer that bob has not decided on survives a restart of bob's node
+// and of alice's (closed and opened again on the same data dirs): bob
+// lists it and accepts it, and the file arrives.
+func TestPendingFileOfferSurvivesNodeRestarts(t *testing.T) {
+	r := newRendezvous(t)
+	alice := newNode(t, r, "alice", "")
+	bob := newNode(t, r, "bob", "")
+	src, hash := writeRandom(t, 2<<20+5)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	info, err := alice.SendFile(ctx, "bob", src)
+	require.NoError(t, err)
+	bob.rec.wait(t, 10*time.Second, func(e Event) bool { o, ok := e.(EventFileOffer); return ok && o.ID == info.ID })
+
+	require.NoError(t, bob.Close())
+	require.NoError(t, alice.Close())
+	alice = newNode(t, r, "alice", alice.dir)
+	bob = newNode(t, r, "bob", bob.dir)
+	list := bob.Transfers()
+	require.Len(t, list, 1, "the offer is kept")
+	require.Equal(t, info.ID, list[0].ID)
+	require.Equal(t, transfer.StateOffered, list[0].State)
+	require.Equal(t, "alice", list[0].Nick)
+	require.Equal(t, transfer.StateOffered, alice.Transfers()[0].State, "and alice still serves it")
+
+	dir := t.TempDir()
+	_, err = bob.AcceptFile(info.ID, dir)
+	require.NoError(t, err)
+	done := bob.rec.wait(t, 20*time.Second, func(e Event) bool { d, ok := e.(EventFileDone); return ok && d.Incoming }).(EventFileDone)
+	require.Equal(t, hash, done.Hash)
+	require.Equal(t, filepath.Join(dir, "photo.jpg"), done.Path)
+	alice.rec.wait(t, 10*time.Second, func(e Event) bool { d, ok := e.(EventFileDone); return ok && !d.Incoming && d.ID == info.ID })
+}

@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -28,12 +29,11 @@ type fakeFile struct {
 func newFakeFile(size, cs int) fakeFile {
 	f := fakeFile{content: make([]byte, size), cs: cs}
 	_, _ = rand.Read(f.content)
-	for off := 0; off < size; off += cs {
-		h := newChunkHash()
-		h.Write(f.content[off:min(off+cs, size)])
-		f.hashes = h.Sum(f.hashes)
+	var err error
+	f.hashes, f.file, err = hashChain(func() error { return nil }, bytes.NewReader(f.content), int64(size), cs, make([]byte, 4096), nil)
+	if err != nil {
+		panic(err)
 	}
-	f.file = sha256.Sum256(f.content)
 	f.list = sha256.Sum256(f.hashes)
 	return f
 }

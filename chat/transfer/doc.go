@@ -6,7 +6,8 @@
 //
 // # Wire format
 //
-// Protocol ID /p2p-messaging/file/1.0.0. Every stream starts with one
+// Protocol ID /p2p-messaging/file/2.0.0 (1.0.0 had BLAKE3 chunk hashes).
+// Every stream starts with one
 // request from the side that opened it. Control messages are an
 // unsigned-varint length prefix (1 to MaxMessageSize, 1024, checked before
 // anything is read) followed by that many bytes: a type byte and fixed
@@ -31,13 +32,18 @@
 // MinChunkSize, 64 KiB, to MaxChunkSize, 64 MiB; the last chunk may be
 // shorter), at most MaxChunks (16384) of them, so a file is at most 1 TiB
 // and its hash list at most 512 KiB. A sender picks DefaultChunkSize
-// (1 MiB), doubled until the file fits. Each chunk hash is the BLAKE3-256
-// of the chunk (lukechampine.com/blake3: measured about four times faster
-// than SHA-256 on the 2-core test machine, which lets a recipient hash
-// every byte twice at the speed of the connection); file_sha256 is the
-// SHA-256 of the whole content (what users compare with sha256sum);
-// list_sha256 is the SHA-256 of the concatenated chunk hashes, which
-// commits the offer to them.
+// (1 MiB), doubled until the file fits. The hash list holds one SHA-256
+// link per chunk: entry i is the SHA-256 chaining value (the eight state
+// words, big-endian) after the first (i+1)*chunk_size bytes, and the last
+// entry is the SHA-256 of the whole file, equal to file_sha256 (what users
+// compare with sha256sum). Chunk i checks on its own, in any order: SHA-256
+// resumed from entry i-1 (the initial value for chunk 0) at offset
+// i*chunk_size, fed the chunk, must give entry i (chain.go). Once every
+// chunk has checked, the links compose into the SHA-256 of the whole
+// content, so the recipient proves the file equal to file_sha256 with one
+// SHA-256 pass over each byte, in parallel with the network reads, and
+// never reads the file back. list_sha256 is the SHA-256 of the
+// concatenated hash list, which commits the offer to it.
 //
 // # Flow
 //
@@ -49,8 +55,15 @@
 // refuses the peer (by default: blocked and unknown peers), TOO_LARGE above
 // its MaxFileSize, INVALID for a chunk geometry outside the rules above,
 // BUSY when MaxPendingPerPeer (8) offers of the peer or MaxPending (64) in
-// all wait for a decision. An offer taken is kept in memory only: nothing
-// is written to the recipient's disk before the user accepts it.
+// all wait for a decision. An offer taken is kept as a small record in
+// the state directory (in/<id>.json: the offer's fields and when it
+// arrived) before the OK, so it survives a restart of the recipient and
+// still counts toward those limits then (a start with lower limits keeps
+// the oldest); nothing is written to the download directory before the
+// user accepts it. An offer without a decision for OfferTTL (7 days)
+// expires: its record goes, the user sees it fail, and the sender gets a
+// CANCEL (best effort). A sender keeps its offers on disk too, so after a
+// restart of either side the offer can still be accepted and fetched.
 //
 // Accept is local: the recipient checks the free space of the download
 // directory (statfs on Linux, macOS, FreeBSD and DragonFly; skipped
@@ -71,19 +84,22 @@
 // expects exactly the chunks it asked for, in order, each of its offered
 // length: a CHUNK with another index ("out-of-range offset") or another
 // length ("more bytes than offered") cuts the sender off: the stream is
-// reset and the transfer fails. Each chunk is hashed while it is written to
-// the partial file at its offset (no chunk is buffered whole); a chunk that
-// fails its hash is dropped and asked for again, up to MaxBadChunks (3)
-// per transfer, past which the sender is cut off. A sender may be asked for
-// at most twice the file plus MaxBadChunks+1 chunks on one stream.
+// reset and the transfer fails. Each piece of a chunk is written to the
+// partial file at its offset and handed to a checking goroutine (no chunk
+// is buffered whole); a chunk that fails its hash is dropped and asked for
+// again, up to MaxBadChunks (3) per transfer, past which the sender is cut
+// off. A sender may be asked for at most twice the file plus
+// MaxBadChunks+1 chunks on one stream.
 //
-// When every chunk is held, the recipient checks the SHA-256 of the whole
-// file (fed in order, on a goroutine of its own, while the chunks arrive;
-// what an earlier run received is read back from the disk), syncs it, and moves it into place under its name, or "name
-// (1).ext", "name (2).ext", ... if that exists (a hard link that fails on
-// an existing name, so nothing is ever overwritten). A mismatch fails the
-// transfer and removes the partial file. Then it writes DONE and closes;
-// the sender reports the transfer done and drops its state.
+// When every chunk has checked, the whole file has (its SHA-256 is the
+// hash list's last entry, which the recipient checked against file_sha256
+// when the list arrived; an empty file is checked against the SHA-256 of
+// nothing); the recipient syncs it and moves it into place under its name,
+// or "name (1).ext", "name (2).ext", ... if that exists (a hard link that
+// fails on an existing name, so nothing is ever overwritten). A list that
+// does not end in file_sha256 fails the transfer and removes the partial
+// file. Then it writes DONE and closes; the sender reports the transfer
+// done and drops its state.
 //
 // # Resume
 //

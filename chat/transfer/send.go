@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"lukechampine.com/blake3"
 )
 
 // outgoing is a file this node offered; guarded by Service.mu.
@@ -24,127 +22,169 @@ type outgoing struct {
 	modTime int64
 	hashes  []byte
 	stream  network.Stream // the fetch stream being served, if any
+	// announced is closed once the offer's outcome is known (the
+	// recipient took it, or it failed): a fetch waits for it, so the
+	// offer's answer comes before the transfer's other events.
+	announced chan struct{}
 }
-
-// newChunkHash is the chunk hash: BLAKE3-256 (lukechampine.com/blake3,
-// SIMD on amd64 and arm64), several times faster than SHA-256 here, so the
-// recipient's two passes (chunks and the whole file) cost little more than
-// one.
-func newChunkHash() hash.Hash { return blake3.New(hashLen, nil) }
 
 // sumList is the SHA-256 of a hash list.
 func sumList(hashes []byte) [hashLen]byte { return sha256.Sum256(hashes) }
 
-// hashFile reads f once and returns the chunk hashes and the SHA-256 of the
-// whole content.
-func hashFile(ctx context.Context, f *os.File, size int64, chunkSize int) ([]byte, [hashLen]byte, error) {
-	var whole [hashLen]byte
-	n := int(numChunks(size, chunkSize))
-	hashes := make([]byte, 0, n*hashLen)
-	wh := sha256.New()
-	ch := newChunkHash()
-	buf := make([]byte, ioBufSize)
-	r := io.NewSectionReader(f, 0, size)
-	for i := 0; i < n; i++ {
-		if err := ctx.Err(); err != nil {
-			return nil, whole, err
-		}
-		ch.Reset()
-		left := min(int64(chunkSize), size-int64(i)*int64(chunkSize))
-		for left > 0 {
-			k, err := io.ReadFull(r, buf[:min(left, int64(len(buf)))])
-			if err != nil {
-				return nil, whole, fmt.Errorf("read: %w", err)
-			}
-			ch.Write(buf[:k])
-			wh.Write(buf[:k])
-			left -= int64(k)
-		}
-		hashes = ch.Sum(hashes)
-	}
-	copy(whole[:], wh.Sum(nil))
-	return hashes, whole, nil
+// hashFile reads f once and returns the hash list (chain.go) and the
+// SHA-256 of the whole content; progress (if not nil) is told the bytes
+// hashed after each chunk.
+func hashFile(ctx context.Context, f *os.File, size int64, chunkSize int, progress func(int64)) ([]byte, [hashLen]byte, error) {
+	return hashChain(ctx.Err, io.NewSectionReader(f, 0, size), size, chunkSize, make([]byte, ioBufSize), progress)
 }
 
 // Offer offers the file at path to p (whose connection the caller has
 // arranged or can be dialled from the peerstore), claiming nick as our
-// name (the recipient checks the claim). It hashes the file, keeps the transfer's state on disk, and
-// returns once the recipient took the offer (it then waits for the
-// recipient's decision). The offer is small and may use a relayed
-// connection; the data waits for a direct one.
+// name (the recipient checks the claim): StartOffer, then its result.
 func (s *Service) Offer(ctx context.Context, p peer.ID, path, nick string) (Info, error) {
 	return s.offer(ctx, p, path, "", nick)
 }
 
-// offer offers path under name (default: its base name).
+// PendingOffer is an offer on its way: the file is hashed, its state
+// saved, then the offer sent.
+type PendingOffer struct {
+	Info Info // as at the start: id, peer, name, size, state hashing
+	done chan struct{}
+	info Info
+	err  error
+}
+
+// Done is closed once the offer's outcome is known.
+func (po *PendingOffer) Done() <-chan struct{} { return po.done }
+
+// Result is the offer's outcome once Done is closed: the transfer,
+// waiting for the recipient's decision, or why it failed (the transfer
+// is then listed as failed; no FailedEvent is emitted for it).
+func (po *PendingOffer) Result() (Info, error) { <-po.done; return po.info, po.err }
+
+// StartOffer checks that path is a regular file the protocol can carry,
+// lists the transfer (state "hashing", the bytes hashed so far) and
+// returns at once; on a goroutine of its own it hashes the file, keeps the
+// transfer's state on disk and offers it to p, until ctx ends or the
+// service closes. The offer is small and may use a relayed connection;
+// the data waits for a direct one.
+func (s *Service) StartOffer(ctx context.Context, p peer.ID, path, nick string) (*PendingOffer, error) {
+	return s.startOffer(ctx, p, path, "", nick)
+}
+
+// offer offers path under name (default: its base name) and waits for
+// the outcome (the offer stops when ctx ends).
 func (s *Service) offer(ctx context.Context, p peer.ID, path, name, nick string) (Info, error) {
-	abs, err := filepath.Abs(path)
+	po, err := s.startOffer(ctx, p, path, name, nick)
 	if err != nil {
 		return Info{}, err
+	}
+	return po.Result()
+}
+
+func (s *Service) startOffer(ctx context.Context, p peer.ID, path, name, nick string) (*PendingOffer, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
 	}
 	f, err := os.Open(abs)
 	if err != nil {
-		return Info{}, err
+		return nil, err
 	}
-	defer f.Close()
 	fi, err := f.Stat()
-	if err != nil {
-		return Info{}, err
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file", path)
 	}
-	if !fi.Mode().IsRegular() {
-		return Info{}, fmt.Errorf("%s: not a regular file", path)
+	if err == nil && fi.Size() > MaxFileSize {
+		err = fmt.Errorf("%s: %d bytes, above the %d the protocol carries", path, fi.Size(), MaxFileSize)
+	}
+	var id transferID
+	if err == nil {
+		id, err = newTransferID()
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
 	size := fi.Size()
-	if size > MaxFileSize {
-		return Info{}, fmt.Errorf("%s: %d bytes, above the %d the protocol carries", path, size, MaxFileSize)
-	}
-	id, err := newTransferID()
-	if err != nil {
-		return Info{}, err
-	}
-	o := &outgoing{src: abs, modTime: fi.ModTime().UnixNano()}
-	o.xfer = xfer{id: id, peer: p, name: filepath.Base(abs), size: size, chunkSize: chunkSizeFor(size), state: StateOffered, path: abs}
+	o := &outgoing{src: abs, modTime: fi.ModTime().UnixNano(), announced: make(chan struct{})}
+	o.xfer = xfer{id: id, peer: p, name: filepath.Base(abs), size: size, chunkSize: chunkSizeFor(size), state: StateHashing, path: abs}
 	if name != "" {
 		o.name = name
 	}
 	if len(o.name) > MaxNameLen {
 		o.name = SanitizeName(o.name)
 	}
-	o.hashes, o.fileHash, err = hashFile(ctx, f, size, o.chunkSize)
-	if err != nil {
-		return Info{}, fmt.Errorf("hash %s: %w", path, err)
-	}
-	o.listHash = sumList(o.hashes)
-
-	// The state is on disk before the offer leaves: a fetch can come at
-	// once, also after a restart of this node.
-	ds := o.diskState()
-	ds.Path, ds.ModTime = o.src, o.modTime
-	if err := s.saveHashes(false, id, o.hashes); err != nil {
-		return Info{}, fmt.Errorf("save transfer state: %w", err)
-	}
-	if err := s.saveState(false, id, ds); err != nil {
-		s.removeState(false, id)
-		return Info{}, fmt.Errorf("save transfer state: %w", err)
-	}
+	po := &PendingOffer{done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		s.removeState(false, id)
-		return Info{}, ErrClosed
+		f.Close()
+		return nil, ErrClosed
 	}
 	s.out[id] = o
+	po.Info = o.info(false)
 	s.mu.Unlock()
-
-	fail := func(err error) (Info, error) {
+	if !s.spawn(func() {
+		defer f.Close()
+		po.info, po.err = s.runOffer(ctx, o, f, nick)
+		close(o.announced)
+		close(po.done)
+	}) {
+		f.Close()
 		s.mu.Lock()
 		delete(s.out, id)
 		s.mu.Unlock()
-		s.removeState(false, id)
+		return nil, ErrClosed
+	}
+	return po, nil
+}
+
+// runOffer hashes, saves and sends an offer; a failure leaves it listed
+// as failed.
+func (s *Service) runOffer(ctx context.Context, o *outgoing, f *os.File, nick string) (Info, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	fail := func(err error) (Info, error) {
+		if s.ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		s.mu.Lock()
+		if !o.state.terminal() {
+			o.state, o.err = StateFailed, err.Error()
+			s.finishedLocked(&o.xfer)
+		}
+		s.mu.Unlock()
+		s.removeState(false, o.id)
 		return Info{}, err
 	}
-	msg := offerMsg{ID: id, Size: size, ChunkSize: o.chunkSize, FileHash: o.fileHash, ListHash: o.listHash, Name: o.name, Nick: nick}
-	st, err := s.request(ctx, p, msg)
+	hashes, whole, err := hashFile(ctx, f, o.size, o.chunkSize, func(n int64) {
+		s.mu.Lock()
+		o.bytes = n
+		s.mu.Unlock()
+	})
+	if err != nil {
+		return fail(fmt.Errorf("hash %s: %w", o.src, err))
+	}
+	s.mu.Lock()
+	o.hashes, o.fileHash, o.listHash = hashes, whole, sumList(hashes)
+	o.state, o.bytes = StateOffered, 0
+	ds := o.diskState()
+	s.mu.Unlock()
+
+	// The state is on disk before the offer leaves: a fetch can come at
+	// once, also after a restart of this node.
+	ds.Path, ds.ModTime = o.src, o.modTime
+	if err := s.saveHashes(false, o.id, hashes); err != nil {
+		return fail(fmt.Errorf("save transfer state: %w", err))
+	}
+	if err := s.saveState(false, o.id, ds); err != nil {
+		return fail(fmt.Errorf("save transfer state: %w", err))
+	}
+	msg := offerMsg{ID: o.id, Size: o.size, ChunkSize: o.chunkSize, FileHash: o.fileHash, ListHash: o.listHash, Name: o.name, Nick: nick}
+	st, err := s.request(ctx, o.peer, msg)
 	if err != nil {
 		return fail(fmt.Errorf("offer %s: %w", o.name, err))
 	}
@@ -222,7 +262,7 @@ func (s *Service) serveFetch(st network.Stream, br *bufio.Reader, m fetchMsg) {
 	s.mu.Lock()
 	o := s.out[m.ID]
 	switch {
-	case o == nil || o.peer != p || o.state.terminal():
+	case o == nil || o.peer != p || o.state.terminal() || o.state == StateHashing:
 		s.mu.Unlock()
 		s.log.Debug("fetch without an offer", "peer", p)
 		answer(st, StatusUnknown, "no such transfer")
@@ -255,6 +295,20 @@ func (s *Service) serveFetch(st network.Stream, br *bufio.Reader, m fetchMsg) {
 		s.mu.Unlock()
 	}()
 
+	// The offer's own answer (its request has just returned) first.
+	select {
+	case <-o.announced:
+	case <-s.ctx.Done():
+		st.Reset()
+		return
+	}
+	s.mu.Lock()
+	gone := o.state.terminal()
+	s.mu.Unlock()
+	if gone {
+		answer(st, StatusUnknown, "no such transfer")
+		return
+	}
 	f, err := openUnchanged(o)
 	if err != nil {
 		answer(st, StatusUnknown, "file no longer available as offered")
@@ -406,7 +460,8 @@ func (s *Service) loadOutgoing() {
 			s.removeState(false, r.x.id)
 			continue
 		}
-		o := &outgoing{xfer: r.x, src: r.disk.Path, modTime: r.disk.ModTime, hashes: r.hashes}
+		o := &outgoing{xfer: r.x, src: r.disk.Path, modTime: r.disk.ModTime, hashes: r.hashes, announced: make(chan struct{})}
+		close(o.announced)
 		o.state, o.path = StateOffered, r.disk.Path
 		s.out[o.id] = o
 	}

@@ -24,7 +24,7 @@ import (
 )
 
 // ProtocolID is the file-transfer protocol.
-const ProtocolID protocol.ID = "/p2p-messaging/file/1.0.0"
+const ProtocolID protocol.ID = "/p2p-messaging/file/2.0.0"
 
 // Timeouts that are not configurable.
 const (
@@ -39,6 +39,7 @@ type State string
 
 // Transfer states.
 const (
+	StateHashing       State = "hashing"        // sender: hashing the file before the offer leaves (bytes: hashed so far)
 	StateOffered       State = "offered"        // sender: waiting for the recipient; recipient: waiting for /accept
 	StateWaiting       State = "waiting"        // the peer is not reachable now; retried
 	StateWaitingDirect State = "waiting_direct" // only a relayed connection: waiting for a direct connection
@@ -60,9 +61,13 @@ type Limits struct {
 	// MaxFileSize, 1 TiB).
 	MaxFileSize int64
 	// MaxPendingPerPeer and MaxPending bound the offers waiting for a
-	// decision, per peer (default 8) and in all (default 64).
+	// decision, per peer (default 8) and in all (default 64), across
+	// restarts (they are kept in the state directory).
 	MaxPendingPerPeer int
 	MaxPending        int
+	// OfferTTL is how long an offer waits for a decision before it
+	// expires (default 7 days): it is dropped and the sender told.
+	OfferTTL time.Duration
 	// MaxServePerPeer bounds the fetch streams served to one peer at once
 	// (default 4).
 	MaxServePerPeer int
@@ -89,6 +94,7 @@ func DefaultLimits() Limits {
 		MaxFileSize:       MaxFileSize,
 		MaxPendingPerPeer: 8,
 		MaxPending:        64,
+		OfferTTL:          7 * 24 * time.Hour,
 		MaxServePerPeer:   4,
 		MaxBadChunks:      3,
 		StallTimeout:      30 * time.Second,
@@ -122,6 +128,7 @@ func (l *Limits) setDefaults() error {
 			*v = def
 		}
 	}
+	setDur(&l.OfferTTL, d.OfferTTL)
 	setDur(&l.StallTimeout, d.StallTimeout)
 	setDur(&l.ProgressInterval, d.ProgressInterval)
 	setDur(&l.RetryMin, d.RetryMin)
@@ -148,6 +155,8 @@ type Config struct {
 	// Events receives the events; it must not block. nil drops them.
 	Events func(Event)
 	Limits Limits
+	// Now is the clock of offer expiry (default time.Now).
+	Now func() time.Time
 }
 
 // Event is something a transfer reports.
@@ -352,6 +361,9 @@ func New(h host.Host, cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	for _, d := range []string{filepath.Join(cfg.StateDir, "in"), filepath.Join(cfg.StateDir, "out")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("transfer: state dir: %w", err)
@@ -373,7 +385,26 @@ func New(h host.Host, cfg Config) (*Service, error) {
 	for _, in := range resume {
 		s.startIncoming(in)
 	}
+	s.expireOffers()
+	s.spawn(s.sweepOffers)
 	return s, nil
+}
+
+// offerSweep is how often expired offers are looked for besides each
+// offer, List, Accept and Reject.
+const offerSweep = time.Minute
+
+func (s *Service) sweepOffers() {
+	t := time.NewTicker(offerSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.expireOffers()
+		}
+	}
 }
 
 // Close stops the service: the handler is removed, streams are reset,
@@ -544,6 +575,7 @@ func (s *Service) DropPeer(p peer.ID, reason string) {
 // List returns the transfers of this run, both directions, oldest ID
 // first within each direction (incoming first).
 func (s *Service) List() []Info {
+	s.expireOffers()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Info, 0, len(s.in)+len(s.out))

@@ -17,6 +17,9 @@ import (
 // diskState is one transfer's record in StateDir/in or StateDir/out
 // (<id>.json; the hash list beside it in <id>.hashes).
 type diskState struct {
+	// Format is stateFormat; a record of another (1.0.0's BLAKE3 hash
+	// lists had none) cannot resume and is dropped.
+	Format    int    `json:"format"`
 	ID        string `json:"id"`
 	Peer      string `json:"peer"`
 	Nick      string `json:"nick,omitempty"`
@@ -28,10 +31,19 @@ type diskState struct {
 	// Sender: the source file and its modification time at the offer.
 	Path    string `json:"path,omitempty"`
 	ModTime int64  `json:"mod_time,omitempty"`
-	// Recipient: the directory to save in and the partial file.
-	Dir  string `json:"dir,omitempty"`
-	Part string `json:"part,omitempty"`
+	// Recipient: when the offer arrived (unix nanoseconds, for its
+	// expiry), then once accepted the directory to save in and the
+	// partial file (an offer waiting for a decision has neither).
+	Offered int64  `json:"offered,omitempty"`
+	Dir     string `json:"dir,omitempty"`
+	Part    string `json:"part,omitempty"`
 }
+
+// stateFormat is the format of the records: 2 since the hash list holds
+// SHA-256 links (chain.go).
+const stateFormat = 2
+
+var errOldState = errors.New("transfer state of an older format")
 
 func (s *Service) stateFile(incoming bool, id transferID, ext string) string {
 	dir := "out"
@@ -43,7 +55,7 @@ func (s *Service) stateFile(incoming bool, id transferID, ext string) string {
 
 func (x *xfer) diskState() diskState {
 	return diskState{
-		ID: x.idString(), Peer: x.peer.String(), Nick: x.nick, Name: x.name,
+		Format: stateFormat, ID: x.idString(), Peer: x.peer.String(), Nick: x.nick, Name: x.name,
 		Size: x.size, ChunkSize: x.chunkSize,
 		FileHash: hex.EncodeToString(x.fileHash[:]), ListHash: hex.EncodeToString(x.listHash[:]),
 	}
@@ -84,6 +96,13 @@ func (s *Service) loadStates(incoming bool) []*xferRecord {
 			continue
 		}
 		r, err := s.loadState(filepath.Join(dir, e.Name()), incoming)
+		if errors.Is(err, errOldState) {
+			s.log.Warn("drop transfer state of an older format", "file", e.Name())
+			if id, ok := parseID(strings.TrimSuffix(e.Name(), ".json")); ok {
+				s.removeState(incoming, id)
+			}
+			continue
+		}
 		if err != nil {
 			s.log.Warn("skip transfer state", "file", e.Name(), "err", err)
 			continue
@@ -107,6 +126,9 @@ func (s *Service) loadState(file string, incoming bool) (*xferRecord, error) {
 	var st diskState
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, err
+	}
+	if st.Format != stateFormat {
+		return nil, errOldState
 	}
 	id, ok := parseID(st.ID)
 	if !ok || filepath.Base(file) != st.ID+".json" {

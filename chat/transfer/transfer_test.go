@@ -101,7 +101,7 @@ func TestRejectWritesNothing(t *testing.T) {
 	require.NoError(t, err)
 	b.rec.wait(t, waitFor, isOffer)
 	require.Empty(t, dirFiles(t, b.down), "nothing on disk before accepting")
-	require.Empty(t, dirFiles(t, filepath.Join(b.dir, "in")), "no state before accepting")
+	require.Len(t, dirFiles(t, filepath.Join(b.dir, "in")), 1, "only the offer's record, in the state dir")
 
 	_, err = b.Reject(info.ID[:6]) // a unique prefix does
 	require.NoError(t, err)
@@ -109,6 +109,7 @@ func TestRejectWritesNothing(t *testing.T) {
 	require.Contains(t, f.Err, "rejected")
 	require.Empty(t, dirFiles(t, b.down))
 	require.Empty(t, dirFiles(t, filepath.Join(a.dir, "out")))
+	require.Empty(t, dirFiles(t, filepath.Join(b.dir, "in")), "a rejected offer leaves no record")
 	_, err = b.Accept(info.ID, "")
 	require.ErrorIs(t, err, ErrNotPending)
 	require.Zero(t, a.BytesSent())

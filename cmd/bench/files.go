@@ -59,9 +59,15 @@ type fileResult struct {
 	RecvRSSPeak      int64   `json:"receiver_rss_peak_bytes"`
 	CopySenderPeak   int64   `json:"copy_sender_rss_peak_bytes"`
 	CopyReceiverPeak int64   `json:"copy_receiver_rss_peak_bytes"`
-	Rounds           int     `json:"rounds"`
-	Target           string  `json:"target"`
-	Pass             *bool   `json:"pass,omitempty"`
+	// CPU seconds (user+system) per GiB moved, the least of the rounds:
+	// what each side spends, less sensitive to a busy machine than rates.
+	SenderCPU     float64 `json:"sender_cpu_s_per_gib"`
+	RecvCPU       float64 `json:"receiver_cpu_s_per_gib"`
+	CopySenderCPU float64 `json:"copy_sender_cpu_s_per_gib"`
+	CopyRecvCPU   float64 `json:"copy_receiver_cpu_s_per_gib"`
+	Rounds        int     `json:"rounds"`
+	Target        string  `json:"target"`
+	Pass          *bool   `json:"pass,omitempty"`
 }
 
 // resumeResult is the kill-half-way measurement.
@@ -90,18 +96,20 @@ func fileTable(rep *report) [][]string {
 	}
 	mib := func(b int64) string { return fmt.Sprintf("%.0f", float64(b)/(1<<20)) }
 	t := [][]string{{"file transfer", "transport", "size MiB", "best transfer MiB/s", "best stream copy MiB/s", "vs copy", "target", "",
-		"hash+offer s", "sender RSS MiB base→peak", "receiver RSS MiB base→peak", "copy RSS MiB peak snd/rcv"}}
+		"hash+offer s", "sender RSS MiB base→peak", "receiver RSS MiB base→peak", "copy RSS MiB peak snd/rcv",
+		"CPU s/GiB snd/rcv", "copy CPU s/GiB snd/rcv"}}
 	for _, r := range rep.Files.Rows {
 		t = append(t, []string{fmt.Sprintf("1 file, %d rounds", r.Rounds), r.Transport, mib(r.Size), fmt.Sprintf("%.0f", r.TransferMiBps), fmt.Sprintf("%.0f", r.CopyMiBps),
 			ratio(r.Ratio) + "×", r.Target, verdict(r.Pass), fmt.Sprintf("%.2f", r.OfferSeconds),
 			mib(r.SenderRSSBase) + "→" + mib(r.SenderRSSPeak), mib(r.RecvRSSBase) + "→" + mib(r.RecvRSSPeak),
-			mib(r.CopySenderPeak) + "/" + mib(r.CopyReceiverPeak)})
+			mib(r.CopySenderPeak) + "/" + mib(r.CopyReceiverPeak),
+			fmt.Sprintf("%.2f/%.2f", r.SenderCPU, r.RecvCPU), fmt.Sprintf("%.2f/%.2f", r.CopySenderCPU, r.CopyRecvCPU)})
 	}
 	if r := rep.Files.Resume; r != nil {
 		t = append(t, []string{"kill at half + resume", "tcp", mib(r.Size), "", "", "", r.Target, verdict(r.Pass),
 			fmt.Sprintf("on disk at kill %s MiB, kept %s MiB, received again %d KiB", mib(r.OnDisk), mib(r.Kept), r.ReReceived>>10),
 			fmt.Sprintf("sent after restart %s MiB", mib(r.SentAfter)),
-			fmt.Sprintf("sender total %s MiB (in flight at the kill included)", mib(r.SentTotal)), ""})
+			fmt.Sprintf("sender total %s MiB (in flight at the kill included)", mib(r.SentTotal)), "", "", ""})
 	}
 	return t
 }
@@ -333,6 +341,32 @@ func rssPeak(pids ...int) (stop func() []int64) {
 	return func() []int64 { close(done); <-finished; return peaks }
 }
 
+// cpuMeter starts counting the CPU time (user+system) of pids; the
+// returned func gives the seconds each used since.
+func cpuMeter(pids ...int) func() []float64 {
+	base := make([]float64, len(pids))
+	for i, pid := range pids {
+		s, _ := readProc(pid)
+		base[i] = s.CPUSeconds
+	}
+	return func() []float64 {
+		out := make([]float64, len(pids))
+		for i, pid := range pids {
+			s, _ := readProc(pid)
+			out[i] = s.CPUSeconds - base[i]
+		}
+		return out
+	}
+}
+
+// minPos is the smaller of a and b, where a zero a means none yet.
+func minPos(a, b float64) float64 {
+	if a == 0 {
+		return b
+	}
+	return min(a, b)
+}
+
 func rss(pid int) int64 {
 	s, _ := readProc(pid)
 	return s.RSSBytes
@@ -412,6 +446,7 @@ func (b *bench) runFiles(ctx context.Context) {
 
 func (b *bench) fileRow(ctx context.Context, h host.Host, svc *transfer.Service, src, dir, tr string, size int64) (fileResult, error) {
 	r := fileResult{Transport: tr, Size: size, Rounds: b.cfg.FileRounds, Target: "≥ 0.8× stream copy"}
+	gib := float64(size) / (1 << 30)
 	child, err := startFilesChild(ctx, dir, 250*time.Millisecond, 0)
 	if err != nil {
 		return r, err
@@ -436,6 +471,7 @@ func (b *bench) fileRow(ctx context.Context, h host.Host, svc *transfer.Service,
 	r.SenderRSSBase, r.RecvRSSBase = rss(me), rss(child.pid)
 	for round := 0; round < b.cfg.FileRounds; round++ {
 		stop := rssPeak(me, child.pid)
+		cpu := cpuMeter(me, child.pid)
 		start := time.Now()
 		if err := copyFile(ctx, h, ai.ID, src); err != nil {
 			stop()
@@ -443,6 +479,8 @@ func (b *bench) fileRow(ctx context.Context, h host.Host, svc *transfer.Service,
 		}
 		copyDur := time.Since(start)
 		peaks := stop()
+		used := cpu()
+		r.CopySenderCPU, r.CopyRecvCPU = minPos(r.CopySenderCPU, used[0]/gib), minPos(r.CopyRecvCPU, used[1]/gib)
 		r.CopySenderPeak, r.CopyReceiverPeak = max(r.CopySenderPeak, peaks[0]), max(r.CopyReceiverPeak, peaks[1])
 		r.CopyMiBps = max(r.CopyMiBps, float64(size)/(1<<20)/copyDur.Seconds())
 		_ = os.Remove(filepath.Join(dir, "copy.bin"))
@@ -456,6 +494,7 @@ func (b *bench) fileRow(ctx context.Context, h host.Host, svc *transfer.Service,
 		}
 		r.OfferSeconds = time.Since(start).Seconds()
 		stop = rssPeak(me, child.pid)
+		cpu = cpuMeter(me, child.pid)
 		start = time.Now()
 		l, err := child.await(ctx, "DONE "+info.ID, 10*time.Minute)
 		dur := time.Since(start)
@@ -463,6 +502,8 @@ func (b *bench) fileRow(ctx context.Context, h host.Host, svc *transfer.Service,
 		if err != nil {
 			return r, err
 		}
+		used = cpu()
+		r.SenderCPU, r.RecvCPU = minPos(r.SenderCPU, used[0]/gib), minPos(r.RecvCPU, used[1]/gib)
 		r.SenderRSSPeak, r.RecvRSSPeak = max(r.SenderRSSPeak, peaks[0]), max(r.RecvRSSPeak, peaks[1])
 		r.TransferMiBps = max(r.TransferMiBps, float64(size)/(1<<20)/dur.Seconds())
 		if f := strings.Fields(l); len(f) >= 3 {

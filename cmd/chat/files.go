@@ -34,6 +34,19 @@ type fileArgs struct {
 type (
 	fileOfferedResult  struct{ Transfer chat.FileTransfer }
 	fileAcceptedResult struct{ Transfer chat.FileTransfer }
+	// fileSendingResult is a /send whose file is being hashed: not an
+	// answer yet. wait blocks until the answer, a fileOfferedResult or a
+	// fileFailedResult; each front end waits off its command loop.
+	fileSendingResult struct {
+		Transfer chat.FileTransfer
+		wait     func() any
+	}
+	// fileFailedResult is a /send that failed after it started (hashing,
+	// the offer): answered as file_failed.
+	fileFailedResult struct {
+		Transfer chat.FileTransfer
+		Err      error
+	}
 	fileRejectedResult struct{ Transfer chat.FileTransfer }
 	transfersResult    struct{ Transfers []chat.FileTransfer }
 )
@@ -88,19 +101,27 @@ func expandHome(p string) string {
 func (s *session) execFile(ctx context.Context, c command) any {
 	switch c.kind {
 	case cmdSend:
-		// The file is hashed before the offer leaves: allow for that, at a
-		// pessimistic 20 MiB/s, on top of the usual command time.
+		// The file is hashed before the offer leaves, in the background:
+		// allow for that, at a pessimistic 20 MiB/s, on top of the usual
+		// command time.
 		timeout := commandTimeout
 		if fi, err := os.Stat(c.file.path); err == nil {
 			timeout += time.Duration(fi.Size()/(20<<20)) * time.Second
 		}
 		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		t, err := s.node.SendFile(ctx, c.nick, c.file.path)
+		pf, err := s.node.StartSendFile(ctx, c.nick, c.file.path)
 		if err != nil {
+			cancel()
 			return errorResult{withContext(err, "send file to", c.nick)}
 		}
-		return fileOfferedResult{Transfer: t}
+		return fileSendingResult{Transfer: pf.Transfer, wait: func() any {
+			defer cancel()
+			t, err := pf.Result()
+			if err != nil {
+				return fileFailedResult{Transfer: pf.Transfer, Err: err}
+			}
+			return fileOfferedResult{Transfer: t}
+		}}
 	case cmdAccept:
 		t, err := s.node.AcceptFile(c.file.id, c.file.path)
 		if err != nil {
@@ -222,6 +243,8 @@ func fileJSON(v any) any {
 		return jsonFileAccepted{Event: "file_accepted", ID: e.Transfer.ID, Name: e.Transfer.Name, Size: e.Transfer.Size}
 	case fileRejectedResult:
 		return jsonFileID{Event: "file_rejected", ID: e.Transfer.ID}
+	case fileFailedResult:
+		return jsonFileFailed{Event: "file_failed", ID: e.Transfer.ID, Error: e.Err.Error(), Peer: peerString(e.Transfer.Peer), Direction: "out"}
 	case transfersResult:
 		out := jsonTransfers{Event: "transfers", Transfers: make([]jsonTransfer, 0, len(e.Transfers))}
 		for _, t := range e.Transfers {

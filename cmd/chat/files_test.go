@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -119,4 +122,98 @@ func TestTUIFileTransferInConversation(t *testing.T) {
 	m = update(t, m, eventMsg{chat.EventFileDone{ID: "0123456789abcdef", Peer: bob, Incoming: true, Path: "/tmp/dl/photo.jpg", Hash: "ab"}})
 	require.Contains(t, screenText(m), "received /tmp/dl/photo.jpg")
 	require.Empty(t, m.files.lines, "a finished transfer's view is forgotten")
+}
+
+// While /send hashes a large file, the next commands are answered; the
+// /send's own answer comes later with its tag. The file is sparse and
+// large enough (512 GiB) that hashing it takes minutes, so the answer to
+// /transfers, which shows it still hashing, proves the loop moved on.
+func TestJSONSendHashesInTheBackground(t *testing.T) {
+	_, rv := daemon(t)
+	alice := startJSON(t, "alice", "-rendezvous", rv, "-data-dir", t.TempDir())
+	bob := startJSON(t, "bob", "-rendezvous", rv, "-data-dir", t.TempDir())
+	alice.await("ready", nil)
+	bob.await("ready", nil)
+
+	big := filepath.Join(t.TempDir(), "huge.bin")
+	f, err := os.Create(big)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(512<<30))
+	require.NoError(t, f.Close())
+
+	alice.send("@big /send bob " + big)
+	alice.send("@list /transfers")
+	list := alice.await("transfers", map[string]any{"tag": "list"})
+	ts := list["transfers"].([]any)
+	require.Len(t, ts, 1)
+	tr := ts[0].(map[string]any)
+	require.Equal(t, "hashing", tr["state"], "answered while the file is being hashed")
+	require.Equal(t, "huge.bin", tr["name"])
+	require.EqualValues(t, 512<<30, tr["size"])
+	alice.send("@me /id")
+	alice.await("id", map[string]any{"tag": "me"})
+	require.NotContains(t, alice.history(), "file_offered")
+
+	// Shutting down ends the hashing; the /send is answered, tagged.
+	alice.send("/quit")
+	failed := alice.await("file_failed", map[string]any{"tag": "big", "id": tr["id"], "direction": "out"})
+	require.Contains(t, failed["error"], "closed")
+	require.NoError(t, alice.exit())
+}
+
+// A /send is answered by file_offered with its tag once the file is hashed
+// and bob has the offer; a file that cannot be read is an error at once,
+// in order.
+func TestJSONSendAnsweredLateWithItsTag(t *testing.T) {
+	_, rv := daemon(t)
+	alice := startJSON(t, "alice", "-rendezvous", rv, "-data-dir", t.TempDir())
+	bob := startJSON(t, "bob", "-rendezvous", rv, "-data-dir", t.TempDir())
+	alice.await("ready", nil)
+	bob.await("ready", nil)
+	src := filepath.Join(t.TempDir(), "a.txt")
+	require.NoError(t, os.WriteFile(src, []byte("hello"), 0o644))
+
+	alice.send("@s /send bob " + src)
+	off := alice.await("file_offered", map[string]any{"tag": "s", "to": "bob", "name": "a.txt", "size": 5})
+	bob.await("file_offer", map[string]any{"id": off["id"]})
+	alice.send("@n /send bob " + src + ".missing")
+	e := alice.await("error", map[string]any{"tag": "n"})
+	require.Contains(t, e["error"], "no such file")
+}
+
+// In the TUI a /send shows that the file is being hashed, and its answer
+// arrives through the command the result returns.
+func TestTUISendShowsHashingThenOffered(t *testing.T) {
+	m := testModel(t, 120, 12, colorprofile.ASCII)
+	bob := mustPeer(t, bobID)
+	tr := chat.FileTransfer{ID: "0123456789abcdef", Peer: bob, Nick: "bob", Name: "big.iso", Size: 3 << 30, State: transfer.StateHashing}
+	release := make(chan struct{})
+	next, cmd := m.Update(resultMsg{conv: "", v: fileSendingResult{Transfer: tr, wait: func() any {
+		<-release
+		offered := tr
+		offered.State = transfer.StateOffered
+		return fileOfferedResult{Transfer: offered}
+	}}})
+	m = next.(model)
+	require.Contains(t, strings.Join(lineTexts(m.conv("bob")), "\n"), "hashing big.iso (3.0 GiB) before offering it to bob")
+	require.NotNil(t, cmd)
+	close(release)
+	msg := cmd()
+	r, ok := msg.(resultMsg)
+	require.True(t, ok)
+	m = update(t, m, r)
+	require.Contains(t, strings.Join(lineTexts(m.conv("bob")), "\n"), "offered big.iso (3.0 GiB) to bob")
+
+	next, cmd = m.Update(resultMsg{v: fileFailedResult{Transfer: tr, Err: errors.New("hash big.iso: read: input/output error")}})
+	require.Nil(t, cmd)
+	m = next.(model)
+	require.Contains(t, strings.Join(lineTexts(m.conv("bob")), "\n"), "sending big.iso to bob failed: hash big.iso")
+}
+
+func lineTexts(c *conv) []string {
+	var out []string
+	for _, l := range c.lines {
+		out = append(out, l.text)
+	}
+	return out
 }

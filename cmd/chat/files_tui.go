@@ -101,9 +101,14 @@ func humanDuration(d time.Duration) string {
 // fileProgressLine's.
 func fileLines(v any) []string {
 	switch e := v.(type) {
+	case fileSendingResult:
+		t := e.Transfer
+		return []string{fmt.Sprintf("hashing %s (%s) before offering it to %s (/transfers shows how far)", sanitize(t.Name), humanBytes(t.Size), sanitize(t.Nick))}
 	case fileOfferedResult:
 		t := e.Transfer
 		return []string{fmt.Sprintf("offered %s (%s) to %s; waiting for them to accept", sanitize(t.Name), humanBytes(t.Size), sanitize(t.Nick))}
+	case fileFailedResult:
+		return []string{fmt.Sprintf("sending %s to %s failed: %s", sanitize(e.Transfer.Name), sanitize(e.Transfer.Nick), sanitize(e.Err.Error()))}
 	case fileAcceptedResult:
 		return []string{fmt.Sprintf("accepted %s (%s)", sanitize(e.Transfer.Name), humanBytes(e.Transfer.Size))}
 	case fileRejectedResult:
@@ -173,6 +178,18 @@ func (m *model) handleFile(v any) tea.Cmd {
 	case chat.EventFileOffer:
 		fv.names[e.ID] = e.Name
 		c = m.conv(e.From)
+	case fileSendingResult:
+		fv.names[e.Transfer.ID] = e.Transfer.Name
+		c = m.conv(e.Transfer.Nick)
+		for _, l := range fileLines(v) {
+			m.addTo(c, &chatLine{kind: lineInfo, text: l})
+		}
+		// The answer comes once the file is hashed and offered.
+		conv, wait := c.key, e.wait
+		return func() tea.Msg { return resultMsg{conv: conv, v: wait()} }
+	case fileFailedResult:
+		c = m.conv(e.Transfer.Nick)
+		m.forgetFile(e.Transfer.ID)
 	case fileOfferedResult:
 		fv.names[e.Transfer.ID] = e.Transfer.Name
 		c = m.conv(e.Transfer.Nick)

@@ -242,7 +242,7 @@ func toJSON(v any) any {
 		return jsonTo{Event: "to", Nick: e.Nick}
 	case helpResult:
 		return jsonHelp{Event: "help", Commands: e.Lines}
-	case fileOfferedResult, fileAcceptedResult, fileRejectedResult, transfersResult, chat.EventFileOffer,
+	case fileOfferedResult, fileAcceptedResult, fileRejectedResult, fileFailedResult, transfersResult, chat.EventFileOffer,
 		chat.EventFileProgress, chat.EventFileState, chat.EventFileDone, chat.EventFileFailed:
 		return fileJSON(v) // files.go
 	case errorResult:

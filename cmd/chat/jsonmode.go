@@ -100,8 +100,10 @@ func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) e
 		})
 	}()
 
+	var late lateAnswers
 	closeNode := func() error {
 		cerr := node.Close()
+		late.close() // a /send still hashing is answered (file_failed) before the writer stops
 		close(stopEvents)
 		wg.Wait()
 		if cerr != nil {
@@ -161,6 +163,13 @@ func runJSON(ctx context.Context, node *chat.Node, start func(context.Context) e
 			}
 			order.setTag(tag)
 			v := sess.exec(ctx, c)
+			if fs, ok := v.(fileSendingResult); ok {
+				// Answered once hashed and offered; the next
+				// commands are answered meanwhile (jsonorder.go).
+				order.setTag("")
+				late.start(out.ch, tag, fs.wait)
+				continue
+			}
 			if s, ok := v.(sentResult); ok {
 				// Its answer is the node's EventSent: let it pass first.
 				order.waitSent(s.Message.ID)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/p2p-messaging/p2p-messaging/chat"
@@ -19,6 +20,15 @@ import (
 // passed that EventSent on, so it is written before the next command's
 // answer. Only the command loop sends, so the EventSent that arrives
 // while a command runs is that command's.
+//
+// One command is answered late: /send hashes its file before the offer
+// leaves, which takes seconds per GiB, so the loop does not wait for it.
+// Its answer (file_offered, or file_failed when hashing or the offer
+// failed) is written when it is known, with the /send's tag, and the
+// commands after it are answered meanwhile, in their order; lateAnswers
+// runs those waits and Close waits for them. An error found before the
+// hashing starts (usage, unknown nick, unreadable path) is answered in
+// order, at once.
 //
 // A line may start with "@<tag> ": the tag (1 to 64 letters, digits, '.',
 // '_', ':' or '-') is echoed as "tag" in the command's answer (its
@@ -81,6 +91,25 @@ func withTag(line []byte, tag string) []byte {
 	out = append(out, t...)
 	return append(out, line[end:]...)
 }
+
+// lateAnswers writes the answers that come after the command loop moved
+// on.
+type lateAnswers struct {
+	wg sync.WaitGroup
+}
+
+// start writes what wait returns, tagged, to out once it returns.
+func (l *lateAnswers) start(out chan<- any, tag string, wait func() any) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		out <- tagged{tag: tag, v: wait()}
+	}()
+}
+
+// close waits until every late answer is queued (the node is closed
+// first, which ends the waits).
+func (l *lateAnswers) close() { l.wg.Wait() }
 
 // answerOrder ties the node's EventSent to the command that caused it.
 type answerOrder struct {

@@ -482,8 +482,8 @@ func (m model) handleResult(r resultMsg) (tea.Model, tea.Cmd) {
 		}
 	case allowedResult, blockedResult, unblockedResult:
 		// The node's EventAllowed / EventBlocked / EventUnblocked reports it.
-	case fileOfferedResult, fileAcceptedResult, fileRejectedResult, transfersResult:
-		m.handleFile(v) // files_tui.go
+	case fileOfferedResult, fileAcceptedResult, fileRejectedResult, fileSendingResult, fileFailedResult, transfersResult:
+		return m, m.handleFile(v) // files_tui.go
 	case leftResult, createdResult, inviteResult, membersResult:
 		m.roomResult(here, v) // rooms_tui.go
 	case quitResult:
