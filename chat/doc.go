@@ -245,10 +245,10 @@
 // bed that was one reset stream in 17 of 20 runs, and 5 to 13 s to a direct
 // connection when the roles clashed. So when a relayed connection appears
 // and the peer is also connected the other way, the side with the larger
-// peer ID keeps the direction of the oldest relayed connection and closes
-// the others (the chat streams on them reopen on the one kept): exactly
-// one side punches, and its stream always goes over the connection it
-// received.
+// peer ID closes the relayed connections it dialled (the chat streams on
+// them reopen on the one kept) before its own DCUtR run opens its stream:
+// that side punches, its stream goes over the connection it received, and
+// the other side's run, cut short, is not re-armed.
 //
 // The public address comes from identify: the daemon reports the address it
 // sees the connection come from (the NAT's mapping), and go-libp2p uses

@@ -173,46 +173,44 @@ func (t *nat) redialPeer(p peer.ID) bool {
 // oneDirection keeps the relayed connections to p in one direction.
 //
 // Two peers that dial each other through a relay at about the same time
-// (one sends a message, the other opens its presence stream to a room
+// (one sends a message, the other opens its stream to a contact or room
 // member) end up with two relayed connections, one dialled by each. DCUtR
 // then runs twice, once from each side's inbound connection, and each
 // side's coordination stream goes over whichever connection its host
 // picks; the receiving side resets a stream that arrives on a connection
-// it did not dial (go-libp2p's direction check), so each run fails at
-// random, both may, and the pair waits for re-arms. With one direction
-// only, exactly one side punches and its stream always goes over the
-// connection it received. The side with the larger peer ID decides (both
-// acting could close one connection each, and then none would be left): it
-// keeps the direction of the oldest relayed connection and closes the
-// others, which the chat streams on them survive (they reopen on the one
-// kept). Nothing is done once a direct connection exists.
+// it did not dial (go-libp2p's direction check), so either run may fail,
+// both may, and the two runs' dials clash. The side with the larger peer
+// ID decides (both deciding could close one connection each, and then none
+// would be left): it closes the relayed connections it dialled, keeping
+// those p dialled, before its own DCUtR run (which waits for identify on
+// the inbound one) opens its stream, so that stream goes over the
+// connection it received and p accepts it. p's run, started from a
+// connection now closed, breaks off; p does not re-arm it (theirPunch).
+// The chat streams on the closed connections reopen on the one kept.
+// Nothing is done once a direct connection exists.
 func (t *nat) oneDirection(p peer.ID) {
 	n := t.n
 	if n.h.ID() < p {
 		return
 	}
-	var relayed []network.Conn
+	var ours []network.Conn
+	theirs := false
 	for _, c := range n.h.Network().ConnsToPeer(p) {
 		if !isRelayed(c.RemoteMultiaddr()) {
 			return
 		}
-		relayed = append(relayed, c)
+		if c.Stat().Direction == network.DirOutbound {
+			ours = append(ours, c)
+		} else {
+			theirs = true
+		}
 	}
-	if len(relayed) < 2 {
+	if !theirs {
 		return
 	}
-	oldest := relayed[0]
-	for _, c := range relayed[1:] {
-		if c.Stat().Opened.Before(oldest.Stat().Opened) {
-			oldest = c
-		}
-	}
-	keep := oldest.Stat().Direction
-	for _, c := range relayed {
-		if c.Stat().Direction != keep {
-			n.log.Debug("relayed connections both ways: closing one", "peer", p, "dir", c.Stat().Direction)
-			_ = c.Close()
-		}
+	for _, c := range ours {
+		n.log.Debug("relayed connections both ways: closing ours", "peer", p)
+		_ = c.Close()
 	}
 }
 

@@ -233,7 +233,10 @@ func (tp *topology) container(service string) string {
 	tp.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	id, err := tp.compose(ctx, "ps", "-q", service)
+	// The labels compose (v1 and v2) puts on its containers; the docker CLI
+	// answers much faster than a compose process starts.
+	id, err := docker(ctx, "ps", "-aq", "--filter", "label=com.docker.compose.project="+tp.project,
+		"--filter", "label=com.docker.compose.service="+service)
 	if err != nil || id == "" {
 		tp.t.Fatalf("container of %s: %v", service, err)
 	}
@@ -244,7 +247,8 @@ func (tp *topology) stop(service string) {
 	tp.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := tp.compose(ctx, "stop", service); err != nil {
+	// As compose stop would, with the services' stop_grace_period (10 s).
+	if _, err := docker(ctx, "stop", "-t", "10", tp.container(service)); err != nil {
 		tp.t.Fatal(err)
 	}
 }
@@ -405,7 +409,7 @@ func (tp *topology) freshDaemon(service, volume string) daemon {
 	tp.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := tp.compose(ctx, "rm", "-s", "-f", "-v", service); err != nil {
+	if _, err := docker(ctx, "rm", "-f", "-v", tp.container(service)); err != nil {
 		tp.t.Fatal(err)
 	}
 	if _, err := docker(ctx, "volume", "rm", "-f", tp.project+"_"+volume); err != nil {

@@ -91,6 +91,22 @@ var incarnationMu sync.Mutex
 // startPeer runs the peer and waits for its "ready" event.
 func (tp *topology) startPeer(spec peerSpec) *peer {
 	tp.t.Helper()
+	p := tp.launchPeer(spec)
+	p.waitReady()
+	return p
+}
+
+// waitReady waits for the peer's "ready" event and keeps its peer ID.
+func (p *peer) waitReady() {
+	p.t.Helper()
+	ready := p.wait(90*time.Second, 0, func(e event) bool { return e.is("ready") })
+	p.ID = ready.str("peer")
+}
+
+// launchPeer runs the peer (a new incarnation of spec.Nick) without
+// waiting for it.
+func (tp *topology) launchPeer(spec peerSpec) *peer {
+	tp.t.Helper()
 	incarnationMu.Lock()
 	incarnation[tp.project+tp.tag+spec.Nick]++
 	gen := incarnation[tp.project+tp.tag+spec.Nick]
@@ -151,10 +167,7 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 		args = append(args, chatArgs[1:]...)
 	}
 
-	p := tp.launch(spec, name, args)
-	ready := p.wait(90*time.Second, 0, func(e event) bool { return e.is("ready") })
-	p.ID = ready.str("peer")
-	return p
+	return tp.launch(spec, name, args)
 }
 
 // startProc runs argv (a binary of the image) in a container on network at

@@ -158,10 +158,9 @@ func natPeers(s *scenario, p pair, d daemon) (*peer, *peer) {
 	if p.A == "public" {
 		aspec = peerSpec{Nick: "alice", Network: "wan", IP: alicePublicIP, Listen: listen, Rendezvous: rdv}
 	}
-	alice := s.peer(aspec)
-	bob := s.peer(peerSpec{Nick: "bob", Network: "lan_b", IP: "10.2.2.10", Listen: listen, Rendezvous: rdv,
+	ps := s.peersAtOnce(aspec, peerSpec{Nick: "bob", Network: "lan_b", IP: "10.2.2.10", Listen: listen, Rendezvous: rdv,
 		Reachability: "private", NAT: natB})
-	return alice, bob
+	return ps[0], ps[1]
 }
 
 // alicePublicIP is alice's address when she is on the WAN (no NAT).
