@@ -26,6 +26,9 @@ type matrixRow struct {
 	// flushCT, flushFC: conntrack entries and full-cone mappings the
 	// routers held (and forgot) before the runs, summed over the runs.
 	flushCT, flushFC int
+	// chatBrokeOff: the chat's punches that broke off before any dial,
+	// over the successful runs.
+	chatBrokeOff int
 }
 
 // flushed adds what natrouter flush reported before a run.
@@ -75,7 +78,8 @@ func (r *matrixRow) addChat(p pair, c chatResult) {
 	r.chatOK++
 	if p.direct() {
 		r.chatTimes = append(r.chatTimes, c.Elapsed)
-		r.chatAttem += c.Attempts
+		r.chatAttem += c.MaxAttempt
+		r.chatBrokeOff += c.BrokeOff
 	}
 }
 
@@ -110,7 +114,7 @@ func printMatrix(w io.Writer, n int, rows []*matrixRow) {
 	}
 	fmt.Fprintf(w, "\n=== success-rate matrix (N=%d per row; self-check = plain go-libp2p through the same routers in the same run) ===\n", n)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAT (A/B)\tTRANSPORT\tLINK\tEXPECTED\tCHAT OK\tSELF-CHECK OK\tCHAT p50/p95 TO DIRECT\tSELF p50/p95 TO DIRECT\tCHAT ATTEMPTS/SUCCESS\tSELF ATTEMPTS/SUCCESS\tFLUSHED CT/FC PER RUN")
+	fmt.Fprintln(tw, "NAT (A/B)\tTRANSPORT\tLINK\tEXPECTED\tCHAT OK\tSELF-CHECK OK\tCHAT p50/p95 TO DIRECT\tSELF p50/p95 TO DIRECT\tCHAT ATTEMPTS/SUCCESS\tSELF ATTEMPTS/SUCCESS\tCHAT BROKE OFF\tFLUSHED CT/FC PER RUN")
 	for _, r := range rows {
 		r.mu.Lock()
 		expect := "relayed"
@@ -128,9 +132,13 @@ func printMatrix(w io.Writer, n int, rows []*matrixRow) {
 		if r.runs > 0 {
 			flushed = fmt.Sprintf("%.1f / %.1f", float64(r.flushCT)/float64(r.runs), float64(r.flushFC)/float64(r.runs))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\n", r.Pair.nat(), r.Pair.transportName(), link, expect,
+		brokeOff := "-"
+		if r.Pair.direct() {
+			brokeOff = strconv.Itoa(r.chatBrokeOff)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Pair.nat(), r.Pair.transportName(), link, expect,
 			r.chatOK, r.runs, r.selfOK, r.runs, fmtTimes(r.chatTimes), fmtTimes(r.selfTimes),
-			perSuccess(r.chatAttem, r.chatOK, r.Pair.direct()), perSuccess(r.selfAttempts, r.selfOK, r.Pair.direct()), flushed)
+			perSuccess(r.chatAttem, r.chatOK, r.Pair.direct()), perSuccess(r.selfAttempts, r.selfOK, r.Pair.direct()), brokeOff, flushed)
 		r.mu.Unlock()
 	}
 	tw.Flush()

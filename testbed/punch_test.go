@@ -171,6 +171,10 @@ type chatResult struct {
 	Direct   bool
 	Elapsed  time.Duration // first relayed conn event to the first direct one (alice's view)
 	Attempts int           // DCUtR attempts over every reported punch
+	// MaxAttempt is the highest attempt number a punch reported (as the
+	// self-check counts); BrokeOff the punches that ended before any dial
+	// (protocol errors: a reset stream, a peer not ready).
+	MaxAttempt, BrokeOff int
 }
 
 // runChat runs the chat over p in tp: alice writes to bob (so they meet
@@ -225,6 +229,10 @@ func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
 	var ok event
 	for _, e := range hps {
 		r.Attempts += int(e.num("attempts"))
+		r.MaxAttempt = max(r.MaxAttempt, int(e.num("attempts")))
+		if strings.HasPrefix(e.str("error"), "protocol: ") {
+			r.BrokeOff++
+		}
 		if e.boolean("success") && ok == nil {
 			ok = e
 		}
