@@ -181,20 +181,23 @@ func (t *nat) redialPeer(p peer.ID) bool {
 // it did not dial (go-libp2p's direction check), so either run may fail,
 // both may, and the two runs' dials clash. The side with the larger peer
 // ID decides (both deciding could close one connection each, and then none
-// would be left): it closes the relayed connections it dialled, keeping
-// those p dialled, before its own DCUtR run (which waits for identify on
-// the inbound one) opens its stream, so that stream goes over the
-// connection it received and p accepts it. p's run, started from a
-// connection now closed, breaks off; p does not re-arm it (theirPunch).
-// The chat streams on the closed connections reopen on the one kept.
-// Nothing is done once a direct connection exists.
+// would be left). Usually it closes the relayed connections it dialled,
+// keeping those p dialled, before its own DCUtR run (which waits for
+// identify on the inbound one) opens its stream, so that stream goes over
+// the connection it received and p accepts it; p's run, started from a
+// connection now closed, breaks off, and p does not re-arm it
+// (theirPunch). But if p's run is already under way on a connection we
+// dialled (its coordination stream is open on it), closing that would cut
+// it off: then ours are kept and p's connections closed, and it is our run
+// that breaks off and is not re-armed. The chat streams on the closed
+// connections reopen on the one kept. Nothing is done once a direct
+// connection exists.
 func (t *nat) oneDirection(p peer.ID) {
 	n := t.n
 	if n.h.ID() < p {
 		return
 	}
-	var ours []network.Conn
-	theirs := false
+	var ours, theirs []network.Conn
 	for _, c := range n.h.Network().ConnsToPeer(p) {
 		if !isRelayed(c.RemoteMultiaddr()) {
 			return
@@ -202,16 +205,25 @@ func (t *nat) oneDirection(p peer.ID) {
 		if c.Stat().Direction == network.DirOutbound {
 			ours = append(ours, c)
 		} else {
-			theirs = true
+			theirs = append(theirs, c)
 		}
 	}
-	if !theirs {
+	if len(ours) == 0 || len(theirs) == 0 {
 		return
 	}
-	for _, c := range ours {
-		n.log.Debug("relayed connections both ways: closing ours", "peer", p)
+	closing := ours
+	if slices.ContainsFunc(ours, punching) {
+		closing = theirs
+	}
+	for _, c := range closing {
+		n.log.Debug("relayed connections both ways: closing one direction", "peer", p, "dir", c.Stat().Direction)
 		_ = c.Close()
 	}
+}
+
+// punching reports whether a DCUtR coordination stream is open on c.
+func punching(c network.Conn) bool {
+	return slices.ContainsFunc(c.GetStreams(), func(s network.Stream) bool { return s.Protocol() == holepunch.Protocol })
 }
 
 // punchAgain re-arms hole punching with p after an attempt that broke off

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 
@@ -288,7 +289,7 @@ func gatedNode(t *testing.T, r *rdvServer, nick string, key crypto.PrivKey, gate
 // and the chat goes on over what is left.
 func TestOneRelayedDirection(t *testing.T) {
 	rh, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.ForceReachabilityPublic(), libp2p.DisableMetrics(),
-		libp2p.EnableRelayService(relay.WithReservationAddressFilter(func(multiaddr.Multiaddr) bool { return true })))
+		libp2p.EnableRelayService(relay.WithInfiniteLimits(), relay.WithReservationAddressFilter(func(multiaddr.Multiaddr) bool { return true })))
 	require.NoError(t, err)
 	srv, err := rendezvous.NewServer(rh, rendezvous.WithExclusivePrefix(UserNamespacePrefix))
 	require.NoError(t, err)
@@ -390,4 +391,30 @@ func TestOneRelayedDirection(t *testing.T) {
 	// relayed connection: the other side punches from them.
 	require.True(t, smaller.nat.theirPunch(larger.ID()))
 	require.False(t, larger.nat.theirPunch(smaller.ID()))
+
+	// A connection whose DCUtR coordination stream is open is one a run is
+	// under way on (oneDirection then keeps it).
+	// (A handler for the DCUtR protocol makes the node re-dial its
+	// relayed peers, as when hole punching becomes ready: the stream is
+	// opened once the connection is back.)
+	require.False(t, punching(smaller.h.Network().ConnsToPeer(larger.ID())[0]))
+	held := make(chan struct{})
+	t.Cleanup(func() { close(held) })
+	larger.h.SetStreamHandler(holepunch.Protocol, func(s network.Stream) {
+		<-held
+		_ = s.Reset()
+	})
+	var st network.Stream
+	require.Eventually(t, func() bool {
+		st, err = smaller.h.NewStream(lctx, larger.ID(), holepunch.Protocol)
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond, "no DCUtR stream: %v", err)
+	require.True(t, punching(st.Conn()))
+	_, err = st.Write([]byte{0}) // the initiator's CONNECT would follow at once
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return slices.ContainsFunc(larger.h.Network().ConnsToPeer(smaller.ID()), punching) },
+		5*time.Second, 10*time.Millisecond, "the receiving side sees the stream")
+	require.NoError(t, st.Reset())
+	require.Eventually(t, func() bool { return !punching(st.Conn()) }, 5*time.Second, 10*time.Millisecond)
+
 }
