@@ -249,7 +249,10 @@
 // relayed connections it dialled (the chat streams on them reopen on the
 // one kept) before its own DCUtR run opens its stream: that side punches,
 // its stream goes over the connection it received, and the other side's
-// run, cut short, is not re-armed.
+// run, cut short, is not re-armed. Only if the other side's run is already
+// under way on a connection this side dialled (its DCUtR stream open) does
+// this side keep its own and close the other's instead, so that no run in
+// progress is cut off.
 //
 // The public address comes from identify: the daemon reports the address it
 // sees the connection come from (the NAT's mapping), and go-libp2p uses
