@@ -16,7 +16,7 @@
 //	delivery.go  Send, acknowledgements, history; the in-memory outbox (one small lock)
 //	peers.go     presence, connections and dialling: the peer table, one goroutine
 //	names.go     pins, contacts and requests, verification, warnings, watches (one small lock)
-//	nat.go       hole-punch events and re-arming
+//	nat.go       hole-punch events, re-arming, one direction of relayed connections
 //	store.go     chat.db and its group-commit writer goroutine
 //	events.go    the event types and the queue behind Events
 //	mailbox.go   the sealed offline mailbox on the daemons (rendezvous/mailbox)
@@ -233,7 +233,32 @@
 // presence holds meanwhile: a relayed stream ending is never taken as proof
 // that the peer is gone, the node reconnects first. An attempt that breaks
 // off with a protocol error (reported as a failed EventHolePunch) is
-// re-armed the same way, at most twice per peer.
+// re-armed the same way, at most twice per peer, unless every connection
+// to the peer is a relayed one this node dialled (then the peer punches
+// from it, and re-dialling would cut its punch off).
+//
+// Between two peers there is one direction of relayed connections. Two
+// peers that reach each other at about the same time (one sends a message
+// while the other opens its stream to a contact or room member) each dial
+// through the relay, and get two relayed connections, one dialled by each.
+// DCUtR then runs from both sides at once, and each side's coordination
+// stream goes over whichever connection its host picks; go-libp2p resets a
+// stream that arrives on a connection the receiver did not dial, so each
+// run failed at random, sometimes both, and the two runs' simultaneous
+// TCP dials (merged into one dial per peer, with the role of whichever
+// started first) could leave both sides in the same role, so that every
+// handshake failed until DCUtR's third attempt switched roles. In the test
+// bed (full cone, TCP, 20 runs) a coordination stream was reset or cut in
+// 17 runs, and in 2 the dials failed after 5 s each until the third
+// attempt. So when a relayed connection appears and the peer is also
+// connected the other way, the side with the larger peer ID closes the
+// relayed connections it dialled (the chat streams on them reopen on the
+// one kept) before its own DCUtR run opens its stream: that side punches,
+// its stream goes over the connection it received, and the other side's
+// run, cut short, is not re-armed. Only if the other side's run is already
+// under way on a connection this side dialled (its DCUtR stream open) does
+// this side keep its own and close the other's instead, so that no run in
+// progress is cut off.
 //
 // The public address comes from identify: the daemon reports the address it
 // sees the connection come from (the NAT's mapping), and go-libp2p uses

@@ -57,6 +57,13 @@ func (t *nat) run() {
 	}
 	defer sub.Close()
 	n.spawn(t.punchWhenReady)
+	nb := &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if isRelayed(c.RemoteMultiaddr()) {
+			n.spawn(func() { t.oneDirection(c.RemotePeer()) })
+		}
+	}}
+	n.h.Network().Notify(nb)
+	defer n.h.Network().StopNotify(nb)
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -163,6 +170,62 @@ func (t *nat) redialPeer(p peer.ID) bool {
 	})
 }
 
+// oneDirection keeps the relayed connections to p in one direction.
+//
+// Two peers that dial each other through a relay at about the same time
+// (one sends a message, the other opens its stream to a contact or room
+// member) end up with two relayed connections, one dialled by each. DCUtR
+// then runs twice, once from each side's inbound connection, and each
+// side's coordination stream goes over whichever connection its host
+// picks; the receiving side resets a stream that arrives on a connection
+// it did not dial (go-libp2p's direction check), so either run may fail,
+// both may, and the two runs' dials clash. The side with the larger peer
+// ID decides (both deciding could close one connection each, and then none
+// would be left). Usually it closes the relayed connections it dialled,
+// keeping those p dialled, before its own DCUtR run (which waits for
+// identify on the inbound one) opens its stream, so that stream goes over
+// the connection it received and p accepts it; p's run, started from a
+// connection now closed, breaks off, and p does not re-arm it
+// (theirPunch). But if p's run is already under way on a connection we
+// dialled (its coordination stream is open on it), closing that would cut
+// it off: then ours are kept and p's connections closed, and it is our run
+// that breaks off and is not re-armed. The chat streams on the closed
+// connections reopen on the one kept. Nothing is done once a direct
+// connection exists.
+func (t *nat) oneDirection(p peer.ID) {
+	n := t.n
+	if n.h.ID() < p {
+		return
+	}
+	var ours, theirs []network.Conn
+	for _, c := range n.h.Network().ConnsToPeer(p) {
+		if !isRelayed(c.RemoteMultiaddr()) {
+			return
+		}
+		if c.Stat().Direction == network.DirOutbound {
+			ours = append(ours, c)
+		} else {
+			theirs = append(theirs, c)
+		}
+	}
+	if len(ours) == 0 || len(theirs) == 0 {
+		return
+	}
+	closing := ours
+	if slices.ContainsFunc(ours, punching) {
+		closing = theirs
+	}
+	for _, c := range closing {
+		n.log.Debug("relayed connections both ways: closing one direction", "peer", p, "dir", c.Stat().Direction)
+		_ = c.Close()
+	}
+}
+
+// punching reports whether a DCUtR coordination stream is open on c.
+func punching(c network.Conn) bool {
+	return slices.ContainsFunc(c.GetStreams(), func(s network.Stream) bool { return s.Protocol() == holepunch.Protocol })
+}
+
 // punchAgain re-arms hole punching with p after an attempt that broke off
 // (a protocol error: the stream was reset, often because the relayed
 // connection under it was just replaced). go-libp2p runs one attempt per
@@ -180,11 +243,29 @@ func (t *nat) punchAgain(p peer.ID) {
 		select {
 		case <-n.ctx.Done():
 		case <-timer.C:
+			if t.theirPunch(p) {
+				return
+			}
 			if t.redialPeer(p) {
 				n.log.Debug("hole punch broke off: re-dialled through the relay", "peer", p)
 			}
 		}
 	})
+}
+
+// theirPunch reports whether every connection to p is a relayed one that
+// we dialled: then p received it and is the side whose DCUtR punches from
+// it, and our own attempt that broke off was a spare one (ours went over a
+// connection p did not dial, so p refused it). Re-dialling would close the
+// connection under p's punch in flight.
+func (t *nat) theirPunch(p peer.ID) bool {
+	conns := t.n.h.Network().ConnsToPeer(p)
+	for _, c := range conns {
+		if !isRelayed(c.RemoteMultiaddr()) || c.Stat().Direction != network.DirOutbound {
+			return false
+		}
+	}
+	return len(conns) > 0
 }
 
 func (t *nat) natType(e event.EvtNATDeviceTypeChanged) {

@@ -3,13 +3,19 @@ package chat
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 
@@ -232,4 +238,183 @@ func TestPunchReason(t *testing.T) {
 	// Our own NAT found endpoint dependent names the cause.
 	require.Equal(t, "symmetric NAT detected", punchReason(EventHolePunch{Err: "failed to dial: context deadline exceeded"}, map[string]bool{"quic": true}))
 	require.Equal(t, "no public address learned", punchReason(EventHolePunch{Err: "protocol: aborting hole punch initiation as we have no public address"}, map[string]bool{"tcp": true}))
+}
+
+// noDirect is what two NATs in the way do to alice and bob: no direct
+// connection between them, in either direction; the relay gets through.
+type noDirect struct{ a, b peer.ID }
+
+func (g *noDirect) pair(p peer.ID) bool { return p == g.a || p == g.b }
+
+func (g *noDirect) InterceptPeerDial(peer.ID) bool { return true }
+func (g *noDirect) InterceptAddrDial(p peer.ID, a multiaddr.Multiaddr) bool {
+	return !g.pair(p) || isRelayed(a)
+}
+func (g *noDirect) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+func (g *noDirect) InterceptSecured(_ network.Direction, p peer.ID, c network.ConnMultiaddrs) bool {
+	return !g.pair(p) || isRelayed(c.RemoteMultiaddr())
+}
+func (g *noDirect) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// gatedNode is a private chat node whose host refuses direct connections
+// with the other of the gate's pair, in a room of its own.
+func gatedNode(t *testing.T, r *rdvServer, nick string, key crypto.PrivKey, gate *noDirect) *tnode {
+	h, err := libp2p.New(
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ForceReachabilityPrivate(),
+		libp2p.DisableMetrics(),
+		libp2p.EnableAutoRelayWithStaticRelays([]peer.AddrInfo{r.info}),
+		libp2p.ConnectionGater(gate),
+	)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	n, err := New(h, Config{Nick: nick, Room: "room-" + nick, DataDir: dir, Rendezvous: []peer.AddrInfo{r.info},
+		Logger: testLogger().With("node", nick), PingInterval: time.Second, PingTimeout: 3 * time.Second,
+		RetryInterval: 200 * time.Millisecond})
+	require.NoError(t, err)
+	tn := &tnode{Node: n, host: &Host{Host: h, punches: &hpTracer{attempts: map[peer.ID]int{}}}, rec: newRecorder(n.Events()), dir: dir}
+	t.Cleanup(func() { tn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, n.Start(ctx))
+	tn.rec.wait(t, 10*time.Second, func(e Event) bool { _, ok := e.(EventReady); return ok })
+	return tn
+}
+
+// Two peers that dial each other through the relay at about the same time
+// end up with one relayed connection each way; DCUtR would then run from
+// both sides and each run's stream could go over the connection the other
+// side refuses. The node keeps one direction (the larger peer ID decides),
+// and the chat goes on over what is left.
+func TestOneRelayedDirection(t *testing.T) {
+	rh, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.ForceReachabilityPublic(), libp2p.DisableMetrics(),
+		libp2p.EnableRelayService(relay.WithInfiniteLimits(), relay.WithReservationAddressFilter(func(multiaddr.Multiaddr) bool { return true })))
+	require.NoError(t, err)
+	srv, err := rendezvous.NewServer(rh, rendezvous.WithExclusivePrefix(UserNamespacePrefix))
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close(); rh.Close() })
+	r := &rdvServer{h: rh, srv: srv, info: peer.AddrInfo{ID: rh.ID(), Addrs: rh.Addrs()}}
+	ka, _, err := crypto.GenerateEd25519Key(nil)
+	require.NoError(t, err)
+	kb, _, err := crypto.GenerateEd25519Key(nil)
+	require.NoError(t, err)
+	ida, _ := peer.IDFromPrivateKey(ka)
+	idb, _ := peer.IDFromPrivateKey(kb)
+	gate := &noDirect{a: ida, b: idb}
+	alice := gatedNode(t, r, "alice", ka, gate)
+	bob := gatedNode(t, r, "bob", kb, gate)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+
+	// Both hold a reservation (AutoRelay does not announce loopback
+	// circuit addresses; the dials below build them by hand).
+	circuit := func(to peer.ID) peer.AddrInfo {
+		a := r.info.Addrs[0].Encapsulate(multiaddr.StringCast("/p2p/" + rh.ID().String() + "/p2p-circuit"))
+		return peer.AddrInfo{ID: to, Addrs: []multiaddr.Multiaddr{a}}
+	}
+	lctx := network.WithAllowLimitedConn(ctx, "test")
+	require.Eventually(t, func() bool {
+		if alice.h.Connect(lctx, circuit(bob.ID())) != nil || bob.h.Connect(lctx, circuit(alice.ID())) != nil {
+			return false
+		}
+		_ = alice.h.Network().ClosePeer(bob.ID())
+		return true
+	}, 20*time.Second, 50*time.Millisecond, "no reservations")
+
+	// Both dial at once, until a connection each way exists at the same
+	// time (a dial may find the other's connection already there).
+	both := make(chan struct{}, 1)
+	alice.h.Network().Notify(&network.NotifyBundle{ConnectedF: func(nw network.Network, c network.Conn) {
+		if c.RemotePeer() != bob.ID() {
+			return
+		}
+		seen := map[network.Direction]bool{}
+		for _, c := range nw.ConnsToPeer(bob.ID()) {
+			seen[c.Stat().Direction] = true
+		}
+		if len(seen) == 2 {
+			select {
+			case both <- struct{}{}:
+			default:
+			}
+		}
+	}})
+	for i := 0; len(both) == 0; i++ {
+		require.Less(t, i, 50, "no two relayed connections at once in 50 tries")
+		require.NoError(t, alice.h.Network().ClosePeer(bob.ID()))
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, d := range []struct {
+			from *tnode
+			to   peer.ID
+		}{{alice, bob.ID()}, {bob, alice.ID()}} {
+			wg.Go(func() {
+				<-start
+				_ = d.from.h.Connect(lctx, circuit(d.to))
+			})
+		}
+		close(start)
+		wg.Wait()
+	}
+	dirs := func(from, to *tnode) map[network.Direction]int {
+		out := map[network.Direction]int{}
+		for _, c := range from.h.Network().ConnsToPeer(to.ID()) {
+			require.True(t, isRelayed(c.RemoteMultiaddr()), "direct connection through the gate: %v", connsOf(from, to))
+			out[c.Stat().Direction]++
+		}
+		return out
+	}
+	require.Eventually(t, func() bool {
+		a, b := dirs(alice, bob), dirs(bob, alice)
+		return len(a) == 1 && len(b) == 1
+	}, 10*time.Second, 20*time.Millisecond, "relayed connections both ways: alice %v, bob %v", connsOf(alice, bob), connsOf(bob, alice))
+	// The larger peer ID kept the connections the other dialled: it is
+	// the side that punches.
+	larger, smaller := alice, bob
+	if alice.ID() < bob.ID() {
+		larger, smaller = bob, alice
+	}
+	require.Equal(t, []network.Direction{network.DirInbound}, slices.Collect(maps.Keys(dirs(larger, smaller))))
+
+	// The chat goes on over what is left.
+	m, err := alice.Send(ctx, bob.ID().String(), "after")
+	require.NoError(t, err)
+	bob.rec.wait(t, 10*time.Second, isMessage("after"))
+	alice.rec.wait(t, 10*time.Second, isDelivered(m.ID))
+	back, err := bob.Send(ctx, "alice", "back")
+	require.NoError(t, err)
+	alice.rec.wait(t, 10*time.Second, isMessage("back"))
+	bob.rec.wait(t, 10*time.Second, isDelivered(back.ID))
+
+	// A broken-off punch is not re-armed by the side that dialled every
+	// relayed connection: the other side punches from them.
+	require.True(t, smaller.nat.theirPunch(larger.ID()))
+	require.False(t, larger.nat.theirPunch(smaller.ID()))
+
+	// A connection whose DCUtR coordination stream is open is one a run is
+	// under way on (oneDirection then keeps it).
+	// (A handler for the DCUtR protocol makes the node re-dial its
+	// relayed peers, as when hole punching becomes ready: the stream is
+	// opened once the connection is back.)
+	require.False(t, punching(smaller.h.Network().ConnsToPeer(larger.ID())[0]))
+	held := make(chan struct{})
+	t.Cleanup(func() { close(held) })
+	larger.h.SetStreamHandler(holepunch.Protocol, func(s network.Stream) {
+		<-held
+		_ = s.Reset()
+	})
+	var st network.Stream
+	require.Eventually(t, func() bool {
+		st, err = smaller.h.NewStream(lctx, larger.ID(), holepunch.Protocol)
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond, "no DCUtR stream: %v", err)
+	require.True(t, punching(st.Conn()))
+	_, err = st.Write([]byte{0}) // the initiator's CONNECT would follow at once
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return slices.ContainsFunc(larger.h.Network().ConnsToPeer(smaller.ID()), punching) },
+		5*time.Second, 10*time.Millisecond, "the receiving side sees the stream")
+	require.NoError(t, st.Reset())
+	require.Eventually(t, func() bool { return !punching(st.Conn()) }, 5*time.Second, 10*time.Millisecond)
+
 }

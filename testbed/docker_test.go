@@ -168,10 +168,28 @@ type topology struct {
 	project string
 	file    string
 	env     []string
+	// tag starts the names of the peers' containers and volumes inside the
+	// project ("r03_" in a matrix repetition), so that every repetition
+	// gets fresh identities in a topology that stays up.
+	tag string
 
+	*tpState
+}
+
+// tpState is what every view of a topology (with) shares.
+type tpState struct {
 	mu         sync.Mutex
 	containers []string // docker run containers (peers)
 	volumes    []string
+}
+
+// with returns a view of tp that fails t (its Fatal calls are t's) and
+// names its peers with tag; the compose project and what the views started
+// are shared, and torn down once, by the test that made tp.
+func (tp *topology) with(t *testing.T, tag string) *topology {
+	v := *tp
+	v.t, v.tag = t, tag
+	return &v
 }
 
 var projectSeq int
@@ -188,6 +206,7 @@ func newTopology(t *testing.T, file string, env ...string) *topology {
 		project: fmt.Sprintf("%s%s%02d", namePrefix, runID, n),
 		file:    filepath.Join(repoRoot, "testbed", "compose", file),
 		env:     append([]string{"TESTBED_IMAGE=" + image}, env...),
+		tpState: &tpState{},
 	}
 	t.Cleanup(tp.teardown)
 	return tp
@@ -214,7 +233,10 @@ func (tp *topology) container(service string) string {
 	tp.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	id, err := tp.compose(ctx, "ps", "-q", service)
+	// The labels compose (v1 and v2) puts on its containers; the docker CLI
+	// answers much faster than a compose process starts.
+	id, err := docker(ctx, "ps", "-aq", "--filter", "label=com.docker.compose.project="+tp.project,
+		"--filter", "label=com.docker.compose.service="+service)
 	if err != nil || id == "" {
 		tp.t.Fatalf("container of %s: %v", service, err)
 	}
@@ -225,7 +247,8 @@ func (tp *topology) stop(service string) {
 	tp.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := tp.compose(ctx, "stop", service); err != nil {
+	// As compose stop would, with the services' stop_grace_period (10 s).
+	if _, err := docker(ctx, "stop", "-t", "10", tp.container(service)); err != nil {
 		tp.t.Fatal(err)
 	}
 }
@@ -378,3 +401,39 @@ func (tp *topology) waitRouter(service string) {
 }
 
 var errExited = errors.New("process exited")
+
+// freshDaemon replaces the daemon with a new one that knows nothing: the
+// container and its data volume (identity, registrations, name leases,
+// relay reservations) are removed and the service is created again.
+func (tp *topology) freshDaemon(service, volume string) daemon {
+	tp.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := docker(ctx, "rm", "-f", "-v", tp.container(service)); err != nil {
+		tp.t.Fatal(err)
+	}
+	if _, err := docker(ctx, "volume", "rm", "-f", tp.project+"_"+volume); err != nil {
+		tp.t.Fatal(err)
+	}
+	tp.up(service)
+	return tp.waitDaemon(service, time.Time{})
+}
+
+// flushRouters makes the routers forget every NAT mapping and tracked flow
+// (natrouter flush, run inside each router while nothing runs behind it)
+// and returns what each had: its "flushed conntrack=N fullcone=M neigh=K
+// left=0" line. A router with anything left fails the test.
+func (tp *topology) flushRouters(routers []string) []string {
+	tp.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out []string
+	for _, r := range routers {
+		line, err := docker(ctx, "exec", tp.container(r), "/natrouter", "flush")
+		if err != nil || !strings.HasSuffix(line, " left=0") {
+			tp.t.Fatalf("flush %s: %q, %v", r, line, err)
+		}
+		out = append(out, r+": "+line)
+	}
+	return out
+}

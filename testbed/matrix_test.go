@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -21,6 +23,30 @@ type matrixRow struct {
 	selfOK, chatOK          int
 	selfTimes, chatTimes    []time.Duration
 	selfAttempts, chatAttem int
+	// flushCT, flushFC: conntrack entries and full-cone mappings the
+	// routers held (and forgot) before the runs, summed over the runs.
+	flushCT, flushFC int
+	// chatBrokeOff: the chat's punches that broke off before any dial,
+	// over the successful runs.
+	chatBrokeOff int
+}
+
+// flushed adds what natrouter flush reported before a run.
+func (r *matrixRow) flushed(lines []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range lines {
+		for _, f := range strings.Fields(l) {
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.Atoi(v)
+			switch k {
+			case "conntrack":
+				r.flushCT += n
+			case "fullcone":
+				r.flushFC += n
+			}
+		}
+	}
 }
 
 func (r *matrixRow) start() {
@@ -30,11 +56,11 @@ func (r *matrixRow) start() {
 }
 
 // addSelf counts a self-check run: direct for a direct pair, relayed with
-// every punch failed for the others.
+// every punch failed (at least one) for the others.
 func (r *matrixRow) addSelf(p pair, sc selfCheckResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p.direct() != sc.Direct {
+	if p.direct() != sc.Direct || (!p.direct() && (len(sc.Fails) == 0 || len(sc.Success) > 0)) {
 		return
 	}
 	r.selfOK++
@@ -52,7 +78,8 @@ func (r *matrixRow) addChat(p pair, c chatResult) {
 	r.chatOK++
 	if p.direct() {
 		r.chatTimes = append(r.chatTimes, c.Elapsed)
-		r.chatAttem += c.Attempts
+		r.chatAttem += c.MaxAttempt
+		r.chatBrokeOff += c.BrokeOff
 	}
 }
 
@@ -87,7 +114,7 @@ func printMatrix(w io.Writer, n int, rows []*matrixRow) {
 	}
 	fmt.Fprintf(w, "\n=== success-rate matrix (N=%d per row; self-check = plain go-libp2p through the same routers in the same run) ===\n", n)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAT (A/B)\tTRANSPORT\tLINK\tEXPECTED\tCHAT OK\tSELF-CHECK OK\tCHAT p50/p95 TO DIRECT\tSELF p50/p95 TO DIRECT\tCHAT ATTEMPTS/SUCCESS\tSELF ATTEMPTS/SUCCESS")
+	fmt.Fprintln(tw, "NAT (A/B)\tTRANSPORT\tLINK\tEXPECTED\tCHAT OK\tSELF-CHECK OK\tCHAT p50/p95 TO DIRECT\tSELF p50/p95 TO DIRECT\tCHAT ATTEMPTS/SUCCESS\tSELF ATTEMPTS/SUCCESS\tCHAT BROKE OFF\tFLUSHED CT/FC PER RUN")
 	for _, r := range rows {
 		r.mu.Lock()
 		expect := "relayed"
@@ -101,9 +128,17 @@ func printMatrix(w io.Writer, n int, rows []*matrixRow) {
 		if link == "" {
 			link = "internet"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\t%s\t%s\t%s\n", r.Pair.nat(), r.Pair.transportName(), link, expect,
+		flushed := "-"
+		if r.runs > 0 {
+			flushed = fmt.Sprintf("%.1f / %.1f", float64(r.flushCT)/float64(r.runs), float64(r.flushFC)/float64(r.runs))
+		}
+		brokeOff := "-"
+		if r.Pair.direct() {
+			brokeOff = strconv.Itoa(r.chatBrokeOff)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Pair.nat(), r.Pair.transportName(), link, expect,
 			r.chatOK, r.runs, r.selfOK, r.runs, fmtTimes(r.chatTimes), fmtTimes(r.selfTimes),
-			perSuccess(r.chatAttem, r.chatOK, r.Pair.direct()), perSuccess(r.selfAttempts, r.selfOK, r.Pair.direct()))
+			perSuccess(r.chatAttem, r.chatOK, r.Pair.direct()), perSuccess(r.selfAttempts, r.selfOK, r.Pair.direct()), brokeOff, flushed)
 		r.mu.Unlock()
 	}
 	tw.Flush()

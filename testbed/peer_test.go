@@ -91,13 +91,29 @@ var incarnationMu sync.Mutex
 // startPeer runs the peer and waits for its "ready" event.
 func (tp *topology) startPeer(spec peerSpec) *peer {
 	tp.t.Helper()
+	p := tp.launchPeer(spec)
+	p.waitReady()
+	return p
+}
+
+// waitReady waits for the peer's "ready" event and keeps its peer ID.
+func (p *peer) waitReady() {
+	p.t.Helper()
+	ready := p.wait(90*time.Second, 0, func(e event) bool { return e.is("ready") })
+	p.ID = ready.str("peer")
+}
+
+// launchPeer runs the peer (a new incarnation of spec.Nick) without
+// waiting for it.
+func (tp *topology) launchPeer(spec peerSpec) *peer {
+	tp.t.Helper()
 	incarnationMu.Lock()
-	incarnation[tp.project+spec.Nick]++
-	gen := incarnation[tp.project+spec.Nick]
+	incarnation[tp.project+tp.tag+spec.Nick]++
+	gen := incarnation[tp.project+tp.tag+spec.Nick]
 	incarnationMu.Unlock()
 
-	name := fmt.Sprintf("%s_%s_%d", tp.project, spec.Nick, gen)
-	vol := fmt.Sprintf("%s_peer_%s", tp.project, spec.Nick)
+	name := fmt.Sprintf("%s_%s%s_%d", tp.project, tp.tag, spec.Nick, gen)
+	vol := fmt.Sprintf("%s_peer_%s%s", tp.project, tp.tag, spec.Nick)
 	if gen == 1 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		_, err := docker(ctx, "volume", "create", vol)
@@ -108,6 +124,14 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 		tp.mu.Lock()
 		tp.volumes = append(tp.volumes, vol)
 		tp.mu.Unlock()
+		// Registered before the container's cleanup, so it runs after it:
+		// the identity ends with the test that made it (a matrix
+		// repetition); teardown removes any left.
+		tp.t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, _ = docker(ctx, "volume", "rm", "-f", vol)
+		})
 	}
 	tp.mu.Lock()
 	tp.containers = append(tp.containers, name)
@@ -143,10 +167,7 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 		args = append(args, chatArgs[1:]...)
 	}
 
-	p := tp.launch(spec, name, args)
-	ready := p.wait(90*time.Second, 0, func(e event) bool { return e.is("ready") })
-	p.ID = ready.str("peer")
-	return p
+	return tp.launch(spec, name, args)
 }
 
 // startProc runs argv (a binary of the image) in a container on network at
@@ -154,7 +175,7 @@ func (tp *topology) startPeer(spec peerSpec) *peer {
 // An ip with a colon is an IPv6 address ("v4,v6" gives both).
 func (tp *topology) startProc(name, network, ip string, nat *natSpec, argv ...string) *peer {
 	tp.t.Helper()
-	cname := fmt.Sprintf("%s_%s", tp.project, name)
+	cname := fmt.Sprintf("%s_%s%s", tp.project, tp.tag, name)
 	tp.mu.Lock()
 	tp.containers = append(tp.containers, cname)
 	tp.mu.Unlock()

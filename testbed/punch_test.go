@@ -88,14 +88,22 @@ const (
 
 func (p pair) String() string { return p.A + "/" + p.B + "/" + p.transportName() }
 
-// natTopology brings up the daemon and both routers of p.
+// natRouters are the router services of p's topology.
+func (p pair) routers() []string {
+	if p.A == doubleNAT {
+		return []string{"router_a", "router_b", "cgn"}
+	}
+	return []string{"router_a", "router_b"}
+}
+
+// natTopology brings up the daemon and the routers of p.
 func natTopology(t *testing.T, p pair) (*topology, daemon) {
-	modeA, file, routers := p.A, "nat.yml", []string{"router_a", "router_b"}
+	modeA, file := p.A, "nat.yml"
 	switch p.A {
 	case "public":
 		modeA = "port-restricted" // router A is idle
 	case doubleNAT:
-		modeA, file, routers = "port-restricted", "nat-double.yml", append(routers, "cgn")
+		modeA, file = "port-restricted", "nat-double.yml"
 	}
 	modeB := p.B
 	if p.v6() {
@@ -106,8 +114,8 @@ func natTopology(t *testing.T, p pair) (*topology, daemon) {
 		env = append(env, "LINK_A="+p.Link, "LINK_B="+p.Link)
 	}
 	tp := newTopology(t, file, env...)
-	tp.up(append([]string{"rendezvous"}, routers...)...)
-	for _, r := range routers {
+	tp.up(append([]string{"rendezvous"}, p.routers()...)...)
+	for _, r := range p.routers() {
 		tp.waitRouter(r)
 	}
 	return tp, tp.waitDaemon("rendezvous", time.Time{})
@@ -150,10 +158,9 @@ func natPeers(s *scenario, p pair, d daemon) (*peer, *peer) {
 	if p.A == "public" {
 		aspec = peerSpec{Nick: "alice", Network: "wan", IP: alicePublicIP, Listen: listen, Rendezvous: rdv}
 	}
-	alice := s.peer(aspec)
-	bob := s.peer(peerSpec{Nick: "bob", Network: "lan_b", IP: "10.2.2.10", Listen: listen, Rendezvous: rdv,
+	ps := s.peersAtOnce(aspec, peerSpec{Nick: "bob", Network: "lan_b", IP: "10.2.2.10", Listen: listen, Rendezvous: rdv,
 		Reachability: "private", NAT: natB})
-	return alice, bob
+	return ps[0], ps[1]
 }
 
 // alicePublicIP is alice's address when she is on the WAN (no NAT).
@@ -164,6 +171,10 @@ type chatResult struct {
 	Direct   bool
 	Elapsed  time.Duration // first relayed conn event to the first direct one (alice's view)
 	Attempts int           // DCUtR attempts over every reported punch
+	// MaxAttempt is the highest attempt number a punch reported (as the
+	// self-check counts); BrokeOff the punches that ended before any dial
+	// (protocol errors: a reset stream, a peer not ready).
+	MaxAttempt, BrokeOff int
 }
 
 // runChat runs the chat over p in tp: alice writes to bob (so they meet
@@ -189,9 +200,18 @@ func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
 		return e.is("conn") && isDirectTo(e, p.bobWAN(), p.Transport)
 	}
 	de := alice.wait(90*time.Second, 0, func(e event) bool { return isDirect(e) && e.str("nick") == "bob" })
-	if first := alice.all(func(e event) bool { return e.is("conn") && e.str("nick") == "bob" }); len(first) > 0 {
-		r.Elapsed = de.at().Sub(first[0].at())
+	// From the first relayed connection, as the self-check measures from
+	// its relayed connection: alice's earlier "conn none" (bob online,
+	// nothing dialled yet) would add the relay dial to the chat's time.
+	first := alice.all(func(e event) bool { return e.is("conn") && e.str("nick") == "bob" && e.str("conn") == "relayed" })
+	if len(first) == 0 && p.A == "public" {
+		// Bob may reach public alice before her dial through the relay.
+		first = alice.all(func(e event) bool { return e.is("conn") && e.str("nick") == "bob" })
 	}
+	if len(first) == 0 {
+		s.fatalf("alice went direct to bob without a relayed connection first")
+	}
+	r.Elapsed = de.at().Sub(first[0].at())
 	r.Direct = true
 	if p.A != "public" {
 		// The side that ran the punch reports it; its trace may follow
@@ -209,6 +229,10 @@ func runChat(s *scenario, tp *topology, d daemon, p pair) chatResult {
 	var ok event
 	for _, e := range hps {
 		r.Attempts += int(e.num("attempts"))
+		r.MaxAttempt = max(r.MaxAttempt, int(e.num("attempts")))
+		if strings.HasPrefix(e.str("error"), "protocol: ") {
+			r.BrokeOff++
+		}
 		if e.boolean("success") && ok == nil {
 			ok = e
 		}
@@ -353,12 +377,18 @@ func pairLabel(p pair) string {
 }
 
 // TestMatrix is the success-rate matrix: with TESTBED_MATRIX=N every pair
-// runs N times (the target is N=20); each run brings
-// up its own topology, runs the plain go-libp2p self-check through the
-// routers, then the chat. It prints successes/N for both side by side, p50
-// and p95 of the time from the relayed to the direct connection, and the
-// punch attempts per success. TESTBED_MATRIX_ROWS (a substring of the row
-// name, e.g. "tcp") limits the rows; TESTBED_LINK sets the link profile.
+// runs N times (the target is N=20). Each row brings its topology
+// (networks, routers) up once; every repetition starts from a clean state:
+// a new daemon (new identity, no registrations, leases or reservations),
+// routers that have forgotten every NAT mapping and tracked flow (natrouter
+// flush, which must leave nothing), and new peers with new identities. In
+// each repetition the plain go-libp2p self-check and the chat run at the
+// same time through the same routers (they use their own addresses and
+// relays), so both meet the same load. It prints successes/N for both side
+// by side, p50 and p95 of the time from the relayed to the direct
+// connection, and the punch attempts per success. TESTBED_MATRIX_ROWS (a
+// substring of the row name, e.g. "tcp") limits the rows; TESTBED_LINK
+// sets the link profile.
 func TestMatrix(t *testing.T) {
 	nStr := os.Getenv("TESTBED_MATRIX")
 	if nStr == "" {
@@ -370,7 +400,11 @@ func TestMatrix(t *testing.T) {
 	}
 	requireEnv(t)
 	var rows []*matrixRow
-	t.Cleanup(func() { printMatrix(os.Stdout, n, rows) })
+	start := time.Now()
+	t.Cleanup(func() {
+		printMatrix(os.Stdout, n, rows)
+		fmt.Printf("matrix: %d rows x %d runs in %s\n", len(rows), n, time.Since(start).Round(time.Second))
+	})
 	for _, p := range append(slices.Clone(punchPairs), relayPairs...) {
 		if f := os.Getenv("TESTBED_MATRIX_ROWS"); f != "" && !strings.Contains(p.String(), f) {
 			continue
@@ -378,21 +412,43 @@ func TestMatrix(t *testing.T) {
 		p.Link = os.Getenv("TESTBED_LINK")
 		row := &matrixRow{Pair: p}
 		rows = append(rows, row)
-		for i := range n {
-			t.Run(fmt.Sprintf("%s/%d", strings.ReplaceAll(p.String(), "/", "-"), i+1), func(t *testing.T) {
-				row.start()
-				tp, d := natTopology(t, p)
-				s := newScenario(t, tp, &result{Scenario: pairLabel(p), Transport: p.transportName(), NAT: p.nat()})
-				row.addSelf(p, runSelfCheckRow(s, tp, p))
-				c := runChat(s, tp, d, p)
-				if delivered, dup := s.account(); delivered == len(s.sent) && dup == 0 {
-					row.addChat(p, c)
-				}
-			})
-		}
+		t.Run(strings.ReplaceAll(p.String(), "/", "-"), func(t *testing.T) {
+			rowStart := time.Now()
+			tp, _ := natTopology(t, p)
+			for i := range n {
+				t.Run(strconv.Itoa(i+1), func(t *testing.T) { matrixRun(t, tp, p, row, i+1) })
+			}
+			t.Logf("row %s: %d runs in %s", p, n, time.Since(rowStart).Round(time.Second))
+		})
 		// Each row as it completes, so a cut-short run keeps what it measured.
 		printMatrix(os.Stdout, n, []*matrixRow{row})
 	}
+}
+
+// matrixRun is one repetition of a row in its standing topology: a fresh
+// daemon, flushed routers, then the self-check and the chat side by side.
+func matrixRun(t *testing.T, tp *topology, p pair, row *matrixRow, i int) {
+	tag := fmt.Sprintf("r%02d_", i)
+	rtp := tp.with(t, tag)
+	d := rtp.freshDaemon("rendezvous", "rdv")
+	flushed := rtp.flushRouters(p.routers())
+	row.start()
+	row.flushed(flushed)
+	t.Run("self-check", func(t *testing.T) {
+		t.Parallel()
+		stp := tp.with(t, tag)
+		s := newScenario(t, stp, &result{Scenario: "0 self-check (plain libp2p)", Transport: p.transportName(), NAT: p.nat()})
+		row.addSelf(p, runSelfCheckRow(s, stp, p))
+	})
+	t.Run("chat", func(t *testing.T) {
+		t.Parallel()
+		ctp := tp.with(t, tag)
+		s := newScenario(t, ctp, &result{Scenario: pairLabel(p), Transport: p.transportName(), NAT: p.nat()})
+		c := runChat(s, ctp, d, p)
+		if delivered, dup := s.account(); delivered == len(s.sent) && dup == 0 {
+			row.addChat(p, c)
+		}
+	})
 }
 
 // runSelfCheckRow is the self-check of p's routers, on one transport (TCP

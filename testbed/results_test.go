@@ -96,6 +96,23 @@ func (s *scenario) peer(spec peerSpec) *peer {
 	return p
 }
 
+// peersAtOnce starts several peers together and waits until each is ready.
+func (s *scenario) peersAtOnce(specs ...peerSpec) []*peer {
+	s.t.Helper()
+	var ps []*peer
+	for _, spec := range specs {
+		p := s.tp.launchPeer(spec)
+		s.mu.Lock()
+		s.peers[spec.Nick] = append(s.peers[spec.Nick], p)
+		s.mu.Unlock()
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
+		p.waitReady()
+	}
+	return ps
+}
+
 // current returns the latest incarnation of nick.
 func (s *scenario) current(nick string) *peer {
 	s.mu.Lock()

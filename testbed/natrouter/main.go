@@ -11,6 +11,7 @@
 //	natrouter peer -router 10.2.1.2 -lan 192.168.1.10/24 -gateway 192.168.1.1 \
 //	    [-lan6 2a00:2:a::10/64 -gateway6 2a00:2:a::1] -- /chat -json ...
 //	natrouter route -route6 2a00:2:a::/64=2a00:2::2,... -- /rendezvous ...
+//	natrouter flush      (docker exec into an idle router: forget every NAT mapping)
 //
 // Why a VXLAN: Docker isolates internal networks with host firewall rules that
 // drop any bridged packet whose address lies outside the network's subnet, so
@@ -64,7 +65,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: natrouter router|peer [flags]")
+		return errors.New("usage: natrouter router|peer|route|flush [flags]")
 	}
 	switch args[0] {
 	case "router":
@@ -73,8 +74,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runPeer(args[1:])
 	case "route":
 		return runRoute(args[1:])
+	case "flush":
+		return runFlush(args[1:], stdout)
 	default:
-		return fmt.Errorf("unknown command %q (want router, peer or route)", args[0])
+		return fmt.Errorf("unknown command %q (want router, peer, route or flush)", args[0])
 	}
 }
 
