@@ -33,6 +33,7 @@ type config struct {
 	FileSize      int64         `json:"file_size"` // files.go
 	FileRounds    int           `json:"file_rounds"`
 	RoomSizes     []int         `json:"room_sizes"` // rooms.go
+	RoomGOGC      int           `json:"room_gogc"`
 	CPUProfile    string        `json:"-"`
 	Addr          string        `json:"addr,omitempty"`
 	DaemonPID     int           `json:"-"`

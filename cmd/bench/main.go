@@ -78,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.Int64Var(&cfg.FileSize, "file-size", 1<<30, "bytes of the file the files phase sends (TCP, QUIC, and the kill-at-half resume)")
 	fs.IntVar(&cfg.FileRounds, "file-rounds", 2, "interleaved rounds of stream copy and transfer per transport in the files phase (the fastest of each counts)")
 	fs.StringVar(&roomSizes, "room-sizes", "200,1000", "comma-separated member counts of the rooms phase (-short: 50)")
+	fs.IntVar(&cfg.RoomGOGC, "room-gogc", 400, "GC percent (as GOGC) while the rooms phase runs: its members share one heap, which no real member has; 0 keeps the process's setting")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the rooms phase's measured messages in the largest room to this file (go tool pprof)")
 	fs.StringVar(&cfg.Addr, "addr", "", "benchmark this running daemon (/ip4/127.0.0.1/tcp/…/p2p/…) instead of starting one")
 	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "with -addr: the daemon's PID, to read its CPU and memory from /proc")
@@ -181,6 +182,8 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 		return cfg, "", errors.New("-file-rounds must be at least 1")
 	case cfg.FileSize < 1<<20:
 		return cfg, "", errors.New("-file-size must be at least 1 MiB")
+	case cfg.RoomGOGC < 0:
+		return cfg, "", errors.New("-room-gogc must not be negative (0 keeps the process's setting)")
 	case cfg.ChatMessages < 1:
 		return cfg, "", errors.New("-chat-messages must be at least 1")
 	}
