@@ -42,7 +42,7 @@ func runFlush(args []string, stdout io.Writer) error {
 	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET6, matchAll{}); err != nil {
 		return fmt.Errorf("delete IPv6 conntrack entries: %w", err)
 	}
-	fc, err := flushFullCone()
+	fc, err := fullConeEntries(true)
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func runFlush(args []string, stdout io.Writer) error {
 			left++
 		}
 	}
-	fcLeft, err := fullConeElements()
+	fcLeft, err := fullConeEntries(false)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,9 @@ func fullConeSets(c *nftables.Conn) ([]*nftables.Set, error) {
 	return sets, nil
 }
 
-func flushFullCone() (int, error) {
+// fullConeEntries counts the entries of the full-cone maps and, with
+// flush, empties them.
+func fullConeEntries(flush bool) (int, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return 0, err
@@ -121,30 +123,15 @@ func flushFullCone() (int, error) {
 			return 0, fmt.Errorf("elements of %s: %w", s.Name, err)
 		}
 		n += len(el)
-		c.FlushSet(s)
+		if flush {
+			c.FlushSet(s)
+		}
+	}
+	if !flush {
+		return n, nil
 	}
 	if err := c.Flush(); err != nil {
 		return 0, fmt.Errorf("flush full-cone maps: %w", err)
-	}
-	return n, nil
-}
-
-func fullConeElements() (int, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return 0, err
-	}
-	sets, err := fullConeSets(c)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, s := range sets {
-		el, err := c.GetSetElements(s)
-		if err != nil {
-			return 0, fmt.Errorf("elements of %s: %w", s.Name, err)
-		}
-		n += len(el)
 	}
 	return n, nil
 }
