@@ -1,7 +1,6 @@
 package chat
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -253,29 +252,13 @@ func (a *ackServer) handle(s network.Stream) {
 
 // ask asks p whether it has stored our message id in r.
 func (rs *rooms) ask(ctx context.Context, r *room, p peer.ID, id []byte) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
-	s, err := rs.n.h.NewStream(network.WithAllowLimitedConn(ctx, "room ack"), p, RoomAckProtocol)
+	b, err := rs.exchange(ctx, p, RoomAckProtocol, "room ack", ackTimeout, encodeAckQuestion(r.spec.Topic, id), maxAckFrame)
 	if err != nil {
-		return 0, fmt.Errorf("open ack stream: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
-	defer stop()
-	_ = s.SetDeadline(time.Now().Add(ackTimeout))
-	if err := writeFrame(s, encodeAckQuestion(r.spec.Topic, id)); err != nil {
-		_ = s.Reset()
 		return 0, err
 	}
-	_ = s.CloseWrite()
-	b, err := readFrame(bufio.NewReader(s), maxAckFrame)
-	if err != nil {
-		_ = s.Reset()
-		return 0, fmt.Errorf("ack answer: %w", err)
-	}
-	_ = s.Close()
 	_, _, status, err := decodeAck(b, true)
 	if err != nil {
-		return 0, fmt.Errorf("ack answer: %w", err)
+		return 0, fmt.Errorf("room ack answer: %w", err)
 	}
 	return status, nil
 }

@@ -1,7 +1,6 @@
 package chat
 
 import (
-	"bufio"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -137,30 +136,14 @@ func (rs *rooms) prove(ctx context.Context, r *room, p peer.ID) error {
 	if _, err := rand.Read(nonce); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, proofTimeout)
-	defer cancel()
-	s, err := rs.n.h.NewStream(network.WithAllowLimitedConn(ctx, "room proof"), p, RoomProofProtocol)
-	if err != nil {
-		return fmt.Errorf("open proof stream: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
-	defer stop()
-	_ = s.SetDeadline(time.Now().Add(proofTimeout))
 	req := protowire.AppendTag(nil, proofFieldTopic, protowire.BytesType)
 	req = protowire.AppendString(req, r.spec.Topic)
 	req = protowire.AppendTag(req, proofFieldNonce, protowire.BytesType)
 	req = protowire.AppendBytes(req, nonce)
-	if err := writeFrame(s, req); err != nil {
-		_ = s.Reset()
+	b, err := rs.exchange(ctx, p, RoomProofProtocol, "room proof", proofTimeout, req, maxProofFrame)
+	if err != nil {
 		return err
 	}
-	_ = s.CloseWrite()
-	b, err := readFrame(bufio.NewReader(s), maxProofFrame)
-	if err != nil {
-		_ = s.Reset()
-		return fmt.Errorf("proof answer: %w", err)
-	}
-	_ = s.Close()
 	_, _, mac, err := decodeProof(b)
 	if err != nil || !hmac.Equal(mac, proofMAC(r.spec.proof, r.spec.Topic, nonce, rs.n.h.ID(), p)) {
 		return fmt.Errorf("peer %s does not hold the room's key", p)

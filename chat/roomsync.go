@@ -294,6 +294,33 @@ func finish(s network.Stream, frame []byte) error {
 	return nil
 }
 
+// exchange asks p one question over proto (the limited-connection reason
+// names it) and returns the one answer frame, of at most max bytes; the
+// whole exchange takes at most timeout.
+func (rs *rooms) exchange(ctx context.Context, p peer.ID, proto protocol.ID, reason string, timeout time.Duration, req []byte, max int) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s, err := rs.n.h.NewStream(network.WithAllowLimitedConn(ctx, reason), p, proto)
+	if err != nil {
+		return nil, fmt.Errorf("open %s stream: %w", reason, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	_ = s.SetDeadline(time.Now().Add(timeout))
+	if err := writeFrame(s, req); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	_ = s.CloseWrite()
+	b, err := readFrame(bufio.NewReader(s), max)
+	if err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("%s answer: %w", reason, err)
+	}
+	_ = s.Close()
+	return b, nil
+}
+
 // handle serves one history request.
 func (h *roomHistory) handle(s network.Stream) {
 	if !h.track(s) {
