@@ -44,17 +44,8 @@ const (
 	defaultConnsMax   = 16384
 	defaultConnsPerIP = 64
 
-	// The relay's defaults live in internal/serverhost, shared with a
+	// The relay's defaults are serverhost.DefaultRelay*, shared with a
 	// chat's embedded server.
-	defaultRelayMaxReservations      = serverhost.DefaultRelayMaxReservations
-	defaultRelayMaxCircuits          = serverhost.DefaultRelayMaxCircuits
-	defaultRelayMaxReservationsPerIP = serverhost.DefaultRelayMaxReservationsPerIP
-	defaultRelayReservationTTL       = serverhost.DefaultRelayReservationTTL
-	defaultRelayLimitDuration        = serverhost.DefaultRelayLimitDuration
-	defaultRelayLimitData            = serverhost.DefaultRelayLimitData
-	defaultRelayCircuitsPerSource    = serverhost.DefaultRelayCircuitsPerSource
-	defaultRelayCircuitsPerSourceIP  = serverhost.DefaultRelayCircuitsPerSourceIP
-	defaultRelayReservationRate      = serverhost.DefaultRelayReservationRate
 
 	// The library's AutoNAT service answers 30 dial-back requests a minute,
 	// far too few for thousands of clients checking their reachability.
@@ -205,16 +196,16 @@ func parseConfig(args []string, getenv func(string) (string, bool), stderr io.Wr
 
 		relayOn          = fs.Bool("relay", true, "serve circuit relay v2 (starts once the host is publicly reachable)")
 		relayInfinite    = fs.Bool("relay-infinite", false, "no duration or data limit on relayed connections (they are then not marked limited)")
-		relayMaxRes      = fs.Int("relay-max-reservations", defaultRelayMaxReservations, "relay reservations held at once")
-		relayMaxCircuits = fs.Int("relay-max-circuits", defaultRelayMaxCircuits, "relayed connections open at once per peer")
-		relayPerIP       = fs.Int("relay-max-reservations-per-ip", defaultRelayMaxReservationsPerIP, "relay reservations from one IP address (many peers share one NAT)")
-		relayPerASN      = fs.Int("relay-max-reservations-per-asn", defaultRelayMaxReservations, "relay reservations from one autonomous system")
-		relayTTL         = fs.Duration("relay-reservation-ttl", defaultRelayReservationTTL, "lifetime of a relay reservation (clients refresh it)")
-		relayDuration    = fs.Duration("relay-limit-duration", defaultRelayLimitDuration, "longest life of one relayed connection")
-		relayData        = byteSize(defaultRelayLimitData)
-		relayPerSource   = fs.Int("relay-max-circuits-per-source", defaultRelayCircuitsPerSource, "relayed connections one source peer may have open to one destination; beyond it CONNECT is refused (PERMISSION_DENIED)")
-		relayPerSourceIP = fs.Int("relay-max-circuits-per-source-ip", defaultRelayCircuitsPerSourceIP, "relayed connections one source IPv4 address or IPv6 /56 may have open to one destination, so a few identities cannot take a user's -relay-max-circuits")
-		relayRsvRate     = fs.Int("relay-reservation-rate-per-ip", defaultRelayReservationRate, "new relay reservations per minute from one IPv4 address or IPv6 /56 (bursting to the same number); renewals are not limited")
+		relayMaxRes      = fs.Int("relay-max-reservations", serverhost.DefaultRelayMaxReservations, "relay reservations held at once")
+		relayMaxCircuits = fs.Int("relay-max-circuits", serverhost.DefaultRelayMaxCircuits, "relayed connections open at once per peer")
+		relayPerIP       = fs.Int("relay-max-reservations-per-ip", serverhost.DefaultRelayMaxReservationsPerIP, "relay reservations from one IP address (many peers share one NAT)")
+		relayPerASN      = fs.Int("relay-max-reservations-per-asn", serverhost.DefaultRelayMaxReservations, "relay reservations from one autonomous system")
+		relayTTL         = fs.Duration("relay-reservation-ttl", serverhost.DefaultRelayReservationTTL, "lifetime of a relay reservation (clients refresh it)")
+		relayDuration    = fs.Duration("relay-limit-duration", serverhost.DefaultRelayLimitDuration, "longest life of one relayed connection")
+		relayData        = byteSize(serverhost.DefaultRelayLimitData)
+		relayPerSource   = fs.Int("relay-max-circuits-per-source", serverhost.DefaultRelayCircuitsPerSource, "relayed connections one source peer may have open to one destination; beyond it CONNECT is refused (PERMISSION_DENIED)")
+		relayPerSourceIP = fs.Int("relay-max-circuits-per-source-ip", serverhost.DefaultRelayCircuitsPerSourceIP, "relayed connections one source IPv4 address or IPv6 /56 may have open to one destination, so a few identities cannot take a user's -relay-max-circuits")
+		relayRsvRate     = fs.Int("relay-reservation-rate-per-ip", serverhost.DefaultRelayReservationRate, "new relay reservations per minute from one IPv4 address or IPv6 /56 (bursting to the same number); renewals are not limited")
 
 		connsMax       = fs.Int("conns-max", defaultConnsMax, "most concurrent connections (resource manager); the connection manager trims from 3/4 of it down to 5/8")
 		autonatRate    = fs.Int("autonat-rate", defaultAutonatRate, "AutoNAT dial-back requests served per minute (all peers); 0: unlimited")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/p2p-messaging/p2p-messaging/internal/dhtstore"
 	"github.com/p2p-messaging/p2p-messaging/internal/paths"
+	"github.com/p2p-messaging/p2p-messaging/internal/serverhost"
 	"github.com/p2p-messaging/p2p-messaging/rendezvous"
 )
 
@@ -43,9 +44,9 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, int64(1<<20), c.relay.limitData)
 	require.Equal(t, 10*time.Minute, c.relay.limitDuration)
 	require.Equal(t, dhtstore.DefaultLimits(), c.dht)
-	require.Equal(t, defaultRelayCircuitsPerSource, c.relay.maxCircuitsPerSource)
-	require.Equal(t, defaultRelayCircuitsPerSourceIP, c.relay.maxCircuitsPerSourceIP)
-	require.Equal(t, defaultRelayReservationRate, c.relay.reservationRatePerIP)
+	require.Equal(t, serverhost.DefaultRelayCircuitsPerSource, c.relay.maxCircuitsPerSource)
+	require.Equal(t, serverhost.DefaultRelayCircuitsPerSourceIP, c.relay.maxCircuitsPerSourceIP)
+	require.Equal(t, serverhost.DefaultRelayReservationRate, c.relay.reservationRatePerIP)
 }
 
 func TestConfigEnvPrecedence(t *testing.T) {
